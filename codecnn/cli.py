@@ -1,0 +1,104 @@
+"""The ``codecnn`` command line: thin commands over the library (each docstring is its ``--help``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from codecnn import __version__
+from codecnn.errors import CodecnnError
+from codecnn.options import encoder_options, encoder_settings, frame_options, geometry_options, verbosity
+
+
+class UserError(click.ClickException):
+    """A one-line message and exit code 2, no traceback."""
+
+    exit_code = 2
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except CodecnnError as e:
+            raise UserError(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("codecnn: interrupted; finished work is kept: rerun with --resume to continue", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="codecnn")
+def cli():
+    """codecnn: CNN restoration and intra-mode prediction inside an HEVC codec."""
+
+
+@cli.command("make-dataset")
+@click.option("--yuv", "inputs", multiple=True, type=click.Path(),
+              help="Input sequence (raw .yuv, .y4m, or a container such as .mp4); repeatable.")
+@click.option("--list", "seq_list", type=click.Path(), help="A sequence list, e.g. datasets/samples.toml.")
+@click.option("--seq-dir", type=click.Path(), help="Folder holding the files of --list (e.g. the JCT-VC YUVs).")
+@geometry_options
+@frame_options
+@encoder_options
+@click.option("--ctu", type=int, default=128, show_default=True, help="CTU size.")
+@click.option("--context", type=int, default=2, show_default=True, help="Context border around each input CTU.")
+@click.option("--split", type=click.Choice(["train", "val", "test", "auto"]), default="train", show_default=True,
+              help="Split of the --yuv sequences (auto: seeded, by sequence).")
+@click.option("--out", type=click.Path(), help="Output .h5 (default: NAME.h5 in the current folder).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Encodes run in parallel.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted build of the same --out.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --split auto.")
+@verbosity
+def make_dataset(inputs, seq_list, seq_dir, size, bit_depth, fps, frames, start, frame_step, qps, encoder, preset,
+                 tune, no_deblock, no_sao, hm_bin, hm_cfg, ctu, context, split, out, jobs, resume, seed):
+    """Encode sequences all-intra at each QP and cut CTU samples into an HDF5 dataset.
+
+    Each sample is the reconstructed luma CTU with its context border (132x132 for CTU 128, context 2)
+    and the original 128x128 luma target, with QP, bit depth, sequence, frame and position.
+
+    \b
+    Examples:
+      codecnn make-dataset --yuv BasketballDrive_1920x1080_50.yuv
+      codecnn make-dataset --list datasets/samples.toml --frames 8 --out samples.h5
+      codecnn make-dataset --list datasets/jctvc.toml --seq-dir /data/ctc --jobs 2
+    """
+    from codecnn.data.build import BuildOptions, build_dataset
+    from codecnn.encoders import STANDARD_QPS
+    from codecnn.sequences import assign_auto_splits, load_sequence_list, sequence_from_path
+
+    if not inputs and not seq_list:
+        raise CodecnnError("no input: give --yuv FILE (repeatable) or --list datasets/NAME.toml")
+    specs = load_sequence_list(seq_list, seq_dir) if seq_list else []
+    specs += [sequence_from_path(p, size, bit_depth, fps, "train" if split == "auto" else split) for p in inputs]
+    if split == "auto":
+        specs = assign_auto_splits(specs, seed)
+    if out is None:
+        if len(inputs) == 1 and not seq_list:
+            out = Path(inputs[0]).name.rsplit(".", 1)[0] + ".h5"
+        elif seq_list and not inputs:
+            out = Path(seq_list).stem + ".h5"
+        else:
+            raise CodecnnError("several inputs: name the output with --out FILE.h5")
+    options = BuildOptions(tuple(qps) or STANDARD_QPS, encoder,
+                           encoder_settings(encoder, preset, tune, no_deblock, no_sao, hm_bin, hm_cfg),
+                           start, frames, frame_step, ctu, context, seed)
+    summary = build_dataset(specs, out, options, jobs=jobs, resume=resume, progress=sys.stderr.isatty())
+    for line in summary.lines():
+        click.echo(line)
+
+
+@cli.command()
+@click.argument("dataset", type=click.Path())
+def info(dataset):
+    """Print a dataset's summary: shapes, splits, QPs, sequences, encoder and rates."""
+    from codecnn.data.inspect import describe_dataset
+
+    for line in describe_dataset(dataset):
+        click.echo(line)
+
+
+def main() -> None:
+    cli(prog_name="codecnn")

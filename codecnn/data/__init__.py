@@ -1,0 +1,1 @@
+"""CTU datasets: cutting encoder reconstructions into CTUs and storing them in HDF5."""

@@ -1,0 +1,306 @@
+"""Building a CTU dataset: sequences x QPs -> real encodes -> CTUs -> one HDF5 file.
+
+The unit of work is one (sequence, QP) encode. Each unit writes its samples to its own shard file in
+``OUT.parts/`` (written under a temporary name and renamed when complete), so an interrupted build
+(Ctrl-C, a crash, a killed job) keeps every finished unit and ``resume=True`` redoes only the rest.
+When all units are done the shards are merged, chunk by chunk without recompression, into
+``OUT.tmp``, which is renamed to ``OUT``. The final name never holds a partial file.
+
+Sample order is deterministic whatever ``jobs`` is: sequences in the given order, then QPs in the
+given order, then frames, then CTUs in raster order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from codecnn.data import schema
+from codecnn.data.ctu import cut_ctus
+from codecnn.encoders import STANDARD_QPS, check_qp, make_encoder
+from codecnn.errors import CodecnnError
+from codecnn.sequences import SequenceSpec, file_fingerprint
+from codecnn.yuv import RawYuvReader, VideoInfo, YuvWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What a dataset is built with; stored in the file and compared on ``resume``."""
+
+    qps: tuple[int, ...] = STANDARD_QPS
+    encoder: str = "x265"
+    encoder_options: tuple[tuple[str, object], ...] = ()
+    start: int = 0
+    frames: int | None = None
+    frame_step: int = 1
+    ctu: int = 128
+    context: int = 2
+    seed: int = 0
+
+    def __post_init__(self):
+        for qp in self.qps:
+            check_qp(qp)
+        if len(set(self.qps)) != len(self.qps):
+            raise CodecnnError(f"--qp values repeat: {list(self.qps)}")
+        if self.ctu not in (16, 32, 64, 128, 256):
+            raise CodecnnError(f"--ctu {self.ctu}: use 16, 32, 64, 128 or 256")
+        if not 0 <= self.context <= self.ctu // 2:
+            raise CodecnnError(f"--context {self.context}: use 0..{self.ctu // 2} pixels")
+        if self.frame_step < 1:
+            raise CodecnnError(f"--frame-step {self.frame_step}: use 1 or more")
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["qps"] = list(self.qps)
+        d["encoder_options"] = {k: v for k, v in self.encoder_options}
+        return json.loads(json.dumps(d, default=str))
+
+
+@dataclass
+class BuildSummary:
+    path: Path
+    samples: int
+    bytes: int
+    seconds: float
+    encoder_seconds: float
+    other_seconds: float
+    units: list = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        ratio = self.other_seconds / self.encoder_seconds if self.encoder_seconds else float("nan")
+        return [
+            f"wrote {self.path}: {self.samples} samples, {self.bytes / 1e6:.1f} MB, {len(self.units)} encodes",
+            f"time {self.seconds:.1f} s: encoder {self.encoder_seconds:.1f} s, everything else "
+            f"{self.other_seconds:.1f} s (ratio {ratio:.3f})",
+        ]
+
+
+@dataclass(frozen=True)
+class _Unit:
+    index: int
+    seq_index: int
+    spec: SequenceSpec
+    source: str  # raw file the frames are read from (the staged copy for containers)
+    info: VideoInfo
+    read_indices: tuple[int, ...]  # frame indices within `source`
+    frame_indices: tuple[int, ...]  # the same frames' indices in the original sequence
+    qp: int
+    split: int
+    options: BuildOptions
+    dtype: str
+    shard: str
+    workdir: str
+    progress: bool
+
+
+def parts_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".parts")
+
+
+def build_dataset(specs: list[SequenceSpec], out: str | os.PathLike, options: BuildOptions = BuildOptions(),
+                  jobs: int = 1, resume: bool = False, progress: bool = True) -> BuildSummary:
+    """Encode every sequence at every QP, cut CTUs and write one HDF5 dataset (see :mod:`.schema`)."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    if not specs:
+        raise CodecnnError("no input sequence: give --yuv FILE or --list LIST")
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise CodecnnError(f"sequence names repeat ({', '.join(sorted({n for n in names if names.count(n) > 1}))}); "
+                           "rename the files or the list entries")
+    if not out.parent.is_dir():
+        raise CodecnnError(f"{out.parent}: output folder does not exist")
+    encoder = make_encoder(options.encoder, **dict(options.encoder_options))  # fails early (e.g. HM missing)
+    readers, selections = [], []
+    for s in specs:
+        r = s.open()
+        readers.append(r)
+        count = options.frames if options.frames is not None else s.frames
+        selections.append(r.select(options.start, count, options.frame_step))
+    dtype = schema.sample_dtype_for([r.info.bit_depth for r in readers])
+    seq_meta = [{"name": s.name, "source": s.path, "fingerprint": file_fingerprint(s.path), "split": s.split,
+                 "class": s.cls, "width": r.info.width, "height": r.info.height, "bit_depth": r.info.bit_depth,
+                 "fps": str(r.info.fps), "source_frames": r.info.num_frames, "frames": list(sel)}
+                for s, r, sel in zip(specs, readers, selections)]
+    manifest = {"options": options.to_json(), "sequences": seq_meta}
+
+    parts = parts_dir(out)
+    _prepare_parts(parts, manifest, resume)
+    stage_seconds = 0.0
+    units: list[_Unit] = []
+    for si, (spec, reader, sel) in enumerate(zip(specs, readers, selections)):
+        if reader.random_access:
+            source, read_idx = str(reader.path), tuple(sel)
+        else:
+            ts = time.perf_counter()
+            source, read_idx = _stage(reader, sel, parts / "stage" / f"{si:03d}_{spec.name}.yuv"), tuple(range(len(sel)))
+            stage_seconds += time.perf_counter() - ts
+        info = dataclasses.replace(reader.info, num_frames=len(sel))
+        for qp in options.qps:
+            k = len(units)
+            units.append(_Unit(k, si, spec, source, info, read_idx, tuple(sel), qp, schema.SPLIT_CODES[spec.split],
+                               options, dtype.str, str(parts / f"unit{k:04d}.h5"), str(parts / "work" / f"unit{k:04d}"),
+                               progress and jobs == 1))
+        reader.close()
+
+    todo = [u for u in units if not Path(u.shard).exists()]
+    if resume and len(todo) < len(units):
+        log.info("resuming: %d of %d encodes already done", len(units) - len(todo), len(units))
+    if jobs > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            bar = _bar(total=len(todo), desc="encodes", enabled=progress)
+            for _ in pool.map(_run_unit, todo):
+                bar.update(1)
+            bar.close()
+    else:
+        for u in todo:
+            _run_unit(u)
+
+    tm = time.perf_counter()
+    records = _merge([u.shard for u in units], out, options, dtype, seq_meta, encoder.describe())
+    merge_seconds = time.perf_counter() - tm
+    shutil.rmtree(parts, ignore_errors=True)
+    enc = sum(r["encode_seconds"] for r in records)
+    other = sum(r["cut_seconds"] for r in records) + stage_seconds + merge_seconds
+    return BuildSummary(out, sum(r["samples"] for r in records), out.stat().st_size,
+                        time.perf_counter() - t0, enc, other, records)
+
+
+def _prepare_parts(parts: Path, manifest: dict, resume: bool) -> None:
+    mpath = parts / "build.json"
+    if parts.exists() and resume and mpath.exists():
+        old = json.loads(mpath.read_text())
+        if old != json.loads(json.dumps(manifest)):
+            raise CodecnnError(f"{parts}: the interrupted build used other inputs or options; "
+                               "rerun without --resume to start over")
+        return
+    if parts.exists():
+        if not resume:
+            log.warning("discarding the partial build in %s (pass --resume to continue it)", parts)
+        shutil.rmtree(parts)
+    parts.mkdir()
+    tmp = mpath.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, mpath)
+
+
+def _stage(reader, selection: range, path: Path) -> str:
+    """Decode the selected frames of a container once, into a raw file every encode then reads."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with YuvWriter(path, reader.info.bit_depth) as w:
+            for _, frame in reader.frames(selection.start, len(selection), selection.step):
+                w.write(frame)
+    return str(path)
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    # a duplicate of the terminal's stderr: the encoder's log capture redirects fd 2, not this one
+    stream = os.fdopen(os.dup(sys.stderr.fileno()), "w") if enabled else None
+    return tqdm(total=total, desc=desc, disable=not enabled, file=stream, leave=False, dynamic_ncols=True)
+
+
+def _run_unit(u: _Unit) -> None:
+    """Encode one sequence at one QP and write its CTU samples to the unit's shard."""
+    import h5py
+
+    src = RawYuvReader(u.source, u.info.width, u.info.height, u.info.bit_depth, u.info.fps)
+    bar = _bar(2 * len(u.read_indices), f"{u.spec.name} QP{u.qp}", u.progress)
+
+    def frames():
+        for i in u.read_indices:
+            bar.update(1)
+            yield src.read(i)
+
+    encoder = make_encoder(u.options.encoder, **dict(u.options.encoder_options))
+    work = Path(u.workdir)
+    shutil.rmtree(work, ignore_errors=True)
+    res = encoder.encode(frames(), u.info, u.qp, work)
+    t0 = time.perf_counter()
+    recon = res.open_recon()
+    tmp = u.shard + ".tmp"
+    ctu, ctx = u.options.ctu, u.options.context
+    with h5py.File(tmp, "w") as h5:
+        schema.create_datasets(h5, ctu, ctx, np.dtype(u.dtype))
+        n = 0
+        for j, (i, fi) in enumerate(zip(u.read_indices, u.frame_indices)):
+            inputs, targets, pos, valid = cut_ctus(recon.read(j).y, src.read(i).y, ctu, ctx)
+            k = len(inputs)
+            for name in ("input", "target", *schema.PER_SAMPLE):
+                h5[name].resize(n + k, axis=0)
+            h5["input"][n:] = inputs
+            h5["target"][n:] = targets
+            h5["pos"][n:] = pos
+            h5["valid"][n:] = valid
+            h5["qp"][n:] = res.coded_qp[j]
+            h5["bit_depth"][n:] = u.info.bit_depth
+            h5["seq"][n:] = u.seq_index
+            h5["frame"][n:] = fi
+            h5["split"][n:] = u.split
+            n += k
+            bar.update(1)
+        h5.create_dataset("bitstream", data=np.frombuffer(Path(res.bitstream).read_bytes(), np.uint8))
+        record = {"seq": u.spec.name, "seq_index": u.seq_index, "qp": u.qp, "frames": list(u.frame_indices),
+                  "bits": res.bits, "kbps": res.kbps(), "coded_qp": res.coded_qp, "encoder_psnr": res.encoder_psnr,
+                  "samples": n, "encode_seconds": res.seconds, "cut_seconds": time.perf_counter() - t0,
+                  "encoder": res.settings}
+        h5.attrs["unit"] = json.dumps(record)
+    os.replace(tmp, u.shard)
+    recon.close()
+    src.close()
+    bar.close()
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _merge(shards: list[str], out: Path, options: BuildOptions, dtype: np.dtype, seq_meta: list,
+           encoder: dict) -> list[dict]:
+    """Concatenate the shards into ``out`` (through ``out.tmp``); compressed chunks are copied as they are."""
+    import h5py
+
+    tmp = out.with_name(out.name + ".tmp")
+    records = []
+    try:
+        with h5py.File(tmp, "w") as dst:
+            schema.create_datasets(dst, options.ctu, options.context, dtype)
+            streams = dst.create_group("bitstreams")
+            n = 0
+            for path in shards:
+                with h5py.File(path, "r") as src:
+                    rec = json.loads(src.attrs["unit"])
+                    k = src["target"].shape[0]
+                    for name in ("input", "target", *schema.PER_SAMPLE):
+                        dst[name].resize(n + k, axis=0)
+                    for name in ("input", "target"):
+                        s, d = src[name].id, dst[name].id
+                        for i in range(k):
+                            mask, chunk = s.read_direct_chunk((i, 0, 0))
+                            d.write_direct_chunk((n + i, 0, 0), chunk, mask)
+                    for name in schema.PER_SAMPLE:
+                        dst[name][n:] = src[name][()]
+                    streams.create_dataset(f"{rec['seq']}_qp{rec['qp']}", data=src["bitstream"][()])
+                    rec["sample_range"] = [n, n + k]
+                    records.append(rec)
+                    n += k
+            if records:  # the encodes themselves know the encoder's version
+                encoder = records[0]["encoder"]
+            schema.set_attrs(dst, options.ctu, options.context, sequences=seq_meta, encoder=encoder,
+                             units=records, build=options.to_json())
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return records

