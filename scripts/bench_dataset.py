@@ -1,0 +1,58 @@
+"""Benchmark: building a CTU dataset from the bigbuckbunny sample (1280x720) at QP 22/27/32/37.
+
+Prints the time spent in the encoder (x265 encode + decode of the bitstream) and in everything else
+(reading the source, cutting CTUs, writing and merging HDF5), and their ratio (target <= 0.10). Then
+builds the dataset again from four times as many frames, each in a fresh process, and prints both peak
+memories (target: independent of the sequence length: the build streams frame by frame).
+
+    python scripts/bench_dataset.py [--frames 6] [--preset medium]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+
+CHILD = r"""
+import json, resource, sys, logging
+from codecnn.data.build import BuildOptions, build_dataset
+from codecnn.sequences import load_sequence_list
+frames, preset, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+spec = [s for s in load_sequence_list("datasets/samples.toml") if s.name == "bigbuckbunny"]
+opts = BuildOptions(encoder_options=(("deblock", True), ("preset", preset), ("sao", True), ("tune", "psnr")),
+                    frames=frames)
+s = build_dataset(spec, out, opts, progress=False)
+print(json.dumps({"samples": s.samples, "seconds": s.seconds, "encoder": s.encoder_seconds,
+                  "other": s.other_seconds, "mb": s.bytes / 1e6,
+                  "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def run(frames: int, preset: str) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        r = subprocess.run([sys.executable, "-c", CHILD, str(frames), preset, f"{d}/bench.h5"],
+                           capture_output=True, text=True, check=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=6)
+    ap.add_argument("--preset", default="medium")
+    a = ap.parse_args()
+    one = run(a.frames, a.preset)
+    print(f"bigbuckbunny 1280x720, {a.frames} frames x 4 QPs, x265 preset {a.preset}: {one['samples']} samples, "
+          f"{one['mb']:.1f} MB in {one['seconds']:.2f} s")
+    print(f"encoder time        {one['encoder']:.3f} s")
+    print(f"everything else     {one['other']:.3f} s")
+    print(f"ratio other/encoder {one['other'] / one['encoder']:.3f}   (target <= 0.10)")
+    four = run(4 * a.frames, a.preset)
+    print(f"peak memory: {a.frames} frames {one['peak_mib']:.0f} MiB, {4 * a.frames} frames {four['peak_mib']:.0f} MiB"
+          f"   (ratio {four['peak_mib'] / one['peak_mib']:.2f}, target ~1.0)")
+
+
+if __name__ == "__main__":
+    main()
