@@ -193,3 +193,43 @@ def test_info_rejects_other_files(tmp_path):
     (tmp_path / "t.h5").write_text("hello")
     r = CliRunner().invoke(cli, ["info", str(tmp_path / "t.h5")])
     assert r.exit_code == 2 and "not an HDF5 file" in r.output
+
+
+def test_parallel_jobs_give_the_same_samples(built, carphone_yuv, tmp_path):
+    out = tmp_path / "j2.h5"
+    r = CliRunner().invoke(cli, ["make-dataset", "--yuv", str(carphone_yuv), *FAST, "--start", "1", "--frames", "3",
+                                 "--frame-step", "2", "--ctu", "64", "--context", "4", "--out", str(out), "--jobs", "2"])
+    assert r.exit_code == 0, r.output
+    with h5py.File(built, "r") as a, h5py.File(out, "r") as b:
+        for k in ("input", "target", "qp", "frame", "pos"):
+            np.testing.assert_array_equal(a[k][()], b[k][()], err_msg=k)
+
+
+def test_ten_bit_y4m_dataset(tmp_path, carphone_frames):
+    """A 10-bit Y4M source: uint16 samples end to end, inputs are the 10-bit decode of the stored stream."""
+    from codecnn.yuv import Frame, open_video, write_video
+
+    _, frames = carphone_frames
+    f10 = [Frame(*[(p.astype(np.uint16) << 2) | 1 for p in f.planes], bit_depth=10) for f in frames[:2]]
+    src = tmp_path / "cp10.y4m"
+    write_video(src, f10, 10)
+    out = tmp_path / "cp10.h5"
+    r = CliRunner().invoke(cli, ["make-dataset", "--yuv", str(src), "--qp", "32", "--preset", "ultrafast",
+                                 "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    with h5py.File(out, "r") as f:
+        assert f["input"].dtype == np.uint16 and f["target"].dtype == np.uint16
+        assert set(f["bit_depth"][()].tolist()) == {10}
+        inputs, targets = f["input"][()], f["target"][()]
+        pics = list(decode_hevc(f["bitstreams/cp10_qp32"][()].tobytes(), 10))
+    want_in, want_t, _, _ = cut_ctus(pics[1].y, open_video(src).read(1).y, 128, 2)
+    np.testing.assert_array_equal(inputs[2:], want_in)
+    np.testing.assert_array_equal(targets[2:], want_t)
+    assert targets.max() > 255
+
+
+def test_version_and_module_entry_point():
+    r = subprocess.run([sys.executable, "-m", "codecnn", "--version"], capture_output=True, text=True)
+    from codecnn import __version__
+
+    assert r.returncode == 0 and r.stdout.strip() == f"codecnn, version {__version__}"

@@ -92,7 +92,7 @@ class _Unit:
     index: int
     seq_index: int
     spec: SequenceSpec
-    source: str  # raw file the frames are read from (the staged copy for containers)
+    staged: str | None  # raw copy of the selected frames (containers); None: read the source itself
     info: VideoInfo
     read_indices: tuple[int, ...]  # frame indices within `source`
     frame_indices: tuple[int, ...]  # the same frames' indices in the original sequence
@@ -142,15 +142,15 @@ def build_dataset(specs: list[SequenceSpec], out: str | os.PathLike, options: Bu
     units: list[_Unit] = []
     for si, (spec, reader, sel) in enumerate(zip(specs, readers, selections)):
         if reader.random_access:
-            source, read_idx = str(reader.path), tuple(sel)
+            staged, read_idx = None, tuple(sel)
         else:
             ts = time.perf_counter()
-            source, read_idx = _stage(reader, sel, parts / "stage" / f"{si:03d}_{spec.name}.yuv"), tuple(range(len(sel)))
+            staged, read_idx = _stage(reader, sel, parts / "stage" / f"{si:03d}_{spec.name}.yuv"), tuple(range(len(sel)))
             stage_seconds += time.perf_counter() - ts
         info = dataclasses.replace(reader.info, num_frames=len(sel))
         for qp in options.qps:
             k = len(units)
-            units.append(_Unit(k, si, spec, source, info, read_idx, tuple(sel), qp, schema.SPLIT_CODES[spec.split],
+            units.append(_Unit(k, si, spec, staged, info, read_idx, tuple(sel), qp, schema.SPLIT_CODES[spec.split],
                                options, dtype.str, str(parts / f"unit{k:04d}.h5"), str(parts / "work" / f"unit{k:04d}"),
                                progress and jobs == 1))
         reader.close()
@@ -218,7 +218,8 @@ def _run_unit(u: _Unit) -> None:
     """Encode one sequence at one QP and write its CTU samples to the unit's shard."""
     import h5py
 
-    src = RawYuvReader(u.source, u.info.width, u.info.height, u.info.bit_depth, u.info.fps)
+    src = (RawYuvReader(u.staged, u.info.width, u.info.height, u.info.bit_depth, u.info.fps) if u.staged
+           else u.spec.open())
     bar = _bar(2 * len(u.read_indices), f"{u.spec.name} QP{u.qp}", u.progress)
 
     def frames():
