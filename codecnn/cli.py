@@ -9,7 +9,8 @@ import click
 
 from codecnn import __version__
 from codecnn.errors import CodecnnError
-from codecnn.options import encoder_options, encoder_settings, frame_options, geometry_options, verbosity
+from codecnn.options import (encoder_options, encoder_settings, frame_options, geometry_options, rdn_config,
+                             rdn_options, train_config, train_options, verbosity)
 
 
 class UserError(click.ClickException):
@@ -98,6 +99,59 @@ def info(dataset):
 
     for line in describe_dataset(dataset):
         click.echo(line)
+
+
+@cli.group()
+def train():
+    """Train a network (on GPU when present; several GPUs through torchrun)."""
+
+
+@train.command("rdn")
+@train_options
+@rdn_options
+@verbosity
+def train_rdn(blocks, layers, growth, features, qp_map, separable, head, **kw):
+    """Train the RDN luma restoration network on a CTU dataset.
+
+    \b
+    Examples:
+      codecnn train rdn --data samples.h5 --out runs/rdn --blocks 4 --growth 24 --steps 20000
+      torchrun --nproc-per-node 4 -m codecnn train rdn --data ctc.h5 --out runs/rdn4 --batch 64 --epochs 50
+    """
+    from codecnn.models.complexity import describe_complexity
+    from codecnn.models import build_model
+    from codecnn.train.restoration import RestorationTask
+    from codecnn.train.trainer import train as run
+
+    config = rdn_config(blocks, layers, growth, features, qp_map, separable, head)
+    cfg = train_config(**kw, progress=sys.stderr.isatty())
+    c = describe_complexity(build_model("rdn", config))
+    click.echo(f"rdn {config}: {c['params']} parameters, {c['macs_per_pixel'] / 1e3:.1f} kMAC/pixel")
+    result = run(RestorationTask(config.context), "rdn", config, cfg)
+    if result.last_val is not None:
+        for qp, v in result.last_val["per_qp"].items():
+            click.echo(f"  val QP{qp}: input {v['psnr_in']:.3f} dB, output {v['psnr_out']:.3f} dB, "
+                       f"gain {v['gain']:+.3f} dB")
+    best = f"{result.best_score:+.4f} dB" if result.best_score is not None else "n/a (no val split)"
+    click.echo(f"stopped at step {result.step} ({result.stopped}); best val gain {best}; checkpoints in {result.out}")
+
+
+@cli.command("model-info")
+@click.argument("arch", type=click.Choice(["rdn"]))
+@rdn_options
+@click.option("--size", type=int, default=128, show_default=True, help="Output block size for the MAC count.")
+def model_info(arch, blocks, layers, growth, features, qp_map, separable, head, size):
+    """Print a network's parameters and MACs per pixel, counted from its modules."""
+    from codecnn.models import build_model
+    from codecnn.models.complexity import describe_complexity
+
+    config = rdn_config(blocks, layers, growth, features, qp_map, separable, head)
+    model = build_model(arch, config)
+    c = describe_complexity(model, size)
+    click.echo(f"{arch} {config}")
+    click.echo(f"parameters: {c['params']}")
+    click.echo(f"complexity: {c['macs_per_pixel'] / 1e3:.2f} kMAC/pixel ({c['macs_per_pixel']:.0f} MAC per output "
+               f"pixel on a {size}x{size} block with a {model.context}-pixel context)")
 
 
 def main() -> None:

@@ -33,11 +33,15 @@ def mse(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
     return float(np.mean(d * d))
 
 
+def psnr_from_mse(mse_value: float, peak_value: float = 1.0) -> float:
+    """``10 log10(peak^2 / mse)`` in dB; ``inf`` for a zero error."""
+    return float("inf") if mse_value <= 0 else 10.0 * float(np.log10(peak_value * peak_value / mse_value))
+
+
 def psnr(a: np.ndarray, b: np.ndarray, bit_depth: int = 8, mask: np.ndarray | None = None,
          convention: str = "max") -> float:
     """PSNR in dB of one plane, ``inf`` for identical arrays."""
-    e = mse(a, b, mask)
-    return float("inf") if e == 0 else 10.0 * np.log10(peak(bit_depth, convention) ** 2 / e)
+    return psnr_from_mse(mse(a, b, mask), peak(bit_depth, convention))
 
 
 def psnr_yuv(ref, test, bit_depth: int = 8, convention: str = "max") -> tuple[float, float, float]:

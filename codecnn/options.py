@@ -73,3 +73,59 @@ def verbosity(f):
         return f(*args, **kwargs)
 
     return wrapper
+
+
+rdn_options = _stack(
+    click.option("--blocks", type=int, default=4, show_default=True, help="Residual dense blocks."),
+    click.option("--layers", type=int, default=6, show_default=True, help="Dense conv layers per block."),
+    click.option("--growth", type=int, default=24, show_default=True, help="Growth rate (channels per layer)."),
+    click.option("--features", type=int, default=32, show_default=True, help="Feature channels."),
+    click.option("--qp-map", is_flag=True, help="QP as an extra input plane (one model for all QPs)."),
+    click.option("--separable", is_flag=True, help="Depthwise 3x3 + pointwise 1x1 in place of each inner 3x3."),
+    click.option("--head", type=click.Choice(["3x3", "5x5"]), default="3x3", show_default=True,
+                 help="Unpadded head: two 3x3 convs (lab notes) or one 5x5."),
+)
+
+
+def rdn_config(blocks: int, layers: int, growth: int, features: int, qp_map: bool, separable: bool, head: str):
+    from codecnn.models import RDNConfig
+
+    return RDNConfig(blocks, layers, growth, features, qp_map, separable, head)
+
+
+train_options = _stack(
+    click.option("--data", required=True, type=click.Path(), help="Dataset from codecnn make-dataset."),
+    click.option("--out", required=True, type=click.Path(), help="Run folder: checkpoints, log.jsonl, curves.png."),
+    click.option("--steps", type=click.IntRange(min=1), help="Training steps (or --epochs)."),
+    click.option("--epochs", type=float, help="Training epochs over the train split (or --steps)."),
+    click.option("--time-limit", type=float, metavar="SECONDS", help="Stop (and checkpoint) after this long."),
+    click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True, help="Global batch size."),
+    click.option("--patch", type=click.IntRange(min=0), default=64, show_default=True,
+                 help="Random crops of this size, 8x8-grid aligned (0: whole CTUs)."),
+    click.option("--lr", type=float, default=2e-4, show_default=True, help="Adam learning rate."),
+    click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine",
+                 show_default=True),
+    click.option("--loss", type=click.Choice(["l1", "l2"]), default="l1", show_default=True),
+    click.option("--seed", type=int, default=0, show_default=True),
+    click.option("--val-every", type=click.IntRange(min=1), default=500, show_default=True),
+    click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True),
+    click.option("--ema", type=float, default=0.0, show_default=True, help="EMA decay of the weights (0: off)."),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N."),
+    click.option("--no-amp", is_flag=True, help="No bf16 autocast on CUDA."),
+    click.option("--no-channels-last", is_flag=True, help="Keep NCHW on CUDA."),
+    click.option("--compile", "compile_", is_flag=True, help="torch.compile the model."),
+    click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="DataLoader workers."),
+    click.option("--qp", "qps", type=int, multiple=True, help="Train a per-QP model on these QPs only."),
+    click.option("--no-augment", is_flag=True, help="No random flips."),
+    click.option("--resume", is_flag=True, help="Continue the run in --out from last.pt."),
+)
+
+
+def train_config(data, out, steps, epochs, time_limit, batch, patch, lr, schedule, loss, seed, val_every,
+                 log_every, ema, device, no_amp, no_channels_last, compile_, workers, qps, no_augment, resume,
+                 progress: bool):
+    from codecnn.train.trainer import TrainConfig
+
+    return TrainConfig(data, out, steps, epochs, time_limit, batch, patch, lr, schedule, loss, seed, val_every,
+                       log_every, ema, device, not no_amp, not no_channels_last, compile_, workers, tuple(qps),
+                       not no_augment, resume, progress)

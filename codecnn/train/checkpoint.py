@@ -1,0 +1,96 @@
+"""Self-describing checkpoints, written atomically, loaded without running any code.
+
+A checkpoint is a dict of tensors and plain values (torchvision ``references`` style)::
+
+    {format, version, task, arch, config, state_dict, ema, optimizer, scheduler, step, rng,
+     dataset, train_config, best_score, metrics, versions}
+
+so ``(arch, config)`` rebuilds the model through the registry without guessing shapes from state-dict
+keys. Loading uses ``torch.load(weights_only=True)``: a checkpoint from elsewhere cannot execute code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from codecnn.errors import CodecnnError
+
+FORMAT = "codecnn-checkpoint"
+VERSION = 1
+
+
+def versions() -> dict:
+    import numpy
+
+    from codecnn import __version__
+
+    return {"codecnn": __version__, "torch": str(torch.__version__), "numpy": numpy.__version__}
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
+    """Write ``payload`` (plus format, version and library versions) to ``path`` via a temp file."""
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    torch.save({"format": FORMAT, "version": VERSION, "versions": versions(), **payload}, tmp)
+    os.replace(tmp, p)
+    return p
+
+
+def load_checkpoint(path: str | os.PathLike, task: str | None = None) -> dict:
+    """Load and check a codecnn checkpoint; clear errors for missing, damaged, foreign or unsafe files."""
+    p = Path(path)
+    if not p.is_file():
+        raise CodecnnError(f"{p}: no such checkpoint")
+    if not zipfile.is_zipfile(p):
+        raise CodecnnError(f"{p}: not a readable checkpoint (damaged, truncated or not a torch file)")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
+        raise CodecnnError(f"{p}: refused: it holds Python objects that could run code ({first[:120]}); "
+                           "only codecnn checkpoints are loaded") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise CodecnnError(f"{p}: not a readable checkpoint (damaged or not a torch file: {str(e)[:100]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CodecnnError(f"{p}: not a codecnn checkpoint (no '{FORMAT}' marker)")
+    if int(ckpt.get("version", 0)) > VERSION:
+        raise CodecnnError(f"{p}: checkpoint version {ckpt['version']} is newer than this codecnn reads; upgrade")
+    if task is not None and ckpt.get("task") != task:
+        raise CodecnnError(f"{p}: a {ckpt.get('task')!r} checkpoint ({ckpt.get('arch')}), but a {task!r} one is "
+                           "needed here")
+    return ckpt
+
+
+def load_model(path: str | os.PathLike, task: str | None = None, ema: bool = True):
+    """Rebuild the model of a checkpoint through the registry; returns ``(model, checkpoint)``.
+    ``ema=True`` takes the EMA weights where the run kept them."""
+    from codecnn.models import build_model
+
+    ckpt = load_checkpoint(path, task)
+    model = build_model(ckpt["arch"], ckpt["config"])
+    state = ckpt["ema"] if ema and ckpt.get("ema") else ckpt["state_dict"]
+    model.load_state_dict(state)
+    return model.eval(), ckpt
+
+
+def fingerprint_state(state_dict: dict) -> str:
+    """SHA-256 (first 16 hex digits) of a state dict's tensors, in key order."""
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        h.update(k.encode())
+        h.update(state_dict[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def dataset_fingerprint(info) -> str:
+    """Identity of a dataset file: its creation time, size in samples and encode records."""
+    h = hashlib.sha256(json.dumps([str(info.attrs.get("created")), info.num_samples, info.units],
+                                  sort_keys=True).encode())
+    return h.hexdigest()[:16]

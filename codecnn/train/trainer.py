@@ -1,0 +1,264 @@
+"""The one training loop codecnn has; every network trains through it via a :class:`Task`.
+
+It owns what all tasks share: device choice, ``torchrun`` / DDP (rank 0 alone logs and checkpoints),
+CUDA mixed precision (bf16) and ``channels_last``, optional ``torch.compile``, Adam with a cosine or
+step schedule, optional EMA weights, periodic validation with the best checkpoint kept by the task's
+score, atomic self-describing checkpoints, exact resume, a JSONL log with PNG curves, a tqdm bar, a
+time limit, and a stop with a message on a non-finite loss (the last good checkpoint is kept).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from codecnn.errors import CodecnnError
+from codecnn.models import build_model
+from codecnn.train import dist
+from codecnn.train.checkpoint import load_checkpoint, save_checkpoint
+from codecnn.train.logs import RunLog
+
+log = logging.getLogger(__name__)
+SCHEDULES = ("cosine", "step", "constant")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of a training run (stored in every checkpoint)."""
+
+    data: str
+    out: str
+    steps: int | None = None
+    epochs: float | None = None
+    time_limit: float | None = None
+    batch: int = 16
+    patch: int = 64
+    lr: float = 2e-4
+    schedule: str = "cosine"
+    loss: str = "l1"
+    seed: int = 0
+    val_every: int = 500
+    log_every: int = 10
+    ema: float = 0.0
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    compile: bool = False
+    workers: int = 2
+    qps: tuple[int, ...] = ()
+    augment: bool = True
+    resume: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise CodecnnError(f"--schedule must be one of {', '.join(SCHEDULES)}")
+        if self.batch < 1 or self.lr <= 0 or self.val_every < 1 or self.log_every < 1:
+            raise CodecnnError("--batch, --lr, --val-every and --log-every must be positive")
+        if self.steps is not None and self.steps < 1:
+            raise CodecnnError("--steps must be at least 1")
+        if not 0.0 <= self.ema < 1.0:
+            raise CodecnnError("--ema is a decay in [0, 1), e.g. 0.999 (0: off)")
+
+
+class Task(Protocol):
+    """What the loop needs from a kind of training (restoration, intra-mode prediction)."""
+
+    kind: str  # the dataset kind it trains on, also stored in checkpoints
+
+    def datasets(self, cfg: TrainConfig): ...  # -> (train dataset, val dataset or None, dataset info)
+
+    def sampler(self, train_ds, cfg: TrainConfig, start_step: int, steps: int, info: dist.DistInfo): ...
+
+    def loss(self, model: nn.Module, batch: dict, cfg: TrainConfig) -> torch.Tensor: ...
+
+    def validate(self, model: nn.Module, val_ds, device: torch.device, cfg: TrainConfig) -> dict: ...
+
+
+class EMA:
+    """Exponential moving average of a model's floating-point state (decay per step)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.state[k].lerp_(v.detach(), 1.0 - self.decay)
+            else:
+                self.state[k].copy_(v)
+
+
+def _lr_lambda(schedule: str, total: int):
+    if schedule == "cosine":
+        return lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total) / total))
+    if schedule == "step":
+        every = max(1, total // 3)
+        return lambda s: 0.5 ** (s // every)
+    return lambda s: 1.0
+
+
+def total_steps(cfg: TrainConfig, train_len: int) -> int:
+    if cfg.steps is not None:
+        return cfg.steps
+    if cfg.epochs is not None:
+        return max(1, math.ceil(cfg.epochs * train_len / cfg.batch))
+    raise CodecnnError("say how long to train: --steps N or --epochs E (and optionally --time-limit SECONDS)")
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    step: int
+    best_score: float | None
+    stopped: str  # "done", "time-limit"
+    last_val: dict | None
+
+
+def train(task: Task, arch: str, model_config, cfg: TrainConfig) -> TrainResult:
+    """Train ``arch`` with ``model_config`` on ``task`` as ``cfg`` says; checkpoints go to ``cfg.out``."""
+    info = dist.setup(cfg.device)
+    try:
+        return _train(task, arch, model_config, cfg, info)
+    finally:
+        dist.teardown()
+
+
+def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.DistInfo) -> TrainResult:
+    out = Path(cfg.out)
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    if info.main:
+        if last_path.exists() and not cfg.resume:
+            raise CodecnnError(f"{out} already holds a run (last.pt): pass --resume to continue it, "
+                               "or choose another --out")
+        out.mkdir(parents=True, exist_ok=True)
+    train_ds, val_ds, ds_fingerprint = task.datasets(cfg)
+    steps = total_steps(cfg, len(train_ds))
+    cuda = info.device.type == "cuda"
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(arch, model_config).to(info.device)
+    if cuda and cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.schedule, steps))
+    ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
+    step, best, last_val = 0, None, None
+
+    if cfg.resume and last_path.exists():
+        ckpt = load_checkpoint(last_path, task.kind)
+        if ckpt["arch"] != arch or ckpt["config"] != dataclasses.asdict(model_config):
+            raise CodecnnError(f"{last_path}: the run was started with {ckpt['arch']} {ckpt['config']}; "
+                               "resume with the same model options")
+        if ckpt["dataset"]["fingerprint"] != ds_fingerprint:
+            raise CodecnnError(f"{last_path}: the run was trained on another dataset "
+                               f"({ckpt['dataset']['path']}); resume with the same --data")
+        model.load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ema is not None and ckpt.get("ema"):
+            ema.state = {k: v.to(info.device) for k, v in ckpt["ema"].items()}
+        step, best, last_val = ckpt["step"], ckpt.get("best_score"), ckpt.get("metrics")
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if info.main:
+            log.info("resuming %s at step %d of %d", out, step, steps)
+    runlog = RunLog(out, resume_step=step) if info.main else None
+
+    net = model
+    if info.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[info.device.index] if cuda else None)
+    if cfg.compile:
+        net = torch.compile(net)
+
+    sampler = task.sampler(train_ds, cfg, step, steps, info)
+    loader = torch.utils.data.DataLoader(train_ds, batch_size=cfg.batch // info.world, sampler=sampler,
+                                         num_workers=cfg.workers, pin_memory=cuda,
+                                         persistent_workers=cfg.workers > 0)
+
+    def checkpoint(path: Path, metrics: dict | None) -> None:
+        save_checkpoint(path, {
+            "task": task.kind, "arch": arch, "config": dataclasses.asdict(model_config),
+            "state_dict": model.state_dict(), "ema": ema.state if ema else None,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
+            "rng": {"torch": torch.get_rng_state()},
+            "dataset": {"path": str(cfg.data), "fingerprint": ds_fingerprint},
+            "train_config": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()},
+            "best_score": best, "metrics": metrics,
+        })
+
+    def validate() -> dict | None:
+        nonlocal best, last_val
+        if val_ds is None or not info.main:
+            return None
+        eval_model = model
+        if ema is not None:
+            eval_model = build_model(arch, model_config).to(info.device)
+            eval_model.load_state_dict(ema.state)
+        result = task.validate(eval_model, val_ds, info.device, cfg)
+        model.train()
+        last_val = result
+        runlog.append({"kind": "val", "step": step, **result})
+        if best is None or result["score"] > best:
+            best = result["score"]
+            checkpoint(best_path, result)
+        return result
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=steps, initial=step, desc=f"train {arch}", disable=not (info.main and cfg.progress),
+               dynamic_ncols=True, file=sys.stderr)
+    t_start = time.perf_counter()
+    t_log, n_log = t_start, 0
+    stopped = "done"
+    model.train()
+    it = iter(loader)
+    while step < steps:
+        batch = {k: v.to(info.device, non_blocking=True) for k, v in next(it).items()}
+        if cuda and cfg.channels_last:
+            batch["input"] = batch["input"].contiguous(memory_format=torch.channels_last)
+        with torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=cuda and cfg.amp):
+            loss = task.loss(net, batch, cfg)
+        if dist.any_true(not bool(torch.isfinite(loss.detach()).all()), info):
+            raise CodecnnError(f"non-finite training loss at step {step + 1}; stopped. The last good checkpoint "
+                               f"is kept ({last_path if last_path.exists() else 'none yet'}); lower --lr "
+                               "or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            ema.update(model)
+        step += 1
+        n_log += batch["input"].shape[0] * info.world
+        bar.update(1)
+        if info.main and (step % cfg.log_every == 0 or step == steps):
+            now = time.perf_counter()
+            rate = n_log / max(now - t_log, 1e-9)
+            runlog.append({"kind": "train", "step": step, "loss": float(loss.detach()),
+                           "lr": scheduler.get_last_lr()[0], "samples_per_s": rate, "time": now - t_start})
+            bar.set_postfix(loss=f"{float(loss.detach()):.4g}", samples_s=f"{rate:.1f}")
+            t_log, n_log = now, 0
+        out_of_time = cfg.time_limit is not None and time.perf_counter() - t_start >= cfg.time_limit
+        out_of_time = dist.any_true(out_of_time, info)
+        if step % cfg.val_every == 0 or step == steps or out_of_time:
+            validate()
+            if info.main:
+                checkpoint(last_path, last_val)
+                runlog.plot(f"{arch} {model_config}")
+            dist.barrier(info)
+        if out_of_time:
+            stopped = "time-limit"
+            break
+    bar.close()
+    return TrainResult(out, step, best, stopped, last_val)

@@ -1,0 +1,180 @@
+"""Real training steps of small RDNs on a small real CTU dataset (CPU)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import h5py
+import pytest
+import torch
+from click.testing import CliRunner
+
+from codecnn.cli import cli
+from codecnn.errors import CodecnnError
+from codecnn.models import RDNConfig
+from codecnn.train.checkpoint import load_checkpoint, load_model
+from codecnn.train.data import CTUDataset, StepSampler
+from codecnn.train.restoration import RestorationTask, masked_loss
+from codecnn.train.trainer import TrainConfig, train
+
+TINY = ["--blocks", "2", "--layers", "2", "--growth", "8", "--features", "8"]
+
+
+def _args(data, out, *extra):
+    return ["train", "rdn", "--data", str(data), "--out", str(out), *TINY, "--batch", "4", "--patch", "32",
+            "--workers", "0", "--val-every", "1000", "--log-every", "1", *extra]
+
+
+def _state(path):
+    return load_checkpoint(path)["state_dict"]
+
+
+def test_data_pipeline_crops_masks_and_flips(restoration_h5):
+    ds = CTUDataset(restoration_h5, "train", patch=32)
+    assert len(ds) == 4 * 9 * 2
+    sampler = StepSampler(ds, 8, seed=3)
+    specs = sampler.batch_specs(5)
+    assert specs == StepSampler(ds, 8, seed=3, start_step=5).batch_specs(5)  # a function of (seed, step)
+    assert all(s.y % 8 == 0 and s.x % 8 == 0 for s in specs)
+    # the two ranks of a 2-process run see exactly the single-process batch
+    r0, r1 = (StepSampler(ds, 8, seed=3, rank=r, world=2).batch_specs(5) for r in (0, 1))
+    assert r0 + r1 == specs
+    item = ds[specs[0]]
+    assert item["input"].shape == (1, 36, 36) and item["target"].shape == (1, 32, 32)
+    assert 0 <= float(item["input"].min()) and float(item["input"].max()) <= 1
+    # the bottom-right CTU of carphone (176x144, CTU 64) holds 16 x 48 picture pixels
+    whole = CTUDataset(restoration_h5, "train", patch=0)
+    edge = int((whole.pos == [128, 128]).all(1).nonzero()[0][0])
+    full = whole[edge]
+    assert full["mask"].sum() == 16 * 48 and full["mask"][0, :16, :48].all()
+    with h5py.File(restoration_h5, "r") as f:
+        raw = f["target"][whole.indices[edge]]
+    assert torch.equal(full["target"][0] * 255, torch.from_numpy(raw).float())
+
+
+def test_few_real_steps_lower_the_loss(restoration_h5, tmp_path):
+    out = tmp_path / "run"
+    r = CliRunner().invoke(cli, _args(restoration_h5, out, "--steps", "60", "--lr", "1e-3", "--loss", "l2"))
+    assert r.exit_code == 0, r.output
+    assert "kMAC/pixel" in r.output and "val QP32" in r.output
+    train_ds = CTUDataset(restoration_h5, "train", patch=0)
+    batch = torch.utils.data.default_collate([train_ds[i] for i in range(len(train_ds))])
+    model, ckpt = load_model(out / "last.pt")
+    with torch.no_grad():
+        before = masked_loss(batch["input"][:, :, 2:-2, 2:-2], batch["target"], batch["mask"], "l2")
+        after = masked_loss(model(batch["input"]), batch["target"], batch["mask"], "l2")
+    assert after < 0.998 * before  # lower MSE on every whole training CTU than the reconstruction's
+    assert ckpt["step"] == 60 and ckpt["arch"] == "rdn" and ckpt["config"]["num_blocks"] == 2
+    assert ckpt["dataset"]["fingerprint"] and ckpt["versions"]["torch"] == torch.__version__
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, 61))
+    val = [r for r in records if r["kind"] == "val"]
+    assert val and set(val[-1]["per_qp"]) == {"32", "37"}
+    assert (out / "curves.png").stat().st_size > 1000 and (out / "best.pt").exists()
+
+
+def test_resume_equals_uninterrupted(restoration_h5, tmp_path):
+    common = ("--steps", "6", "--lr", "1e-3", "--ema", "0.9", "--val-every", "3")
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert CliRunner().invoke(cli, _args(restoration_h5, a, *common)).exit_code == 0
+    r = CliRunner().invoke(cli, _args(restoration_h5, b, *common, "--time-limit", "0"))  # stops after step 1
+    assert r.exit_code == 0 and "time-limit" in r.output, r.output
+    assert load_checkpoint(b / "last.pt")["step"] == 1
+    r = CliRunner().invoke(cli, _args(restoration_h5, b, *common))
+    assert r.exit_code == 2 and "--resume" in r.output  # will not overwrite a run silently
+    r = CliRunner().invoke(cli, _args(restoration_h5, b, *common, "--resume"))
+    assert r.exit_code == 0, r.output
+    ca, cb = load_checkpoint(a / "last.pt"), load_checkpoint(b / "last.pt")
+    assert cb["step"] == 6
+    for k in ca["state_dict"]:
+        assert torch.equal(ca["state_dict"][k], cb["state_dict"][k]), k
+        assert torch.equal(ca["ema"][k], cb["ema"][k]), k
+    steps = [json.loads(x)["step"] for x in (b / "log.jsonl").read_text().splitlines() if '"train"' in x]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_ddp_gloo_two_processes_equal_one(restoration_h5, tmp_path):
+    common = ["--steps", "3", "--lr", "1e-3", "--device", "cpu", "--batch", "4"]
+    single = tmp_path / "single"
+    assert CliRunner().invoke(cli, _args(restoration_h5, single, *common)).exit_code == 0
+    ddp = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                        "29533", "-m", "codecnn", *_args(restoration_h5, ddp, *common)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    sa, sb = _state(single / "last.pt"), _state(ddp / "last.pt")
+    assert any(not torch.equal(sa[k], load_checkpoint(single / "last.pt")["state_dict"][k] * 0) for k in sa)
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("flag", ["--qp-map", "--separable"])
+def test_variants_train(restoration_h5, tmp_path, flag):
+    out = tmp_path / flag.strip("-")
+    r = CliRunner().invoke(cli, _args(restoration_h5, out, "--steps", "3", flag))
+    assert r.exit_code == 0, r.output
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["config"][flag.strip("-").replace("-", "_")] is True
+    assert ckpt["state_dict"]["last.weight"].abs().sum() > 0  # it moved off the identity
+
+
+def test_per_qp_model_filters_the_data(restoration_h5, tmp_path):
+    out = tmp_path / "qp37"
+    r = CliRunner().invoke(cli, _args(restoration_h5, out, "--steps", "2", "--qp", "37"))
+    assert r.exit_code == 0, r.output
+    assert "val QP37" in r.output and "val QP32" not in r.output
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(restoration_h5, tmp_path):
+    out = tmp_path / "nan"
+    r = CliRunner().invoke(cli, _args(restoration_h5, out, "--steps", "50", "--lr", "1e12", "--val-every", "1",
+                                      "--no-augment"))
+    assert r.exit_code == 2, r.output
+    assert "non-finite training loss" in r.output and "last.pt" in r.output
+    good = load_checkpoint(out / "last.pt")
+    assert all(torch.isfinite(v).all() for v in good["state_dict"].values())
+
+
+def test_bad_input(restoration_h5, tmp_path):
+    r = CliRunner().invoke(cli, _args(tmp_path / "missing.h5", tmp_path / "o", "--steps", "1"))
+    assert r.exit_code == 2 and "no such dataset file" in r.output
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f.attrs["kind"] = "intra-modes"
+    r = CliRunner().invoke(cli, _args(other, tmp_path / "o", "--steps", "1"))
+    assert r.exit_code == 2 and "not a codecnn ctu-restoration dataset" in r.output
+    r = CliRunner().invoke(cli, [*_args(restoration_h5, tmp_path / "o", "--steps", "1"), "--blocks", "0"])
+    assert r.exit_code == 2 and "--blocks must be a positive integer" in r.output
+    r = CliRunner().invoke(cli, _args(restoration_h5, tmp_path / "o"))
+    assert r.exit_code == 2 and "--steps N or --epochs E" in r.output
+    r = CliRunner().invoke(cli, _args(restoration_h5, tmp_path / "o", "--steps", "1", "--patch", "30"))
+    assert r.exit_code == 2 and "multiple of 8" in r.output
+
+
+def test_checkpoint_loading_is_safe(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CodecnnError, match="not a readable checkpoint"):
+        load_checkpoint(bad)
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "codecnn-checkpoint", "x": Evil()}, evil)
+    with pytest.raises(CodecnnError, match="refused"):
+        load_checkpoint(evil)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"model": torch.zeros(1)}, foreign)
+    with pytest.raises(CodecnnError, match="not a codecnn checkpoint"):
+        load_checkpoint(foreign)
+
+
+def test_library_entry_point_without_cli(restoration_h5, tmp_path):
+    cfg = TrainConfig(str(restoration_h5), str(tmp_path / "lib"), steps=2, batch=2, patch=16, workers=0,
+                      progress=False)
+    res = train(RestorationTask(2), "rdn", RDNConfig(1, 1, 4, 4), cfg)
+    assert res.step == 2 and res.stopped == "done" and res.last_val["per_qp"]["32"]["frames"] == 1
