@@ -154,5 +154,29 @@ def model_info(arch, blocks, layers, growth, features, qp_map, separable, head, 
                f"pixel on a {size}x{size} block with a {model.context}-pixel context)")
 
 
+@cli.command("bench-train")
+@click.option("--data", required=True, type=click.Path(), help="A CTU dataset (its train split is read).")
+@rdn_options
+@click.option("--batch", type=int, default=16, show_default=True)
+@click.option("--patch", type=int, default=64, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--steps", type=int, default=4, show_default=True, help="Timed steps per measurement.")
+def bench_train_cmd(data, blocks, layers, growth, features, qp_map, separable, head, batch, patch, workers, device,
+                    steps):
+    """Measure samples/s of the data pipeline alone, the model step alone, and the full loop."""
+    from codecnn.train.bench import bench_train
+    from codecnn.train.dist import pick_device
+
+    config = rdn_config(blocks, layers, growth, features, qp_map, separable, head)
+    dev = pick_device(device)
+    r = bench_train(data, "rdn", config, batch, patch, workers, str(dev), steps=steps)
+    click.echo(f"device {dev}, batch {batch}, patch {patch}, {workers} workers")
+    click.echo(f"data pipeline alone : {r['data']:8.1f} samples/s")
+    click.echo(f"model step alone    : {r['model']:8.1f} samples/s")
+    click.echo(f"full loop           : {r['loop']:8.1f} samples/s")
+    click.echo(f"bottleneck: {r['bottleneck']}")
+
+
 def main() -> None:
     cli(prog_name="codecnn")

@@ -112,7 +112,7 @@ train_options = _stack(
     click.option("--ema", type=float, default=0.0, show_default=True, help="EMA decay of the weights (0: off)."),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N."),
     click.option("--no-amp", is_flag=True, help="No bf16 autocast on CUDA."),
-    click.option("--no-channels-last", is_flag=True, help="Keep NCHW on CUDA."),
+    click.option("--no-channels-last", is_flag=True, help="Keep NCHW tensors (channels_last is faster on GPU and CPU)."),
     click.option("--compile", "compile_", is_flag=True, help="torch.compile the model."),
     click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="DataLoader workers."),
     click.option("--qp", "qps", type=int, multiple=True, help="Train a per-QP model on these QPs only."),

@@ -17,7 +17,9 @@ import sys
 import tempfile
 
 CHILD = r"""
-import json, resource, sys, logging
+def vmhwm_mib():  # peak RSS of this process image (ru_maxrss carries the parent's across exec)
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024
+import json, sys, logging
 from codecnn.data.build import BuildOptions, build_dataset
 from codecnn.sequences import load_sequence_list
 frames, preset, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -27,7 +29,7 @@ opts = BuildOptions(encoder_options=(("deblock", True), ("preset", preset), ("sa
 s = build_dataset(spec, out, opts, progress=False)
 print(json.dumps({"samples": s.samples, "seconds": s.seconds, "encoder": s.encoder_seconds,
                   "other": s.other_seconds, "mb": s.bytes / 1e6,
-                  "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_mib": vmhwm_mib()}))
 """
 
 

@@ -15,7 +15,7 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_macs(model: nn.Module, *inputs: torch.Tensor) -> int:
-    """Total MACs of one forward pass on ``inputs``, from hooks on every Conv2d and Linear."""
+    """MACs of one forward pass **per sample** of ``inputs``, from hooks on every Conv2d and Linear."""
     total = 0
 
     def conv_hook(m: nn.Conv2d, _inp, out):
