@@ -27,6 +27,7 @@ setup(
         "tqdm>=4.60",
         "isal>=1.0",  # fast zlib-compatible deflate for the HDF5 chunks
         "matplotlib>=3.7",
+        "bjontegaard==1.3.0",  # BD-rate; its PCHIP matches the JVET CTC Excel sheet (pinned: figures carry its version)
     ],
     extras_require={"test": ["pytest>=7"]},
     entry_points={"console_scripts": ["codecnn=codecnn.cli:main"]},

@@ -154,6 +154,129 @@ def model_info(arch, blocks, layers, growth, features, qp_map, separable, head, 
                f"pixel on a {size}x{size} block with a {model.context}-pixel context)")
 
 
+@cli.command()
+@click.option("--checkpoint", required=True, type=click.Path(), help="A restoration checkpoint (best.pt, last.pt).")
+@click.option("--yuv", "inputs", multiple=True, type=click.Path(), help="Sequence to encode and evaluate; repeatable.")
+@click.option("--list", "seq_list", type=click.Path(), help="A sequence list (datasets/*.toml).")
+@click.option("--seq-dir", type=click.Path(), help="Folder holding the files of --list.")
+@click.option("--data", type=click.Path(), help="Reuse a dataset's bitstreams instead of encoding.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True,
+              help="Which sequences of --data.")
+@click.option("--orig", type=click.Path(), help="HM route: the source YUV that HM encoded.")
+@click.option("--recon", "recons", multiple=True, type=click.Path(), help="HM route: HM's -o file, one per QP.")
+@click.option("--hm-log", "hm_logs", multiple=True, type=click.Path(), help="HM route: HM's log, one per --recon.")
+@geometry_options
+@frame_options
+@encoder_options
+@click.option("--ctu", type=int, help="CTU size for filtering and switching (default: the training data's).")
+@click.option("--method", type=click.Choice(["pchip", "cubic", "akima"]), default="pchip", show_default=True,
+              help="BD interpolation (pchip = JVET CTC sheet, cubic = VCEG-M33).")
+@click.option("--psnr-peak", type=click.Choice(["max", "hm"]), default="max", show_default=True,
+              help="PSNR peak above 8 bits: (1<<bd)-1, or HM's 255<<(bd-8).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", required=True, type=click.Path(), help="Report folder: results.json, report.md, PNGs.")
+@verbosity
+def evaluate(checkpoint, inputs, seq_list, seq_dir, data, split, orig, recons, hm_logs, size, bit_depth, fps,
+             frames, start, frame_step, qps, encoder, preset, tune, no_deblock, no_sao, hm_bin, hm_cfg, ctu, method,
+             psnr_peak, device, out):
+    """Measure a restoration network's PSNR gains and BD-rates against the codec's reconstruction.
+
+    Sources (one of): --yuv/--list (encoded now with --encoder), --data (a dataset's stored bitstreams,
+    no re-encoding), or HM's own files (--orig, and --recon/--hm-log per QP; rates from HM's log).
+
+    \b
+    Examples:
+      codecnn evaluate --checkpoint runs/rdn/best.pt --data samples.h5 --split test --out report/
+      codecnn evaluate --checkpoint best.pt --yuv BQMall_832x480_60.yuv --frames 8 --out report/
+      codecnn evaluate --checkpoint best.pt --orig orig.yuv --size 176x144 \\
+          --recon qp22/recon.yuv --hm-log qp22/encoder.log --recon qp27/recon.yuv --hm-log qp27/encoder.log ...
+    """
+    from codecnn.encoders import STANDARD_QPS, make_encoder
+    from codecnn.evaluate import Workdir, dataset_runs, encode_runs, evaluate as run_eval, hm_runs
+    from codecnn.report import write_report
+    from codecnn.sequences import load_sequence_list, sequence_from_path
+    from codecnn.train.checkpoint import load_model
+    from codecnn.train.dist import pick_device
+
+    modes = [bool(inputs or seq_list), bool(data), bool(orig or recons or hm_logs)]
+    if sum(modes) != 1:
+        raise CodecnnError("give one source: --yuv/--list, or --data, or --orig with --recon and --hm-log")
+    model, ckpt = load_model(checkpoint, task="ctu-restoration")
+    ckpt["path"] = str(checkpoint)
+    ctu = ctu or (ckpt.get("dataset") or {}).get("ctu") or 128
+    dev = pick_device(device)
+    model.to(dev)
+    with Workdir() as work:
+        if data:
+            runs, source = dataset_runs(data, split, work), f"dataset {data} ({split})"
+        elif orig:
+            if not recons:
+                raise CodecnnError("the HM route needs --recon and --hm-log (one pair per QP)")
+            runs, source = hm_runs(orig, list(recons), list(hm_logs), size, bit_depth, fps), "HM files"
+        else:
+            specs = load_sequence_list(seq_list, seq_dir) if seq_list else []
+            specs += [sequence_from_path(p, size, bit_depth, fps, "test") for p in inputs]
+            enc = make_encoder(encoder, **dict(encoder_settings(encoder, preset, tune, no_deblock, no_sao, hm_bin,
+                                                                hm_cfg)))
+            runs, source = encode_runs(specs, enc, tuple(qps) or STANDARD_QPS, start, frames, frame_step, work), encoder
+        results = run_eval(model, ckpt, runs, ctu=ctu, method=method, convention=psnr_peak, device=str(dev),
+                           source=source)
+    written = write_report(results, out)
+    _print_summary(results, written)
+
+
+def _print_summary(results: dict, written: dict) -> None:
+    from codecnn.report import _bd
+
+    s = results["summary"]
+    click.echo(f"{'sequence':<16} {'QP':>3} {'kbps':>10} {'anchor Y':>9} {'gain':>8} {'switched':>9} {'CTUs on':>8}")
+    for seq in results["sequences"]:
+        for q in seq["qps"]:
+            click.echo(f"{seq['name']:<16} {q['qp']:>3} {q['kbps']:>10.2f} {q['anchor']['y']:>9.4f} "
+                       f"{q['gain_y']:>+8.4f} {q['gain_y_switched']:>+9.4f} {100 * q['ctus_on']:>7.0f}%")
+        click.echo(f"{seq['name']:<16} BD-rate always on {_bd(seq['bd']['always_on'])}, "
+                   f"switched {_bd(seq['bd']['switched'])}")
+    click.echo(f"average Y-PSNR gain: always on {s['gain_y']:+.4f} dB, CTU-switched {s['gain_y_switched']:+.4f} dB")
+    if s["gain_y"] < 0:
+        click.echo("note: always-on filtering is negative on average here; the CTU-switched figure is what a codec "
+                   "with a per-CTU flag gets")
+    for name, path in written.items():
+        click.echo(f"{name}: {path}")
+
+
+@cli.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="Folder for report.md, the plots and merged results.")
+def report(results, out):
+    """Render (and merge) evaluation results: report.md, RD curves and gain-vs-QP plots."""
+    from codecnn.report import load_results, write_report
+
+    merged = load_results(results)
+    written = write_report(merged, out, write_json=len(results) > 1)
+    _print_summary(merged, written)
+
+
+@cli.command("bd-rate")
+@click.argument("anchor", type=click.Path())
+@click.argument("test", type=click.Path())
+@click.option("--method", type=click.Choice(["pchip", "cubic", "akima"]), default="pchip", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (bd_rate, bd_psnr, method, ...).")
+def bd_rate_cmd(anchor, test, method, as_json):
+    """BD-rate (%) and BD-PSNR (dB) of TEST against ANCHOR: CSV files with a header `rate,psnr`."""
+    import json
+
+    from codecnn.metrics import BDError, bd_rate, read_rd_csv
+
+    try:
+        r = bd_rate(read_rd_csv(anchor), read_rd_csv(test), method)
+    except BDError as e:
+        raise CodecnnError(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(r))
+    else:
+        click.echo(f"BD-rate {r['bd_rate']:+.4f} %  BD-PSNR {r['bd_psnr']:+.4f} dB  ({method}, {r['implementation']})")
+
+
 @cli.command("bench-train")
 @click.option("--data", required=True, type=click.Path(), help="A CTU dataset (its train split is read).")
 @rdn_options

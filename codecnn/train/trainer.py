@@ -192,7 +192,8 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
             "state_dict": model.state_dict(), "ema": ema.state if ema else None,
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
             "rng": {"torch": torch.get_rng_state()},
-            "dataset": {"path": str(cfg.data), "fingerprint": ds_fingerprint},
+            "dataset": {"path": str(cfg.data), "fingerprint": ds_fingerprint, "ctu": getattr(train_ds, "ctu", None),
+                        "context": getattr(train_ds, "context", None)},
             "train_config": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()},
             "best_score": best, "metrics": metrics,
         })

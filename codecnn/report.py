@@ -1,0 +1,161 @@
+"""Rendering evaluation results: ``report.md`` and PNG plots, from one or several ``results.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from codecnn.errors import CodecnnError
+
+
+def load_results(paths) -> dict:
+    """Read results files; several are merged (their sequences concatenated, a name at most once)."""
+    from codecnn.evaluate import summarise
+
+    loaded = []
+    for p in paths:
+        p = Path(p)
+        if not p.is_file():
+            raise CodecnnError(f"{p}: no such results file")
+        try:
+            r = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise CodecnnError(f"{p}: not JSON ({e})") from None
+        if r.get("kind") != "codecnn-evaluation":
+            raise CodecnnError(f"{p}: not a codecnn evaluation results file")
+        loaded.append(r)
+    if not loaded:
+        raise CodecnnError("give at least one results.json")
+    if len(loaded) == 1:
+        return loaded[0]
+    merged = dict(loaded[0])
+    seen, seqs = set(), []
+    for r in loaded:
+        for s in r["sequences"]:
+            if s["name"] in seen:
+                raise CodecnnError(f"sequence {s['name']} appears in more than one results file")
+            seen.add(s["name"])
+            seqs.append(s)
+    merged["sequences"] = seqs
+    merged["merged_from"] = [str(p) for p in paths]
+    fps = {r["checkpoint"]["fingerprint"] for r in loaded}
+    if len(fps) > 1:
+        merged["checkpoint"] = {"note": "merged results of several checkpoints", "fingerprints": sorted(fps)}
+    merged["summary"] = summarise(merged)
+    return merged
+
+
+def _f(v, fmt="{:+.3f}", na="n/a"):
+    return na if v is None else fmt.format(v)
+
+
+def _bd(b: dict) -> str:
+    return f"n/a ({b['error']})" if "error" in b else f"{b['bd_rate']:+.2f} %"
+
+
+def render_markdown(results: dict) -> str:
+    s = results["summary"]
+    ck = results["checkpoint"]
+    lines = ["# codecnn evaluation", ""]
+    lines.append(f"- checkpoint: {ck.get('path')} ({ck.get('arch')}, step {ck.get('step')}, "
+                 f"weights {ck.get('fingerprint')})" if "arch" in ck else f"- checkpoint: {ck.get('note')}")
+    enc = results.get("encoder") or {}
+    lines.append(f"- anchor: {enc.get('encoder', results.get('source'))} {enc.get('version') or ''}".rstrip())
+    lines.append(f"- BD method: {results['bd_method']} ({'bjontegaard ' + results['versions']['bjontegaard']}); "
+                 f"PSNR peak convention: {results['psnr_peak']}; CTU {results['ctu']}; codecnn "
+                 f"{results['codecnn_version']}")
+    lines += ["", "## Summary", "",
+              "| | always on | CTU-switched |", "|---|---|---|",
+              f"| average Y-PSNR gain (dB) | {_f(s['gain_y'], '{:+.4f}')} | {_f(s['gain_y_switched'], '{:+.4f}')} |",
+              f"| average BD-rate (Y) | {_f(s['bd_rate'], '{:+.2f} %')} | {_f(s['bd_rate_switched'], '{:+.2f} %')} |"]
+    if s.get("bd_rate_missing"):
+        lines.append(f"\nBD-rate n/a for: {', '.join(s['bd_rate_missing'])} (see below); averages exclude them.")
+    if s["gain_y"] is not None and s["gain_y"] < 0:
+        lines.append("\n**Always-on filtering lowers the average Y-PSNR** on these sequences; the CTU-switched "
+                     "figure is what a codec with a per-CTU flag would get.")
+    lines += ["", "| QP | gain always on (dB) | gain switched (dB) |", "|---|---|---|"]
+    for qp, v in s["per_qp"].items():
+        lines.append(f"| {qp} | {_f(v['gain_y'], '{:+.4f}')} | {_f(v['gain_y_switched'], '{:+.4f}')} |")
+    if s.get("classes"):
+        lines += ["", "## Classes", "", "| class | sequences | gain (dB) | BD-rate | BD-rate switched |",
+                  "|---|---|---|---|---|"]
+        for c, v in s["classes"].items():
+            lines.append(f"| {c} | {', '.join(v['sequences'])} | {_f(v['gain_y'], '{:+.4f}')} | "
+                         f"{_f(v['bd_rate'], '{:+.2f} %')} | {_f(v['bd_rate_switched'], '{:+.2f} %')} |")
+    for seq in results["sequences"]:
+        lines += ["", f"## {seq['name']}" + (f" (class {seq['class']})" if seq.get("class") else ""), "",
+                  f"{seq['width']}x{seq['height']}, {seq['bit_depth']}-bit, {seq['fps']} fps; BD-rate always on "
+                  f"{_bd(seq['bd']['always_on'])}, switched {_bd(seq['bd']['switched'])}", "",
+                  "| QP | frames | kbps | anchor Y | filtered Y | gain | switched Y | gain | CTUs on | anchor U | anchor V |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for q in seq["qps"]:
+            lines.append(f"| {q['qp']} | {q['frames']} | {q['kbps']:.2f} | {q['anchor']['y']:.4f} | "
+                         f"{q['filtered']['y']:.4f} | {q['gain_y']:+.4f} | {q['switched']['y']:.4f} | "
+                         f"{q['gain_y_switched']:+.4f} | {100 * q['ctus_on']:.0f} % | {q['anchor']['u']:.4f} | "
+                         f"{q['anchor']['v']:.4f} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def render_plots(results: dict, out_dir: Path) -> list[Path]:
+    """RD curves per sequence (anchor, always on, switched) and the gain against QP."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for seq in results["sequences"]:
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        q = seq["qps"]
+        ax.plot([x["kbps"] for x in q], [x["anchor"]["y"] for x in q], "o-", label="anchor")
+        ax.plot([x["kbps"] for x in q], [x["filtered"]["y"] for x in q], "s--", label="filtered (always on)")
+        ax.plot([x["kbps_switched"] for x in q], [x["switched"]["y"] for x in q], "^:", label="filtered (CTU-switched)")
+        ax.set_xscale("log")
+        ax.set_xlabel("rate (kbps)")
+        ax.set_ylabel("Y-PSNR (dB)")
+        ax.set_title(seq["name"])
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        p = out_dir / f"rd_{seq['name']}.png"
+        fig.savefig(p, dpi=90)
+        plt.close(fig)
+        paths.append(p)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for seq in results["sequences"]:
+        q = seq["qps"]
+        line, = ax.plot([x["qp"] for x in q], [x["gain_y"] for x in q], "o-", label=f"{seq['name']} always on")
+        ax.plot([x["qp"] for x in q], [x["gain_y_switched"] for x in q], "^:", color=line.get_color(),
+                label=f"{seq['name']} switched")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xlabel("QP")
+    ax.set_ylabel("Y-PSNR gain (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    p = out_dir / "gain_vs_qp.png"
+    fig.savefig(p, dpi=90)
+    plt.close(fig)
+    paths.append(p)
+    return paths
+
+
+def write_report(results: dict, out_dir: str | os.PathLike, write_json: bool = True) -> dict[str, Path]:
+    """Write ``results.json`` (optional), ``report.md`` and the plots into ``out_dir`` (atomic files)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    if write_json:
+        tmp = out / "results.json.tmp"
+        tmp.write_text(json.dumps(results, indent=1))
+        os.replace(tmp, out / "results.json")
+        written["results"] = out / "results.json"
+    tmp = out / "report.md.tmp"
+    tmp.write_text(render_markdown(results))
+    os.replace(tmp, out / "report.md")
+    written["report"] = out / "report.md"
+    for p in render_plots(results, out):
+        written[p.stem] = p
+    return written
