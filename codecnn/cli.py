@@ -52,13 +52,22 @@ def cli():
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Encodes run in parallel.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted build of the same --out.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --split auto.")
+@click.option("--task", type=click.Choice(["restoration", "intra-modes"]), default="restoration", show_default=True,
+              help="CTU restoration samples, or intra-mode labels of every 4..32 block.")
+@click.option("--cost", "intra_cost", type=click.Choice(["dct", "hevc", "hadamard"]), default="dct",
+              show_default=True, help="intra-modes: label cost (DCT-SATD, HEVC integer transform, Hadamard).")
+@click.option("--loop", "intra_loop", type=click.Choice(["closed", "open"]), default="closed", show_default=True,
+              help="intra-modes: reference samples from the reconstruction (closed) or the original (open).")
 @verbosity
 def make_dataset(inputs, seq_list, seq_dir, size, bit_depth, fps, frames, start, frame_step, qps, encoder, preset,
-                 tune, no_deblock, no_sao, hm_bin, hm_cfg, ctu, context, split, out, jobs, resume, seed):
+                 tune, no_deblock, no_sao, hm_bin, hm_cfg, ctu, context, split, out, jobs, resume, seed, task,
+                 intra_cost, intra_loop):
     """Encode sequences all-intra at each QP and cut CTU samples into an HDF5 dataset.
 
     Each sample is the reconstructed luma CTU with its context border (132x132 for CTU 128, context 2)
-    and the original 128x128 luma target, with QP, bit depth, sequence, frame and position.
+    and the original 128x128 luma target, with QP, bit depth, sequence, frame and position. With
+    --task intra-modes, each sample is a 4..32 block with its context and the 35 HEVC intra predictions'
+    costs (DCT-SATD by default), best mode and ranks.
 
     \b
     Examples:
@@ -85,7 +94,7 @@ def make_dataset(inputs, seq_list, seq_dir, size, bit_depth, fps, frames, start,
             raise CodecnnError("several inputs: name the output with --out FILE.h5")
     options = BuildOptions(tuple(qps) or STANDARD_QPS, encoder,
                            encoder_settings(encoder, preset, tune, no_deblock, no_sao, hm_bin, hm_cfg),
-                           start, frames, frame_step, ctu, context, seed)
+                           start, frames, frame_step, ctu, context, seed, task, intra_cost, intra_loop)
     summary = build_dataset(specs, out, options, jobs=jobs, resume=resume, progress=sys.stderr.isatty())
     for line in summary.lines():
         click.echo(line)
@@ -134,6 +143,89 @@ def train_rdn(blocks, layers, growth, features, qp_map, separable, head, **kw):
                        f"gain {v['gain']:+.3f} dB")
     best = f"{result.best_score:+.4f} dB" if result.best_score is not None else "n/a (no val split)"
     click.echo(f"stopped at step {result.step} ({result.stopped}); best val gain {best}; checkpoints in {result.out}")
+
+
+@train.command("modenet")
+@train_options
+@click.option("--channels", type=int, default=32, show_default=True, help="Conv channels.")
+@click.option("--depth", type=int, default=4, show_default=True, help="Conv layers.")
+@click.option("--hidden", type=int, default=128, show_default=True, help="Fully connected width.")
+@click.option("--target", type=click.Choice(["best", "soft"]), default="best", show_default=True,
+              help="Cross-entropy on the best mode, or on a softmin over the 35 costs.")
+@verbosity
+def train_modenet(channels, depth, hidden, target, **kw):
+    """Train the intra-mode CNN on an intra-modes dataset (make-dataset --task intra-modes).
+
+    The same trainer as `train rdn`: checkpoints, --resume, logs and curves, torchrun/DDP, AMP. The
+    validation score (best.pt) is the top-3 recall of the label's best mode.
+    """
+    from codecnn.models import ModeNetConfig, build_model
+    from codecnn.models.complexity import count_params
+    from codecnn.train.intra import IntraTask
+    from codecnn.train.trainer import train as run
+
+    config = ModeNetConfig(channels, depth, hidden)
+    kw["patch"] = 0
+    cfg = train_config(**kw, progress=sys.stderr.isatty())
+    click.echo(f"modenet {config}: {count_params(build_model('modenet', config))} parameters")
+    result = run(IntraTask(target), "modenet", config, cfg)
+    if result.last_val is not None:
+        _print_mode_table(result.last_val)
+    click.echo(f"stopped at step {result.step} ({result.stopped}); checkpoints in {result.out}")
+
+
+def _print_mode_table(r: dict) -> None:
+    click.echo(f"{'N':>4} {'blocks':>7} {'top1':>6} {'top3':>6} {'top8':>6} {'cost+@3':>8} | "
+               f"{'HM RMD':>7} {'cost+':>7} | {'P+DC+MPM':>8} {'cost+':>7}")
+    for n, v in list(r["per_size"].items()) + [("all", {**r["overall"], "blocks": sum(
+            x["blocks"] for x in r["per_size"].values())})]:
+        net, rmd, mpm = v["network"], v["hm_rmd"], v["planar_dc_mpm"]
+        click.echo(f"{n:>4} {v['blocks']:>7} {net['top1']:>6.3f} {net['top3']:>6.3f} {net['top8']:>6.3f} "
+                   f"{net['cost_increase_top3']:>8.4f} | {rmd['recall']:>7.3f} {rmd['cost_increase']:>7.4f} | "
+                   f"{mpm['recall']:>8.3f} {mpm['cost_increase']:>7.4f}")
+
+
+@cli.command("evaluate-modes")
+@click.option("--checkpoint", required=True, type=click.Path())
+@click.option("--data", required=True, type=click.Path(), help="An intra-modes dataset.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
+@click.option("--out", required=True, type=click.Path(), help="Folder for results.json and report.md.")
+def evaluate_modes(checkpoint, data, split, out):
+    """Top-1/3/8 recall of the best mode and the cost increase of a top-k search, per block size, beside
+    HM's rough mode decision and planar+DC+MPM on the same blocks."""
+    import json
+    import os
+    from pathlib import Path
+
+    from codecnn.train.checkpoint import load_model
+    from codecnn.train.intra import IntraModeDataset, mode_metrics
+
+    model, ckpt = load_model(checkpoint, task="intra-modes")
+    ds = IntraModeDataset(data, split)
+    if len(ds) == 0:
+        raise CodecnnError(f"{data}: no block in split {split!r}")
+    r = mode_metrics(model, ds, __import__("torch").device("cpu"))
+    r.update(checkpoint=str(checkpoint), step=ckpt.get("step"), data=str(data), split=split,
+             cost=str(ds.info.attrs.get("cost")), loop=str(ds.info.attrs.get("loop")))
+    o = Path(out)
+    o.mkdir(parents=True, exist_ok=True)
+    tmp = o / "results.json.tmp"
+    tmp.write_text(json.dumps(r, indent=1))
+    os.replace(tmp, o / "results.json")
+    lines = [f"# intra-mode prediction: {checkpoint} on {data} ({split})", "",
+             f"Labels: {r['cost']} cost, {r['loop']} loop. recall = the best mode is among the candidates; "
+             "cost+ = mean relative cost increase of the best candidate over the best mode.", "",
+             "| N | blocks | top-1 | top-3 | top-8 | cost+ top-1 | cost+ top-3 | cost+ top-8 | HM RMD recall | "
+             "HM RMD cost+ | planar+DC+MPM recall | planar+DC+MPM cost+ |", "|" + "---|" * 12]
+    for n, v in list(r["per_size"].items()) + [("all", {**r["overall"], "blocks": sum(
+            x["blocks"] for x in r["per_size"].values())})]:
+        a, b, c = v["network"], v["hm_rmd"], v["planar_dc_mpm"]
+        lines.append(f"| {n} | {v['blocks']} | {a['top1']:.3f} | {a['top3']:.3f} | {a['top8']:.3f} | "
+                     f"{a['cost_increase_top1']:.4f} | {a['cost_increase_top3']:.4f} | {a['cost_increase_top8']:.4f} | "
+                     f"{b['recall']:.3f} | {b['cost_increase']:.4f} | {c['recall']:.3f} | {c['cost_increase']:.4f} |")
+    (o / "report.md").write_text("\n".join(lines) + "\n")
+    _print_mode_table(r)
+    click.echo(f"results: {o / 'results.json'}\nreport: {o / 'report.md'}")
 
 
 @cli.command("model-info")

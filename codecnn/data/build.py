@@ -33,6 +33,7 @@ from codecnn.sequences import SequenceSpec, file_fingerprint
 from codecnn.yuv import RawYuvReader, VideoInfo, YuvWriter
 
 log = logging.getLogger(__name__)
+TASKS = ("restoration", "intra-modes")
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,16 @@ class BuildOptions:
     ctu: int = 128
     context: int = 2
     seed: int = 0
+    task: str = "restoration"  # or "intra-modes"
+    intra_cost: str = "dct"
+    intra_loop: str = "closed"  # references from the reconstruction (closed) or the original (open)
+    block_sizes: tuple[int, ...] = (4, 8, 16, 32)
 
     def __post_init__(self):
+        if self.task not in TASKS:
+            raise CodecnnError(f"--task {self.task!r}: use one of {', '.join(TASKS)}")
+        if self.intra_loop not in ("closed", "open"):
+            raise CodecnnError(f"--loop {self.intra_loop!r}: use closed or open")
         for qp in self.qps:
             check_qp(qp)
         if len(set(self.qps)) != len(self.qps):
@@ -64,6 +73,7 @@ class BuildOptions:
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
         d["qps"] = list(self.qps)
+        d["block_sizes"] = list(self.block_sizes)
         d["encoder_options"] = {k: v for k, v in self.encoder_options}
         return json.loads(json.dumps(d, default=str))
 
@@ -96,7 +106,7 @@ class _Unit:
     info: VideoInfo
     read_indices: tuple[int, ...]  # frame indices within `source`
     frame_indices: tuple[int, ...]  # the same frames' indices in the original sequence
-    qp: int
+    qp: int | None  # None: no encode (open-loop intra labels)
     split: int
     options: BuildOptions
     dtype: str
@@ -123,6 +133,11 @@ def build_dataset(specs: list[SequenceSpec], out: str | os.PathLike, options: Bu
     if not out.parent.is_dir():
         raise CodecnnError(f"{out.parent}: output folder does not exist")
     encoder = make_encoder(options.encoder, **dict(options.encoder_options))  # fails early (e.g. HM missing)
+    if options.task == "intra-modes":
+        from codecnn.intra import check_block
+
+        for n in options.block_sizes:
+            check_block(n)
     readers, selections = [], []
     for s in specs:
         r = s.open()
@@ -148,7 +163,8 @@ def build_dataset(specs: list[SequenceSpec], out: str | os.PathLike, options: Bu
             staged, read_idx = _stage(reader, sel, parts / "stage" / f"{si:03d}_{spec.name}.yuv"), tuple(range(len(sel)))
             stage_seconds += time.perf_counter() - ts
         info = dataclasses.replace(reader.info, num_frames=len(sel))
-        for qp in options.qps:
+        open_loop = options.task == "intra-modes" and options.intra_loop == "open"
+        for qp in ((None,) if open_loop else options.qps):
             k = len(units)
             units.append(_Unit(k, si, spec, staged, info, read_idx, tuple(sel), qp, schema.SPLIT_CODES[spec.split],
                                options, dtype.str, str(parts / f"unit{k:04d}.h5"), str(parts / "work" / f"unit{k:04d}"),
@@ -227,18 +243,42 @@ def _run_unit(u: _Unit) -> None:
             bar.update(1)
             yield src.read(i)
 
-    encoder = make_encoder(u.options.encoder, **dict(u.options.encoder_options))
     work = Path(u.workdir)
     shutil.rmtree(work, ignore_errors=True)
-    res = encoder.encode(frames(), u.info, u.qp, work)
+    res = recon = None
+    if u.qp is not None:
+        encoder = make_encoder(u.options.encoder, **dict(u.options.encoder_options))
+        res = encoder.encode(frames(), u.info, u.qp, work)
+        recon = res.open_recon()
     t0 = time.perf_counter()
-    recon = res.open_recon()
     tmp = u.shard + ".tmp"
+    with h5py.File(tmp, "w") as h5:
+        writer = _write_ctus if u.options.task == "restoration" else _write_intra_modes
+        total = writer(h5, u, src, recon, res, bar)
+        if res is not None:
+            h5.create_dataset("bitstream", data=np.frombuffer(Path(res.bitstream).read_bytes(), np.uint8))
+        record = {"seq": u.spec.name, "seq_index": u.seq_index, "qp": u.qp, "frames": list(u.frame_indices),
+                  "samples": total, "cut_seconds": time.perf_counter() - t0,
+                  "encode_seconds": res.seconds if res else 0.0}
+        if res is not None:
+            record.update(bits=res.bits, kbps=res.kbps(), coded_qp=res.coded_qp, encoder_psnr=res.encoder_psnr,
+                          encoder=res.settings)
+        h5.attrs["unit"] = json.dumps(record)
+    os.replace(tmp, u.shard)
+    if recon is not None:
+        recon.close()
+    src.close()
+    bar.close()
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _write_ctus(h5, u: _Unit, src, recon, res, bar) -> int:
+    """The restoration samples of one unit: CTUs of the reconstruction with context, and the originals."""
     ctu, ctx = u.options.ctu, u.options.context
     per_frame = len(ctu_positions(u.info.height, u.info.width, ctu))
     total = per_frame * len(u.read_indices)
     columns = {name: np.zeros((total, *shape), dt) for name, (dt, shape) in schema.PER_SAMPLE.items()}
-    with h5py.File(tmp, "w") as h5, ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         schema.create_datasets(h5, ctu, ctx, np.dtype(u.dtype), total)
         d_in, d_t = h5["input"], h5["target"]
         for j, (i, fi) in enumerate(zip(u.read_indices, u.frame_indices)):
@@ -250,24 +290,36 @@ def _run_unit(u: _Unit) -> None:
             columns["pos"][rows], columns["valid"][rows] = pos, valid
             columns["qp"][rows], columns["frame"][rows] = res.coded_qp[j], fi
             bar.update(1)
-        columns["bit_depth"][:], columns["seq"][:], columns["split"][:] = u.info.bit_depth, u.seq_index, u.split
-        for name, arr in columns.items():
-            h5[name][:] = arr
-        h5.create_dataset("bitstream", data=np.frombuffer(Path(res.bitstream).read_bytes(), np.uint8))
-        record = {"seq": u.spec.name, "seq_index": u.seq_index, "qp": u.qp, "frames": list(u.frame_indices),
-                  "bits": res.bits, "kbps": res.kbps(), "coded_qp": res.coded_qp, "encoder_psnr": res.encoder_psnr,
-                  "samples": total, "encode_seconds": res.seconds, "cut_seconds": time.perf_counter() - t0,
-                  "encoder": res.settings}
-        h5.attrs["unit"] = json.dumps(record)
-    os.replace(tmp, u.shard)
-    recon.close()
-    src.close()
-    bar.close()
-    shutil.rmtree(work, ignore_errors=True)
+    columns["bit_depth"][:], columns["seq"][:], columns["split"][:] = u.info.bit_depth, u.seq_index, u.split
+    for name, arr in columns.items():
+        h5[name][:] = arr
+    return total
+
+
+def _write_intra_modes(h5, u: _Unit, src, recon, res, bar) -> int:
+    from codecnn.data.intra_modes import write_frame_labels
+
+    total = 0
+    for j, (i, fi) in enumerate(zip(u.read_indices, u.frame_indices)):
+        orig = src.read(i).y
+        ref = recon.read(j).y if recon is not None else orig
+        qp = res.coded_qp[j] if res is not None else -1
+        total += write_frame_labels(h5, orig, ref, u.info.bit_depth, qp, fi, u.seq_index, u.split, u.options)
+        bar.update(1 if res is not None else 2)
+    return total
 
 
 def _merge(shards: list[str], out: Path, options: BuildOptions, dtype: np.dtype, seq_meta: list,
            encoder: dict) -> list[dict]:
+    if options.task == "intra-modes":
+        from codecnn.data.intra_modes import merge_shards
+
+        return merge_shards(shards, out, options, seq_meta, encoder)
+    return _merge_ctus(shards, out, options, dtype, seq_meta, encoder)
+
+
+def _merge_ctus(shards: list[str], out: Path, options: BuildOptions, dtype: np.dtype, seq_meta: list,
+                encoder: dict) -> list[dict]:
     """Concatenate the shards into ``out`` (through ``out.tmp``); compressed chunks are copied as they are."""
     import h5py
 

@@ -101,13 +101,13 @@ def write_samples(dataset, start: int, samples: np.ndarray, pool) -> None:
         dataset.id.write_direct_chunk((start + i, 0, 0), chunk)
 
 
-def set_attrs(h5, ctu: int, context: int, **meta) -> None:
+def set_attrs(h5, ctu: int, context: int, kind: str = KIND, version: int = SCHEMA_VERSION, **meta) -> None:
     import datetime
 
     from codecnn import __version__
 
-    h5.attrs["schema_version"] = SCHEMA_VERSION
-    h5.attrs["kind"] = KIND
+    h5.attrs["schema_version"] = version
+    h5.attrs["kind"] = kind
     h5.attrs["ctu"] = ctu
     h5.attrs["context"] = context
     h5.attrs["codecnn_version"] = __version__
@@ -140,8 +140,12 @@ class DatasetInfo:
     attrs: dict
 
 
-def open_dataset_info(path: str | os.PathLike, kind: str = KIND) -> DatasetInfo:
-    """Read and check a dataset's header; a clear error for a missing, foreign or newer file."""
+KINDS = (KIND, "intra-modes")
+
+
+def open_dataset_info(path: str | os.PathLike, kind: str | None = KIND) -> DatasetInfo:
+    """Read and check a dataset's header; a clear error for a missing, foreign or newer file.
+    ``kind=None`` accepts any codecnn dataset kind."""
     import h5py
 
     p = Path(path)
@@ -153,15 +157,18 @@ def open_dataset_info(path: str | os.PathLike, kind: str = KIND) -> DatasetInfo:
         raise CodecnnError(f"{p}: not an HDF5 file (or it is damaged); rebuild it with codecnn make-dataset") from None
     with f:
         attrs = dict(f.attrs)
-        if attrs.get("kind") != kind:
-            raise CodecnnError(f"{p}: not a codecnn {kind} dataset (kind={attrs.get('kind')!r}); "
+        if attrs.get("kind") != kind and not (kind is None and attrs.get("kind") in KINDS):
+            raise CodecnnError(f"{p}: not a codecnn {kind or 'dataset'} dataset (kind={attrs.get('kind')!r}); "
                                "build one with codecnn make-dataset")
         version = int(attrs.get("schema_version", 0))
-        if version > SCHEMA_VERSION:
+        if version > SCHEMA_VERSION:  # both kinds are at version 1
             raise CodecnnError(f"{p}: schema version {version} is newer than this codecnn reads "
                                f"({SCHEMA_VERSION}); upgrade codecnn")
         meta = f.get("meta", {})
         loaded = {k: json.loads(meta[k][()]) if k in meta else None for k in META}
-        return DatasetInfo(p, int(f["target"].shape[0]), int(attrs["ctu"]), int(attrs["context"]),
-                           f["target"].dtype, loaded["sequences"] or [], loaded["encoder"] or {},
-                           loaded["units"] or [], loaded["build"] or {}, attrs)
+        if "target" in f:
+            n, dtype = int(f["target"].shape[0]), f["target"].dtype
+        else:
+            n, dtype = int(attrs.get("num_samples", 0)), np.dtype(attrs.get("sample_dtype", "u1"))
+        return DatasetInfo(p, n, int(attrs["ctu"]), int(attrs["context"]), dtype, loaded["sequences"] or [],
+                           loaded["encoder"] or {}, loaded["units"] or [], loaded["build"] or {}, attrs)

@@ -1,0 +1,97 @@
+"""How good a mode ranking is for an encoder that fully tests only its first k modes.
+
+For every block: is the label's best mode among the first k (recall@k), and how much more does the
+best of those k modes cost than the best mode (relative cost increase@k), for k = 1, 3, 8. Two
+baselines on the same blocks:
+
+* ``hm_rmd``: HM's rough mode decision, the modes of lowest Hadamard SATD, 8 for 4x4/8x8 and 3 for
+  16x16/32x32 (HM adds the most probable modes to that list; they are the next baseline's business);
+* ``planar_dc_mpm``: planar, DC and the three most probable modes (H.265 8.4.2) derived from the left
+  and above blocks of the same size, whose best labels stand in for their coded modes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+KS = (1, 3, 8)
+HM_RMD_K = {4: 8, 8: 8, 16: 3, 32: 3}
+
+
+def mpm_list(left: int, above: int) -> tuple[int, int, int]:
+    """H.265 8.4.2: the three most probable modes from the left (A) and above (B) modes."""
+    a, b = left, above
+    if a == b:
+        if a < 2:
+            return 0, 1, 26
+        return a, 2 + ((a + 29) % 32), 2 + ((a - 2 + 1) % 32)
+    if a != 0 and b != 0:
+        c = 0
+    elif a != 1 and b != 1:
+        c = 1
+    else:
+        c = 26
+    return a, b, c
+
+
+def neighbour_mpms(pos: np.ndarray, best: np.ndarray, key: np.ndarray, n: int, ctu: int = 64) -> np.ndarray:
+    """(B, 3) MPMs of each block from the labels of its left and above neighbours of the same size and
+    frame (``key`` groups the blocks of one frame); a missing neighbour, or an above one in another CTU
+    row (as HM), counts as DC."""
+    table = {(int(k), int(y), int(x)): int(m) for k, (y, x), m in zip(key, pos, best)}
+    out = np.empty((len(pos), 3), np.int64)
+    for i, (k, (y, x)) in enumerate(zip(key, pos)):
+        a = table.get((int(k), int(y), int(x) - n), 1)
+        b = table.get((int(k), int(y) - n, int(x)), 1) if y % ctu else 1
+        out[i] = mpm_list(a, b)
+    return out
+
+
+def candidate_metrics(cands: list, costs: np.ndarray, best: np.ndarray) -> dict:
+    """Recall and mean relative cost increase of candidate lists (one list per block)."""
+    hit = np.array([b in c for b, c in zip(best, cands)])
+    base = costs[np.arange(len(best)), best]
+    got = np.array([costs[i, list(c)].min() for i, c in enumerate(cands)])
+    return {"recall": float(hit.mean()), "cost_increase": float(np.mean((got - base) / np.maximum(base, 1.0))),
+            "modes": float(np.mean([len(c) for c in cands]))}
+
+
+def ranking_metrics(scores: np.ndarray, costs: np.ndarray, best: np.ndarray) -> dict:
+    """recall@k and cost increase@k of a ranking (higher score = tried first) for k in :data:`KS`."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    out = {}
+    for k in KS:
+        m = candidate_metrics(order[:, :k].tolist(), costs, best)
+        out[f"top{k}"] = m["recall"]
+        out[f"cost_increase_top{k}"] = m["cost_increase"]
+    return out
+
+
+def evaluate_rankings(scores: dict[int, np.ndarray], data: dict[int, dict]) -> dict:
+    """Metrics per block size and overall (pooled over all blocks) of the network and the baselines.
+
+    ``data[n]`` holds ``costs``, ``best``, ``hadamard``, ``pos`` and ``key`` (frame grouping) of the
+    blocks of size n; ``scores[n]`` the network's logits for them.
+    """
+    per = {}
+    pooled = defaultdict(list)
+    for n in sorted(data):
+        d = data[n]
+        net = ranking_metrics(scores[n], d["costs"], d["best"])
+        rmd = [list(np.argsort(h, kind="stable")[: HM_RMD_K[n]]) for h in d["hadamard"]]
+        mpm = neighbour_mpms(d["pos"], d["best"], d["key"], n)
+        pdm = [sorted({0, 1, *m}) for m in mpm]
+        per[str(n)] = {"blocks": int(len(d["best"])), "network": net,
+                       "hm_rmd": candidate_metrics(rmd, d["costs"], d["best"]),
+                       "planar_dc_mpm": candidate_metrics(pdm, d["costs"], d["best"])}
+        w = len(d["best"])
+        for name, v in (("network", net), ("hm_rmd", per[str(n)]["hm_rmd"]),
+                        ("planar_dc_mpm", per[str(n)]["planar_dc_mpm"])):
+            pooled[name].append((w, v))
+    overall = {}
+    for name, items in pooled.items():
+        total = sum(w for w, _ in items)
+        overall[name] = {k: sum(w * v[k] for w, v in items) / total for k in items[0][1]}
+    return {"per_size": per, "overall": overall}

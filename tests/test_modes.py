@@ -1,0 +1,129 @@
+"""Intra-mode datasets (real encodes) and the mode-prediction CNN trained through the shared trainer."""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+
+from codecnn.cli import cli
+from codecnn.intra import intra_predictions, transform_costs
+from codecnn.intra_metrics import mpm_list
+from codecnn.models import build_model
+from codecnn.train.checkpoint import load_model
+from codecnn.train.intra import IntraModeDataset, canvas, soft_targets
+from codecnn.yuv import RawYuvReader
+
+
+@pytest.fixture(scope="module")
+def modes_h5(carphone_yuv, tmp_path_factory):
+    d = tmp_path_factory.mktemp("modes")
+    lst = d / "l.toml"
+    lst.write_text('[list]\nname = "l"\n[[sequence]]\nname = "a"\nfile = "carphone_176x144_30.yuv"\n'
+                   'split = "train"\n[[sequence]]\nname = "b"\nfile = "carphone_176x144_30.yuv"\nsplit = "val"\n')
+    out = d / "modes.h5"
+    r = CliRunner().invoke(cli, ["make-dataset", "--task", "intra-modes", "--list", str(lst), "--seq-dir",
+                                 str(carphone_yuv.parent), "--frames", "1", "--start", "2", "--qp", "37",
+                                 "--preset", "ultrafast", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_dataset_rows_are_the_labels_of_the_decoded_frame(modes_h5, carphone_yuv):
+    from codecnn.encoders.x265 import decode_hevc
+
+    with h5py.File(modes_h5, "r") as f:
+        assert f.attrs["kind"] == "intra-modes" and f.attrs["loop"] == "closed" and f.attrs["cost"] == "dct"
+        g = f["n8"]
+        assert g["orig"].shape[1:] == (17, 17) and g["ref"].shape[1:] == (33,) and g["costs"].shape[1:] == (35,)
+        assert g["best"].shape[0] == 2 * (144 // 8) * (176 // 8)
+        recon = list(decode_hevc(f["bitstreams/a_qp37"][()].tobytes(), 8))[0].y
+        k = int(np.nonzero((g["pos"][()] == [40, 48]).all(1) & (g["seq"][()] == 0))[0][0])
+        row = {key: g[key][k] for key in ("orig", "ref", "costs", "best", "rank", "qp", "frame")}
+    orig = RawYuvReader(carphone_yuv, 176, 144).read(2).y
+    assert row["qp"] == 37 and row["frame"] == 2
+    np.testing.assert_array_equal(row["orig"], orig[39:56, 47:64])
+    # closed loop: references from the decoded reconstruction; at (40, 48) the below-left 8x8 block
+    # comes later in the z-scan, so those 8 samples are unavailable (-1), as in HM
+    np.testing.assert_array_equal(row["ref"][16:], recon[39, 47:64])  # corner, then the 16 top samples
+    left = row["ref"][:16][::-1]
+    np.testing.assert_array_equal(left[:8], recon[40:48, 47])
+    assert (left[8:] == -1).all()
+    pred = intra_predictions(recon[39, 48:64], left, int(recon[39, 47]))
+    want = transform_costs(orig[40:48, 48:56].astype(np.int64)[None] - pred, "dct")
+    np.testing.assert_allclose(row["costs"], want, rtol=1e-6)
+    assert row["best"] == np.argmin(np.round(want, 6)) and row["rank"][row["best"]] == 0
+
+
+def test_network_accepts_every_block_size(modes_h5):
+    ds = IntraModeDataset(modes_h5, "train")
+    m = build_model("modenet", {"channels": 8, "depth": 2, "hidden": 16})
+    for n in (4, 8, 16, 32):
+        b = torch.utils.data.default_collate([ds[(n, k)] for k in range(3)])
+        assert b["input"].shape == (3, 3, 2 * n + 1, 2 * n + 1)
+        assert m(b["input"], b["block_size"], b["qp"]).shape == (3, 35)
+    c = canvas(np.full((9, 9), 255), np.array([-1] * 8 + [255] * 9), 4, 255.0)
+    assert c[2].sum() == 9 and c[0, 1:5, 1:5].sum() == 16 and c[1, 1:, 0].sum() == 0
+
+
+def test_soft_targets_prefer_cheaper_modes():
+    t = soft_targets(torch.tensor([[10.0, 20.0, 40.0] + [80.0] * 32]))
+    assert t.shape == (1, 35) and t[0, 0] > t[0, 1] > t[0, 2] and abs(float(t.sum()) - 1) < 1e-6
+
+
+@pytest.mark.parametrize("target", ["best", "soft"])
+def test_few_real_steps_lower_the_loss(modes_h5, tmp_path, target):
+    out = tmp_path / target
+    args = ["train", "modenet", "--data", str(modes_h5), "--out", str(out), "--channels", "16", "--depth", "3",
+            "--hidden", "32", "--steps", "40", "--batch", "32", "--lr", "2e-3", "--workers", "0", "--val-every", "40",
+            "--target", target]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert "HM RMD" in r.output and "all" in r.output
+    ds = IntraModeDataset(modes_h5, "train")
+    b = torch.utils.data.default_collate([ds[(8, k)] for k in range(len(ds.rows[8]))])
+    torch.manual_seed(0)
+    before = build_model("modenet", {"channels": 16, "depth": 3, "hidden": 32})
+    after, ckpt = load_model(out / "last.pt", task="intra-modes")
+    with torch.no_grad():
+        l0 = F.cross_entropy(before(b["input"], b["block_size"], b["qp"]), b["best"])
+        l1 = F.cross_entropy(after(b["input"], b["block_size"], b["qp"]), b["best"])
+    assert l1 < l0
+    assert ckpt["arch"] == "modenet" and ckpt["task"] == "intra-modes"
+
+
+def test_evaluate_modes_report(modes_h5, tmp_path):
+    run = tmp_path / "run"
+    assert CliRunner().invoke(cli, ["train", "modenet", "--data", str(modes_h5), "--out", str(run), "--steps", "2",
+                                    "--batch", "8", "--workers", "0", "--channels", "4", "--depth", "1",
+                                    "--hidden", "8"]).exit_code == 0
+    out = tmp_path / "rep"
+    r = CliRunner().invoke(cli, ["evaluate-modes", "--checkpoint", str(run / "last.pt"), "--data", str(modes_h5),
+                                 "--split", "val", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    import json
+
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["per_size"]) == {"4", "8", "16", "32"}
+    for v in res["per_size"].values():
+        net = v["network"]
+        assert 0 <= net["top1"] <= net["top3"] <= net["top8"] <= 1
+        assert net["cost_increase_top1"] >= net["cost_increase_top3"] >= net["cost_increase_top8"] >= 0
+        assert v["hm_rmd"]["modes"] in (3, 8) and 0 <= v["hm_rmd"]["recall"] <= 1
+    assert "HM RMD recall" in (out / "report.md").read_text()
+    r = CliRunner().invoke(cli, ["evaluate", "--checkpoint", str(run / "last.pt"), "--data", str(modes_h5),
+                                 "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "'intra-modes' checkpoint" in r.output
+
+
+def test_mpm_derivation():
+    assert mpm_list(0, 0) == (0, 1, 26) and mpm_list(1, 1) == (0, 1, 26)
+    assert mpm_list(10, 10) == (10, 9, 11) and mpm_list(2, 2) == (2, 33, 3) and mpm_list(34, 34) == (34, 33, 3)
+    assert mpm_list(10, 26) == (10, 26, 0) and mpm_list(0, 26) == (0, 26, 1) and mpm_list(0, 1) == (0, 1, 26)
+
+
+def test_wrong_dataset_kind_for_modenet(restoration_h5, tmp_path):
+    r = CliRunner().invoke(cli, ["train", "modenet", "--data", str(restoration_h5), "--out", str(tmp_path / "m"),
+                                 "--steps", "1"])
+    assert r.exit_code == 2 and "not a codecnn intra-modes dataset" in r.output
