@@ -369,6 +369,17 @@ def bd_rate_cmd(anchor, test, method, as_json):
         click.echo(f"BD-rate {r['bd_rate']:+.4f} %  BD-PSNR {r['bd_psnr']:+.4f} dB  ({method}, {r['implementation']})")
 
 
+@cli.command()
+@click.argument("checkpoint", type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="The .cnnw file to write.")
+def export(checkpoint, out):
+    """Export a restoration checkpoint for HM: a versioned .cnnw file read by hm_bridge/cpp/cnnw.h."""
+    from hm_bridge.export import export_checkpoint
+
+    p = export_checkpoint(checkpoint, out)
+    click.echo(f"wrote {p} ({p.stat().st_size} bytes)")
+
+
 @cli.command("bench-train")
 @click.option("--data", required=True, type=click.Path(), help="A CTU dataset (its train split is read).")
 @rdn_options

@@ -19,17 +19,33 @@ from codecnn.train.checkpoint import dataset_fingerprint
 from codecnn.train.data import CTUDataset, StepSampler
 from codecnn.train.trainer import TrainConfig
 
-LOSSES = ("l1", "l2")
+LOSSES = ("l1", "l2", "gain")
 VAL_BATCH = 16
 
 
-def masked_loss(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, kind: str = "l1") -> torch.Tensor:
-    """L1 or L2 on the pixels where ``mask`` is 1 (picture, not padding), in fp32: each sample's mean over
-    its valid pixels, then the mean over samples. Every sample weighs the same, so the mean of the
-    per-rank losses of a DDP run is exactly the single-process loss of the same global batch."""
+GAIN_EPS = 1e-10  # in [0, 1]^2 units: keeps log(MSE) finite on perfectly coded patches
+
+
+def masked_loss(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, kind: str = "l1",
+                reference: torch.Tensor | None = None) -> torch.Tensor:
+    """Loss on the pixels where ``mask`` is 1 (picture, not padding), in fp32, per sample then averaged
+    over samples (every sample weighs the same, so the mean of the per-rank losses of a DDP run is
+    exactly the single-process loss of the same global batch).
+
+    ``l1``/``l2``: mean absolute / squared error. ``gain``: minus the PSNR gain in dB of the output over
+    ``reference`` (the reconstruction), ``10 log10(MSE_out / MSE_ref)``: every patch counts by its
+    relative improvement, so low-QP patches (small errors) are not drowned by high-QP ones as with L2.
+    """
     d = out.float() - target.float()
     e = d.abs() if kind == "l1" else d * d
-    per_sample = (e * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1.0)
+    n = mask.flatten(1).sum(1).clamp_min(1.0)
+    per_sample = (e * mask).flatten(1).sum(1) / n
+    if kind == "gain":
+        if reference is None:
+            raise ValueError("the gain loss needs the reference (the reconstruction)")
+        r = reference.float() - target.float()
+        ref_mse = (r * r * mask).flatten(1).sum(1) / n
+        return (10.0 * (torch.log10(per_sample + GAIN_EPS) - torch.log10(ref_mse + GAIN_EPS))).mean()
     return per_sample.mean()
 
 
@@ -65,7 +81,9 @@ class RestorationTask:
 
     def loss(self, model: nn.Module, batch: dict, cfg: TrainConfig) -> torch.Tensor:
         out = model(batch["input"], batch["qp"])
-        return masked_loss(out, batch["target"], batch["mask"], cfg.loss)
+        c = self.context
+        centre = batch["input"][:, :1, c:-c, c:-c] if c else batch["input"][:, :1]
+        return masked_loss(out, batch["target"], batch["mask"], cfg.loss, centre)
 
     @torch.no_grad()
     def validate(self, model: nn.Module, val_ds: CTUDataset, device: torch.device, cfg: TrainConfig) -> dict:

@@ -1,0 +1,56 @@
+"""``python -m hm_bridge``: export codecnn networks for HM and measure gains on HM's outputs."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from codecnn.cli import UserError, _Group
+from codecnn.errors import CodecnnError
+
+
+@click.group(cls=_Group)
+def main():
+    """Carry codecnn networks into the HEVC reference software (HM)."""
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="The .cnnw file to write.")
+def export(checkpoint, out):
+    """Export a restoration checkpoint as a float32 .cnnw file (read by hm_bridge/cpp/cnnw.h)."""
+    from hm_bridge.export import export_checkpoint
+
+    p = export_checkpoint(checkpoint, out)
+    click.echo(f"wrote {p} ({p.stat().st_size} bytes)")
+
+
+@main.command()
+@click.option("--orig", required=True, type=click.Path(), help="The source YUV HM encoded.")
+@click.option("--recon", required=True, type=click.Path(), help="HM's reconstruction (-o).")
+@click.option("--log", "log_path", required=True, type=click.Path(), help="HM's encoder log.")
+@click.option("--model", required=True, type=click.Path(), help="A .cnnw model.")
+@click.option("--size", metavar="WxH", help="Geometry (default: from the file name).")
+@click.option("--bit-depth", type=int)
+@click.option("--ctu", type=int, default=128, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def gain(orig, recon, log_path, model, size, bit_depth, ctu, as_json):
+    """Per-frame and average luma PSNR of HM's recon and of the filtered recon (HM's bits and PSNR)."""
+    from hm_bridge.gain import hm_gain
+
+    r = hm_gain(orig, recon, log_path, model, size, bit_depth, ctu)
+    if as_json:
+        click.echo(json.dumps(r))
+        return
+    for f in r["frames"]:
+        click.echo(f"POC {f['poc']:>3} QP {f['qp']}: HM {f['psnr_anchor']:.4f} dB, filtered {f['psnr_filtered']:.4f} "
+                   f"dB, gain {f['gain']:+.4f} dB")
+    a = r["average"]
+    click.echo(f"average: HM {a['psnr_anchor']:.4f} dB, filtered {a['psnr_filtered']:.4f} dB, gain {a['gain']:+.4f} dB")
+
+
+__all__ = ["main", "UserError", "CodecnnError"]
+
+if __name__ == "__main__":
+    main()

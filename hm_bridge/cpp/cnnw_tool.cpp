@@ -1,0 +1,49 @@
+// cnnw_tool: filter the luma of a raw YUV 4:2:0 file with a .cnnw model (standalone use of cnnw.h).
+//   cnnw_tool MODEL.cnnw IN.yuv WIDTH HEIGHT BITDEPTH QP OUT_LUMA.raw [FLOAT_OUT.f32]
+// Reads every frame (8-bit: bytes; above: 16-bit little-endian), writes the filtered luma planes in the
+// same sample format, and optionally the unrounded float outputs (float32, [0, 1] units) for checks.
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <vector>
+
+#include "cnnw.h"
+
+int main(int argc, char **argv) {
+  if (argc < 8) {
+    std::cerr << "usage: cnnw_tool MODEL.cnnw IN.yuv WIDTH HEIGHT BITDEPTH QP OUT_LUMA.raw [FLOAT_OUT.f32]\n";
+    return 2;
+  }
+  cnnw::Model model;
+  cnnw::Status st = model.load(argv[1]);
+  if (!st.ok) {
+    std::cerr << "error: " << st.message << "\n";
+    return 1;
+  }
+  const int w = std::atoi(argv[3]), h = std::atoi(argv[4]), bd = std::atoi(argv[5]), qp = std::atoi(argv[6]);
+  const int bytes = bd > 8 ? 2 : 1;
+  std::ifstream in(argv[2], std::ios::binary);
+  std::ofstream out(argv[7], std::ios::binary);
+  std::ofstream fout;
+  if (argc > 8) fout.open(argv[8], std::ios::binary);
+  const size_t frame = static_cast<size_t>(w) * h * 3 / 2 * bytes;
+  std::vector<unsigned char> buf(frame);
+  std::vector<uint16_t> plane(static_cast<size_t>(w) * h), res(plane.size());
+  std::vector<float> fl;
+  while (in.read(reinterpret_cast<char *>(&buf[0]), frame)) {
+    for (size_t i = 0; i < plane.size(); ++i)
+      plane[i] = bytes == 1 ? buf[i] : static_cast<uint16_t>(buf[2 * i] | (buf[2 * i + 1] << 8));
+    st = model.filterPlane(&plane[0], w, &res[0], w, w, h, bd, qp, 128, argc > 8 ? &fl : nullptr);
+    if (!st.ok) {
+      std::cerr << "error: " << st.message << "\n";
+      return 1;
+    }
+    for (size_t i = 0; i < res.size(); ++i) {
+      unsigned char b[2] = {static_cast<unsigned char>(res[i] & 255), static_cast<unsigned char>(res[i] >> 8)};
+      out.write(reinterpret_cast<char *>(b), bytes);
+    }
+    if (argc > 8) fout.write(reinterpret_cast<const char *>(&fl[0]), fl.size() * sizeof(float));
+  }
+  return 0;
+}

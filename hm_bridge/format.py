@@ -1,0 +1,229 @@
+"""The ``.cnnw`` weight file: a trained network as a small graph of operations, for HM's C++.
+
+The C++ reader is ``hm_bridge/cpp/cnnw.h``; both sides must change together (the op enum and the
+field order below are mirrored there, and each file points at the other). Little-endian throughout.
+
+File layout (version 1)::
+
+    char[4]  magic "CNNW"
+    u32      version (1)
+    u32      precision: 0 = float32, 1 = int16 fixed point (reserved for the int16 variant)
+    u32      header length H, then H bytes of UTF-8 JSON: {"arch", "config", "context", "codecnn_version"}
+    u32      tensor count T, then T tensors:
+               u32 ndim, u32 dims[ndim], then prod(dims) float32 values
+    u32      node count K, then K nodes:
+               u32 op, u32 n_inputs, u32 inputs[n_inputs] (earlier node ids), u32 n_params, i32 params[n_params]
+
+Node 0 is always INPUT (the reconstructed luma tile in [0, 1], 1 x (S+2c) x (S+2c)). The last node is the
+residual (1 x S x S); the filtered tile is ``clip(round((centre + residual) * peak))``, with ``centre``
+the input cropped by ``context``.
+
+Ops and their params:
+
+=========  ==  =====================================================================================
+INPUT      0   ()
+QP_PLANE   1   ()                      a 1-channel plane of QP / 51, the size of its input node
+CONCAT     2   ()                      inputs concatenated along channels
+CONV2D     3   (weight, bias, pad, groups)   tensor ids of weight (Cout, Cin/groups, k, k) and bias
+                                        (Cout,); zero padding ``pad`` on every side; stride 1
+RELU       4   ()
+ADD        5   ()                      two inputs of equal shape
+CROP       6   (border,)               removes ``border`` samples on every side
+=========  ==  =====================================================================================
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from codecnn.errors import CodecnnError
+
+MAGIC = b"CNNW"
+VERSION = 1
+FLOAT32, INT16 = 0, 1
+
+# op enum: mirrored in hm_bridge/cpp/cnnw.h (enum class Op)
+INPUT, QP_PLANE, CONCAT, CONV2D, RELU, ADD, CROP = range(7)
+OP_NAMES = ("INPUT", "QP_PLANE", "CONCAT", "CONV2D", "RELU", "ADD", "CROP")
+MAX_DIMS, MAX_TENSOR_VALUES, MAX_NODES, MAX_HEADER = 4, 1 << 26, 1 << 16, 1 << 20
+
+
+@dataclass
+class Node:
+    op: int
+    inputs: list[int] = field(default_factory=list)
+    params: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Graph:
+    """A network as tensors and nodes (see the module docstring)."""
+
+    header: dict
+    tensors: list[np.ndarray] = field(default_factory=list)
+    nodes: list[Node] = field(default_factory=list)
+
+    def add_tensor(self, t) -> int:
+        self.tensors.append(np.ascontiguousarray(np.asarray(t, np.float32)))
+        return len(self.tensors) - 1
+
+    def add(self, op: int, inputs=(), params=()) -> int:
+        self.nodes.append(Node(op, list(inputs), [int(p) for p in params]))
+        return len(self.nodes) - 1
+
+
+def graph_from_rdn(model) -> Graph:
+    """The graph of a :class:`codecnn.models.RDN` (the order the C++ side evaluates it in)."""
+    from torch import nn
+
+    from codecnn import __version__
+
+    cfg = model.config
+    g = Graph({"arch": "rdn", "config": dict(cfg.__dict__), "context": model.context, "codecnn_version": __version__})
+
+    def conv(x: int, m: nn.Module) -> int:
+        if isinstance(m, nn.Sequential):  # separable: depthwise then pointwise
+            for sub in m:
+                x = conv(x, sub)
+            return x
+        w = g.add_tensor(m.weight.detach().cpu().numpy())
+        b = g.add_tensor(m.bias.detach().cpu().numpy())
+        return g.add(CONV2D, [x], [w, b, m.padding[0], m.groups])
+
+    x = g.add(INPUT)
+    if cfg.qp_map:
+        x = g.add(CONCAT, [x, g.add(QP_PLANE, [x])])
+    f1 = conv(x, model.sfe1)
+    h = conv(f1, model.sfe2)
+    outs = []
+    for block in model.blocks:
+        feats = [h]
+        for layer in block.layers:
+            cat = feats[0] if len(feats) == 1 else g.add(CONCAT, feats)
+            feats.append(g.add(RELU, [conv(cat, layer[0])]))
+        fused = conv(g.add(CONCAT, feats), block.fusion)
+        h = g.add(ADD, [h, fused])
+        outs.append(h)
+    gff = conv(conv(g.add(CONCAT, outs), model.gff[0]), model.gff[1])
+    skip = g.add(CROP, [f1], [model._crop]) if model._crop else f1
+    conv(g.add(ADD, [gff, skip]), model.last)  # the global residual, then the last convolution
+    return g
+
+
+def write_cnnw(graph: Graph, path: str | os.PathLike) -> Path:
+    """Write ``graph`` as a float32 ``.cnnw`` file (via a temporary file and a rename)."""
+    p = Path(path)
+    buf = io.BytesIO()
+    head = json.dumps(graph.header, sort_keys=True).encode()
+    buf.write(MAGIC + struct.pack("<III", VERSION, FLOAT32, len(head)) + head)
+    buf.write(struct.pack("<I", len(graph.tensors)))
+    for t in graph.tensors:
+        buf.write(struct.pack(f"<I{t.ndim}I", t.ndim, *t.shape))
+        buf.write(t.astype("<f4").tobytes())
+    buf.write(struct.pack("<I", len(graph.nodes)))
+    for n in graph.nodes:
+        buf.write(struct.pack(f"<II{len(n.inputs)}I", n.op, len(n.inputs), *n.inputs))
+        buf.write(struct.pack(f"<I{len(n.params)}i", len(n.params), *n.params))
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, p)
+    return p
+
+
+class _Reader:
+    def __init__(self, data: bytes, path: str):
+        self.data, self.pos, self.path = data, 0, path
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise CodecnnError(f"{self.path}: truncated .cnnw file (needs {n} bytes at offset {self.pos})")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def u32(self, count: int = 1):
+        v = struct.unpack(f"<{count}I", self.take(4 * count))
+        return v[0] if count == 1 else list(v)
+
+
+def read_cnnw(path: str | os.PathLike) -> Graph:
+    """Read and check a ``.cnnw`` file (every count and index is validated, as in the C++ reader)."""
+    p = Path(path)
+    if not p.is_file():
+        raise CodecnnError(f"{p}: no such model file")
+    r = _Reader(p.read_bytes(), str(p))
+    if r.take(4) != MAGIC:
+        raise CodecnnError(f"{p}: not a .cnnw file (bad magic)")
+    version, precision, hlen = r.u32(3)
+    if version != VERSION:
+        raise CodecnnError(f"{p}: .cnnw version {version}; this reader knows version {VERSION}")
+    if precision != FLOAT32:
+        raise CodecnnError(f"{p}: precision {precision} is not supported by this reader")
+    if hlen > MAX_HEADER:
+        raise CodecnnError(f"{p}: header length {hlen} is out of range")
+    try:
+        header = json.loads(r.take(hlen).decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CodecnnError(f"{p}: damaged header") from None
+    g = Graph(header)
+    for _ in range(r.u32()):
+        ndim = r.u32()
+        if not 1 <= ndim <= MAX_DIMS:
+            raise CodecnnError(f"{p}: tensor with {ndim} dimensions")
+        dims = [r.u32()] if ndim == 1 else r.u32(ndim)
+        count = int(np.prod(dims, dtype=np.int64))
+        if count > MAX_TENSOR_VALUES:
+            raise CodecnnError(f"{p}: tensor of {count} values is out of range")
+        g.tensors.append(np.frombuffer(r.take(4 * count), "<f4").reshape(dims).astype(np.float32))
+    k = r.u32()
+    if k > MAX_NODES:
+        raise CodecnnError(f"{p}: {k} nodes is out of range")
+    for i in range(k):
+        op, ni = r.u32(2)
+        if op >= len(OP_NAMES) or ni > MAX_NODES:
+            raise CodecnnError(f"{p}: node {i} has an unknown op {op}")
+        ins = ([r.u32()] if ni == 1 else r.u32(ni)) if ni else []
+        if any(j >= i for j in ins):
+            raise CodecnnError(f"{p}: node {i} reads a node that is not before it")
+        npar = r.u32()
+        params = list(struct.unpack(f"<{npar}i", r.take(4 * npar))) if npar else []
+        g.nodes.append(Node(op, ins, params))
+    return g
+
+
+def run_graph(g: Graph, x: np.ndarray, qp: float = 0.0) -> np.ndarray:
+    """Evaluate a float graph in numpy on one tile (C x H x W) - the readable reference of the C++ loop."""
+    import torch
+    import torch.nn.functional as F
+
+    vals: list = []
+    for n in g.nodes:
+        ins = [vals[i] for i in n.inputs]
+        if n.op == INPUT:
+            v = torch.from_numpy(np.asarray(x, np.float32))[None]
+        elif n.op == QP_PLANE:
+            v = torch.full_like(ins[0][:, :1], qp / 51.0)
+        elif n.op == CONCAT:
+            v = torch.cat(ins, 1)
+        elif n.op == CONV2D:
+            w, b, pad, groups = n.params
+            v = F.conv2d(ins[0], torch.from_numpy(g.tensors[w]), torch.from_numpy(g.tensors[b]), padding=pad,
+                         groups=groups)
+        elif n.op == RELU:
+            v = torch.relu(ins[0])
+        elif n.op == ADD:
+            v = ins[0] + ins[1]
+        elif n.op == CROP:
+            k = n.params[0]
+            v = ins[0][:, :, k:-k, k:-k]
+        else:  # pragma: no cover - rejected by the reader
+            raise CodecnnError(f"unknown op {n.op}")
+        vals.append(v)
+    return vals[-1][0].numpy()

@@ -1,0 +1,193 @@
+"""hm_bridge: the .cnnw format, the dependency-free C++ inference, and gains on HM's own outputs."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from codecnn.cli import cli
+from codecnn.errors import CodecnnError
+from codecnn.inference import filter_plane
+from codecnn.models import RDN
+from codecnn.train.checkpoint import save_checkpoint
+from codecnn.yuv import RawYuvReader
+from conftest import HM
+from hm_bridge.export import filter_plane_cnnw
+from hm_bridge.format import graph_from_rdn, read_cnnw, run_graph, write_cnnw
+
+CPP = Path(__file__).resolve().parent.parent / "hm_bridge" / "cpp"
+GXX = shutil.which("g++")
+needs_gxx = pytest.mark.skipif(GXX is None, reason="needs a C++ compiler (g++) to build hm_bridge/cpp")
+
+
+def _model(qp_map=False, separable=False, seed=0):
+    torch.manual_seed(seed)
+    m = RDN(num_blocks=2, num_layers=2, growth=8, num_features=8, qp_map=qp_map, separable=separable).eval()
+    torch.nn.init.normal_(m.last.weight, std=0.05)  # off the identity, as after training
+    return m
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    m = _model(qp_map=True)
+    p = tmp_path_factory.mktemp("ck") / "rdn.pt"
+    save_checkpoint(p, {"task": "ctu-restoration", "arch": "rdn", "config": m.config.__dict__,
+                        "state_dict": m.state_dict(), "step": 7})
+    return p
+
+
+@pytest.fixture(scope="module")
+def tool(tmp_path_factory):
+    if GXX is None:
+        pytest.skip("needs a C++ compiler (g++)")
+    d = tmp_path_factory.mktemp("cpp")
+    out = {}
+    for opt in ("-O0", "-O3"):
+        exe = d / f"cnnw_tool{opt}"
+        subprocess.run([GXX, "-std=c++11", opt, "-Wall", "-Wextra", "-Werror", "-o", str(exe),
+                        str(CPP / "cnnw_tool.cpp")], check=True)
+        out[opt] = exe
+    return out
+
+
+@pytest.mark.parametrize("variant", [{}, {"qp_map": True}, {"separable": True}])
+def test_graph_equals_pytorch(tmp_path, variant):
+    m = _model(**variant)
+    p = write_cnnw(graph_from_rdn(m), tmp_path / "m.cnnw")
+    g = read_cnnw(p)
+    assert g.header["arch"] == "rdn" and g.header["context"] == 2
+    x = torch.rand(1, 1, 36, 36)
+    with torch.no_grad():
+        want = (m(x, torch.tensor([37])) - x[:, :, 2:-2, 2:-2])[0].numpy()
+    np.testing.assert_allclose(run_graph(g, x[0].numpy(), 37), want, atol=1e-6)
+
+
+def test_export_command_and_python_runner(checkpoint, tmp_path):
+    out = tmp_path / "m.cnnw"
+    r = CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(out)])
+    assert r.exit_code == 0 and "wrote" in r.output, r.output
+    assert out.read_bytes()[:4] == b"CNNW"
+    g = read_cnnw(out)
+    plane = RawYuvReader(HM / "carphone" / "lf" / "qp37" / "recon.yuv", 176, 144).read(0).y
+    from codecnn.train.checkpoint import load_model
+
+    model, _ = load_model(checkpoint)
+    a = filter_plane_cnnw(g, plane, 8, qp=37, ctu=64)
+    b = filter_plane(model, plane, 8, qp=37, ctu=64)
+    assert np.abs(a.astype(int) - b).max() <= 1 and (a != b).mean() < 1e-3  # float rounding ties only
+    r = CliRunner().invoke(cli, ["export", str(tmp_path / "missing.pt"), "--out", str(out)])
+    assert r.exit_code == 2 and "no such checkpoint" in r.output
+
+
+@needs_gxx
+@pytest.mark.parametrize("bit_depth", [8, 10])
+def test_cpp_float_path_matches_pytorch(tool, checkpoint, tmp_path, bit_depth):
+    """Real frames (HM's carphone reconstruction) through the C++ float path at -O0 and -O3."""
+    from codecnn.train.checkpoint import load_model
+
+    model, _ = load_model(checkpoint)
+    cnnw = tmp_path / "m.cnnw"
+    CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(cnnw)])
+    src = HM / "carphone" / "lf" / "qp37" / "recon.yuv"
+    raw = np.fromfile(src, np.uint8).reshape(8, -1)[:2]
+    if bit_depth == 10:
+        raw = (raw.astype(np.uint16) << 2) | 1
+    yuv = tmp_path / "in.yuv"
+    raw.astype("<u2" if bit_depth == 10 else np.uint8).tofile(yuv)
+    peak = (1 << bit_depth) - 1
+    outs = []
+    for opt, exe in tool.items():
+        lo, fo = tmp_path / f"l{opt}.raw", tmp_path / f"f{opt}.f32"
+        subprocess.run([str(exe), str(cnnw), str(yuv), "176", "144", str(bit_depth), "37", str(lo), str(fo)],
+                       check=True)
+        floats = np.fromfile(fo, np.float32).reshape(2, 144, 176)
+        luma = np.fromfile(lo, "<u2" if bit_depth == 10 else np.uint8).reshape(2, 144, 176)
+        outs.append(luma)
+        for k in range(2):
+            plane = raw[k, : 176 * 144].reshape(144, 176)
+            tiles = np.pad(plane, ((2, -144 % 128 + 2), (2, -176 % 128 + 2)), mode="edge").astype(np.float32) / peak
+            with torch.no_grad():
+                want = np.zeros((144, 176), np.float32)
+                for y in (0, 128):
+                    for x in (0, 128):
+                        t = torch.from_numpy(tiles[y : y + 132, x : x + 132])[None, None]
+                        o = model(t, torch.tensor([37]))[0, 0].numpy()
+                        want[y : y + 128, x : x + 128] = o[: min(128, 144 - y), : min(128, 176 - x)]
+            np.testing.assert_allclose(floats[k], want, atol=1e-4)  # in [0, 1] units
+            ref = filter_plane(model, plane, bit_depth, qp=37)
+            assert np.abs(luma[k].astype(int) - ref).max() <= 1
+    np.testing.assert_array_equal(outs[0], outs[1])  # -O0 and -O3 agree here
+
+
+@needs_gxx
+def test_loader_survives_truncated_and_flipped_files_under_asan(checkpoint, tmp_path):
+    exe = tmp_path / "check"
+    r = subprocess.run([GXX, "-std=c++11", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                        "-o", str(exe), str(CPP / "cnnw_load_check.cpp")], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot build with -fsanitize=address: {r.stderr[-300:]}")
+    good = tmp_path / "m.cnnw"
+    CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(good)])
+    data = good.read_bytes()
+    rng = np.random.default_rng(0)
+    files = [good]
+    for i, cut in enumerate(sorted(set(rng.integers(0, len(data), 60).tolist()) | {0, 3, 4, 8, 12, 16})):
+        p = tmp_path / f"t{i}.cnnw"
+        p.write_bytes(data[:cut])
+        files.append(p)
+    for i in range(120):
+        b = bytearray(data)
+        for _ in range(int(rng.integers(1, 4))):
+            pos = int(rng.integers(0, min(len(b), 4096) if i % 2 else len(b)))
+            b[pos] ^= 1 << int(rng.integers(0, 8))
+        p = tmp_path / f"f{i}.cnnw"
+        p.write_bytes(bytes(b))
+        files.append(p)
+    r = subprocess.run([str(exe), *map(str, files)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "AddressSanitizer" not in r.stderr and "runtime error" not in r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == len(files) and lines[0] == "OK"
+    assert all(line != "OK" for line in lines[1:62])  # every truncation is refused
+    assert any("truncated" in line for line in lines) and any("bad magic" in line for line in lines)
+
+
+def test_python_reader_refuses_damaged_files(checkpoint, tmp_path):
+    good = tmp_path / "m.cnnw"
+    CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(good)])
+    data = good.read_bytes()
+    for bad, msg in ((b"XXXX" + data[4:], "bad magic"), (data[:4] + b"\x02" + data[5:], "version 2"),
+                     (data[: len(data) // 2], "truncated")):
+        p = tmp_path / "bad.cnnw"
+        p.write_bytes(bad)
+        with pytest.raises(CodecnnError, match=msg):
+            read_cnnw(p)
+
+
+def test_gain_on_hm_outputs(checkpoint, tmp_path):
+    from hm_bridge.__main__ import main
+
+    cnnw = tmp_path / "m.cnnw"
+    CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(cnnw)])
+    d = HM / "carphone" / "lf" / "qp32"
+    r = CliRunner().invoke(main, ["gain", "--orig", str(HM / "carphone" / "orig.yuv"), "--recon", str(d / "recon.yuv"),
+                                  "--log", str(d / "encoder.log"), "--model", str(cnnw), "--size", "176x144", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    from codecnn.encoders import read_hm_log
+
+    hm = read_hm_log(d / "encoder.log")
+    assert len(res["frames"]) == 8 and res["kbps"] == hm.summary.kbps
+    assert res["average"]["psnr_anchor"] == pytest.approx(hm.summary.psnr_y, abs=5e-5)  # HM's own figure
+    for f, p in zip(res["frames"], hm.pictures):
+        assert f["psnr_anchor"] == pytest.approx(p.psnr_y, abs=5e-5) and f["bits"] == p.bits
+        assert f["gain"] == pytest.approx(f["psnr_filtered"] - f["psnr_anchor"])
+    r = CliRunner().invoke(main, ["gain", "--orig", str(HM / "carphone" / "orig.yuv"), "--recon",
+                                  str(HM / "carphone" / "lf" / "qp37" / "recon.yuv"), "--log", str(d / "encoder.log"),
+                                  "--model", str(cnnw), "--size", "176x144"])
+    assert r.exit_code == 2 and "does not match" in r.output
