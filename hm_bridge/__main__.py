@@ -18,12 +18,20 @@ def main():
 @main.command()
 @click.argument("checkpoint", type=click.Path())
 @click.option("--out", required=True, type=click.Path(), help="The .cnnw file to write.")
-def export(checkpoint, out):
+@click.option("--int16", is_flag=True, help="int16 fixed point (bit-exact across machines), calibrated on real CTUs.")
+@click.option("--calib", type=click.Path(), help="Dataset to calibrate --int16 on (default: the training data).")
+def export(checkpoint, out, int16, calib):
     """Export a restoration checkpoint as a float32 .cnnw file (read by hm_bridge/cpp/cnnw.h)."""
     from hm_bridge.export import export_checkpoint
 
-    p = export_checkpoint(checkpoint, out)
-    click.echo(f"wrote {p} ({p.stat().st_size} bytes)")
+    p, report = export_checkpoint(checkpoint, out, int16, calib)
+    click.echo(f"wrote {p} ({p.stat().st_size} bytes, {'int16' if int16 else 'float32'})")
+    if report:
+        click.echo(f"on {report['ctus']} real CTUs: float {report['psnr_float']:.4f} dB, int16 "
+                   f"{report['psnr_int16']:.4f} dB, loss {report['loss_db']:+.4f} dB")
+        if report["loss_db"] > 0.02:
+            click.echo(f"warning: the int16 model loses {report['loss_db']:.4f} dB against the float one (> 0.02 dB)",
+                       err=True)
 
 
 @main.command()

@@ -13,8 +13,17 @@ from hm_bridge.format import Graph, graph_from_rdn, read_cnnw, run_graph, write_
 GRAPH_BUILDERS = {"rdn": graph_from_rdn}
 
 
-def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Write the (EMA, where kept) weights of a restoration checkpoint as a float32 ``.cnnw`` file."""
+MAX_LOSS_DB = 0.02
+CALIB_CTUS = 16
+
+
+def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, int16: bool = False,
+                      calib: str | os.PathLike | None = None) -> tuple[Path, dict | None]:
+    """Write the (EMA, where kept) weights of a restoration checkpoint as a ``.cnnw`` file.
+
+    With ``int16``, the scales are calibrated on real CTUs (``calib``, else the checkpoint's training
+    dataset; val split first) and the returned report gives the Y-PSNR of the int16 and the float model
+    on them and the loss in dB (above ``MAX_LOSS_DB`` the caller should warn)."""
     from codecnn.train.checkpoint import load_model
 
     model, ckpt = load_model(checkpoint, task="ctu-restoration")
@@ -23,7 +32,48 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike) -> 
         raise CodecnnError(f"{checkpoint}: no .cnnw export for architecture {ckpt['arch']!r}")
     g = builder(model)
     g.header["checkpoint_step"] = ckpt.get("step")
-    return write_cnnw(g, out)
+    if not int16:
+        return write_cnnw(g, out), None
+    from hm_bridge.fixed import quantise_graph, run_int_graph
+
+    data = calib or (ckpt.get("dataset") or {}).get("path")
+    if not data or not Path(data).is_file():
+        raise CodecnnError("int16 export needs real CTUs to calibrate on: pass --calib DATA.h5 (a codecnn dataset)")
+    inputs, targets, qps, bds = calibration_ctus(data)
+    peaks = ((1 << bds) - 1).astype(np.float32)
+    q = quantise_graph(g, inputs.astype(np.float32) / peaks[:, None, None], qps)
+    c = int(g.header["context"])
+    err_f = err_q = 0.0
+    for x, t, qp, bd, pk in zip(inputs, targets, qps, bds, peaks):
+        res = run_graph(g, (x.astype(np.float32) / pk)[None], qp)[0]
+        fl = np.rint(np.clip(x[c:-c, c:-c] / pk + res, 0, 1) * pk)
+        iq = run_int_graph(q, x, int(bd), int(qp))
+        err_f += float(np.mean((fl - t) ** 2) / pk**2)
+        err_q += float(np.mean((iq - t.astype(np.int64)) ** 2) / pk**2)
+    report = {"ctus": len(inputs), "psnr_float": -10 * np.log10(err_f / len(inputs)),
+              "psnr_int16": -10 * np.log10(err_q / len(inputs)), "calibration": str(data)}
+    report["loss_db"] = report["psnr_float"] - report["psnr_int16"]
+    q.header["int16_report"] = report
+    return write_cnnw(q, out), report
+
+
+def calibration_ctus(path: str | os.PathLike, count: int = CALIB_CTUS):
+    """Up to ``count`` CTUs (input, target, QP, bit depth) spread over a dataset's val (else train) split."""
+    import h5py
+
+    from codecnn.data.schema import SPLIT_CODES, open_dataset_info
+
+    open_dataset_info(path)
+    with h5py.File(path, "r") as f:
+        split = f["split"][()]
+        rows = np.flatnonzero(split == SPLIT_CODES["val"])
+        if len(rows) == 0:
+            rows = np.flatnonzero(split == SPLIT_CODES["train"])
+        if len(rows) == 0:
+            rows = np.arange(len(split))
+        rows = rows[np.linspace(0, len(rows) - 1, min(count, len(rows))).astype(int)]
+        return (f["input"][rows.tolist()], f["target"][rows.tolist()], f["qp"][rows.tolist()].astype(int),
+                f["bit_depth"][rows.tolist()].astype(int))
 
 
 def filter_plane_cnnw(graph: Graph, plane: np.ndarray, bit_depth: int, qp: int = 0, ctu: int = 128) -> np.ndarray:

@@ -7,12 +7,16 @@ File layout (version 1)::
 
     char[4]  magic "CNNW"
     u32      version (1)
-    u32      precision: 0 = float32, 1 = int16 fixed point (reserved for the int16 variant)
+    u32      precision: 0 = float32, 1 = int16 fixed point (the rules: hm_bridge/fixed.py)
     u32      header length H, then H bytes of UTF-8 JSON: {"arch", "config", "context", "codecnn_version"}
     u32      tensor count T, then T tensors:
-               u32 ndim, u32 dims[ndim], then prod(dims) float32 values
+               u32 ndim, u32 dims[ndim], then
+               float32: prod(dims) float32 values
+               int16:   i32 frac (power-of-two scale), u32 dtype (1 int16, 2 int32), prod(dims) values
     u32      node count K, then K nodes:
                u32 op, u32 n_inputs, u32 inputs[n_inputs] (earlier node ids), u32 n_params, i32 params[n_params]
+
+In int16 files every node has one more parameter, last: the fractional bits of its output.
 
 Node 0 is always INPUT (the reconstructed luma tile in [0, 1], 1 x (S+2c) x (S+2c)). The last node is the
 residual (1 x S x S); the filtered tile is ``clip(round((centre + residual) * peak))``, with ``centre``
@@ -118,15 +122,22 @@ def graph_from_rdn(model) -> Graph:
 
 
 def write_cnnw(graph: Graph, path: str | os.PathLike) -> Path:
-    """Write ``graph`` as a float32 ``.cnnw`` file (via a temporary file and a rename)."""
+    """Write ``graph`` as a ``.cnnw`` file, float32 or (a graph from ``fixed.quantise_graph``) int16,
+    via a temporary file and a rename."""
     p = Path(path)
     buf = io.BytesIO()
+    fixed = hasattr(graph, "tensor_q")
     head = json.dumps(graph.header, sort_keys=True).encode()
-    buf.write(MAGIC + struct.pack("<III", VERSION, FLOAT32, len(head)) + head)
+    buf.write(MAGIC + struct.pack("<III", VERSION, INT16 if fixed else FLOAT32, len(head)) + head)
     buf.write(struct.pack("<I", len(graph.tensors)))
-    for t in graph.tensors:
+    for i, t in enumerate(graph.tensors):
         buf.write(struct.pack(f"<I{t.ndim}I", t.ndim, *t.shape))
-        buf.write(t.astype("<f4").tobytes())
+        if fixed:
+            code = 1 if t.dtype == np.int16 else 2
+            buf.write(struct.pack("<iI", graph.tensor_q[i], code))
+            buf.write(t.astype("<i2" if code == 1 else "<i4").tobytes())
+        else:
+            buf.write(t.astype("<f4").tobytes())
     buf.write(struct.pack("<I", len(graph.nodes)))
     for n in graph.nodes:
         buf.write(struct.pack(f"<II{len(n.inputs)}I", n.op, len(n.inputs), *n.inputs))
@@ -164,7 +175,7 @@ def read_cnnw(path: str | os.PathLike) -> Graph:
     version, precision, hlen = r.u32(3)
     if version != VERSION:
         raise CodecnnError(f"{p}: .cnnw version {version}; this reader knows version {VERSION}")
-    if precision != FLOAT32:
+    if precision not in (FLOAT32, INT16):
         raise CodecnnError(f"{p}: precision {precision} is not supported by this reader")
     if hlen > MAX_HEADER:
         raise CodecnnError(f"{p}: header length {hlen} is out of range")
@@ -173,6 +184,8 @@ def read_cnnw(path: str | os.PathLike) -> Graph:
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise CodecnnError(f"{p}: damaged header") from None
     g = Graph(header)
+    if precision == INT16:
+        g.tensor_q = []  # type: ignore[attr-defined]
     for _ in range(r.u32()):
         ndim = r.u32()
         if not 1 <= ndim <= MAX_DIMS:
@@ -181,7 +194,15 @@ def read_cnnw(path: str | os.PathLike) -> Graph:
         count = int(np.prod(dims, dtype=np.int64))
         if count > MAX_TENSOR_VALUES:
             raise CodecnnError(f"{p}: tensor of {count} values is out of range")
-        g.tensors.append(np.frombuffer(r.take(4 * count), "<f4").reshape(dims).astype(np.float32))
+        if precision == INT16:
+            frac, code = struct.unpack("<iI", r.take(8))
+            if code not in (1, 2) or not -32 <= frac <= 62:
+                raise CodecnnError(f"{p}: bad int16 tensor record")
+            size, dt = (2, "<i2") if code == 1 else (4, "<i4")
+            g.tensors.append(np.frombuffer(r.take(size * count), dt).reshape(dims).astype(dt[1:]))
+            g.tensor_q.append(frac)  # type: ignore[attr-defined]
+        else:
+            g.tensors.append(np.frombuffer(r.take(4 * count), "<f4").reshape(dims).astype(np.float32))
     k = r.u32()
     if k > MAX_NODES:
         raise CodecnnError(f"{p}: {k} nodes is out of range")

@@ -191,3 +191,51 @@ def test_gain_on_hm_outputs(checkpoint, tmp_path):
                                   str(HM / "carphone" / "lf" / "qp37" / "recon.yuv"), "--log", str(d / "encoder.log"),
                                   "--model", str(cnnw), "--size", "176x144"])
     assert r.exit_code == 2 and "does not match" in r.output
+
+
+@pytest.fixture(scope="module")
+def int16_model(checkpoint, restoration_h5, tmp_path_factory):
+    out = tmp_path_factory.mktemp("q") / "m16.cnnw"
+    r = CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(out), "--int16", "--calib",
+                                 str(restoration_h5)])
+    assert r.exit_code == 0, r.output
+    assert "int16" in r.output and "loss" in r.output
+    return out
+
+
+def test_int16_export_is_close_to_float(int16_model, checkpoint, tmp_path):
+    from hm_bridge.fixed import filter_plane_int
+
+    g = read_cnnw(int16_model)
+    rep = g.header["int16_report"]
+    assert rep["ctus"] > 0 and abs(rep["loss_db"]) < 0.05
+    assert all(isinstance(t, np.ndarray) and t.dtype in (np.int16, np.int32) for t in g.tensors)
+    fl = tmp_path / "f.cnnw"
+    CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(fl)])
+    plane = RawYuvReader(HM / "carphone" / "lf" / "qp37" / "recon.yuv", 176, 144).read(0).y
+    a = filter_plane_int(g, plane, 8, 37)
+    b = filter_plane_cnnw(read_cnnw(fl), plane, 8, 37)
+    assert a.dtype == np.uint8 and a.shape == plane.shape
+    d = np.abs(a.astype(int) - b)
+    assert d.max() <= 2 and d.mean() < 0.1  # fixed point within a rounding step or two of float
+
+
+@needs_gxx
+@pytest.mark.parametrize("bit_depth", [8, 10])
+def test_cpp_int16_equals_python_twin(tool, int16_model, tmp_path, bit_depth):
+    """Every sample of the C++ int16 path equals the integer Python twin, at -O0 and -O3."""
+    from hm_bridge.fixed import filter_plane_int
+
+    g = read_cnnw(int16_model)
+    raw = np.fromfile(HM / "carphone" / "lf" / "qp22" / "recon.yuv", np.uint8).reshape(8, -1)[[0, 5]]
+    if bit_depth == 10:
+        raw = (raw.astype(np.uint16) << 2) | 2
+    yuv = tmp_path / "in.yuv"
+    raw.astype("<u2" if bit_depth == 10 else np.uint8).tofile(yuv)
+    twin = [filter_plane_int(g, raw[k, : 176 * 144].reshape(144, 176), bit_depth, 22) for k in range(2)]
+    for opt, exe in tool.items():
+        lo = tmp_path / f"l{opt}.raw"
+        subprocess.run([str(exe), str(int16_model), str(yuv), "176", "144", str(bit_depth), "22", str(lo)], check=True)
+        luma = np.fromfile(lo, "<u2" if bit_depth == 10 else np.uint8).reshape(2, 144, 176)
+        for k in range(2):
+            np.testing.assert_array_equal(luma[k], twin[k], err_msg=f"{opt} frame {k}")

@@ -1,7 +1,9 @@
 // cnnw.h -- dependency-free C++11 inference of codecnn networks exported as .cnnw files.
 //
 // The file format and the op enum are specified in hm_bridge/format.py; this reader mirrors it
-// (keep the two in step: enum Op below == INPUT..CROP there, same field order).
+// (keep the two in step: enum Op below == INPUT..CROP there, same field order). The int16 variant
+// (precision 1) follows the integer rules of hm_bridge/fixed.py exactly: its output equals that
+// Python twin sample for sample.
 //
 // Use (e.g. from HM after SAO, on the luma plane of a TComPicYuv):
 //   cnnw::Model model;
@@ -26,7 +28,7 @@
 namespace cnnw {
 
 static const uint32_t kVersion = 1;
-static const uint32_t kFloat32 = 0;
+static const uint32_t kFloat32 = 0, kInt16 = 1;
 static const uint32_t kMaxDims = 4, kMaxNodes = 1u << 16, kMaxHeader = 1u << 20, kMaxParams = 64;
 static const uint64_t kMaxTensorValues = 1ull << 26;
 
@@ -43,8 +45,29 @@ struct Status {
 
 struct Tensor {
   std::vector<uint32_t> dims;
-  std::vector<float> data;
+  std::vector<float> data;    // float32 models
+  std::vector<int32_t> idata; // int16 models: int16 weights or int32 biases, widened
+  int32_t frac;               // int16 models: power-of-two scale (fractional bits)
+  uint32_t dtype;             // int16 models: 1 int16, 2 int32
+  Tensor() : frac(0), dtype(0) {}
 };
+
+// A C x H x W int16 buffer (int16 models).
+struct IBuffer {
+  int c, h, w, q;
+  std::vector<int16_t> v;
+  IBuffer() : c(0), h(0), w(0), q(0) {}
+  IBuffer(int c_, int h_, int w_, int q_) : c(c_), h(h_), w(w_), q(q_), v(static_cast<size_t>(c_) * h_ * w_, 0) {}
+  int16_t *plane(int k) { return &v[static_cast<size_t>(k) * h * w]; }
+  const int16_t *plane(int k) const { return &v[static_cast<size_t>(k) * h * w]; }
+};
+
+// Integer helpers of hm_bridge/fixed.py: floor shift, round-half-up rescale, int16 saturation.
+inline int64_t floorShift(int64_t v, int s) { return v >= 0 ? (v >> s) : -((-v - 1) >> s) - 1; }
+inline int64_t shiftRound(int64_t v, int s) {
+  return s > 0 ? floorShift(v + (static_cast<int64_t>(1) << (s - 1)), s) : v * (static_cast<int64_t>(1) << (-s));
+}
+inline int16_t sat16(int64_t v) { return static_cast<int16_t>(v < -32768 ? -32768 : (v > 32767 ? 32767 : v)); }
 
 struct Node {
   uint32_t op;
@@ -94,7 +117,8 @@ class Reader {
 
 class Model {
  public:
-  Model() : context_(0) {}
+  Model() : context_(0), precision_(kFloat32) {}
+  bool isInt16() const { return precision_ == kInt16; }
 
   int context() const { return context_; }
   const std::string &header() const { return header_; }
@@ -118,7 +142,8 @@ class Model {
     uint32_t version, precision, hlen;
     if (!r.u32(version) || !r.u32(precision) || !r.u32(hlen)) return Status::bad("truncated header");
     if (version != kVersion) return Status::bad("unsupported .cnnw version " + num(version));
-    if (precision != kFloat32) return Status::bad("unsupported precision " + num(precision));
+    if (precision != kFloat32 && precision != kInt16) return Status::bad("unsupported precision " + num(precision));
+    precision_ = precision;
     const uint8_t *h;
     if (hlen > kMaxHeader || !r.bytes(hlen, h)) return Status::bad("truncated or oversized JSON header");
     header_.assign(reinterpret_cast<const char *>(h), hlen);
@@ -139,12 +164,33 @@ class Model {
         ten.dims.push_back(d);
       }
       const uint8_t *p;
-      if (!r.bytes(static_cast<size_t>(count) * 4, p)) return Status::bad("truncated tensor data");
-      ten.data.resize(static_cast<size_t>(count));
-      for (size_t i = 0; i < ten.data.size(); ++i) {
-        uint32_t u = static_cast<uint32_t>(p[4 * i]) | (static_cast<uint32_t>(p[4 * i + 1]) << 8) |
-                     (static_cast<uint32_t>(p[4 * i + 2]) << 16) | (static_cast<uint32_t>(p[4 * i + 3]) << 24);
-        std::memcpy(&ten.data[i], &u, 4);
+      if (precision_ == kInt16) {
+        if (!r.i32(ten.frac) || !r.u32(ten.dtype) || (ten.dtype != 1 && ten.dtype != 2) || ten.frac < -32 ||
+            ten.frac > 62)
+          return Status::bad("tensor " + num(t) + ": bad int16 record");
+        const size_t size = ten.dtype == 1 ? 2 : 4;
+        if (!r.bytes(static_cast<size_t>(count) * size, p)) return Status::bad("truncated tensor data");
+        ten.idata.resize(static_cast<size_t>(count));
+        for (size_t i = 0; i < ten.idata.size(); ++i) {
+          if (size == 2) {
+            uint16_t u = static_cast<uint16_t>(p[2 * i] | (p[2 * i + 1] << 8));
+            int16_t v;
+            std::memcpy(&v, &u, 2);
+            ten.idata[i] = v;
+          } else {
+            uint32_t u = static_cast<uint32_t>(p[4 * i]) | (static_cast<uint32_t>(p[4 * i + 1]) << 8) |
+                         (static_cast<uint32_t>(p[4 * i + 2]) << 16) | (static_cast<uint32_t>(p[4 * i + 3]) << 24);
+            std::memcpy(&ten.idata[i], &u, 4);
+          }
+        }
+      } else {
+        if (!r.bytes(static_cast<size_t>(count) * 4, p)) return Status::bad("truncated tensor data");
+        ten.data.resize(static_cast<size_t>(count));
+        for (size_t i = 0; i < ten.data.size(); ++i) {
+          uint32_t u = static_cast<uint32_t>(p[4 * i]) | (static_cast<uint32_t>(p[4 * i + 1]) << 8) |
+                       (static_cast<uint32_t>(p[4 * i + 2]) << 16) | (static_cast<uint32_t>(p[4 * i + 3]) << 24);
+          std::memcpy(&ten.data[i], &u, 4);
+        }
       }
       tensors_.push_back(ten);
     }
@@ -182,6 +228,7 @@ class Model {
   // Runs the graph on one tile (1 x side x side, samples in [0, 1]); residual is (side - 2 context)^2.
   Status runTile(const float *tile, int side, int qp, std::vector<float> &residual) const {
     if (nodes_.empty()) return Status::bad("no model loaded");
+    if (precision_ != kFloat32) return Status::bad("runTile needs a float32 model; use runTileInt");
     std::vector<Buffer> vals(nodes_.size());
     for (size_t i = 0; i < nodes_.size(); ++i) {
       const Node &n = nodes_[i];
@@ -239,6 +286,80 @@ class Model {
     return Status::good();
   }
 
+  // int16 models: runs one tile of integer samples (side x side) and writes the output samples
+  // ((side - 2 context)^2, clipped to the bit depth), exactly as hm_bridge/fixed.py run_int_graph.
+  Status runTileInt(const int32_t *samples, int side, int bitDepth, int qp, std::vector<int32_t> &outSamples) const {
+    if (nodes_.empty()) return Status::bad("no model loaded");
+    if (precision_ != kInt16) return Status::bad("runTileInt needs an int16 model");
+    const int64_t peak = (static_cast<int64_t>(1) << bitDepth) - 1;
+    std::vector<IBuffer> vals(nodes_.size());
+    for (size_t i = 0; i < nodes_.size(); ++i) {
+      const Node &n = nodes_[i];
+      const int qo = n.params.back();
+      IBuffer &out = vals[i];
+      if (n.op == OP_INPUT) {
+        out = IBuffer(1, side, side, qo);
+        for (size_t k = 0; k < out.v.size(); ++k)
+          out.v[k] = sat16((static_cast<int64_t>(samples[k]) * (static_cast<int64_t>(1) << qo) + peak / 2) / peak);
+      } else if (n.op == OP_QP_PLANE) {
+        const IBuffer &a = vals[n.inputs[0]];
+        out = IBuffer(1, a.h, a.w, qo);
+        std::fill(out.v.begin(), out.v.end(), sat16((static_cast<int64_t>(qp) * (static_cast<int64_t>(1) << qo) + 25) / 51));
+      } else if (n.op == OP_CONCAT) {
+        int c = 0;
+        const IBuffer &a0 = vals[n.inputs[0]];
+        for (size_t k = 0; k < n.inputs.size(); ++k) {
+          const IBuffer &a = vals[n.inputs[k]];
+          if (a.h != a0.h || a.w != a0.w || a.q != qo) return Status::bad("concat of different sizes or scales");
+          c += a.c;
+        }
+        out = IBuffer(c, a0.h, a0.w, qo);
+        size_t off = 0;
+        for (size_t k = 0; k < n.inputs.size(); ++k) {
+          const IBuffer &a = vals[n.inputs[k]];
+          std::copy(a.v.begin(), a.v.end(), out.v.begin() + off);
+          off += a.v.size();
+        }
+      } else if (n.op == OP_CONV2D) {
+        Status st = convInt(n, vals[n.inputs[0]], out);
+        if (!st.ok) return st;
+      } else if (n.op == OP_RELU) {
+        out = vals[n.inputs[0]];
+        for (size_t k = 0; k < out.v.size(); ++k) out.v[k] = out.v[k] > 0 ? out.v[k] : 0;
+      } else if (n.op == OP_ADD) {
+        const IBuffer &a = vals[n.inputs[0]], &b = vals[n.inputs[1]];
+        if (a.c != b.c || a.h != b.h || a.w != b.w) return Status::bad("add of different shapes");
+        out = IBuffer(a.c, a.h, a.w, qo);
+        for (size_t k = 0; k < out.v.size(); ++k)
+          out.v[k] = sat16(shiftRound(a.v[k], a.q - qo) + shiftRound(b.v[k], b.q - qo));
+      } else if (n.op == OP_CROP) {
+        const IBuffer &a = vals[n.inputs[0]];
+        int k = n.params[0];
+        if (a.h <= 2 * k || a.w <= 2 * k) return Status::bad("crop larger than the tile");
+        out = IBuffer(a.c, a.h - 2 * k, a.w - 2 * k, a.q);
+        for (int ch = 0; ch < a.c; ++ch)
+          for (int y = 0; y < out.h; ++y)
+            std::copy(a.plane(ch) + static_cast<size_t>(y + k) * a.w + k,
+                      a.plane(ch) + static_cast<size_t>(y + k) * a.w + k + out.w, out.plane(ch) + static_cast<size_t>(y) * out.w);
+      }
+      if (n.op == OP_INPUT) continue;  // the input is read again at the end (the centre)
+      for (size_t k = 0; k < n.inputs.size(); ++k)
+        if (lastUse_[n.inputs[k]] == i && n.inputs[k] != 0) std::vector<int16_t>().swap(vals[n.inputs[k]].v);
+    }
+    const IBuffer &res = vals.back(), &in = vals[0];
+    const int c = context_, s = side - 2 * c, qin = in.q;
+    if (res.c != 1 || res.h != s || res.w != s) return Status::bad("the network output does not match the tile");
+    outSamples.resize(static_cast<size_t>(s) * s);
+    for (int y = 0; y < s; ++y)
+      for (int x = 0; x < s; ++x) {
+        int64_t v = static_cast<int64_t>(in.v[static_cast<size_t>(y + c) * side + x + c]) +
+                    shiftRound(res.v[static_cast<size_t>(y) * s + x], res.q - qin);
+        int64_t o = floorShift(v * peak + (static_cast<int64_t>(1) << (qin - 1)), qin);
+        outSamples[static_cast<size_t>(y) * s + x] = static_cast<int32_t>(o < 0 ? 0 : (o > peak ? peak : o));
+      }
+    return Status::good();
+  }
+
   // Filters a luma plane CTU by CTU (context edge-replicated at the picture edges, as codecnn's
   // filter_plane): dst = clip(round((src/peak + residual) * peak)). src and dst may be the same plane.
   template <typename Pel>
@@ -251,8 +372,24 @@ class Model {
     std::vector<Pel> out(static_cast<size_t>(width) * height);
     if (floatOut) floatOut->assign(static_cast<size_t>(width) * height, 0.f);
     std::vector<float> tile(static_cast<size_t>(side) * side), res;
+    std::vector<int32_t> itile(precision_ == kInt16 ? static_cast<size_t>(side) * side : 0), ires;
     for (int y0 = 0; y0 < height; y0 += ctu) {
       for (int x0 = 0; x0 < width; x0 += ctu) {
+        if (precision_ == kInt16) {
+          for (int y = 0; y < side; ++y) {
+            int sy = std::min(std::max(y0 + y - c, 0), height - 1);
+            for (int x = 0; x < side; ++x) {
+              int sx = std::min(std::max(x0 + x - c, 0), width - 1);
+              itile[static_cast<size_t>(y) * side + x] = static_cast<int32_t>(src[sy * srcStride + sx]);
+            }
+          }
+          Status st = runTileInt(&itile[0], side, bitDepth, qp, ires);
+          if (!st.ok) return st;
+          for (int y = 0; y < ctu && y0 + y < height; ++y)
+            for (int x = 0; x < ctu && x0 + x < width; ++x)
+              out[static_cast<size_t>(y0 + y) * width + x0 + x] = static_cast<Pel>(ires[static_cast<size_t>(y) * ctu + x]);
+          continue;
+        }
         for (int y = 0; y < side; ++y) {
           int sy = std::min(std::max(y0 + y - c, 0), height - 1);
           for (int x = 0; x < side; ++x) {
@@ -300,6 +437,12 @@ class Model {
   // Channel inference and parameter checks, node by node, at load time.
   Status infer(uint32_t i, Node &n) const {
     const std::string at = "node " + num(i) + ": ";
+    const size_t extra = precision_ == kInt16 ? 1 : 0;  // int16: the output scale, last
+    if (extra) {
+      if (n.params.empty() || n.params.back() < 1 || n.params.back() > 30) return Status::bad(at + "bad output scale");
+    }
+    const size_t want = (n.op == OP_CONV2D ? 4 : (n.op == OP_CROP ? 1 : 0)) + extra;
+    if (n.params.size() != want) return Status::bad(at + "wrong number of parameters");
     switch (n.op) {
       case OP_INPUT:
         if (i != 0 || !n.inputs.empty()) return Status::bad(at + "input must be node 0");
@@ -309,7 +452,7 @@ class Model {
       case OP_RELU:
       case OP_CROP:
         if (n.inputs.size() != 1) return Status::bad(at + "needs one input");
-        if (n.op == OP_CROP && (n.params.size() != 1 || n.params[0] < 0 || n.params[0] > 64))
+        if (n.op == OP_CROP && (n.params[0] < 0 || n.params[0] > 64))
           return Status::bad(at + "bad crop");
         n.channels = n.op == OP_QP_PLANE ? 1 : nodes_[n.inputs[0]].channels;
         return Status::good();
@@ -327,7 +470,7 @@ class Model {
         n.channels = nodes_[n.inputs[0]].channels;
         return Status::good();
       case OP_CONV2D: {
-        if (n.inputs.size() != 1 || n.params.size() != 4) return Status::bad(at + "bad conv");
+        if (n.inputs.size() != 1) return Status::bad(at + "bad conv");
         int32_t w = n.params[0], b = n.params[1], pad = n.params[2], groups = n.params[3];
         if (w < 0 || b < 0 || static_cast<size_t>(w) >= tensors_.size() || static_cast<size_t>(b) >= tensors_.size())
           return Status::bad(at + "conv tensor index out of range");
@@ -335,6 +478,8 @@ class Model {
         if (W.dims.size() != 4 || B.dims.size() != 1 || W.dims[2] != W.dims[3] || W.dims[2] == 0 || W.dims[2] > 15 ||
             B.dims[0] != W.dims[0] || W.dims[0] == 0 || W.dims[1] == 0)
           return Status::bad(at + "conv tensors have bad shapes");
+        if (extra && (W.dtype != 1 || B.dtype != 2)) return Status::bad(at + "int16 conv needs int16 weights, int32 bias");
+        if (!extra && (W.data.empty() || B.data.empty())) return Status::bad(at + "float conv without float tensors");
         if (groups < 1 || pad < 0 || pad > 7 || W.dims[0] % static_cast<uint32_t>(groups) != 0 ||
             static_cast<uint64_t>(W.dims[1]) * static_cast<uint32_t>(groups) != nodes_[n.inputs[0]].channels)
           return Status::bad(at + "conv does not fit its input");
@@ -377,11 +522,50 @@ class Model {
     return Status::good();
   }
 
+  // int32 accumulation with two's-complement wrap (unsigned arithmetic: defined, order-independent).
+  Status convInt(const Node &n, const IBuffer &in, IBuffer &out) const {
+    const Tensor &W = tensors_[n.params[0]], &B = tensors_[n.params[1]];
+    const int pad = n.params[2], groups = n.params[3], qo = n.params.back();
+    const int cout = static_cast<int>(W.dims[0]), cin_g = static_cast<int>(W.dims[1]), k = static_cast<int>(W.dims[2]);
+    const int oh = in.h + 2 * pad - k + 1, ow = in.w + 2 * pad - k + 1;
+    if (oh <= 0 || ow <= 0) return Status::bad("convolution larger than the tile");
+    out = IBuffer(cout, oh, ow, qo);
+    const int cout_g = cout / groups, shift = W.frac + in.q - qo;
+    std::vector<uint32_t> acc(static_cast<size_t>(oh) * ow);
+    for (int co = 0; co < cout; ++co) {
+      std::fill(acc.begin(), acc.end(), static_cast<uint32_t>(B.idata[co]));
+      const int g = co / cout_g;
+      for (int ci = 0; ci < cin_g; ++ci) {
+        const int16_t *src = in.plane(g * cin_g + ci);
+        for (int ky = 0; ky < k; ++ky) {
+          for (int kx = 0; kx < k; ++kx) {
+            const int32_t wv = W.idata[((static_cast<size_t>(co) * cin_g + ci) * k + ky) * k + kx];
+            const int dy = ky - pad, dx = kx - pad;
+            const int x_lo = std::max(0, -dx), x_hi = std::min(ow, in.w - dx);
+            for (int y = std::max(0, -dy); y < std::min(oh, in.h - dy); ++y) {
+              const int16_t *s = src + static_cast<size_t>(y + dy) * in.w + dx;
+              uint32_t *d = &acc[static_cast<size_t>(y) * ow];
+              for (int x = x_lo; x < x_hi; ++x) d[x] += static_cast<uint32_t>(wv * static_cast<int32_t>(s[x]));
+            }
+          }
+        }
+      }
+      int16_t *o = out.plane(co);
+      for (size_t j = 0; j < acc.size(); ++j) {
+        int32_t a;
+        std::memcpy(&a, &acc[j], 4);
+        o[j] = sat16(shiftRound(a, shift));
+      }
+    }
+    return Status::good();
+  }
+
   std::vector<Tensor> tensors_;
   std::vector<Node> nodes_;
   std::vector<size_t> lastUse_;
   std::string header_;
   int context_;
+  uint32_t precision_;
 };
 
 }  // namespace cnnw
