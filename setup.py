@@ -30,6 +30,7 @@ setup(
         "matplotlib>=3.7",
         "bjontegaard==1.3.0",  # BD-rate; its PCHIP matches the JVET CTC Excel sheet (pinned: figures carry its version)
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
+                    "test": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17"]},
     entry_points={"console_scripts": ["codecnn=codecnn.cli:main"]},
 )

@@ -374,10 +374,16 @@ def bd_rate_cmd(anchor, test, method, as_json):
 @click.option("--out", required=True, type=click.Path(), help="The .cnnw file to write.")
 @click.option("--int16", is_flag=True, help="int16 fixed point (bit-exact across machines), calibrated on real CTUs.")
 @click.option("--calib", type=click.Path(), help="Dataset to calibrate --int16 on (default: the training data).")
-def export(checkpoint, out, int16, calib):
+@click.option("--onnx", "as_onnx", is_flag=True, help="Write ONNX instead (checked against PyTorch with onnxruntime).")
+def export(checkpoint, out, int16, calib, as_onnx):
     """Export a restoration checkpoint for HM: a versioned .cnnw file read by hm_bridge/cpp/cnnw.h."""
-    from hm_bridge.export import export_checkpoint
+    from hm_bridge.export import export_checkpoint, export_onnx
 
+    if as_onnx:
+        r = export_onnx(checkpoint, out)
+        click.echo(f"wrote {r['path']} (ONNX; onnxruntime {r['onnxruntime']} vs PyTorch: max |diff| "
+                   f"{r['max_abs_diff']:.2e})")
+        return
     p, report = export_checkpoint(checkpoint, out, int16, calib)
     click.echo(f"wrote {p} ({p.stat().st_size} bytes, {'int16' if int16 else 'float32'})")
     if report:

@@ -97,3 +97,47 @@ def filter_plane_cnnw(graph: Graph, plane: np.ndarray, bit_depth: int, qp: int =
 
 def load_cnnw(path: str | os.PathLike) -> Graph:
     return read_cnnw(path)
+
+
+def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, tol: float = 1e-4) -> dict:
+    """Export a restoration checkpoint to ONNX (inputs ``x`` N x 1 x H x W in [0, 1] and ``qp`` (N,),
+    output ``y`` the restored centre), then check it with onnxruntime against PyTorch on a real CTU
+    (from the training dataset when it is at hand) - the entry point of SADL's converter and most
+    deployment tools."""
+    import io
+    import warnings
+
+    import torch
+
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise CodecnnError("ONNX export needs onnx and onnxruntime: pip install 'codecnn[onnx]'") from None
+    from codecnn.train.checkpoint import load_model
+
+    model, ckpt = load_model(checkpoint, task="ctu-restoration")
+    c = model.context
+    data = (ckpt.get("dataset") or {}).get("path")
+    if data and Path(data).is_file():
+        inp, _, qps, bds = calibration_ctus(data, 2)
+        x = torch.from_numpy(inp.astype(np.float32) / ((1 << bds) - 1)[:, None, None])[:, None]
+        qp = torch.from_numpy(qps.astype(np.float32))
+    else:
+        x, qp = torch.rand(2, 1, 128 + 2 * c, 128 + 2 * c, generator=torch.Generator().manual_seed(0)), torch.tensor([32.0, 37.0])
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x, qp), buf, input_names=["x", "qp"], output_names=["y"], dynamo=False,
+                          dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "qp": {0: "n"}, "y": {0: "n", 2: "oh", 3: "ow"}})
+    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"x": x.numpy(), "qp": qp.numpy()})[0]
+    with torch.no_grad():
+        want = model(x, qp).numpy()
+    err = float(np.abs(got - want).max())
+    if err > tol:
+        raise CodecnnError(f"the ONNX model differs from PyTorch by {err:.2e} (> {tol:g}); not written")
+    p = Path(out)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, p)
+    return {"path": str(p), "max_abs_diff": err, "onnxruntime": ort.__version__}

@@ -239,3 +239,21 @@ def test_cpp_int16_equals_python_twin(tool, int16_model, tmp_path, bit_depth):
         luma = np.fromfile(lo, "<u2" if bit_depth == 10 else np.uint8).reshape(2, 144, 176)
         for k in range(2):
             np.testing.assert_array_equal(luma[k], twin[k], err_msg=f"{opt} frame {k}")
+
+
+def test_onnx_export_checked_with_onnxruntime(checkpoint, tmp_path):
+    pytest.importorskip("onnxruntime", reason="needs onnxruntime (pip install 'codecnn[onnx]')")
+    import onnxruntime as ort
+
+    out = tmp_path / "m.onnx"
+    r = CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(out), "--onnx"])
+    assert r.exit_code == 0, r.output
+    assert "max |diff|" in r.output
+    from codecnn.train.checkpoint import load_model
+
+    model, _ = load_model(checkpoint)
+    x = torch.rand(3, 1, 52, 68)  # other sizes than the export's: the axes are dynamic
+    qp = torch.tensor([22.0, 27.0, 37.0])
+    got = ort.InferenceSession(str(out)).run(None, {"x": x.numpy(), "qp": qp.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(x, qp).numpy(), atol=1e-5)
