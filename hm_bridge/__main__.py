@@ -64,6 +64,18 @@ def gain(orig, recon, log_path, model, size, bit_depth, ctu, as_json):
     click.echo(f"average: HM {a['psnr_anchor']:.4f} dB, filtered {a['psnr_filtered']:.4f} dB, gain {a['gain']:+.4f} dB")
 
 
+@main.command("patch-hm")
+@click.argument("hm_dir", type=click.Path())
+def patch_hm_cmd(hm_dir):
+    """Insert the codecnn luma filter (after SAO, encoder and decoder) and --CnnModel into an HM checkout."""
+    from hm_bridge.patch_hm import patch_hm
+
+    for line in patch_hm(hm_dir):
+        click.echo(line)
+    click.echo("now rebuild HM (e.g. make -C build/linux release) and run TAppEncoder/TAppDecoder with "
+               "--CnnModel=model.cnnw")
+
+
 __all__ = ["main", "UserError", "CodecnnError"]
 
 if __name__ == "__main__":

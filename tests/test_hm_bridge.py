@@ -257,3 +257,49 @@ def test_onnx_export_checked_with_onnxruntime(checkpoint, tmp_path):
     got = ort.InferenceSession(str(out)).run(None, {"x": x.numpy(), "qp": qp.numpy()})[0]
     with torch.no_grad():
         np.testing.assert_allclose(got, model(x, qp).numpy(), atol=1e-5)
+
+
+def _fake_hm(root: Path) -> Path:
+    """Files with the lines patch-hm anchors on, in HM 16.x's layout (written here, not copied from HM)."""
+    files = {
+        "source/Lib/TLibEncoder/TEncGOP.cpp": '#include "TEncGOP.h"\nvoid f() {\n  cabac_zero_word_padding(x);\n'
+                                              "\n    pcPic->compressMotion();\n}\n",
+        "source/Lib/TLibDecoder/TDecGop.cpp": '#include "TDecGop.h"\nvoid g() {\n    m_pcSAO->SAOProcess(pcPic);\n'
+                                              "  }\n\n  pcPic->compressMotion();\n}\n",
+        "source/App/TAppEncoder/TAppEncCfg.cpp": '#include "TAppEncCfg.h"\nvoid h() {\n  opts.addOptions()\n'
+                                                 '  ("ReconFile,o", m_r, string(""), "recon");\n}\n',
+        "source/App/TAppDecoder/TAppDecCfg.cpp": '#include "TAppDecCfg.h"\nvoid k() {\n  opts.addOptions()\n'
+                                                 '  ("ReconFile,o", m_r, string(""), "recon");\n}\n',
+    }
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    (root / "source/Lib/TLibCommon").mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def test_patch_hm_is_idempotent_and_refuses_unknown_sources(tmp_path):
+    from hm_bridge.__main__ import main
+
+    hm = _fake_hm(tmp_path / "HM")
+    r = CliRunner().invoke(main, ["patch-hm", str(hm)])
+    assert r.exit_code == 0, r.output
+    enc = (hm / "source/Lib/TLibEncoder/TEncGOP.cpp").read_text().splitlines()
+    i = next(k for k, ln in enumerate(enc) if "compressMotion" in ln)
+    assert "codecnn_hm::filterLuma(" in enc[i - 1] and enc[i - 1].startswith("    ")  # right before, same indent
+    assert enc[1].startswith('#include "TLibCommon/codecnn_hm.h"')
+    assert (hm / "source/Lib/TLibCommon/cnnw.h").exists() and (hm / "source/Lib/TLibCommon/codecnn_hm.h").exists()
+    dec = (hm / "source/App/TAppDecoder/TAppDecCfg.cpp").read_text()
+    assert '("CnnModel", codecnn_hm::modelPath()' in dec
+    before = {p: p.read_text() for p in (hm / "source").rglob("*.cpp")}
+    r = CliRunner().invoke(main, ["patch-hm", str(hm)])
+    assert r.exit_code == 0 and "already patched" in r.output
+    assert {p: p.read_text() for p in (hm / "source").rglob("*.cpp")} == before
+    other = _fake_hm(tmp_path / "HM2")
+    (other / "source/Lib/TLibDecoder/TDecGop.cpp").write_text('#include "TDecGop.h"\nvoid g() {}\n')
+    untouched = (other / "source/Lib/TLibEncoder/TEncGOP.cpp").read_text()
+    r = CliRunner().invoke(main, ["patch-hm", str(other)])
+    assert r.exit_code == 2 and "not supported by patch-hm" in r.output
+    assert (other / "source/Lib/TLibEncoder/TEncGOP.cpp").read_text() == untouched  # nothing half-done
+    r = CliRunner().invoke(main, ["patch-hm", str(tmp_path)])
+    assert r.exit_code == 2 and "not an HM checkout" in r.output

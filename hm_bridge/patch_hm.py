@@ -1,0 +1,105 @@
+"""``python -m hm_bridge patch-hm HM_DIR``: put the codecnn luma filter into a user's HM 16.x checkout.
+
+It copies ``cnnw.h`` and ``codecnn_hm.h`` into ``source/Lib/TLibCommon`` (already on HM's include path,
+so no build file changes) and inserts, each line marked ``// codecnn hm_bridge``:
+
+* ``TEncGOP.cpp``: after SAO, before ``pcPic->compressMotion();`` (and so before the PSNR and before the
+  picture serves as a reference), a call to ``codecnn_hm::filterLuma`` on the reconstruction;
+* ``TDecGop.cpp``: the same call at the same point of ``filterPicture``;
+* ``TAppEncCfg.cpp`` and ``TAppDecCfg.cpp``: the option ``--CnnModel`` (the model path; empty = off).
+
+It is idempotent (marked lines are not inserted twice) and refuses, changing nothing, when an
+expected line is not found. Nothing of HM is stored in codecnn: only these inserted lines.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from codecnn.errors import CodecnnError
+
+MARK = "// codecnn hm_bridge"
+CPP = Path(__file__).resolve().parent / "cpp"
+INCLUDE = f'#include "TLibCommon/codecnn_hm.h"  {MARK}'
+CALL = ("codecnn_hm::filterLuma(pcPic->getPicYuvRec()->getAddr(COMPONENT_Y), "
+        "pcPic->getPicYuvRec()->getStride(COMPONENT_Y), pcPic->getPicYuvRec()->getWidth(COMPONENT_Y), "
+        "pcPic->getPicYuvRec()->getHeight(COMPONENT_Y), pcSlice->getSPS()->getBitDepth(CHANNEL_TYPE_LUMA), "
+        f"pcPic->getSlice(0)->getSliceQp());  {MARK}")
+OPTION = ('("CnnModel", codecnn_hm::modelPath(), std::string(""), "codecnn .cnnw luma filter applied after SAO '
+          f'(hm_bridge)")  {MARK}')
+
+
+@dataclass(frozen=True)
+class Edit:
+    file: str  # relative to source/
+    after_include: str  # the include line the codecnn include goes after
+    anchor: str  # regex of the line the second insertion goes before
+    context: str  # regex that must occur (once) before the anchor
+    line: str  # what to insert before the anchor (indented like it)
+
+
+EDITS = (
+    Edit("Lib/TLibEncoder/TEncGOP.cpp", '#include "TEncGOP.h"', r"^\s*pcPic->compressMotion\(\);\s*$",
+         r"cabac_zero_word_padding\(", CALL),
+    Edit("Lib/TLibDecoder/TDecGop.cpp", '#include "TDecGop.h"', r"^\s*pcPic->compressMotion\(\);\s*$",
+         r"m_pcSAO->SAOProcess\(pcPic\);", CALL),
+    Edit("App/TAppEncoder/TAppEncCfg.cpp", '#include "TAppEncCfg.h"', r'^\s*\("ReconFile,o",', r"addOptions\(\)",
+         OPTION),
+    Edit("App/TAppDecoder/TAppDecCfg.cpp", '#include "TAppDecCfg.h"', r'^\s*\("ReconFile,o",', r"addOptions\(\)",
+         OPTION),
+)
+
+
+def _plan(text: str, e: Edit, name: str) -> str:
+    """The edited text of one file, or an error naming the missing anchor."""
+    lines = text.split("\n")
+    if MARK in text:
+        return text
+    inc = [i for i, ln in enumerate(lines) if ln.strip() == e.after_include]
+    if len(inc) != 1:
+        raise CodecnnError(f"{name}: the line {e.after_include!r} was not found once; this HM version is not "
+                           "supported by patch-hm (see the README to insert the lines by hand)")
+    ctx = [i for i, ln in enumerate(lines) if re.search(e.context, ln)]
+    if not ctx:
+        raise CodecnnError(f"{name}: {e.context!r} not found; this HM version is not supported by patch-hm")
+    anchors = [i for i, ln in enumerate(lines) if re.search(e.anchor, ln) and i > ctx[0]]
+    if not anchors:
+        raise CodecnnError(f"{name}: no line matching {e.anchor!r} after {e.context!r}; this HM version is not "
+                           "supported by patch-hm")
+    a = anchors[0]
+    indent = re.match(r"^\s*", lines[a]).group(0)
+    lines.insert(a, indent + e.line)
+    lines.insert(inc[0] + 1, INCLUDE)
+    return "\n".join(lines)
+
+
+def patch_hm(hm_dir: str | os.PathLike) -> list[str]:
+    """Patch an HM checkout (idempotent); returns what was done, one line per file."""
+    root = Path(hm_dir)
+    src = root / "source"
+    if not (src / "Lib" / "TLibCommon").is_dir():
+        raise CodecnnError(f"{root}: not an HM checkout (no source/Lib/TLibCommon)")
+    planned = {}
+    for e in EDITS:
+        p = src / e.file
+        if not p.is_file():
+            raise CodecnnError(f"{p}: missing; is {root} an HM 16.x checkout?")
+        text = p.read_text(errors="surrogateescape")
+        planned[p] = (text, _plan(text, e, e.file))  # every file is checked before any is written
+    done = []
+    for name in ("cnnw.h", "codecnn_hm.h"):
+        shutil.copy(CPP / name, src / "Lib" / "TLibCommon" / name)
+    done.append("copied cnnw.h and codecnn_hm.h into source/Lib/TLibCommon")
+    for p, (old, new) in planned.items():
+        if new == old:
+            done.append(f"{p.relative_to(root)}: already patched")
+            continue
+        tmp = p.with_name(p.name + ".codecnn-tmp")
+        tmp.write_text(new, errors="surrogateescape")
+        os.replace(tmp, p)
+        done.append(f"{p.relative_to(root)}: patched")
+    return done
