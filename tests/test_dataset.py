@@ -103,7 +103,8 @@ def test_split_by_sequence_from_list(tmp_path, carphone_yuv):
 
 
 def _build_cmd(src, out, *extra):
-    return [sys.executable, "-m", "codecnn", "make-dataset", "--yuv", str(src), "--preset", "ultrafast",
+    # preset slower: each (sequence, QP) unit takes long enough that the interrupt lands mid-build
+    return [sys.executable, "-m", "codecnn", "make-dataset", "--yuv", str(src), "--preset", "slower",
             "--frames", "8", "--ctu", "64", "--out", str(out), *extra]
 
 
