@@ -266,11 +266,14 @@ def model_info(arch, blocks, layers, growth, features, qp_map, separable, head, 
 @click.option("--psnr-peak", type=click.Choice(["max", "hm"]), default="max", show_default=True,
               help="PSNR peak above 8 bits: (1<<bd)-1, or HM's 255<<(bd-8).")
 @click.option("--device", default="auto", show_default=True)
+@click.option("--int16", is_flag=True, help="Filter with the int16 fixed-point network HM runs (hm_bridge), "
+              "calibrated on --calib or the training data, instead of PyTorch float.")
+@click.option("--calib", type=click.Path(), help="Dataset to calibrate --int16 on (default: the training data).")
 @click.option("--out", required=True, type=click.Path(), help="Report folder: results.json, report.md, PNGs.")
 @verbosity
 def evaluate(checkpoint, inputs, seq_list, seq_dir, data, split, orig, recons, hm_logs, size, bit_depth, fps,
              frames, start, frame_step, qps, encoder, preset, tune, no_deblock, no_sao, hm_bin, hm_cfg, ctu, method,
-             psnr_peak, device, out):
+             psnr_peak, device, int16, calib, out):
     """Measure a restoration network's PSNR gains and BD-rates against the codec's reconstruction.
 
     Sources (one of): --yuv/--list (encoded now with --encoder), --data (a dataset's stored bitstreams,
@@ -298,6 +301,21 @@ def evaluate(checkpoint, inputs, seq_list, seq_dir, data, split, orig, recons, h
     ctu = ctu or (ckpt.get("dataset") or {}).get("ctu") or 128
     dev = pick_device(device)
     model.to(dev)
+    filter_fn = None
+    if int16:
+        import tempfile
+
+        from hm_bridge.export import export_checkpoint
+        from hm_bridge.fixed import filter_plane_int
+        from hm_bridge.format import read_cnnw
+
+        with tempfile.TemporaryDirectory() as d:
+            path, rep = export_checkpoint(checkpoint, Path(d) / "m16.cnnw", int16=True, calib=calib)
+            graph = read_cnnw(path)
+        click.echo(f"int16 network: {rep['loss_db']:+.4f} dB against float on {rep['ctus']} calibration CTUs")
+
+        def filter_fn(plane, bd, qp, ctu_size):
+            return filter_plane_int(graph, plane, bd, qp, ctu_size)
     with Workdir() as work:
         if data:
             runs, source = dataset_runs(data, split, work), f"dataset {data} ({split})"
@@ -312,7 +330,7 @@ def evaluate(checkpoint, inputs, seq_list, seq_dir, data, split, orig, recons, h
                                                                 hm_cfg)))
             runs, source = encode_runs(specs, enc, tuple(qps) or STANDARD_QPS, start, frames, frame_step, work), encoder
         results = run_eval(model, ckpt, runs, ctu=ctu, method=method, convention=psnr_peak, device=str(dev),
-                           source=source)
+                           source=source, filter_fn=filter_fn, precision="int16" if int16 else "float32")
     written = write_report(results, out)
     _print_summary(results, written)
 

@@ -72,15 +72,17 @@ def switch_ctus(orig: np.ndarray, anchor: np.ndarray, filtered: np.ndarray, ctu:
 
 
 def evaluate_run(model, run: Run, ctu: int = 128, convention: str = "max", batch: int = 2,
-                 device: str = "cpu") -> dict:
-    """Measure one run frame by frame (see the module docstring); returns its QP record."""
+                 device: str = "cpu", filter_fn=None) -> dict:
+    """Measure one run frame by frame (see the module docstring); returns its QP record.
+    ``filter_fn(plane, bit_depth, qp, ctu)`` replaces the PyTorch model (e.g. the int16 twin)."""
     bd = run.sequence["bit_depth"]
     frames = []
     for k, (index, orig, recon) in enumerate(run.frames):
         if orig.y.shape != recon.y.shape:
             raise CodecnnError(f"{run.sequence['name']}: original {orig.width}x{orig.height} and reconstruction "
                                f"{recon.width}x{recon.height} differ; check --size")
-        filtered = filter_plane(model, recon.y, bd, run.qp, ctu, batch, device)
+        filtered = (filter_fn(recon.y, bd, run.qp, ctu) if filter_fn is not None
+                    else filter_plane(model, recon.y, bd, run.qp, ctu, batch, device))
         switched, flags = switch_ctus(orig.y, recon.y, filtered, ctu)
         anchor = psnr_yuv(orig, recon, bd, convention)
         rec = {"frame": int(index), "bits": int(run.bits[k]), "ctus": len(flags), "ctus_on": int(sum(flags)),
@@ -129,7 +131,8 @@ def sequence_bd(qps: list[dict], method: str) -> dict:
 
 
 def evaluate(model, checkpoint: dict, runs: Iterable[Run], *, ctu: int = 128, method: str = "pchip",
-             convention: str = "max", device: str = "cpu", source: str = "", progress: bool = False) -> dict:
+             convention: str = "max", device: str = "cpu", source: str = "", progress: bool = False,
+             filter_fn=None, precision: str = "float32") -> dict:
     """Evaluate ``model`` on every run; the results dict that ``results.json`` holds."""
     import bjontegaard
 
@@ -140,7 +143,7 @@ def evaluate(model, checkpoint: dict, runs: Iterable[Run], *, ctu: int = 128, me
     encoder = None
     for run in runs:
         log.info("evaluating %s QP%d", run.sequence["name"], run.qp)
-        rec = evaluate_run(model, run, ctu, convention, device=device)
+        rec = evaluate_run(model, run, ctu, convention, device=device, filter_fn=filter_fn)
         seq = by_seq.setdefault(run.sequence["name"], {**run.sequence, "qps": []})
         seq["qps"].append(rec)
         encoder = encoder or run.encoder
@@ -161,6 +164,7 @@ def evaluate(model, checkpoint: dict, runs: Iterable[Run], *, ctu: int = 128, me
         "encoder": encoder,
         "source": source,
         "ctu": ctu,
+        "precision": precision,
         "psnr_peak": convention,
         "bd_method": method,
         "seconds": time.perf_counter() - t0,

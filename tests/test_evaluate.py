@@ -183,3 +183,17 @@ def test_encode_route_and_report_merge(checkpoint, carphone_yuv, tmp_path):
     r = CliRunner().invoke(cli, ["report", str(out / "results.json"), str(out / "results.json"), "--out",
                                  str(tmp_path / "dup")])
     assert r.exit_code == 2 and "more than one results file" in r.output
+
+
+def test_int16_evaluation_tracks_float(checkpoint, restoration_h5, tmp_path):
+    """--int16 filters with the fixed-point network HM runs; its gains stay within 0.05 dB of float's."""
+    runs = {}
+    for name, extra in (("float", []), ("int16", ["--int16", "--calib", str(restoration_h5)])):
+        r = CliRunner().invoke(cli, ["evaluate", "--checkpoint", str(checkpoint), *_hm_args(), "--out",
+                                     str(tmp_path / name), *extra])
+        assert r.exit_code == 0, r.output
+        runs[name] = json.loads((tmp_path / name / "results.json").read_text())
+    assert runs["int16"]["precision"] == "int16" and runs["float"]["precision"] == "float32"
+    for qf, qi in zip(runs["float"]["sequences"][0]["qps"], runs["int16"]["sequences"][0]["qps"]):
+        assert qi["anchor"] == qf["anchor"]
+        assert abs(qi["gain_y"] - qf["gain_y"]) < 0.05 and qi["gain_y"] != qf["gain_y"]
