@@ -7,6 +7,7 @@ import json
 import click
 
 from codecnn.cli import UserError, _Group
+from codecnn.cli import export as codecnn_export
 from codecnn.errors import CodecnnError
 
 
@@ -15,29 +16,7 @@ def main():
     """Carry codecnn networks into the HEVC reference software (HM)."""
 
 
-@main.command()
-@click.argument("checkpoint", type=click.Path())
-@click.option("--out", required=True, type=click.Path(), help="The .cnnw file to write.")
-@click.option("--int16", is_flag=True, help="int16 fixed point (bit-exact across machines), calibrated on real CTUs.")
-@click.option("--calib", type=click.Path(), help="Dataset to calibrate --int16 on (default: the training data).")
-@click.option("--onnx", "as_onnx", is_flag=True, help="Write ONNX instead (checked against PyTorch with onnxruntime).")
-def export(checkpoint, out, int16, calib, as_onnx):
-    """Export a restoration checkpoint as a float32 .cnnw file (read by hm_bridge/cpp/cnnw.h)."""
-    from hm_bridge.export import export_checkpoint, export_onnx
-
-    if as_onnx:
-        r = export_onnx(checkpoint, out)
-        click.echo(f"wrote {r['path']} (ONNX; onnxruntime {r['onnxruntime']} vs PyTorch: max |diff| "
-                   f"{r['max_abs_diff']:.2e})")
-        return
-    p, report = export_checkpoint(checkpoint, out, int16, calib)
-    click.echo(f"wrote {p} ({p.stat().st_size} bytes, {'int16' if int16 else 'float32'})")
-    if report:
-        click.echo(f"on {report['ctus']} real CTUs: float {report['psnr_float']:.4f} dB, int16 "
-                   f"{report['psnr_int16']:.4f} dB, loss {report['loss_db']:+.4f} dB")
-        if report["loss_db"] > 0.02:
-            click.echo(f"warning: the int16 model loses {report['loss_db']:.4f} dB against the float one (> 0.02 dB)",
-                       err=True)
+main.add_command(codecnn_export, "export")  # the same command as `codecnn export`
 
 
 @main.command()

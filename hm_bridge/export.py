@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from codecnn.errors import CodecnnError
-from hm_bridge.format import Graph, graph_from_rdn, read_cnnw, run_graph, write_cnnw
+from hm_bridge.format import Graph, graph_from_rdn, read_cnnw, run_graph, tile_plane, write_cnnw
 
 GRAPH_BUILDERS = {"rdn": graph_from_rdn}
 
@@ -81,18 +81,13 @@ def filter_plane_cnnw(graph: Graph, plane: np.ndarray, bit_depth: int, qp: int =
     (edge-replicated context, round half to even, clip); the Python reference of the C++ path."""
     c = int(graph.header["context"])
     peak = np.float32((1 << bit_depth) - 1)
-    h, w = plane.shape
-    out = np.empty_like(plane)
-    ys = np.arange(-c, ctu + c)
-    for y0 in range(0, h, ctu):
-        for x0 in range(0, w, ctu):
-            tile = plane[np.clip(y0 + ys, 0, h - 1)[:, None], np.clip(x0 + ys, 0, w - 1)[None, :]]
-            tile = tile.astype(np.float32) / peak
-            res = run_graph(graph, tile[None], qp)[0]
-            v = np.clip(tile[c:-c or None, c:-c or None] + res, 0, 1) * peak
-            hh, ww = min(ctu, h - y0), min(ctu, w - x0)
-            out[y0 : y0 + hh, x0 : x0 + ww] = np.rint(v[:hh, :ww]).astype(plane.dtype)
-    return out
+
+    def one(tile):
+        t = tile.astype(np.float32) / peak
+        res = run_graph(graph, t[None], qp)[0]
+        return np.rint(np.clip(t[c : t.shape[0] - c, c : t.shape[1] - c] + res, 0, 1) * peak).astype(plane.dtype)
+
+    return tile_plane(plane, c, ctu, one)
 
 
 def load_cnnw(path: str | os.PathLike) -> Graph:

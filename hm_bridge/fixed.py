@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from codecnn.errors import CodecnnError
-from hm_bridge.format import ADD, CONCAT, CONV2D, CROP, INPUT, QP_PLANE, RELU, Graph
+from hm_bridge.format import ADD, CONCAT, CONV2D, CROP, INPUT, QP_PLANE, RELU, Graph, run_graph, tile_plane
 
 I16_MIN, I16_MAX = -32768, 32767
 HEADROOM = 1.5  # calibrated range x this must fit in int16
@@ -55,33 +55,13 @@ def q_for(max_abs: float, limit: int = I16_MAX) -> int:
 
 def calibrate(g: Graph, tiles: np.ndarray, qps) -> list[float]:
     """Max |value| of every node over float runs of the graph on calibration tiles (N x side x side)."""
-    import torch
-    import torch.nn.functional as F
-
     peaks = [0.0] * len(g.nodes)
+
+    def record(i, v):
+        peaks[i] = max(peaks[i], float(v.abs().max()))
+
     for tile, qp in zip(tiles, qps):
-        vals = []
-        for i, n in enumerate(g.nodes):
-            ins = [vals[k] for k in n.inputs]
-            if n.op == INPUT:
-                v = torch.from_numpy(np.asarray(tile, np.float32))[None, None]
-            elif n.op == QP_PLANE:
-                v = torch.full_like(ins[0][:, :1], qp / 51.0)
-            elif n.op == CONCAT:
-                v = torch.cat(ins, 1)
-            elif n.op == CONV2D:
-                w, b, pad, groups = n.params[:4]
-                v = F.conv2d(ins[0], torch.from_numpy(g.tensors[w]), torch.from_numpy(g.tensors[b]), padding=pad,
-                             groups=groups)
-            elif n.op == RELU:
-                v = torch.relu(ins[0])
-            elif n.op == ADD:
-                v = ins[0] + ins[1]
-            else:
-                k = n.params[0]
-                v = ins[0][:, :, k:-k, k:-k]
-            vals.append(v)
-            peaks[i] = max(peaks[i], float(v.abs().max()))
+        run_graph(g, np.asarray(tile, np.float32)[None], qp, on_node=record)
     return peaks
 
 
@@ -200,14 +180,4 @@ def run_int_graph(g: Graph, samples: np.ndarray, bit_depth: int, qp: int = 0) ->
 
 def filter_plane_int(g: Graph, plane: np.ndarray, bit_depth: int, qp: int = 0, ctu: int = 128) -> np.ndarray:
     """An int16 graph on a luma plane, CTU by CTU with edge-replicated context (as ``cnnw.h``)."""
-    c = int(g.header["context"])
-    h, w = plane.shape
-    out = np.empty_like(plane)
-    k = np.arange(-c, ctu + c)
-    for y0 in range(0, h, ctu):
-        for x0 in range(0, w, ctu):
-            tile = plane[np.clip(y0 + k, 0, h - 1)[:, None], np.clip(x0 + k, 0, w - 1)[None, :]]
-            y = run_int_graph(g, tile, bit_depth, qp)
-            hh, ww = min(ctu, h - y0), min(ctu, w - x0)
-            out[y0 : y0 + hh, x0 : x0 + ww] = y[:hh, :ww]
-    return out
+    return tile_plane(plane, int(g.header["context"]), ctu, lambda tile: run_int_graph(g, tile, bit_depth, qp))

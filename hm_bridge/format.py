@@ -219,8 +219,9 @@ def read_cnnw(path: str | os.PathLike) -> Graph:
     return g
 
 
-def run_graph(g: Graph, x: np.ndarray, qp: float = 0.0) -> np.ndarray:
-    """Evaluate a float graph in numpy on one tile (C x H x W) - the readable reference of the C++ loop."""
+def run_graph(g: Graph, x: np.ndarray, qp: float = 0.0, on_node=None) -> np.ndarray:
+    """Evaluate a float graph on one tile (C x H x W) - the readable reference of the C++ loop.
+    ``on_node(i, value)`` sees every node's output (calibration uses it)."""
     import torch
     import torch.nn.functional as F
 
@@ -247,4 +248,20 @@ def run_graph(g: Graph, x: np.ndarray, qp: float = 0.0) -> np.ndarray:
         else:  # pragma: no cover - rejected by the reader
             raise CodecnnError(f"unknown op {n.op}")
         vals.append(v)
+        if on_node is not None:
+            on_node(len(vals) - 1, v)
     return vals[-1][0].numpy()
+
+
+def tile_plane(plane: np.ndarray, context: int, ctu: int, fn) -> np.ndarray:
+    """Apply ``fn(tile) -> output samples (ctu x ctu)`` CTU by CTU, the context edge-replicated at the
+    picture edges (as ``cnnw.h``'s ``filterPlane`` and codecnn's datasets); same shape and dtype out."""
+    h, w = plane.shape
+    out = np.empty_like(plane)
+    k = np.arange(-context, ctu + context)
+    for y0 in range(0, h, ctu):
+        for x0 in range(0, w, ctu):
+            tile = plane[np.clip(y0 + k, 0, h - 1)[:, None], np.clip(x0 + k, 0, w - 1)[None, :]]
+            hh, ww = min(ctu, h - y0), min(ctu, w - x0)
+            out[y0 : y0 + hh, x0 : x0 + ww] = fn(tile)[:hh, :ww]
+    return out

@@ -113,7 +113,9 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, carphone_yuv):
     full = tmp_path / "full.h5"
     subprocess.run(_build_cmd(carphone_yuv, full, *qps), check=True, capture_output=True)
     part = tmp_path / "part.h5"
-    proc = subprocess.Popen(_build_cmd(carphone_yuv, part, *qps), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # a shell's background job inherits SIGINT as "ignored": give the build the default Ctrl-C behaviour
+    proc = subprocess.Popen(_build_cmd(carphone_yuv, part, *qps), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     parts = tmp_path / "part.h5.parts"
     deadline = time.time() + 60
     while time.time() < deadline and not list(parts.glob("unit*.h5")):
