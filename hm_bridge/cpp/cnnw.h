@@ -503,17 +503,38 @@ class Model {
       float *o = out.plane(co);
       std::fill(o, o + static_cast<size_t>(oh) * ow, B.data[co]);
       const int g = co / cout_g;
-      for (int ci = 0; ci < cin_g; ++ci) {
-        const float *src = in.plane(g * cin_g + ci);
+      const float *wco = &W.data[static_cast<size_t>(co) * cin_g * k * k];
+      int ci = 0;
+      for (; ci + 4 <= cin_g; ci += 4) {  // four input channels per pass over the output plane
+        const float *p0 = in.plane(g * cin_g + ci), *p1 = in.plane(g * cin_g + ci + 1);
+        const float *p2 = in.plane(g * cin_g + ci + 2), *p3 = in.plane(g * cin_g + ci + 3);
         for (int ky = 0; ky < k; ++ky) {
           for (int kx = 0; kx < k; ++kx) {
-            const float wv = W.data[((static_cast<size_t>(co) * cin_g + ci) * k + ky) * k + kx];
+            const size_t tap = static_cast<size_t>(ky) * k + kx, kk = static_cast<size_t>(k) * k;
+            const float w0 = wco[ci * kk + tap], w1 = wco[(ci + 1) * kk + tap];
+            const float w2 = wco[(ci + 2) * kk + tap], w3 = wco[(ci + 3) * kk + tap];
             const int dy = ky - pad, dx = kx - pad;
             const int x_lo = std::max(0, -dx), x_hi = std::min(ow, in.w - dx);
             for (int y = std::max(0, -dy); y < std::min(oh, in.h - dy); ++y) {
-              const float *s = src + static_cast<size_t>(y + dy) * in.w + dx;
+              const size_t off = static_cast<size_t>(y + dy) * in.w + dx;
+              const float *s0 = p0 + off, *s1 = p1 + off, *s2 = p2 + off, *s3 = p3 + off;
               float *d = o + static_cast<size_t>(y) * ow;
-              for (int x = x_lo; x < x_hi; ++x) d[x] += wv * s[x];
+              for (int x = x_lo; x < x_hi; ++x) d[x] += w0 * s0[x] + w1 * s1[x] + w2 * s2[x] + w3 * s3[x];
+            }
+          }
+        }
+      }
+      for (; ci < cin_g; ++ci) {
+        const float *src = in.plane(g * cin_g + ci);
+        for (int ky = 0; ky < k; ++ky) {
+          for (int kx = 0; kx < k; ++kx) {
+            const float wv = wco[(static_cast<size_t>(ci) * k + ky) * k + kx];
+            const int dy = ky - pad, dx = kx - pad;
+            const int x_lo = std::max(0, -dx), x_hi = std::min(ow, in.w - dx);
+            for (int y = std::max(0, -dy); y < std::min(oh, in.h - dy); ++y) {
+              const float *sr = src + static_cast<size_t>(y + dy) * in.w + dx;
+              float *d = o + static_cast<size_t>(y) * ow;
+              for (int x = x_lo; x < x_hi; ++x) d[x] += wv * sr[x];
             }
           }
         }
@@ -535,17 +556,42 @@ class Model {
     for (int co = 0; co < cout; ++co) {
       std::fill(acc.begin(), acc.end(), static_cast<uint32_t>(B.idata[co]));
       const int g = co / cout_g;
-      for (int ci = 0; ci < cin_g; ++ci) {
-        const int16_t *src = in.plane(g * cin_g + ci);
+      const int32_t *wco = &W.idata[static_cast<size_t>(co) * cin_g * k * k];
+      int ci = 0;
+      for (; ci + 4 <= cin_g; ci += 4) {  // four input channels per pass (wrap-around: any order gives the same)
+        const int16_t *p0 = in.plane(g * cin_g + ci), *p1 = in.plane(g * cin_g + ci + 1);
+        const int16_t *p2 = in.plane(g * cin_g + ci + 2), *p3 = in.plane(g * cin_g + ci + 3);
         for (int ky = 0; ky < k; ++ky) {
           for (int kx = 0; kx < k; ++kx) {
-            const int32_t wv = W.idata[((static_cast<size_t>(co) * cin_g + ci) * k + ky) * k + kx];
+            const size_t tap = static_cast<size_t>(ky) * k + kx, kk = static_cast<size_t>(k) * k;
+            const int32_t w0 = wco[ci * kk + tap], w1 = wco[(ci + 1) * kk + tap];
+            const int32_t w2 = wco[(ci + 2) * kk + tap], w3 = wco[(ci + 3) * kk + tap];
             const int dy = ky - pad, dx = kx - pad;
             const int x_lo = std::max(0, -dx), x_hi = std::min(ow, in.w - dx);
             for (int y = std::max(0, -dy); y < std::min(oh, in.h - dy); ++y) {
-              const int16_t *s = src + static_cast<size_t>(y + dy) * in.w + dx;
+              const size_t off = static_cast<size_t>(y + dy) * in.w + dx;
+              const int16_t *s0 = p0 + off, *s1 = p1 + off, *s2 = p2 + off, *s3 = p3 + off;
               uint32_t *d = &acc[static_cast<size_t>(y) * ow];
-              for (int x = x_lo; x < x_hi; ++x) d[x] += static_cast<uint32_t>(wv * static_cast<int32_t>(s[x]));
+              for (int x = x_lo; x < x_hi; ++x)
+                d[x] += static_cast<uint32_t>(w0 * static_cast<int32_t>(s0[x])) +
+                        static_cast<uint32_t>(w1 * static_cast<int32_t>(s1[x])) +
+                        static_cast<uint32_t>(w2 * static_cast<int32_t>(s2[x])) +
+                        static_cast<uint32_t>(w3 * static_cast<int32_t>(s3[x]));
+            }
+          }
+        }
+      }
+      for (; ci < cin_g; ++ci) {
+        const int16_t *src = in.plane(g * cin_g + ci);
+        for (int ky = 0; ky < k; ++ky) {
+          for (int kx = 0; kx < k; ++kx) {
+            const int32_t wv = wco[(static_cast<size_t>(ci) * k + ky) * k + kx];
+            const int dy = ky - pad, dx = kx - pad;
+            const int x_lo = std::max(0, -dx), x_hi = std::min(ow, in.w - dx);
+            for (int y = std::max(0, -dy); y < std::min(oh, in.h - dy); ++y) {
+              const int16_t *sr = src + static_cast<size_t>(y + dy) * in.w + dx;
+              uint32_t *d = &acc[static_cast<size_t>(y) * ow];
+              for (int x = x_lo; x < x_hi; ++x) d[x] += static_cast<uint32_t>(wv * static_cast<int32_t>(sr[x]));
             }
           }
         }
