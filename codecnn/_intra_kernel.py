@@ -83,5 +83,5 @@ def warm_up() -> None:
     n = 4
     residuals(np.zeros((8, 8), np.int32), np.zeros((1, 2), np.int64), np.zeros((1, 17), np.int32),
               np.zeros((1, 17), np.int32), np.zeros((33, n, n), np.int64), np.zeros((33, n, n), np.int64),
-              np.zeros((33, n, n), np.int64), np.zeros(35, np.bool_), n, 255, np.empty((1, 35, n, n)))
+              np.zeros((33, n, n), np.int64), np.zeros(35, np.bool_), n, (1 << 8) - 1, np.empty((1, 35, n, n)))
     abs_row_sums(np.zeros((2, 2)), np.empty(2))

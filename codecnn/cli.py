@@ -177,8 +177,9 @@ def train_modenet(channels, depth, hidden, target, **kw):
 def _print_mode_table(r: dict) -> None:
     click.echo(f"{'N':>4} {'blocks':>7} {'top1':>6} {'top3':>6} {'top8':>6} {'cost+@3':>8} | "
                f"{'HM RMD':>7} {'cost+':>7} | {'P+DC+MPM':>8} {'cost+':>7}")
-    for n, v in list(r["per_size"].items()) + [("all", {**r["overall"], "blocks": sum(
-            x["blocks"] for x in r["per_size"].values())})]:
+    from codecnn.intra_metrics import rows_with_total
+
+    for n, v in rows_with_total(r):
         net, rmd, mpm = v["network"], v["hm_rmd"], v["planar_dc_mpm"]
         click.echo(f"{n:>4} {v['blocks']:>7} {net['top1']:>6.3f} {net['top3']:>6.3f} {net['top8']:>6.3f} "
                    f"{net['cost_increase_top3']:>8.4f} | {rmd['recall']:>7.3f} {rmd['cost_increase']:>7.4f} | "
@@ -197,6 +198,7 @@ def evaluate_modes(checkpoint, data, split, out):
     import os
     from pathlib import Path
 
+    from codecnn.intra_metrics import render_mode_report
     from codecnn.train.checkpoint import load_model
     from codecnn.train.intra import IntraModeDataset, mode_metrics
 
@@ -212,18 +214,7 @@ def evaluate_modes(checkpoint, data, split, out):
     tmp = o / "results.json.tmp"
     tmp.write_text(json.dumps(r, indent=1))
     os.replace(tmp, o / "results.json")
-    lines = [f"# intra-mode prediction: {checkpoint} on {data} ({split})", "",
-             f"Labels: {r['cost']} cost, {r['loop']} loop. recall = the best mode is among the candidates; "
-             "cost+ = mean relative cost increase of the best candidate over the best mode.", "",
-             "| N | blocks | top-1 | top-3 | top-8 | cost+ top-1 | cost+ top-3 | cost+ top-8 | HM RMD recall | "
-             "HM RMD cost+ | planar+DC+MPM recall | planar+DC+MPM cost+ |", "|" + "---|" * 12]
-    for n, v in list(r["per_size"].items()) + [("all", {**r["overall"], "blocks": sum(
-            x["blocks"] for x in r["per_size"].values())})]:
-        a, b, c = v["network"], v["hm_rmd"], v["planar_dc_mpm"]
-        lines.append(f"| {n} | {v['blocks']} | {a['top1']:.3f} | {a['top3']:.3f} | {a['top8']:.3f} | "
-                     f"{a['cost_increase_top1']:.4f} | {a['cost_increase_top3']:.4f} | {a['cost_increase_top8']:.4f} | "
-                     f"{b['recall']:.3f} | {b['cost_increase']:.4f} | {c['recall']:.3f} | {c['cost_increase']:.4f} |")
-    (o / "report.md").write_text("\n".join(lines) + "\n")
+    (o / "report.md").write_text(render_mode_report(r))
     _print_mode_table(r)
     click.echo(f"results: {o / 'results.json'}\nreport: {o / 'report.md'}")
 

@@ -95,3 +95,24 @@ def evaluate_rankings(scores: dict[int, np.ndarray], data: dict[int, dict]) -> d
         total = sum(w for w, _ in items)
         overall[name] = {k: sum(w * v[k] for w, v in items) / total for k in items[0][1]}
     return {"per_size": per, "overall": overall}
+
+
+def rows_with_total(r: dict) -> list[tuple[str, dict]]:
+    """(block size, figures) rows of :func:`evaluate_rankings`' result, then ("all", pooled figures)."""
+    total = sum(x["blocks"] for x in r["per_size"].values())
+    return list(r["per_size"].items()) + [("all", {**r["overall"], "blocks": total})]
+
+
+def render_mode_report(r: dict) -> str:
+    """The Markdown report of an intra-mode evaluation (``evaluate-modes``)."""
+    lines = [f"# intra-mode prediction: {r['checkpoint']} on {r['data']} ({r['split']})", "",
+             f"Labels: {r['cost']} cost, {r['loop']} loop. recall = the best mode is among the candidates; "
+             "cost+ = mean relative cost increase of the best candidate over the best mode.", "",
+             "| N | blocks | top-1 | top-3 | top-8 | cost+ top-1 | cost+ top-3 | cost+ top-8 | HM RMD recall | "
+             "HM RMD cost+ | planar+DC+MPM recall | planar+DC+MPM cost+ |", "|" + "---|" * 12]
+    for n, v in rows_with_total(r):
+        a, b, c = v["network"], v["hm_rmd"], v["planar_dc_mpm"]
+        lines.append(f"| {n} | {v['blocks']} | {a['top1']:.3f} | {a['top3']:.3f} | {a['top8']:.3f} | "
+                     f"{a['cost_increase_top1']:.4f} | {a['cost_increase_top3']:.4f} | {a['cost_increase_top8']:.4f} | "
+                     f"{b['recall']:.3f} | {b['cost_increase']:.4f} | {c['recall']:.3f} | {c['cost_increase']:.4f} |")
+    return "\n".join(lines) + "\n"
