@@ -198,6 +198,8 @@ def evaluate_modes(checkpoint, data, split, out):
     import os
     from pathlib import Path
 
+    import torch
+
     from codecnn.intra_metrics import render_mode_report
     from codecnn.train.checkpoint import load_model
     from codecnn.train.intra import IntraModeDataset, mode_metrics
@@ -206,7 +208,7 @@ def evaluate_modes(checkpoint, data, split, out):
     ds = IntraModeDataset(data, split)
     if len(ds) == 0:
         raise CodecnnError(f"{data}: no block in split {split!r}")
-    r = mode_metrics(model, ds, __import__("torch").device("cpu"))
+    r = mode_metrics(model, ds, torch.device("cpu"))
     r.update(checkpoint=str(checkpoint), step=ckpt.get("step"), data=str(data), split=split,
              cost=str(ds.info.attrs.get("cost")), loop=str(ds.info.attrs.get("loop")))
     o = Path(out)
