@@ -280,7 +280,9 @@ def evaluate(checkpoint, inputs, seq_list, seq_dir, data, split, orig, recons, h
           --recon qp22/recon.yuv --hm-log qp22/encoder.log --recon qp27/recon.yuv --hm-log qp27/encoder.log ...
     """
     from codecnn.encoders import STANDARD_QPS, make_encoder
-    from codecnn.evaluate import Workdir, dataset_runs, encode_runs, evaluate as run_eval, hm_runs
+    import tempfile
+
+    from codecnn.evaluate import dataset_runs, encode_runs, evaluate as run_eval, hm_runs
     from codecnn.report import write_report
     from codecnn.sequences import load_sequence_list, sequence_from_path
     from codecnn.train.checkpoint import load_model
@@ -296,8 +298,6 @@ def evaluate(checkpoint, inputs, seq_list, seq_dir, data, split, orig, recons, h
     model.to(dev)
     filter_fn = None
     if int16:
-        import tempfile
-
         from hm_bridge.export import export_checkpoint
         from hm_bridge.fixed import filter_plane_int
         from hm_bridge.format import read_cnnw
@@ -309,7 +309,8 @@ def evaluate(checkpoint, inputs, seq_list, seq_dir, data, split, orig, recons, h
 
         def filter_fn(plane, bd, qp, ctu_size):
             return filter_plane_int(graph, plane, bd, qp, ctu_size)
-    with Workdir() as work:
+    with tempfile.TemporaryDirectory(prefix="codecnn-eval-") as tmp:
+        work = Path(tmp)
         if data:
             runs, source = dataset_runs(data, split, work), f"dataset {data} ({split})"
         elif orig:

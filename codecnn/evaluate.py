@@ -21,8 +21,6 @@ import dataclasses
 import datetime
 import logging
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -270,7 +268,6 @@ def hm_runs(orig: str, recons: list[str], logs: list[str], size: str | None, bit
             fps: float | None) -> Iterator[Run]:
     """Runs from HM's own files: the source, HM's ``-o`` reconstruction and its log, per QP."""
     from codecnn.encoders.hm import read_hm_log
-    from codecnn.metrics import psnr_yuv as _psnr_yuv
     from codecnn.yuv import open_video
 
     if len(recons) != len(logs):
@@ -296,7 +293,7 @@ def hm_runs(orig: str, recons: list[str], logs: list[str], size: str | None, bit
         info = dataclasses.replace(src.info, fps=type(src.info.fps)(rate), num_frames=n)
         # HM's log PSNR uses the peak 255 << (bitDepth - 8): check the pairing with HM's own figures
         first = hm.pictures[0]
-        mine = _psnr_yuv(src.read(0), rec.read(0), src.info.bit_depth, "hm")
+        mine = psnr_yuv(src.read(0), rec.read(0), src.info.bit_depth, "hm")
         if abs(mine[0] - first.psnr_y) > 5.1e-5:  # the log has 4 decimals
             raise CodecnnError(f"{recon_path} does not match {log_path}: Y-PSNR of frame 0 is {mine[0]:.4f} dB here "
                                f"and {first.psnr_y:.4f} dB in HM's log; check --orig, --recon and --size")
@@ -304,14 +301,3 @@ def hm_runs(orig: str, recons: list[str], logs: list[str], size: str | None, bit
                   ((p.poc, src.read(p.poc), rec.read(p.poc)) for p in hm.pictures),
                   [(p.psnr_y, p.psnr_u, p.psnr_v) for p in hm.pictures],
                   {"encoder": "hm", "version": hm.version, "log": str(log_path)})
-
-
-class Workdir:
-    """A temporary folder removed on exit (encodes and decodes of an evaluation live there)."""
-
-    def __enter__(self) -> Path:
-        self.path = Path(tempfile.mkdtemp(prefix="codecnn-eval-"))
-        return self.path
-
-    def __exit__(self, *exc) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)

@@ -256,12 +256,13 @@ def run_graph(g: Graph, x: np.ndarray, qp: float = 0.0, on_node=None) -> np.ndar
 def tile_plane(plane: np.ndarray, context: int, ctu: int, fn) -> np.ndarray:
     """Apply ``fn(tile) -> output samples (ctu x ctu)`` CTU by CTU, the context edge-replicated at the
     picture edges (as ``cnnw.h``'s ``filterPlane`` and codecnn's datasets); same shape and dtype out."""
+    from codecnn.data.ctu import ctu_positions, pad_for_ctus
+
     h, w = plane.shape
     out = np.empty_like(plane)
-    k = np.arange(-context, ctu + context)
-    for y0 in range(0, h, ctu):
-        for x0 in range(0, w, ctu):
-            tile = plane[np.clip(y0 + k, 0, h - 1)[:, None], np.clip(x0 + k, 0, w - 1)[None, :]]
-            hh, ww = min(ctu, h - y0), min(ctu, w - x0)
-            out[y0 : y0 + hh, x0 : x0 + ww] = fn(tile)[:hh, :ww]
+    padded = pad_for_ctus(plane, ctu, context)
+    side = ctu + 2 * context
+    for y0, x0 in ctu_positions(h, w, ctu):
+        hh, ww = min(ctu, h - y0), min(ctu, w - x0)
+        out[y0 : y0 + hh, x0 : x0 + ww] = fn(padded[y0 : y0 + side, x0 : x0 + side])[:hh, :ww]
     return out
