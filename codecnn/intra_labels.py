@@ -7,10 +7,11 @@ the z-scan of the same CTU (the rule behind HM's ``isAboveRightAvailable``/``isB
 References come from the reconstruction (closed loop, what an encoder predicts from) or from the
 original (open loop). Costs: :func:`codecnn.intra.transform_costs` (DCT-SATD by default).
 
-Work is chunked over blocks so memory stays bounded (a 1080p frame at N = 4 has 129,600 blocks). The
-residuals of all 35 modes come from a compiled kernel (:mod:`codecnn._intra_kernel`, the same formulas as
-:func:`codecnn.intra.predict_all`), the DCTs from large float64 GEMMs. Costs are rounded to 1e-6 before
-ranking, so modes with equal predictions tie exactly and ties go to the lower mode number.
+References are gathered, substituted and smoothed for all blocks at once (numpy); predictions,
+residuals and costs come from one compiled kernel, block by block in cache (:mod:`codecnn._intra_kernel`,
+the same formulas as :func:`codecnn.intra.predict_all`), so memory holds only the per-block outputs.
+Costs are rounded to 1e-6 before ranking, so modes with equal predictions tie exactly and ties go to
+the lower mode number.
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from codecnn.intra import (NUM_MODES, _angular_tables, check_block, dct_matrix, hadamard_satd_blocks, smooth, substitute,
-                           transform_costs, uses_filtered)
+from codecnn.errors import CodecnnError
+from codecnn.intra import COSTS, NUM_MODES, check_block, hevc_transform_matrix, uses_filtered
 
 HM_CTU = 64
-CHUNK_SAMPLES = 1 << 21  # predicted samples per chunk (x 35 modes x 8 bytes ~ a few hundred MB at most)
 
 
 def block_positions(height: int, width: int, n: int) -> np.ndarray:
@@ -76,27 +76,10 @@ def neighbours(ref: np.ndarray, pos: np.ndarray, n: int, ctu: int = HM_CTU):
 
 
 @lru_cache(maxsize=None)
-def _kron_dct(n: int) -> np.ndarray:
-    c = dct_matrix(n)
-    return np.ascontiguousarray(np.kron(c, c).T)  # vec(C D C^T) = (C kron C) vec(D), row-major vec
+def _odd_matrices(n: int) -> np.ndarray:
+    from codecnn._intra_kernel import odd_matrices
 
-
-def dct_satd_batch(diff: np.ndarray) -> np.ndarray:
-    """Sum of |orthonormal 2-D DCT| of residuals (M, N, N), float64, as large GEMMs: one with the
-    Kronecker matrix for N <= 8, else row and column passes with one transpose between them."""
-    from codecnn._intra_kernel import abs_row_sums
-
-    m, n, _ = diff.shape
-    if n <= 8:
-        y = diff.reshape(m, n * n) @ _kron_dct(n)
-    else:
-        c = dct_matrix(n)
-        x = (diff.reshape(m * n, n) @ c.T).reshape(m, n, n)  # D C^T
-        y = np.ascontiguousarray(x.transpose(0, 2, 1)).reshape(m * n, n) @ c.T  # (C D C^T)^T
-        y = y.reshape(m, n * n)
-    out = np.empty(m)
-    abs_row_sums(y, out)
-    return out
+    return odd_matrices(n)
 
 
 @dataclass
@@ -108,45 +91,44 @@ class BlockLabels:
     costs: np.ndarray  # (B, 35) float32, the label cost
     best: np.ndarray  # (B,) int8, argmin of costs (lowest mode on ties)
     rank: np.ndarray  # (B, 35) int8, rank of every mode (0 = best)
-    hadamard: np.ndarray  # (B, 35) int32, HM's Hadamard SATD (the rough-mode-decision baseline)
-    top: np.ndarray  # (B, 2N) raw neighbours, -1 unavailable
-    left: np.ndarray
-    corner: np.ndarray
+    hadamard: np.ndarray  # (B, 35) int32, HM's Hadamard SATD (the rough-mode-decision baseline), or zeros
+    ref: np.ndarray  # (B, 4N+1) int32 raw linear references (see codecnn.intra), -1 unavailable
+
+    @property
+    def top(self) -> np.ndarray:
+        return self.ref[:, 2 * self.n + 1 :]
+
+    @property
+    def left(self) -> np.ndarray:
+        return self.ref[:, : 2 * self.n][:, ::-1]
+
+    @property
+    def corner(self) -> np.ndarray:
+        return self.ref[:, 2 * self.n]
 
 
 def label_blocks(orig: np.ndarray, ref: np.ndarray, n: int, bit_depth: int = 8, cost: str = "dct",
                  ctu: int = HM_CTU, with_hadamard: bool = True) -> BlockLabels:
     """Label every N x N block of ``orig`` with references taken from ``ref`` (same size)."""
+    from codecnn import _intra_kernel as kern
+
     check_block(n, bit_depth)
     if orig.shape != ref.shape:
         raise ValueError(f"orig {orig.shape} and reference {ref.shape} differ")
-    h, w = orig.shape
-    pos = block_positions(h, w, n)
-    top, left, corner, avail = neighbours(ref, pos, n, ctu)
-    from codecnn._intra_kernel import residuals
-
+    if cost not in COSTS:
+        raise CodecnnError(f"unknown cost {cost!r}; use one of {', '.join(COSTS)}")
+    pos = block_positions(*orig.shape, n)
     b = len(pos)
-    lin = np.concatenate([left[:, ::-1], corner[:, None], top], 1).astype(np.int64)
-    sub = substitute(lin, avail, bit_depth).astype(np.int32)
-    filt = smooth(sub, n, bit_depth) if n > 4 else sub
-    i0, i1, f = _angular_tables(n)
+    raw = np.empty((b, 4 * n + 1), np.int32)
+    costs = np.empty((b, NUM_MODES), np.float32)
+    best = np.empty(b, np.int8)
+    rank = np.empty((b, NUM_MODES), np.int8)
+    had = np.zeros((b if with_hadamard else 0, NUM_MODES), np.int32)
+    kind = {"dct": kern.COST_DCT, "hevc": kern.COST_DENSE, "hadamard": kern.COST_HADAMARD}[cost]
     use_f = np.array([uses_filtered(m, n) for m in range(NUM_MODES)])
-    plane = np.ascontiguousarray(orig, np.int32)
-    pos64 = pos.astype(np.int64)
-    costs = np.empty((b, NUM_MODES), np.float64)
-    had = np.zeros((b, NUM_MODES), np.int32)
-    step = max(1, CHUNK_SAMPLES // (n * n * NUM_MODES))
-    buf = np.empty((min(step, b), NUM_MODES, n, n), np.float64)
-    for s in range(0, b, step):
-        k = min(step, b - s)
-        diff = buf[:k]
-        residuals(plane, pos64[s : s + k], sub[s : s + k], filt[s : s + k], i0, i1, f, use_f, n, (1 << bit_depth) - 1,
-                  diff)
-        flat = diff.reshape(k * NUM_MODES, n, n)
-        costs[s : s + k] = (dct_satd_batch(flat) if cost == "dct" else transform_costs(flat, cost)).reshape(k, NUM_MODES)
-        if with_hadamard:
-            had[s : s + k] = hadamard_satd_blocks(flat.astype(np.int64)).reshape(k, NUM_MODES)
-    costs = np.round(costs, 6)  # equal predictions tie exactly; ties go to the lower mode number
-    best = np.argmin(costs, axis=1).astype(np.int8)
-    rank = np.argsort(np.argsort(costs, axis=1, kind="stable"), axis=1, kind="stable").astype(np.int8)
-    return BlockLabels(n, pos.astype(np.int32), costs.astype(np.float32), best, rank, had, top, left, corner)
+    kern.label_frame(np.ascontiguousarray(orig, np.int32), np.ascontiguousarray(ref, np.int32), pos.astype(np.int64),
+                     n, bit_depth, ctu, use_f, kind, _odd_matrices(n), hevc_transform_matrix(n).astype(np.float64),
+                     raw, costs, best, rank, had)
+    if not with_hadamard:
+        had = np.zeros((b, NUM_MODES), np.int32)
+    return BlockLabels(n, pos.astype(np.int32), costs, best, rank, had, raw)

@@ -128,6 +128,26 @@ def test_frame_labels_equal_a_slow_reference(n):
     assert sorted(lab.rank[0].tolist()) == list(range(35))
     top, left, corner, avail = neighbours(recon, lab.pos, n)
     assert not avail[0].any()  # the picture's first block has no neighbour
+    assert (lab.top == top).all() and (lab.left == left).all() and (lab.corner == corner).all()
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_fused_kernel_equals_the_vectorised_formulas(n):
+    """The labeller's compiled kernel (references, transposed horizontal modes, butterfly DCT) against
+    predict_all + transform_costs on a real 10-bit-scaled frame: Hadamard, HEVC and DCT costs."""
+    orig = RawYuvReader(HM / "carphone" / "orig.yuv", 176, 144).read(1).y[:64, :96].astype(np.int32) * 4 + 1
+    recon = RawYuvReader(HM / "carphone" / "lf" / "qp32" / "recon.yuv", 176, 144).read(1).y[:64, :96]
+    recon = recon.astype(np.int32) * 4
+    lab = label_blocks(orig, recon, n, bit_depth=10, cost="hevc")
+    top, left, corner, avail = neighbours(recon, lab.pos, n)
+    pred = predict_all(top, left, corner, bit_depth=10, avail=avail)
+    blocks = np.stack([orig[y : y + n, x : x + n] for y, x in lab.pos])
+    diff = blocks[:, None] - pred
+    assert (lab.hadamard == transform_costs(diff, "hadamard")).all()
+    np.testing.assert_allclose(lab.costs, np.round(transform_costs(diff, "hevc"), 6), rtol=1e-6)
+    dct = label_blocks(orig, recon, n, bit_depth=10, with_hadamard=False)
+    np.testing.assert_allclose(dct.costs, transform_costs(diff, "dct"), rtol=1e-6, atol=1e-3)
+    assert (dct.hadamard == 0).all()
 
 
 def test_bad_input():
