@@ -27,7 +27,8 @@ needs_gxx = pytest.mark.skipif(GXX is None, reason="needs a C++ compiler (g++) t
 
 def _model(qp_map=False, separable=False, seed=0):
     torch.manual_seed(seed)
-    m = RDN(num_blocks=2, num_layers=2, growth=8, num_features=8, qp_map=qp_map, separable=separable).eval()
+    # 16 features: both AVX2 float kernels (16 output channels and 8) run in the C++ tests
+    m = RDN(num_blocks=2, num_layers=2, growth=8, num_features=16, qp_map=qp_map, separable=separable).eval()
     torch.nn.init.normal_(m.last.weight, std=0.05)  # off the identity, as after training
     return m
 
@@ -47,12 +48,24 @@ def tool(tmp_path_factory):
         pytest.skip("needs a C++ compiler (g++)")
     d = tmp_path_factory.mktemp("cpp")
     out = {}
-    for opt in ("-O0", "-O3"):
-        exe = d / f"cnnw_tool{opt}"
-        subprocess.run([GXX, "-std=c++11", opt, "-Wall", "-Wextra", "-Werror", "-o", str(exe),
+    opts = ["-O0", "-O3"]
+    if _cpu_has("avx2", "fma"):  # the vector kernels of cnnw.h
+        opts.append("-O3 -mavx2 -mfma")
+    for opt in opts:
+        exe = d / f"cnnw_tool{opt.replace(' ', '')}"
+        subprocess.run([GXX, "-std=c++11", *opt.split(), "-Wall", "-Wextra", "-Werror", "-o", str(exe),
                         str(CPP / "cnnw_tool.cpp")], check=True)
         out[opt] = exe
     return out
+
+
+def _cpu_has(*flags):
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    words = set(text.split())
+    return all(f in words for f in flags)
 
 
 @pytest.mark.parametrize("variant", [{}, {"qp_map": True}, {"separable": True}])
@@ -87,7 +100,7 @@ def test_export_command_and_python_runner(checkpoint, tmp_path):
 @needs_gxx
 @pytest.mark.parametrize("bit_depth", [8, 10])
 def test_cpp_float_path_matches_pytorch(tool, checkpoint, tmp_path, bit_depth):
-    """Real frames (HM's carphone reconstruction) through the C++ float path at -O0 and -O3."""
+    """Real frames (HM's carphone reconstruction) through the C++ float path at -O0 and -O3 (and with AVX2)."""
     from codecnn.train.checkpoint import load_model
 
     model, _ = load_model(checkpoint)
@@ -121,7 +134,7 @@ def test_cpp_float_path_matches_pytorch(tool, checkpoint, tmp_path, bit_depth):
             np.testing.assert_allclose(floats[k], want, atol=1e-4)  # in [0, 1] units
             ref = filter_plane(model, plane, bit_depth, qp=37)
             assert np.abs(luma[k].astype(int) - ref).max() <= 1
-    np.testing.assert_array_equal(outs[0], outs[1])  # -O0 and -O3 agree here
+    np.testing.assert_array_equal(outs[0], outs[1])  # -O0 and -O3 of the portable loops agree here
 
 
 @needs_gxx
@@ -223,7 +236,7 @@ def test_int16_export_is_close_to_float(int16_model, checkpoint, tmp_path):
 @needs_gxx
 @pytest.mark.parametrize("bit_depth", [8, 10])
 def test_cpp_int16_equals_python_twin(tool, int16_model, tmp_path, bit_depth):
-    """Every sample of the C++ int16 path equals the integer Python twin, at -O0 and -O3."""
+    """Every sample of the C++ int16 path equals the integer Python twin, at -O0 and -O3 (and with AVX2)."""
     from hm_bridge.fixed import filter_plane_int
 
     g = read_cnnw(int16_model)

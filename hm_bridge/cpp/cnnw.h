@@ -25,6 +25,14 @@
 #include <string>
 #include <vector>
 
+// Vector kernels for x86 with AVX2 and FMA (compile with -mavx2 -mfma or -march=native); every other
+// target, or CNNW_NO_SIMD defined, uses the portable loops. Both give the same int16 output (integer
+// accumulation wraps modulo 2^32, so its order does not matter); the float paths differ by rounding.
+#if defined(__AVX2__) && defined(__FMA__) && !defined(CNNW_NO_SIMD)
+#define CNNW_AVX2 1
+#include <immintrin.h>
+#endif
+
 namespace cnnw {
 
 static const uint32_t kVersion = 1;
@@ -225,6 +233,15 @@ class Model {
     return Status::good();
   }
 
+  // out = vals[in]: moved when node i is its last reader (no copy), else copied.
+  template <typename Buf>
+  void takeOrCopy(std::vector<Buf> &vals, size_t in, size_t i, Buf &out) const {
+    if (lastUse_[in] == i)
+      std::swap(out, vals[in]);
+    else
+      out = vals[in];
+  }
+
   // Runs the graph on one tile (1 x side x side, samples in [0, 1]); residual is (side - 2 context)^2.
   Status runTile(const float *tile, int side, int qp, std::vector<float> &residual) const {
     if (nodes_.empty()) return Status::bad("no model loaded");
@@ -259,13 +276,18 @@ class Model {
         Status st = conv(n, vals[n.inputs[0]], out);
         if (!st.ok) return st;
       } else if (n.op == OP_RELU) {
-        out = vals[n.inputs[0]];
+        takeOrCopy(vals, n.inputs[0], i, out);
         for (size_t k = 0; k < out.v.size(); ++k) out.v[k] = out.v[k] > 0.f ? out.v[k] : 0.f;
       } else if (n.op == OP_ADD) {
         const Buffer &a = vals[n.inputs[0]], &b = vals[n.inputs[1]];
         if (a.c != b.c || a.h != b.h || a.w != b.w) return Status::bad("add of different shapes");
-        out = a;
-        for (size_t k = 0; k < out.v.size(); ++k) out.v[k] += b.v[k];
+        if (n.inputs[0] == n.inputs[1]) {
+          out = a;
+          for (size_t k = 0; k < out.v.size(); ++k) out.v[k] += out.v[k];
+        } else {
+          takeOrCopy(vals, n.inputs[0], i, out);
+          for (size_t k = 0; k < out.v.size(); ++k) out.v[k] += b.v[k];
+        }
       } else if (n.op == OP_CROP) {
         const Buffer &a = vals[n.inputs[0]];
         int k = n.params[0];
@@ -324,7 +346,7 @@ class Model {
         Status st = convInt(n, vals[n.inputs[0]], out);
         if (!st.ok) return st;
       } else if (n.op == OP_RELU) {
-        out = vals[n.inputs[0]];
+        takeOrCopy(vals, n.inputs[0], i, out);
         for (size_t k = 0; k < out.v.size(); ++k) out.v[k] = out.v[k] > 0 ? out.v[k] : 0;
       } else if (n.op == OP_ADD) {
         const IBuffer &a = vals[n.inputs[0]], &b = vals[n.inputs[1]];
@@ -498,6 +520,24 @@ class Model {
     const int oh = in.h + 2 * pad - k + 1, ow = in.w + 2 * pad - k + 1;
     if (oh <= 0 || ow <= 0) return Status::bad("convolution larger than the tile");
     out = Buffer(cout, oh, ow);
+#ifdef CNNW_AVX2
+    if (groups == 1) {
+      if (cout % 16 == 0) {
+        if (k == 3)
+          convAvx2Co<3>(&in.v[0], in.c, in.h, in.w, pad, &W.data[0], &B.data[0], cout, k, out);
+        else if (k == 1)
+          convAvx2Co<1>(&in.v[0], in.c, in.h, in.w, pad, &W.data[0], &B.data[0], cout, k, out);
+        else
+          convAvx2Co<0>(&in.v[0], in.c, in.h, in.w, pad, &W.data[0], &B.data[0], cout, k, out);
+      } else if (k == 3)
+        convAvx2<3>(&in.v[0], in.c, in.h, in.w, pad, &W.data[0], &B.data[0], cout, k, out);
+      else if (k == 1)
+        convAvx2<1>(&in.v[0], in.c, in.h, in.w, pad, &W.data[0], &B.data[0], cout, k, out);
+      else
+        convAvx2<0>(&in.v[0], in.c, in.h, in.w, pad, &W.data[0], &B.data[0], cout, k, out);
+      return Status::good();
+    }
+#endif
     const int cout_g = cout / groups;
     for (int co = 0; co < cout; ++co) {
       float *o = out.plane(co);
@@ -543,6 +583,256 @@ class Model {
     return Status::good();
   }
 
+#ifdef CNNW_AVX2
+  // Direct convolution, register-blocked: 4 output channels x 24 (or 8) pixels of one output row stay in
+  // 12 (or 4) AVX registers through all input channels and taps. Rows outermost, so the k input rows of
+  // every channel stay in cache for all output channels. The input is copied once, zero-padded, so the
+  // inner loop has no bounds; weights are repacked per block of 4 output channels as [ci][ky][kx][4], read in sequence. Scratch
+  // memory is kept per thread between calls.
+  // K: the kernel size when known at compile time (3 and 1: the taps unroll), 0 for any.
+  template <int K>
+  static void convAvx2(const float *in, int cin, int ih, int iw, int pad, const float *w, const float *bias, int cout,
+                       int kr, Buffer &out) {
+    const int k = K ? K : kr;
+    const int oh = out.h, ow = out.w, owr = (ow + 7) / 8 * 8, coutp = (cout + 3) / 4 * 4;
+    const int ph = oh + k - 1, pw = owr + k - 1 + 8;
+    static thread_local std::vector<float> padded, wp, rowbuf;
+    // padded input laid out [y][c][x]: the k rows of all channels that one output row reads are contiguous
+    const size_t prow = static_cast<size_t>(cin) * pw;
+    padded.resize(prow * ph);
+    std::fill(padded.begin(), padded.begin() + prow * pad, 0.f);  // border zeroed, interior copied
+    std::fill(padded.begin() + prow * (pad + ih), padded.end(), 0.f);
+    for (int y = 0; y < ih; ++y)
+      for (int c = 0; c < cin; ++c) {
+        float *r = &padded[prow * (y + pad) + static_cast<size_t>(c) * pw];
+        std::fill(r, r + pad, 0.f);
+        std::copy(in + (static_cast<size_t>(c) * ih + y) * iw, in + (static_cast<size_t>(c) * ih + y) * iw + iw, r + pad);
+        std::fill(r + pad + iw, r + pw, 0.f);
+      }
+    const int taps = cin * k * k;
+    wp.assign(static_cast<size_t>(taps) * coutp, 0.f);  // [co / 4][ci][ky][kx][co % 4]
+    for (int co = 0; co < cout; ++co)
+      for (int t = 0; t < taps; ++t)
+        wp[(static_cast<size_t>(co / 4) * taps + t) * 4 + co % 4] = w[static_cast<size_t>(co) * taps + t];
+    rowbuf.resize(static_cast<size_t>(coutp) * owr);
+    for (int y = 0; y < oh; ++y) {
+      const float *base = &padded[prow * y];
+      for (int co0 = 0; co0 < cout; co0 += 4) {
+        const float *wblk = &wp[static_cast<size_t>(co0) * taps];
+        float b[4] = {0.f, 0.f, 0.f, 0.f};
+        for (int j = 0; j < 4 && co0 + j < cout; ++j) b[j] = bias[co0 + j];
+        float *rb = &rowbuf[static_cast<size_t>(co0) * owr];
+        int x = 0;
+        for (; x + 16 <= owr; x += 16) {
+          __m256 a00 = _mm256_set1_ps(b[0]), a01 = a00, a10 = _mm256_set1_ps(b[1]), a11 = a10;
+          __m256 a20 = _mm256_set1_ps(b[2]), a21 = a20, a30 = _mm256_set1_ps(b[3]), a31 = a30;
+          const float *wt = wblk;
+          for (int c = 0; c < cin; ++c)
+            for (int ky = 0; ky < k; ++ky) {
+              const float *row = base + static_cast<size_t>(ky) * prow + static_cast<size_t>(c) * pw + x;
+              for (int kx = 0; kx < k; ++kx, wt += 4) {
+                const __m256 s0 = _mm256_loadu_ps(row + kx), s1 = _mm256_loadu_ps(row + kx + 8);
+                __m256 wv = _mm256_broadcast_ss(wt);
+                a00 = _mm256_fmadd_ps(wv, s0, a00);
+                a01 = _mm256_fmadd_ps(wv, s1, a01);
+                wv = _mm256_broadcast_ss(wt + 1);
+                a10 = _mm256_fmadd_ps(wv, s0, a10);
+                a11 = _mm256_fmadd_ps(wv, s1, a11);
+                wv = _mm256_broadcast_ss(wt + 2);
+                a20 = _mm256_fmadd_ps(wv, s0, a20);
+                a21 = _mm256_fmadd_ps(wv, s1, a21);
+                wv = _mm256_broadcast_ss(wt + 3);
+                a30 = _mm256_fmadd_ps(wv, s0, a30);
+                a31 = _mm256_fmadd_ps(wv, s1, a31);
+              }
+            }
+          float *r0 = rb + x, *r1 = r0 + owr, *r2 = r1 + owr, *r3 = r2 + owr;
+          _mm256_storeu_ps(r0, a00), _mm256_storeu_ps(r0 + 8, a01), _mm256_storeu_ps(r1, a10);
+          _mm256_storeu_ps(r1 + 8, a11), _mm256_storeu_ps(r2, a20), _mm256_storeu_ps(r2 + 8, a21);
+          _mm256_storeu_ps(r3, a30), _mm256_storeu_ps(r3 + 8, a31);
+        }
+        for (; x < owr; x += 8) {
+          __m256 a[4];
+          for (int j = 0; j < 4; ++j) a[j] = _mm256_set1_ps(b[j]);
+          const float *wt = wblk;
+          for (int c = 0; c < cin; ++c)
+            for (int ky = 0; ky < k; ++ky) {
+              const float *row = base + static_cast<size_t>(ky) * prow + static_cast<size_t>(c) * pw + x;
+              for (int kx = 0; kx < k; ++kx, wt += 4) {
+                const __m256 s0 = _mm256_loadu_ps(row + kx);
+                for (int j = 0; j < 4; ++j) a[j] = _mm256_fmadd_ps(_mm256_broadcast_ss(wt + j), s0, a[j]);
+              }
+            }
+          for (int j = 0; j < 4; ++j) _mm256_storeu_ps(rb + static_cast<size_t>(j) * owr + x, a[j]);
+        }
+      }
+      for (int co = 0; co < cout; ++co)
+        std::copy(&rowbuf[static_cast<size_t>(co) * owr], &rowbuf[static_cast<size_t>(co) * owr] + ow,
+                  out.plane(co) + static_cast<size_t>(y) * ow);
+    }
+  }
+
+  // For 16, 32, ... output channels: vectorised over output channels instead (two registers of 8), 6
+  // pixels of a row at a time, 12 accumulators. Inputs are broadcast (4-byte loads never straddle a cache
+  // line, unlike the pixel-vector loads at odd offsets above) and weights load as aligned vectors.
+  template <int K>
+  static void convAvx2Co(const float *in, int cin, int ih, int iw, int pad, const float *w, const float *bias, int cout,
+                         int kr, Buffer &out) {
+    const int k = K ? K : kr, P = 6;
+    const int oh = out.h, ow = out.w, owr = (ow + P - 1) / P * P;
+    const int ph = oh + k - 1, pw = owr + k - 1;
+    static thread_local std::vector<float> padded, wbuf, rowbuf;
+    const size_t prow = static_cast<size_t>(cin) * pw;  // [y][c][x], as above
+    padded.resize(prow * ph);
+    std::fill(padded.begin(), padded.begin() + prow * pad, 0.f);
+    std::fill(padded.begin() + prow * (pad + ih), padded.end(), 0.f);
+    for (int y = 0; y < ih; ++y)
+      for (int c = 0; c < cin; ++c) {
+        float *r = &padded[prow * (y + pad) + static_cast<size_t>(c) * pw];
+        std::fill(r, r + pad, 0.f);
+        std::copy(in + (static_cast<size_t>(c) * ih + y) * iw, in + (static_cast<size_t>(c) * ih + y) * iw + iw, r + pad);
+        std::fill(r + pad + iw, r + pw, 0.f);
+      }
+    const int taps = cin * k * k;
+    wbuf.resize(static_cast<size_t>(taps) * cout + 8);  // [co / 16][ci][ky][kx][16], 32-byte aligned
+    float *wq = &wbuf[0];
+    while (reinterpret_cast<uintptr_t>(wq) % 32) ++wq;
+    for (int co = 0; co < cout; ++co)
+      for (int t = 0; t < taps; ++t)
+        wq[(static_cast<size_t>(co / 16) * taps + t) * 16 + co % 16] = w[static_cast<size_t>(co) * taps + t];
+    rowbuf.resize(static_cast<size_t>(owr) * cout);  // [x][co]
+    for (int y = 0; y < oh; ++y) {
+      const float *base = &padded[prow * y];
+      for (int cb = 0; cb < cout; cb += 16) {
+        const __m256 b0 = _mm256_loadu_ps(bias + cb), b1 = _mm256_loadu_ps(bias + cb + 8);
+        for (int x = 0; x < owr; x += P) {
+          __m256 a00 = b0, a01 = b1, a10 = b0, a11 = b1, a20 = b0, a21 = b1;
+          __m256 a30 = b0, a31 = b1, a40 = b0, a41 = b1, a50 = b0, a51 = b1;
+          const float *wt = wq + static_cast<size_t>(cb / 16) * taps * 16;
+          for (int c = 0; c < cin; ++c)
+            for (int ky = 0; ky < k; ++ky) {
+              const float *row = base + static_cast<size_t>(ky) * prow + static_cast<size_t>(c) * pw + x;
+              for (int kx = 0; kx < k; ++kx, wt += 16) {
+                const __m256 w0 = _mm256_load_ps(wt), w1 = _mm256_load_ps(wt + 8);
+                __m256 sv = _mm256_broadcast_ss(row + kx);
+                a00 = _mm256_fmadd_ps(sv, w0, a00), a01 = _mm256_fmadd_ps(sv, w1, a01);
+                sv = _mm256_broadcast_ss(row + kx + 1);
+                a10 = _mm256_fmadd_ps(sv, w0, a10), a11 = _mm256_fmadd_ps(sv, w1, a11);
+                sv = _mm256_broadcast_ss(row + kx + 2);
+                a20 = _mm256_fmadd_ps(sv, w0, a20), a21 = _mm256_fmadd_ps(sv, w1, a21);
+                sv = _mm256_broadcast_ss(row + kx + 3);
+                a30 = _mm256_fmadd_ps(sv, w0, a30), a31 = _mm256_fmadd_ps(sv, w1, a31);
+                sv = _mm256_broadcast_ss(row + kx + 4);
+                a40 = _mm256_fmadd_ps(sv, w0, a40), a41 = _mm256_fmadd_ps(sv, w1, a41);
+                sv = _mm256_broadcast_ss(row + kx + 5);
+                a50 = _mm256_fmadd_ps(sv, w0, a50), a51 = _mm256_fmadd_ps(sv, w1, a51);
+              }
+            }
+          float *r = &rowbuf[static_cast<size_t>(x) * cout + cb];
+          const size_t st = static_cast<size_t>(cout);
+          _mm256_storeu_ps(r, a00), _mm256_storeu_ps(r + 8, a01), _mm256_storeu_ps(r + st, a10);
+          _mm256_storeu_ps(r + st + 8, a11), _mm256_storeu_ps(r + 2 * st, a20), _mm256_storeu_ps(r + 2 * st + 8, a21);
+          _mm256_storeu_ps(r + 3 * st, a30), _mm256_storeu_ps(r + 3 * st + 8, a31);
+          _mm256_storeu_ps(r + 4 * st, a40), _mm256_storeu_ps(r + 4 * st + 8, a41);
+          _mm256_storeu_ps(r + 5 * st, a50), _mm256_storeu_ps(r + 5 * st + 8, a51);
+        }
+      }
+      for (int co = 0; co < cout; ++co) {
+        float *o = out.plane(co) + static_cast<size_t>(y) * ow;
+        for (int x = 0; x < ow; ++x) o[x] = rowbuf[static_cast<size_t>(x) * cout + co];
+      }
+    }
+  }
+
+  // The int16 convolution with AVX2 _mm256_madd_epi16: input channels in pairs, interleaved per pixel
+  // (zero-padded, an odd count padded with a zero channel), so one instruction forms w0 s0 + w1 s1 for 8
+  // pixels; 4 output channels x 24 pixels accumulate in 12 registers. All int32 arithmetic wraps modulo
+  // 2^32 (madd included: its one overflow case, 2 x (-32768)^2, wraps the same way), so the result equals
+  // the portable loop's exactly.
+  template <int K>
+  static void convIntAvx2(const IBuffer &in, int pad, const int32_t *w, const int32_t *bias, int cout, int kr, int shift,
+                          IBuffer &out) {
+    const int k = K ? K : kr;
+    const int cin = in.c, ih = in.h, iw = in.w, oh = out.h, ow = out.w, owr = (ow + 7) / 8 * 8;
+    const int pairs = (cin + 1) / 2, coutp = (cout + 3) / 4 * 4, ph = oh + k - 1, pw = owr + k - 1 + 8;
+    static thread_local std::vector<int16_t> padded;
+    static thread_local std::vector<int32_t> wp, rowbuf;
+    const size_t prow = static_cast<size_t>(pairs) * pw * 2;  // laid out [y][pair][x][2]
+    padded.assign(prow * ph, 0);
+    for (int c = 0; c < cin; ++c) {
+      const int16_t *src = in.plane(c);
+      for (int y = 0; y < ih; ++y) {
+        int16_t *dst = &padded[prow * (y + pad) + (static_cast<size_t>(c / 2) * pw + pad) * 2 + c % 2];
+        for (int x = 0; x < iw; ++x) dst[2 * x] = src[static_cast<size_t>(y) * iw + x];
+      }
+    }
+    const int kk = k * k, taps = pairs * kk;  // weights: [co / 4][pair][ky][kx][co % 4] as (w0, w1) int16 pairs
+    wp.assign(static_cast<size_t>(taps) * coutp, 0);
+    for (int co = 0; co < cout; ++co)
+      for (int c = 0; c < cin; ++c)
+        for (int t = 0; t < kk; ++t) {
+          int32_t &slot = wp[(static_cast<size_t>(co / 4) * taps + static_cast<size_t>(c / 2) * kk + t) * 4 + co % 4];
+          const uint32_t v = static_cast<uint16_t>(static_cast<int16_t>(w[(static_cast<size_t>(co) * cin + c) * kk + t]));
+          slot = static_cast<int32_t>(static_cast<uint32_t>(slot) | (c % 2 ? v << 16 : v));
+        }
+    rowbuf.resize(static_cast<size_t>(coutp) * owr);
+    for (int y = 0; y < oh; ++y) {
+      const int16_t *base = &padded[prow * y];
+      for (int co0 = 0; co0 < cout; co0 += 4) {
+        const int32_t *wblk = &wp[static_cast<size_t>(co0) * taps];
+        int32_t b[4] = {0, 0, 0, 0};
+        for (int j = 0; j < 4 && co0 + j < cout; ++j) b[j] = bias[co0 + j];
+        int32_t *rb = &rowbuf[static_cast<size_t>(co0) * owr];
+        int x = 0;
+        for (; x + 24 <= owr; x += 24) {
+          __m256i a[4][3];
+          for (int j = 0; j < 4; ++j) a[j][0] = a[j][1] = a[j][2] = _mm256_set1_epi32(b[j]);
+          const int32_t *wt = wblk;
+          for (int c = 0; c < pairs; ++c)
+            for (int ky = 0; ky < k; ++ky) {
+              const int16_t *row = base + static_cast<size_t>(ky) * prow + (static_cast<size_t>(c) * pw + x) * 2;
+              for (int kx = 0; kx < k; ++kx, wt += 4) {
+                const __m256i s0 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(row + 2 * kx));
+                const __m256i s1 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(row + 2 * kx + 16));
+                const __m256i s2 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(row + 2 * kx + 32));
+                for (int j = 0; j < 4; ++j) {
+                  const __m256i wv = _mm256_set1_epi32(wt[j]);
+                  a[j][0] = _mm256_add_epi32(a[j][0], _mm256_madd_epi16(s0, wv));
+                  a[j][1] = _mm256_add_epi32(a[j][1], _mm256_madd_epi16(s1, wv));
+                  a[j][2] = _mm256_add_epi32(a[j][2], _mm256_madd_epi16(s2, wv));
+                }
+              }
+            }
+          for (int j = 0; j < 4; ++j)
+            for (int v = 0; v < 3; ++v)
+              _mm256_storeu_si256(reinterpret_cast<__m256i *>(rb + static_cast<size_t>(j) * owr + x + 8 * v), a[j][v]);
+        }
+        for (; x < owr; x += 8) {
+          __m256i a[4];
+          for (int j = 0; j < 4; ++j) a[j] = _mm256_set1_epi32(b[j]);
+          const int32_t *wt = wblk;
+          for (int c = 0; c < pairs; ++c)
+            for (int ky = 0; ky < k; ++ky) {
+              const int16_t *row = base + static_cast<size_t>(ky) * prow + (static_cast<size_t>(c) * pw + x) * 2;
+              for (int kx = 0; kx < k; ++kx, wt += 4) {
+                const __m256i s0 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(row + 2 * kx));
+                for (int j = 0; j < 4; ++j)
+                  a[j] = _mm256_add_epi32(a[j], _mm256_madd_epi16(s0, _mm256_set1_epi32(wt[j])));
+              }
+            }
+          for (int j = 0; j < 4; ++j)
+            _mm256_storeu_si256(reinterpret_cast<__m256i *>(rb + static_cast<size_t>(j) * owr + x), a[j]);
+        }
+      }
+      for (int co = 0; co < cout; ++co) {
+        const int32_t *r = &rowbuf[static_cast<size_t>(co) * owr];
+        int16_t *o = out.plane(co) + static_cast<size_t>(y) * ow;
+        for (int x = 0; x < ow; ++x) o[x] = sat16(shiftRound(r[x], shift));
+      }
+    }
+  }
+#endif
+
   // int32 accumulation with two's-complement wrap (unsigned arithmetic: defined, order-independent).
   Status convInt(const Node &n, const IBuffer &in, IBuffer &out) const {
     const Tensor &W = tensors_[n.params[0]], &B = tensors_[n.params[1]];
@@ -552,6 +842,17 @@ class Model {
     if (oh <= 0 || ow <= 0) return Status::bad("convolution larger than the tile");
     out = IBuffer(cout, oh, ow, qo);
     const int cout_g = cout / groups, shift = W.frac + in.q - qo;
+#ifdef CNNW_AVX2
+    if (groups == 1) {
+      if (k == 3)
+        convIntAvx2<3>(in, pad, &W.idata[0], &B.idata[0], cout, k, shift, out);
+      else if (k == 1)
+        convIntAvx2<1>(in, pad, &W.idata[0], &B.idata[0], cout, k, shift, out);
+      else
+        convIntAvx2<0>(in, pad, &W.idata[0], &B.idata[0], cout, k, shift, out);
+      return Status::good();
+    }
+#endif
     std::vector<uint32_t> acc(static_cast<size_t>(oh) * ow);
     for (int co = 0; co < cout; ++co) {
       std::fill(acc.begin(), acc.end(), static_cast<uint32_t>(B.idata[co]));
