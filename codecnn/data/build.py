@@ -17,7 +17,9 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -174,15 +176,18 @@ def build_dataset(specs: list[SequenceSpec], out: str | os.PathLike, options: Bu
     todo = [u for u in units if not Path(u.shard).exists()]
     if resume and len(todo) < len(units):
         log.info("resuming: %d of %d encodes already done", len(units) - len(todo), len(units))
-    if jobs > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            bar = _bar(total=len(todo), desc="encodes", enabled=progress)
-            for _ in pool.map(_run_unit, todo):
-                bar.update(1)
-            bar.close()
-    else:
-        for u in todo:
-            _run_unit(u)
+    with _Interrupts() as interrupts:
+        if jobs > 1 and len(todo) > 1:
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                bar = _bar(total=len(todo), desc="encodes", enabled=progress)
+                for _ in pool.map(_run_unit, todo):
+                    bar.update(1)
+                    interrupts.check()
+                bar.close()
+        else:
+            for u in todo:
+                _run_unit(u)
+                interrupts.check()
 
     tm = time.perf_counter()
     records = _merge([u.shard for u in units], out, options, dtype, seq_meta, encoder.describe())
@@ -192,6 +197,35 @@ def build_dataset(specs: list[SequenceSpec], out: str | os.PathLike, options: Bu
     other = sum(r["cut_seconds"] for r in records) + stage_seconds + merge_seconds
     return BuildSummary(out, sum(r["samples"] for r in records), out.stat().st_size,
                         time.perf_counter() - t0, enc, other, records)
+
+
+class _Interrupts:
+    """Ctrl-C during the encodes raises KeyboardInterrupt as usual and is also remembered: one that lands in
+    a finaliser (where Python prints and drops exceptions, e.g. in ``tqdm.__del__``) still stops the build
+    after the current encode instead of being lost. Only the default handler is replaced (a background job's
+    ignored SIGINT stays ignored)."""
+
+    def __enter__(self):
+        self.hit = False
+        self.old = signal.getsignal(signal.SIGINT)
+        self.installed = (threading.current_thread() is threading.main_thread()
+                          and self.old is signal.default_int_handler)
+        if self.installed:
+            signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        self.hit = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.hit:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self.installed:
+            signal.signal(signal.SIGINT, self.old)
+        return False
 
 
 def _prepare_parts(parts: Path, manifest: dict, resume: bool) -> None:
