@@ -90,6 +90,11 @@ struct Buffer {
   std::vector<float> v;
   Buffer() : c(0), h(0), w(0) {}
   Buffer(int c_, int h_, int w_) : c(c_), h(h_), w(w_), v(static_cast<size_t>(c_) * h_ * w_, 0.f) {}
+  // New dimensions on the storage it holds (a recycled vector): contents unspecified, every op overwrites.
+  void reshape(int c_, int h_, int w_) {
+    c = c_, h = h_, w = w_;
+    v.resize(static_cast<size_t>(c_) * h_ * w_);
+  }
   float *plane(int k) { return &v[static_cast<size_t>(k) * h * w]; }
   const float *plane(int k) const { return &v[static_cast<size_t>(k) * h * w]; }
 };
@@ -244,18 +249,30 @@ class Model {
 
   // Runs the graph on one tile (1 x side x side, samples in [0, 1]); residual is (side - 2 context)^2.
   Status runTile(const float *tile, int side, int qp, std::vector<float> &residual) const {
+    std::vector<std::vector<float> > pool;
+    return runTile(tile, side, qp, residual, pool);
+  }
+
+  // The same, recycling node buffers through ``pool`` (kept by the caller across tiles: no allocation, no
+  // zero fill and no page faults after the first tile).
+  Status runTile(const float *tile, int side, int qp, std::vector<float> &residual,
+                 std::vector<std::vector<float> > &pool) const {
     if (nodes_.empty()) return Status::bad("no model loaded");
     if (precision_ != kFloat32) return Status::bad("runTile needs a float32 model; use runTileInt");
     std::vector<Buffer> vals(nodes_.size());
     for (size_t i = 0; i < nodes_.size(); ++i) {
       const Node &n = nodes_[i];
       Buffer &out = vals[i];
+      if (!pool.empty()) {
+        out.v.swap(pool.back());
+        pool.pop_back();
+      }
       if (n.op == OP_INPUT) {
-        out = Buffer(1, side, side);
+        out.reshape(1, side, side);
         std::copy(tile, tile + static_cast<size_t>(side) * side, out.v.begin());
       } else if (n.op == OP_QP_PLANE) {
         const Buffer &a = vals[n.inputs[0]];
-        out = Buffer(1, a.h, a.w);
+        out.reshape(1, a.h, a.w);
         std::fill(out.v.begin(), out.v.end(), static_cast<float>(qp) / 51.0f);
       } else if (n.op == OP_CONCAT) {
         int c = 0;
@@ -265,7 +282,7 @@ class Model {
           if (a.h != a0.h || a.w != a0.w) return Status::bad("concat of different sizes");
           c += a.c;
         }
-        out = Buffer(c, a0.h, a0.w);
+        out.reshape(c, a0.h, a0.w);
         size_t off = 0;
         for (size_t k = 0; k < n.inputs.size(); ++k) {
           const Buffer &a = vals[n.inputs[k]];
@@ -292,14 +309,17 @@ class Model {
         const Buffer &a = vals[n.inputs[0]];
         int k = n.params[0];
         if (a.h <= 2 * k || a.w <= 2 * k) return Status::bad("crop larger than the tile");
-        out = Buffer(a.c, a.h - 2 * k, a.w - 2 * k);
+        out.reshape(a.c, a.h - 2 * k, a.w - 2 * k);
         for (int ch = 0; ch < a.c; ++ch)
           for (int y = 0; y < out.h; ++y)
             std::copy(a.plane(ch) + static_cast<size_t>(y + k) * a.w + k,
                       a.plane(ch) + static_cast<size_t>(y + k) * a.w + k + out.w, out.plane(ch) + static_cast<size_t>(y) * out.w);
       }
       for (size_t k = 0; k < n.inputs.size(); ++k)  // free what no later node reads
-        if (lastUse_[n.inputs[k]] == i) std::vector<float>().swap(vals[n.inputs[k]].v);
+        if (lastUse_[n.inputs[k]] == i) {
+          pool.push_back(std::vector<float>());
+          pool.back().swap(vals[n.inputs[k]].v);
+        }
     }
     const Buffer &res = vals.back();
     int s = side - 2 * context_;
@@ -394,6 +414,7 @@ class Model {
     std::vector<Pel> out(static_cast<size_t>(width) * height);
     if (floatOut) floatOut->assign(static_cast<size_t>(width) * height, 0.f);
     std::vector<float> tile(static_cast<size_t>(side) * side), res;
+    std::vector<std::vector<float> > pool;  // node buffers, recycled from tile to tile
     std::vector<int32_t> itile(precision_ == kInt16 ? static_cast<size_t>(side) * side : 0), ires;
     for (int y0 = 0; y0 < height; y0 += ctu) {
       for (int x0 = 0; x0 < width; x0 += ctu) {
@@ -419,7 +440,7 @@ class Model {
             tile[static_cast<size_t>(y) * side + x] = static_cast<float>(src[sy * srcStride + sx]) / peak;
           }
         }
-        Status st = runTile(&tile[0], side, qp, res);
+        Status st = runTile(&tile[0], side, qp, res, pool);
         if (!st.ok) return st;
         for (int y = 0; y < ctu && y0 + y < height; ++y) {
           for (int x = 0; x < ctu && x0 + x < width; ++x) {
@@ -519,10 +540,12 @@ class Model {
     const int cout = static_cast<int>(W.dims[0]), cin_g = static_cast<int>(W.dims[1]), k = static_cast<int>(W.dims[2]);
     const int oh = in.h + 2 * pad - k + 1, ow = in.w + 2 * pad - k + 1;
     if (oh <= 0 || ow <= 0) return Status::bad("convolution larger than the tile");
-    out = Buffer(cout, oh, ow);
+    out.reshape(cout, oh, ow);
 #ifdef CNNW_AVX2
     if (groups == 1) {
-      if (cout % 16 == 0) {
+      if (k == 1 && pad == 0 && cout % 16 == 0) {
+        conv1x1Avx2(&in.v[0], in.c, in.h * in.w, &W.data[0], &B.data[0], cout, out);
+      } else if (cout % 16 == 0) {
         if (k == 3)
           convAvx2Co<3>(&in.v[0], in.c, in.h, in.w, pad, &W.data[0], &B.data[0], cout, k, out);
         else if (k == 1)
@@ -669,6 +692,64 @@ class Model {
       for (int co = 0; co < cout; ++co)
         std::copy(&rowbuf[static_cast<size_t>(co) * owr], &rowbuf[static_cast<size_t>(co) * owr] + ow,
                   out.plane(co) + static_cast<size_t>(y) * ow);
+    }
+  }
+
+  // 1x1 convolutions with 16, 32, ... output channels are a matrix product over the pixels, which are
+  // contiguous in the planar input: no padded copy. Vectorised over output channels (two registers of 8),
+  // 6 pixels at a time, inputs broadcast; pixels go in chunks of 96 whose input stays in cache.
+  static void conv1x1Avx2(const float *in, int cin, int npix, const float *w, const float *bias, int cout,
+                          Buffer &out) {
+    static thread_local std::vector<float> wbuf;
+    const int P = 6, chunk = 96;
+    wbuf.resize(static_cast<size_t>(cin) * cout + 8);  // [co / 16][ci][16], 32-byte aligned
+    float *wq = &wbuf[0];
+    while (reinterpret_cast<uintptr_t>(wq) % 32) ++wq;
+    for (int co = 0; co < cout; ++co)
+      for (int c = 0; c < cin; ++c) wq[(static_cast<size_t>(co / 16) * cin + c) * 16 + co % 16] = w[static_cast<size_t>(co) * cin + c];
+    const size_t np = static_cast<size_t>(npix);
+    float tmp[P * 16];
+    for (int p0 = 0; p0 < npix; p0 += chunk) {
+      const int pn = std::min(chunk, npix - p0);
+      for (int cb = 0; cb < cout; cb += 16) {
+        const __m256 b0 = _mm256_loadu_ps(bias + cb), b1 = _mm256_loadu_ps(bias + cb + 8);
+        const float *wblk = wq + static_cast<size_t>(cb / 16) * cin * 16;
+        int p = 0;
+        for (; p + P <= pn; p += P) {
+          __m256 a00 = b0, a01 = b1, a10 = b0, a11 = b1, a20 = b0, a21 = b1;
+          __m256 a30 = b0, a31 = b1, a40 = b0, a41 = b1, a50 = b0, a51 = b1;
+          const float *src = in + p0 + p;
+          for (int c = 0; c < cin; ++c, src += np) {
+            const __m256 w0 = _mm256_load_ps(wblk + 16 * c), w1 = _mm256_load_ps(wblk + 16 * c + 8);
+            __m256 sv = _mm256_broadcast_ss(src);
+            a00 = _mm256_fmadd_ps(sv, w0, a00), a01 = _mm256_fmadd_ps(sv, w1, a01);
+            sv = _mm256_broadcast_ss(src + 1);
+            a10 = _mm256_fmadd_ps(sv, w0, a10), a11 = _mm256_fmadd_ps(sv, w1, a11);
+            sv = _mm256_broadcast_ss(src + 2);
+            a20 = _mm256_fmadd_ps(sv, w0, a20), a21 = _mm256_fmadd_ps(sv, w1, a21);
+            sv = _mm256_broadcast_ss(src + 3);
+            a30 = _mm256_fmadd_ps(sv, w0, a30), a31 = _mm256_fmadd_ps(sv, w1, a31);
+            sv = _mm256_broadcast_ss(src + 4);
+            a40 = _mm256_fmadd_ps(sv, w0, a40), a41 = _mm256_fmadd_ps(sv, w1, a41);
+            sv = _mm256_broadcast_ss(src + 5);
+            a50 = _mm256_fmadd_ps(sv, w0, a50), a51 = _mm256_fmadd_ps(sv, w1, a51);
+          }
+          _mm256_storeu_ps(tmp, a00), _mm256_storeu_ps(tmp + 8, a01), _mm256_storeu_ps(tmp + 16, a10);
+          _mm256_storeu_ps(tmp + 24, a11), _mm256_storeu_ps(tmp + 32, a20), _mm256_storeu_ps(tmp + 40, a21);
+          _mm256_storeu_ps(tmp + 48, a30), _mm256_storeu_ps(tmp + 56, a31), _mm256_storeu_ps(tmp + 64, a40);
+          _mm256_storeu_ps(tmp + 72, a41), _mm256_storeu_ps(tmp + 80, a50), _mm256_storeu_ps(tmp + 88, a51);
+          for (int co = 0; co < 16; ++co) {
+            float *o = out.plane(cb + co) + p0 + p;
+            for (int i = 0; i < P; ++i) o[i] = tmp[16 * i + co];
+          }
+        }
+        for (; p < pn; ++p)  // the chunk's last pixels, one at a time
+          for (int co = 0; co < 16; ++co) {
+            float acc = bias[cb + co];
+            for (int c = 0; c < cin; ++c) acc += wblk[16 * c + co] * in[static_cast<size_t>(c) * np + p0 + p];
+            out.plane(cb + co)[p0 + p] = acc;
+          }
+      }
     }
   }
 
