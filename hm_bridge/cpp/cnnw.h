@@ -66,6 +66,10 @@ struct IBuffer {
   std::vector<int16_t> v;
   IBuffer() : c(0), h(0), w(0), q(0) {}
   IBuffer(int c_, int h_, int w_, int q_) : c(c_), h(h_), w(w_), q(q_), v(static_cast<size_t>(c_) * h_ * w_, 0) {}
+  void reshape(int c_, int h_, int w_) {
+    c = c_, h = h_, w = w_;
+    v.resize(static_cast<size_t>(c_) * h_ * w_);
+  }
   int16_t *plane(int k) { return &v[static_cast<size_t>(k) * h * w]; }
   const int16_t *plane(int k) const { return &v[static_cast<size_t>(k) * h * w]; }
 };
@@ -238,6 +242,38 @@ class Model {
     return Status::good();
   }
 
+  // Concat and crop move samples only: one implementation for float and int16 buffers (the int16
+  // runner checks and sets the scales).
+  template <typename Buf>
+  static Status concatInto(const std::vector<Buf> &vals, const Node &n, Buf &out) {
+    int c = 0;
+    const Buf &a0 = vals[n.inputs[0]];
+    for (size_t k = 0; k < n.inputs.size(); ++k) {
+      const Buf &a = vals[n.inputs[k]];
+      if (a.h != a0.h || a.w != a0.w) return Status::bad("concat of different sizes");
+      c += a.c;
+    }
+    out.reshape(c, a0.h, a0.w);
+    size_t off = 0;
+    for (size_t k = 0; k < n.inputs.size(); ++k) {
+      const Buf &a = vals[n.inputs[k]];
+      std::copy(a.v.begin(), a.v.end(), out.v.begin() + off);
+      off += a.v.size();
+    }
+    return Status::good();
+  }
+
+  template <typename Buf>
+  static Status cropInto(const Buf &a, int k, Buf &out) {
+    if (k < 0 || a.h <= 2 * k || a.w <= 2 * k) return Status::bad("crop larger than the tile");
+    out.reshape(a.c, a.h - 2 * k, a.w - 2 * k);
+    for (int ch = 0; ch < a.c; ++ch)
+      for (int y = 0; y < out.h; ++y)
+        std::copy(a.plane(ch) + static_cast<size_t>(y + k) * a.w + k,
+                  a.plane(ch) + static_cast<size_t>(y + k) * a.w + k + out.w, out.plane(ch) + static_cast<size_t>(y) * out.w);
+    return Status::good();
+  }
+
   // out = vals[in]: moved when node i is its last reader (no copy), else copied.
   template <typename Buf>
   void takeOrCopy(std::vector<Buf> &vals, size_t in, size_t i, Buf &out) const {
@@ -275,20 +311,8 @@ class Model {
         out.reshape(1, a.h, a.w);
         std::fill(out.v.begin(), out.v.end(), static_cast<float>(qp) / 51.0f);
       } else if (n.op == OP_CONCAT) {
-        int c = 0;
-        const Buffer &a0 = vals[n.inputs[0]];
-        for (size_t k = 0; k < n.inputs.size(); ++k) {
-          const Buffer &a = vals[n.inputs[k]];
-          if (a.h != a0.h || a.w != a0.w) return Status::bad("concat of different sizes");
-          c += a.c;
-        }
-        out.reshape(c, a0.h, a0.w);
-        size_t off = 0;
-        for (size_t k = 0; k < n.inputs.size(); ++k) {
-          const Buffer &a = vals[n.inputs[k]];
-          std::copy(a.v.begin(), a.v.end(), out.v.begin() + off);
-          off += a.v.size();
-        }
+        Status st = concatInto(vals, n, out);
+        if (!st.ok) return st;
       } else if (n.op == OP_CONV2D) {
         Status st = conv(n, vals[n.inputs[0]], out);
         if (!st.ok) return st;
@@ -306,14 +330,8 @@ class Model {
           for (size_t k = 0; k < out.v.size(); ++k) out.v[k] += b.v[k];
         }
       } else if (n.op == OP_CROP) {
-        const Buffer &a = vals[n.inputs[0]];
-        int k = n.params[0];
-        if (a.h <= 2 * k || a.w <= 2 * k) return Status::bad("crop larger than the tile");
-        out.reshape(a.c, a.h - 2 * k, a.w - 2 * k);
-        for (int ch = 0; ch < a.c; ++ch)
-          for (int y = 0; y < out.h; ++y)
-            std::copy(a.plane(ch) + static_cast<size_t>(y + k) * a.w + k,
-                      a.plane(ch) + static_cast<size_t>(y + k) * a.w + k + out.w, out.plane(ch) + static_cast<size_t>(y) * out.w);
+        Status st = cropInto(vals[n.inputs[0]], n.params[0], out);
+        if (!st.ok) return st;
       }
       for (size_t k = 0; k < n.inputs.size(); ++k)  // free what no later node reads
         if (lastUse_[n.inputs[k]] == i) {
@@ -348,20 +366,11 @@ class Model {
         out = IBuffer(1, a.h, a.w, qo);
         std::fill(out.v.begin(), out.v.end(), sat16((static_cast<int64_t>(qp) * (static_cast<int64_t>(1) << qo) + 25) / 51));
       } else if (n.op == OP_CONCAT) {
-        int c = 0;
-        const IBuffer &a0 = vals[n.inputs[0]];
-        for (size_t k = 0; k < n.inputs.size(); ++k) {
-          const IBuffer &a = vals[n.inputs[k]];
-          if (a.h != a0.h || a.w != a0.w || a.q != qo) return Status::bad("concat of different sizes or scales");
-          c += a.c;
-        }
-        out = IBuffer(c, a0.h, a0.w, qo);
-        size_t off = 0;
-        for (size_t k = 0; k < n.inputs.size(); ++k) {
-          const IBuffer &a = vals[n.inputs[k]];
-          std::copy(a.v.begin(), a.v.end(), out.v.begin() + off);
-          off += a.v.size();
-        }
+        for (size_t k = 0; k < n.inputs.size(); ++k)
+          if (vals[n.inputs[k]].q != qo) return Status::bad("concat of different scales");
+        Status st = concatInto(vals, n, out);
+        if (!st.ok) return st;
+        out.q = qo;
       } else if (n.op == OP_CONV2D) {
         Status st = convInt(n, vals[n.inputs[0]], out);
         if (!st.ok) return st;
@@ -375,14 +384,9 @@ class Model {
         for (size_t k = 0; k < out.v.size(); ++k)
           out.v[k] = sat16(shiftRound(a.v[k], a.q - qo) + shiftRound(b.v[k], b.q - qo));
       } else if (n.op == OP_CROP) {
-        const IBuffer &a = vals[n.inputs[0]];
-        int k = n.params[0];
-        if (a.h <= 2 * k || a.w <= 2 * k) return Status::bad("crop larger than the tile");
-        out = IBuffer(a.c, a.h - 2 * k, a.w - 2 * k, a.q);
-        for (int ch = 0; ch < a.c; ++ch)
-          for (int y = 0; y < out.h; ++y)
-            std::copy(a.plane(ch) + static_cast<size_t>(y + k) * a.w + k,
-                      a.plane(ch) + static_cast<size_t>(y + k) * a.w + k + out.w, out.plane(ch) + static_cast<size_t>(y) * out.w);
+        Status st = cropInto(vals[n.inputs[0]], n.params[0], out);
+        if (!st.ok) return st;
+        out.q = vals[n.inputs[0]].q;
       }
       if (n.op == OP_INPUT) continue;  // the input is read again at the end (the centre)
       for (size_t k = 0; k < n.inputs.size(); ++k)
