@@ -538,6 +538,53 @@ class Model {
     }
   }
 
+  // The portable convolution loops, shared by float and int16: adds the taps of ``cin`` input planes
+  // (``in``, each ih x iw) to the accumulator plane ``d`` (oh x ow). int16 accumulates in uint32 with
+  // wrap-around (defined, order-independent), so any loop order gives the same bits.
+  static inline float product(float w, float s) { return w * s; }
+  static inline uint32_t product(int32_t w, int16_t s) { return static_cast<uint32_t>(w * static_cast<int32_t>(s)); }
+
+  template <typename Sample, typename Weight, typename Acc>
+  static void accumulateConv(const Sample *in, int ih, int iw, const Weight *wco, int cin, int k, int pad, Acc *d, int oh,
+                             int ow) {
+    const size_t plane = static_cast<size_t>(ih) * iw, kk = static_cast<size_t>(k) * k;
+    int ci = 0;
+    for (; ci + 4 <= cin; ci += 4) {  // four input channels per pass over the output plane
+      const Sample *p0 = in + ci * plane, *p1 = p0 + plane, *p2 = p1 + plane, *p3 = p2 + plane;
+      for (int ky = 0; ky < k; ++ky) {
+        for (int kx = 0; kx < k; ++kx) {
+          const size_t tap = static_cast<size_t>(ky) * k + kx;
+          const Weight w0 = wco[ci * kk + tap], w1 = wco[(ci + 1) * kk + tap];
+          const Weight w2 = wco[(ci + 2) * kk + tap], w3 = wco[(ci + 3) * kk + tap];
+          const int dy = ky - pad, dx = kx - pad;
+          const int x_lo = std::max(0, -dx), x_hi = std::min(ow, iw - dx);
+          for (int y = std::max(0, -dy); y < std::min(oh, ih - dy); ++y) {
+            const size_t off = static_cast<size_t>(y + dy) * iw + dx;
+            const Sample *s0 = p0 + off, *s1 = p1 + off, *s2 = p2 + off, *s3 = p3 + off;
+            Acc *dr = d + static_cast<size_t>(y) * ow;
+            for (int x = x_lo; x < x_hi; ++x)
+              dr[x] += product(w0, s0[x]) + product(w1, s1[x]) + product(w2, s2[x]) + product(w3, s3[x]);
+          }
+        }
+      }
+    }
+    for (; ci < cin; ++ci) {
+      const Sample *src = in + ci * plane;
+      for (int ky = 0; ky < k; ++ky) {
+        for (int kx = 0; kx < k; ++kx) {
+          const Weight wv = wco[(static_cast<size_t>(ci) * k + ky) * k + kx];
+          const int dy = ky - pad, dx = kx - pad;
+          const int x_lo = std::max(0, -dx), x_hi = std::min(ow, iw - dx);
+          for (int y = std::max(0, -dy); y < std::min(oh, ih - dy); ++y) {
+            const Sample *sr = src + static_cast<size_t>(y + dy) * iw + dx;
+            Acc *dr = d + static_cast<size_t>(y) * ow;
+            for (int x = x_lo; x < x_hi; ++x) dr[x] += product(wv, sr[x]);
+          }
+        }
+      }
+    }
+  }
+
   Status conv(const Node &n, const Buffer &in, Buffer &out) const {
     const Tensor &W = tensors_[n.params[0]], &B = tensors_[n.params[1]];
     const int pad = n.params[2], groups = n.params[3];
@@ -570,42 +617,8 @@ class Model {
       float *o = out.plane(co);
       std::fill(o, o + static_cast<size_t>(oh) * ow, B.data[co]);
       const int g = co / cout_g;
-      const float *wco = &W.data[static_cast<size_t>(co) * cin_g * k * k];
-      int ci = 0;
-      for (; ci + 4 <= cin_g; ci += 4) {  // four input channels per pass over the output plane
-        const float *p0 = in.plane(g * cin_g + ci), *p1 = in.plane(g * cin_g + ci + 1);
-        const float *p2 = in.plane(g * cin_g + ci + 2), *p3 = in.plane(g * cin_g + ci + 3);
-        for (int ky = 0; ky < k; ++ky) {
-          for (int kx = 0; kx < k; ++kx) {
-            const size_t tap = static_cast<size_t>(ky) * k + kx, kk = static_cast<size_t>(k) * k;
-            const float w0 = wco[ci * kk + tap], w1 = wco[(ci + 1) * kk + tap];
-            const float w2 = wco[(ci + 2) * kk + tap], w3 = wco[(ci + 3) * kk + tap];
-            const int dy = ky - pad, dx = kx - pad;
-            const int x_lo = std::max(0, -dx), x_hi = std::min(ow, in.w - dx);
-            for (int y = std::max(0, -dy); y < std::min(oh, in.h - dy); ++y) {
-              const size_t off = static_cast<size_t>(y + dy) * in.w + dx;
-              const float *s0 = p0 + off, *s1 = p1 + off, *s2 = p2 + off, *s3 = p3 + off;
-              float *d = o + static_cast<size_t>(y) * ow;
-              for (int x = x_lo; x < x_hi; ++x) d[x] += w0 * s0[x] + w1 * s1[x] + w2 * s2[x] + w3 * s3[x];
-            }
-          }
-        }
-      }
-      for (; ci < cin_g; ++ci) {
-        const float *src = in.plane(g * cin_g + ci);
-        for (int ky = 0; ky < k; ++ky) {
-          for (int kx = 0; kx < k; ++kx) {
-            const float wv = wco[(static_cast<size_t>(ci) * k + ky) * k + kx];
-            const int dy = ky - pad, dx = kx - pad;
-            const int x_lo = std::max(0, -dx), x_hi = std::min(ow, in.w - dx);
-            for (int y = std::max(0, -dy); y < std::min(oh, in.h - dy); ++y) {
-              const float *sr = src + static_cast<size_t>(y + dy) * in.w + dx;
-              float *d = o + static_cast<size_t>(y) * ow;
-              for (int x = x_lo; x < x_hi; ++x) d[x] += wv * sr[x];
-            }
-          }
-        }
-      }
+      accumulateConv(in.plane(g * cin_g), in.h, in.w, &W.data[static_cast<size_t>(co) * cin_g * k * k], cin_g, k, pad, o,
+                     oh, ow);
     }
     return Status::good();
   }
@@ -942,46 +955,8 @@ class Model {
     for (int co = 0; co < cout; ++co) {
       std::fill(acc.begin(), acc.end(), static_cast<uint32_t>(B.idata[co]));
       const int g = co / cout_g;
-      const int32_t *wco = &W.idata[static_cast<size_t>(co) * cin_g * k * k];
-      int ci = 0;
-      for (; ci + 4 <= cin_g; ci += 4) {  // four input channels per pass (wrap-around: any order gives the same)
-        const int16_t *p0 = in.plane(g * cin_g + ci), *p1 = in.plane(g * cin_g + ci + 1);
-        const int16_t *p2 = in.plane(g * cin_g + ci + 2), *p3 = in.plane(g * cin_g + ci + 3);
-        for (int ky = 0; ky < k; ++ky) {
-          for (int kx = 0; kx < k; ++kx) {
-            const size_t tap = static_cast<size_t>(ky) * k + kx, kk = static_cast<size_t>(k) * k;
-            const int32_t w0 = wco[ci * kk + tap], w1 = wco[(ci + 1) * kk + tap];
-            const int32_t w2 = wco[(ci + 2) * kk + tap], w3 = wco[(ci + 3) * kk + tap];
-            const int dy = ky - pad, dx = kx - pad;
-            const int x_lo = std::max(0, -dx), x_hi = std::min(ow, in.w - dx);
-            for (int y = std::max(0, -dy); y < std::min(oh, in.h - dy); ++y) {
-              const size_t off = static_cast<size_t>(y + dy) * in.w + dx;
-              const int16_t *s0 = p0 + off, *s1 = p1 + off, *s2 = p2 + off, *s3 = p3 + off;
-              uint32_t *d = &acc[static_cast<size_t>(y) * ow];
-              for (int x = x_lo; x < x_hi; ++x)
-                d[x] += static_cast<uint32_t>(w0 * static_cast<int32_t>(s0[x])) +
-                        static_cast<uint32_t>(w1 * static_cast<int32_t>(s1[x])) +
-                        static_cast<uint32_t>(w2 * static_cast<int32_t>(s2[x])) +
-                        static_cast<uint32_t>(w3 * static_cast<int32_t>(s3[x]));
-            }
-          }
-        }
-      }
-      for (; ci < cin_g; ++ci) {
-        const int16_t *src = in.plane(g * cin_g + ci);
-        for (int ky = 0; ky < k; ++ky) {
-          for (int kx = 0; kx < k; ++kx) {
-            const int32_t wv = wco[(static_cast<size_t>(ci) * k + ky) * k + kx];
-            const int dy = ky - pad, dx = kx - pad;
-            const int x_lo = std::max(0, -dx), x_hi = std::min(ow, in.w - dx);
-            for (int y = std::max(0, -dy); y < std::min(oh, in.h - dy); ++y) {
-              const int16_t *sr = src + static_cast<size_t>(y + dy) * in.w + dx;
-              uint32_t *d = &acc[static_cast<size_t>(y) * ow];
-              for (int x = x_lo; x < x_hi; ++x) d[x] += static_cast<uint32_t>(wv * static_cast<int32_t>(sr[x]));
-            }
-          }
-        }
-      }
+      accumulateConv(in.plane(g * cin_g), in.h, in.w, &W.idata[static_cast<size_t>(co) * cin_g * k * k], cin_g, k, pad,
+                     &acc[0], oh, ow);
       int16_t *o = out.plane(co);
       for (size_t j = 0; j < acc.size(); ++j) {
         int32_t a;
