@@ -27,16 +27,19 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+from functools import lru_cache
+
 import numpy as np
 from numba import njit
 
+from codecnn.intra import INTRA_PRED_ANGLE, INV_ANGLE, NUM_MODES
+
 COST_DCT, COST_DENSE, COST_HADAMARD = 0, 1, 2
-ANGLES = np.array([0, 0, 32, 26, 21, 17, 13, 9, 5, 2, 0, -2, -5, -9, -13, -17, -21, -26, -32, -26, -21, -17, -13, -9,
-                   -5, -2, 0, 2, 5, 9, 13, 17, 21, 26, 32], np.int32)  # intraPredAngle by mode
-INV_ANGLES = np.array([0] * 11 + [-4096, -1638, -910, -630, -482, -390, -315, -256, -315, -390, -482, -630, -910,
-                                  -1638, -4096] + [0] * 9, np.int32)  # invAngle by mode (modes 11..25)
+ANGLES = np.array([INTRA_PRED_ANGLE.get(m, 0) for m in range(NUM_MODES)], np.int32)  # intraPredAngle by mode
+INV_ANGLES = np.array([INV_ANGLE.get(m, 0) for m in range(NUM_MODES)], np.int32)  # invAngle by mode
 
 
+@lru_cache(maxsize=None)
 def odd_matrices(n: int) -> np.ndarray:
     """(levels, N/2, N/2) odd-part matrices of the butterfly recursion, orthonormal scaling folded in:
     level ``l`` has ``s = N >> l`` inputs and ``M[l, k, j] = sqrt(2/N) cos(pi (2j+1)(2k+1) / (2s))``."""
@@ -409,7 +412,7 @@ def label_frame(orig, ref, pos, n, bit_depth, ctu, use_f, kind, mats, dense, raw
     kernel = _KERNELS.get(n, _label_range_any)
     args = (orig, ref, pos, n, bit_depth, ctu, use_f, kind, mats, dense, raw, costs, best, rank, hads)
     nb = len(pos)
-    threads = threads or len(os.sched_getaffinity(0))
+    threads = threads or os.cpu_count() or 1
     if threads == 1 or nb < 64:
         kernel(0, nb, *args)
         return

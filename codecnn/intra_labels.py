@@ -7,9 +7,9 @@ the z-scan of the same CTU (the rule behind HM's ``isAboveRightAvailable``/``isB
 References come from the reconstruction (closed loop, what an encoder predicts from) or from the
 original (open loop). Costs: :func:`codecnn.intra.transform_costs` (DCT-SATD by default).
 
-References are gathered, substituted and smoothed for all blocks at once (numpy); predictions,
-residuals and costs come from one compiled kernel, block by block in cache (:mod:`codecnn._intra_kernel`,
-the same formulas as :func:`codecnn.intra.predict_all`), so memory holds only the per-block outputs.
+References (availability, substitution, smoothing), predictions, residuals and costs all come from one
+compiled kernel, block by block in cache (:mod:`codecnn._intra_kernel`, the same formulas as
+:mod:`codecnn.intra`), so memory holds only the per-block outputs.
 Costs are rounded to 1e-6 before ranking, so modes with equal predictions tie exactly and ties go to
 the lower mode number.
 """
@@ -17,7 +17,6 @@ the lower mode number.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
@@ -31,55 +30,6 @@ def block_positions(height: int, width: int, n: int) -> np.ndarray:
     """(B, 2) top-left (y, x) of the N x N blocks wholly inside the picture, raster order."""
     ys, xs = np.mgrid[0 : height - n + 1 : n, 0 : width - n + 1 : n]
     return np.stack([ys.ravel(), xs.ravel()], 1)
-
-
-def _morton(uy: np.ndarray, ux: np.ndarray) -> np.ndarray:
-    z = np.zeros(np.broadcast(uy, ux).shape, np.int64)
-    for b in range(8):
-        z |= ((ux >> b) & 1) << (2 * b)
-        z |= ((uy >> b) & 1) << (2 * b + 1)
-    return z
-
-
-def _coding_order(y: np.ndarray, x: np.ndarray, width: int, ctu: int) -> tuple[np.ndarray, np.ndarray]:
-    """(CTU raster index, z-scan index of the 4x4 unit) of luma positions."""
-    ctus_w = -(-width // ctu)
-    return (y // ctu) * ctus_w + x // ctu, _morton((y % ctu) >> 2, (x % ctu) >> 2)
-
-
-def reference_coords(pos: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(B, 4N+1) row and column of every reference sample, in the linear order of :mod:`codecnn.intra`."""
-    k = np.arange(2 * n)
-    y0, x0 = pos[:, 0:1], pos[:, 1:2]
-    ys = np.concatenate([y0 + k[::-1], y0 - 1, np.broadcast_to(y0 - 1, (len(pos), 2 * n))], 1)
-    xs = np.concatenate([np.broadcast_to(x0 - 1, (len(pos), 2 * n)), x0 - 1, x0 + k], 1)
-    return ys, xs
-
-
-def availability(pos: np.ndarray, n: int, height: int, width: int, ctu: int = HM_CTU) -> np.ndarray:
-    """(B, 4N+1) availability of each reference sample (picture bounds and coding order)."""
-    ys, xs = reference_coords(pos, n)
-    inside = (ys >= 0) & (xs >= 0) & (ys < height) & (xs < width)
-    c_ref, z_ref = _coding_order(np.clip(ys, 0, None), np.clip(xs, 0, None), width, ctu)
-    c_blk, z_blk = _coding_order(pos[:, 0:1], pos[:, 1:2], width, ctu)
-    return inside & ((c_ref < c_blk) | ((c_ref == c_blk) & (z_ref < z_blk)))
-
-
-def neighbours(ref: np.ndarray, pos: np.ndarray, n: int, ctu: int = HM_CTU):
-    """Raw ``top``, ``left`` (B, 2N), ``corner`` (B,) from the reference picture, and the availability."""
-    h, w = ref.shape
-    ys, xs = reference_coords(pos, n)
-    avail = availability(pos, n, h, w, ctu)
-    lin = ref[np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1)].astype(np.int32)
-    lin = np.where(avail, lin, -1)
-    return lin[:, 2 * n + 1 :], lin[:, : 2 * n][:, ::-1], lin[:, 2 * n], avail
-
-
-@lru_cache(maxsize=None)
-def _odd_matrices(n: int) -> np.ndarray:
-    from codecnn._intra_kernel import odd_matrices
-
-    return odd_matrices(n)
 
 
 @dataclass
@@ -127,7 +77,7 @@ def label_blocks(orig: np.ndarray, ref: np.ndarray, n: int, bit_depth: int = 8, 
     kind = {"dct": kern.COST_DCT, "hevc": kern.COST_DENSE, "hadamard": kern.COST_HADAMARD}[cost]
     use_f = np.array([uses_filtered(m, n) for m in range(NUM_MODES)])
     kern.label_frame(np.ascontiguousarray(orig, np.int32), np.ascontiguousarray(ref, np.int32), pos.astype(np.int64),
-                     n, bit_depth, ctu, use_f, kind, _odd_matrices(n), hevc_transform_matrix(n).astype(np.float64),
+                     n, bit_depth, ctu, use_f, kind, kern.odd_matrices(n), hevc_transform_matrix(n).astype(np.float64),
                      raw, costs, best, rank, had)
     if not with_hadamard:
         had = np.zeros((b, NUM_MODES), np.int32)

@@ -6,7 +6,7 @@ import pytest
 from codecnn.errors import CodecnnError
 from codecnn.intra import (hadamard_satd, hevc_transform_matrix, intra_predictions, predict_all, smooth, substitute,
                            to_linear, transform_costs, uses_filtered)
-from codecnn.intra_labels import label_blocks, neighbours
+from codecnn.intra_labels import label_blocks
 from codecnn.yuv import RawYuvReader
 from conftest import DATA, HM
 
@@ -86,7 +86,8 @@ def test_hevc_matrix_rows():
 
 
 def _slow_labels(orig, ref, n):
-    """The obvious way: block by block, neighbours read one sample at a time, scalar availability."""
+    """The obvious way: block by block, neighbours read one sample at a time, scalar availability.
+    Returns the (B, 35) DCT costs and the (B, 4N+1) raw linear references (-1 unavailable)."""
     from codecnn.intra import dct_matrix
 
     h, w = orig.shape
@@ -98,7 +99,7 @@ def _slow_labels(orig, ref, n):
         z = sum((((ux >> b) & 1) << (2 * b)) | (((uy >> b) & 1) << (2 * b + 1)) for b in range(4))
         return (y // 64) * ctus_w + x // 64, z
 
-    out = []
+    out, refs = [], []
     for by in range(0, h - n + 1, n):
         for bx in range(0, w - n + 1, n):
             def sample(y, x):
@@ -108,11 +109,13 @@ def _slow_labels(orig, ref, n):
 
             top = [sample(by - 1, bx + i) for i in range(2 * n)]
             left = [sample(by + i, bx - 1) for i in range(2 * n)]
-            pred = intra_predictions(top, left, sample(by - 1, bx - 1))
+            corner = sample(by - 1, bx - 1)
+            pred = intra_predictions(top, left, corner)
             block = orig[by : by + n, bx : bx + n].astype(float)
             costs = [np.abs(c @ (block - pred[m]) @ c.T).sum() for m in range(35)]
             out.append(costs)
-    return np.array(out)
+            refs.append(left[::-1] + [corner] + top)
+    return np.array(out), np.array(refs)
 
 
 @pytest.mark.parametrize("n", SIZES)
@@ -121,26 +124,25 @@ def test_frame_labels_equal_a_slow_reference(n):
     orig = RawYuvReader(HM / "carphone" / "orig.yuv", 176, 144).read(3).y[:96, :128]
     recon = RawYuvReader(HM / "carphone" / "lf" / "qp32" / "recon.yuv", 176, 144).read(3).y[:96, :128]
     lab = label_blocks(orig, recon, n)
-    slow = _slow_labels(orig, recon, n)
+    slow, refs = _slow_labels(orig, recon, n)
     np.testing.assert_allclose(lab.costs, slow, rtol=1e-6, atol=1e-3)
     assert lab.best.tolist() == np.argmin(np.round(slow, 6), 1).tolist()
     assert (lab.rank[np.arange(len(lab.best)), lab.best] == 0).all()
     assert sorted(lab.rank[0].tolist()) == list(range(35))
-    top, left, corner, avail = neighbours(recon, lab.pos, n)
-    assert not avail[0].any()  # the picture's first block has no neighbour
-    assert (lab.top == top).all() and (lab.left == left).all() and (lab.corner == corner).all()
+    assert (lab.ref[0] == -1).all()  # the picture's first block has no neighbour
+    assert (lab.ref == refs).all()
 
 
 @pytest.mark.parametrize("n", SIZES)
 def test_fused_kernel_equals_the_vectorised_formulas(n):
-    """The labeller's compiled kernel (references, transposed horizontal modes, butterfly DCT) against
-    predict_all + transform_costs on a real 10-bit-scaled frame: Hadamard, HEVC and DCT costs."""
+    """The labeller's compiled kernel (transposed horizontal modes, butterfly DCT) against predict_all +
+    transform_costs on a real 10-bit-scaled frame: Hadamard, HEVC and DCT costs (its references are
+    checked against the slow reference above)."""
     orig = RawYuvReader(HM / "carphone" / "orig.yuv", 176, 144).read(1).y[:64, :96].astype(np.int32) * 4 + 1
     recon = RawYuvReader(HM / "carphone" / "lf" / "qp32" / "recon.yuv", 176, 144).read(1).y[:64, :96]
     recon = recon.astype(np.int32) * 4
     lab = label_blocks(orig, recon, n, bit_depth=10, cost="hevc")
-    top, left, corner, avail = neighbours(recon, lab.pos, n)
-    pred = predict_all(top, left, corner, bit_depth=10, avail=avail)
+    pred = predict_all(lab.top, lab.left, lab.corner, bit_depth=10)  # -1 marks the unavailable samples
     blocks = np.stack([orig[y : y + n, x : x + n] for y, x in lab.pos])
     diff = blocks[:, None] - pred
     assert (lab.hadamard == transform_costs(diff, "hadamard")).all()

@@ -87,7 +87,8 @@ def write_frame_labels(h5, orig: np.ndarray, ref: np.ndarray, bit_depth: int, qp
         if b == 0:
             continue
         g = h5.require_group(f"n{n}")
-        rows = {"ref": lab.ref.astype(np.int16), "costs": lab.costs, "best": lab.best, "rank": lab.rank, "hadamard": lab.hadamard,
+        rows = {"ref": lab.ref.astype(np.int16), "costs": lab.costs, "best": lab.best, "rank": lab.rank,
+                "hadamard": lab.hadamard,
                 "qp": np.full(b, qp, np.int8), "frame": np.full(b, frame, np.int32), "pos": lab.pos,
                 "seq": np.full(b, seq, np.int16), "split": np.full(b, split, np.uint8),
                 "bit_depth": np.full(b, bit_depth, np.uint8)}
