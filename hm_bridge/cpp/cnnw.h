@@ -274,10 +274,12 @@ class Model {
     return Status::good();
   }
 
-  // out = vals[in]: moved when node i is its last reader (no copy), else copied.
+  // out = the first input of node i: moved when node i is its last reader and reads it only once (no
+  // copy), else copied.
   template <typename Buf>
-  void takeOrCopy(std::vector<Buf> &vals, size_t in, size_t i, Buf &out) const {
-    if (lastUse_[in] == i)
+  void takeOrCopy(std::vector<Buf> &vals, const Node &n, size_t i, Buf &out) const {
+    const uint32_t in = n.inputs[0];
+    if (lastUse_[in] == i && std::count(n.inputs.begin(), n.inputs.end(), in) == 1)
       std::swap(out, vals[in]);
     else
       out = vals[in];
@@ -317,18 +319,13 @@ class Model {
         Status st = conv(n, vals[n.inputs[0]], out);
         if (!st.ok) return st;
       } else if (n.op == OP_RELU) {
-        takeOrCopy(vals, n.inputs[0], i, out);
+        takeOrCopy(vals, n, i, out);
         for (size_t k = 0; k < out.v.size(); ++k) out.v[k] = out.v[k] > 0.f ? out.v[k] : 0.f;
       } else if (n.op == OP_ADD) {
         const Buffer &a = vals[n.inputs[0]], &b = vals[n.inputs[1]];
         if (a.c != b.c || a.h != b.h || a.w != b.w) return Status::bad("add of different shapes");
-        if (n.inputs[0] == n.inputs[1]) {
-          out = a;
-          for (size_t k = 0; k < out.v.size(); ++k) out.v[k] += out.v[k];
-        } else {
-          takeOrCopy(vals, n.inputs[0], i, out);
-          for (size_t k = 0; k < out.v.size(); ++k) out.v[k] += b.v[k];
-        }
+        takeOrCopy(vals, n, i, out);  // b stays valid: an input read twice is copied, not moved
+        for (size_t k = 0; k < out.v.size(); ++k) out.v[k] += b.v[k];
       } else if (n.op == OP_CROP) {
         Status st = cropInto(vals[n.inputs[0]], n.params[0], out);
         if (!st.ok) return st;
@@ -375,7 +372,7 @@ class Model {
         Status st = convInt(n, vals[n.inputs[0]], out);
         if (!st.ok) return st;
       } else if (n.op == OP_RELU) {
-        takeOrCopy(vals, n.inputs[0], i, out);
+        takeOrCopy(vals, n, i, out);
         for (size_t k = 0; k < out.v.size(); ++k) out.v[k] = out.v[k] > 0 ? out.v[k] : 0;
       } else if (n.op == OP_ADD) {
         const IBuffer &a = vals[n.inputs[0]], &b = vals[n.inputs[1]];
@@ -624,6 +621,25 @@ class Model {
   }
 
 #ifdef CNNW_AVX2
+  // The float input of a convolution, zero-padded, laid out [y][c][x] (rows of pw samples): the k rows of
+  // all channels that one output row reads are contiguous. Returns the stride of y. Only the border is
+  // zeroed (the buffer is reused between calls).
+  static size_t padRows(const float *in, int cin, int ih, int iw, int pad, int ph, int pw, std::vector<float> &padded) {
+    const size_t prow = static_cast<size_t>(cin) * pw;
+    padded.resize(prow * ph);
+    std::fill(padded.begin(), padded.begin() + prow * pad, 0.f);
+    std::fill(padded.begin() + prow * (pad + ih), padded.end(), 0.f);
+    for (int y = 0; y < ih; ++y)
+      for (int c = 0; c < cin; ++c) {
+        float *r = &padded[prow * (y + pad) + static_cast<size_t>(c) * pw];
+        const float *src = in + (static_cast<size_t>(c) * ih + y) * iw;
+        std::fill(r, r + pad, 0.f);
+        std::copy(src, src + iw, r + pad);
+        std::fill(r + pad + iw, r + pw, 0.f);
+      }
+    return prow;
+  }
+
   // Direct convolution, register-blocked: 4 output channels x 24 (or 8) pixels of one output row stay in
   // 12 (or 4) AVX registers through all input channels and taps. Rows outermost, so the k input rows of
   // every channel stay in cache for all output channels. The input is copied once, zero-padded, so the
@@ -637,18 +653,7 @@ class Model {
     const int oh = out.h, ow = out.w, owr = (ow + 7) / 8 * 8, coutp = (cout + 3) / 4 * 4;
     const int ph = oh + k - 1, pw = owr + k - 1 + 8;
     static thread_local std::vector<float> padded, wp, rowbuf;
-    // padded input laid out [y][c][x]: the k rows of all channels that one output row reads are contiguous
-    const size_t prow = static_cast<size_t>(cin) * pw;
-    padded.resize(prow * ph);
-    std::fill(padded.begin(), padded.begin() + prow * pad, 0.f);  // border zeroed, interior copied
-    std::fill(padded.begin() + prow * (pad + ih), padded.end(), 0.f);
-    for (int y = 0; y < ih; ++y)
-      for (int c = 0; c < cin; ++c) {
-        float *r = &padded[prow * (y + pad) + static_cast<size_t>(c) * pw];
-        std::fill(r, r + pad, 0.f);
-        std::copy(in + (static_cast<size_t>(c) * ih + y) * iw, in + (static_cast<size_t>(c) * ih + y) * iw + iw, r + pad);
-        std::fill(r + pad + iw, r + pw, 0.f);
-      }
+    const size_t prow = padRows(in, cin, ih, iw, pad, ph, pw, padded);
     const int taps = cin * k * k;
     wp.assign(static_cast<size_t>(taps) * coutp, 0.f);  // [co / 4][ci][ky][kx][co % 4]
     for (int co = 0; co < cout; ++co)
@@ -780,17 +785,7 @@ class Model {
     const int oh = out.h, ow = out.w, owr = (ow + P - 1) / P * P;
     const int ph = oh + k - 1, pw = owr + k - 1;
     static thread_local std::vector<float> padded, wbuf, rowbuf;
-    const size_t prow = static_cast<size_t>(cin) * pw;  // [y][c][x], as above
-    padded.resize(prow * ph);
-    std::fill(padded.begin(), padded.begin() + prow * pad, 0.f);
-    std::fill(padded.begin() + prow * (pad + ih), padded.end(), 0.f);
-    for (int y = 0; y < ih; ++y)
-      for (int c = 0; c < cin; ++c) {
-        float *r = &padded[prow * (y + pad) + static_cast<size_t>(c) * pw];
-        std::fill(r, r + pad, 0.f);
-        std::copy(in + (static_cast<size_t>(c) * ih + y) * iw, in + (static_cast<size_t>(c) * ih + y) * iw + iw, r + pad);
-        std::fill(r + pad + iw, r + pw, 0.f);
-      }
+    const size_t prow = padRows(in, cin, ih, iw, pad, ph, pw, padded);
     const int taps = cin * k * k;
     wbuf.resize(static_cast<size_t>(taps) * cout + 8);  // [co / 16][ci][ky][kx][16], 32-byte aligned
     float *wq = &wbuf[0];
