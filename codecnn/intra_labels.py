@@ -73,12 +73,10 @@ def label_blocks(orig: np.ndarray, ref: np.ndarray, n: int, bit_depth: int = 8, 
     costs = np.empty((b, NUM_MODES), np.float32)
     best = np.empty(b, np.int8)
     rank = np.empty((b, NUM_MODES), np.int8)
-    had = np.zeros((b if with_hadamard else 0, NUM_MODES), np.int32)
+    had = np.zeros((b, NUM_MODES), np.int32)  # left zero without Hadamard (the kernel skips a 0-row array)
     kind = {"dct": kern.COST_DCT, "hevc": kern.COST_DENSE, "hadamard": kern.COST_HADAMARD}[cost]
     use_f = np.array([uses_filtered(m, n) for m in range(NUM_MODES)])
     kern.label_frame(np.ascontiguousarray(orig, np.int32), np.ascontiguousarray(ref, np.int32), pos.astype(np.int64),
                      n, bit_depth, ctu, use_f, kind, kern.odd_matrices(n), hevc_transform_matrix(n).astype(np.float64),
-                     raw, costs, best, rank, had)
-    if not with_hadamard:
-        had = np.zeros((b, NUM_MODES), np.int32)
+                     raw, costs, best, rank, had if with_hadamard else had[:0])
     return BlockLabels(n, pos.astype(np.int32), costs, best, rank, had, raw)
