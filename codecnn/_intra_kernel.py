@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 from numba import njit
@@ -39,7 +38,7 @@ ANGLES = np.array([INTRA_PRED_ANGLE.get(m, 0) for m in range(NUM_MODES)], np.int
 INV_ANGLES = np.array([INV_ANGLE.get(m, 0) for m in range(NUM_MODES)], np.int32)  # invAngle by mode
 
 
-@lru_cache(maxsize=None)
+@cache
 def odd_matrices(n: int) -> np.ndarray:
     """(levels, N/2, N/2) odd-part matrices of the butterfly recursion, orthonormal scaling folded in:
     level ``l`` has ``s = N >> l`` inputs and ``M[l, k, j] = sqrt(2/N) cos(pi (2j+1)(2k+1) / (2s))``."""
@@ -309,8 +308,9 @@ def _hadamard_satd(a, t, n):  # pragma: no cover - compiled
 
 
 @njit(inline="always")
-def _label_range(lo, hi, orig, ref, pos, n, bit_depth, ctu, use_f, kind, mats, dense, raw, costs, best, rank,
-                 hads):  # pragma: no cover - compiled
+def _label_range(
+    lo, hi, orig, ref, pos, n, bit_depth, ctu, use_f, kind, mats, dense, raw, costs, best, rank, hads
+):  # pragma: no cover - compiled
     log2n = 0
     while (1 << log2n) < n:
         log2n += 1
@@ -381,15 +381,17 @@ FASTMATH = {"contract", "reassoc", "nsz"}  # FMAs and vectorised sums; no recipr
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def _label_range_any(lo, hi, orig, ref, pos, n, bit_depth, ctu, use_f, kind, mats, dense, raw, costs, best, rank,
-                     hads):  # pragma: no cover - compiled
+def _label_range_any(
+    lo, hi, orig, ref, pos, n, bit_depth, ctu, use_f, kind, mats, dense, raw, costs, best, rank, hads
+):  # pragma: no cover - compiled
     _label_range(lo, hi, orig, ref, pos, n, bit_depth, ctu, use_f, kind, mats, dense, raw, costs, best, rank, hads)
 
 
 def _specialised(n):
     @njit(nogil=True, cache=True, fastmath=FASTMATH)
-    def label_range(lo, hi, orig, ref, pos, n_, bit_depth, ctu, use_f, kind, mats, dense, raw, costs, best, rank,
-                    hads):  # pragma: no cover - compiled
+    def label_range(
+        lo, hi, orig, ref, pos, n_, bit_depth, ctu, use_f, kind, mats, dense, raw, costs, best, rank, hads
+    ):  # pragma: no cover - compiled
         # N a compile-time constant: the many short loops of small blocks unroll
         _label_range(lo, hi, orig, ref, pos, n, bit_depth, ctu, use_f, kind, mats, dense, raw, costs, best, rank, hads)
 
@@ -399,8 +401,24 @@ def _specialised(n):
 _KERNELS = {4: _specialised(4), 8: _specialised(8)}  # measured: 1.4-1.7x faster there, nothing at 16 and 32
 
 
-def label_frame(orig, ref, pos, n, bit_depth, ctu, use_f, kind, mats, dense, raw, costs, best, rank, hads,
-                threads: int | None = None) -> None:
+def label_frame(
+    orig,
+    ref,
+    pos,
+    n,
+    bit_depth,
+    ctu,
+    use_f,
+    kind,
+    mats,
+    dense,
+    raw,
+    costs,
+    best,
+    rank,
+    hads,
+    threads: int | None = None,
+) -> None:
     """Label the N x N blocks at ``pos`` (B, 2) of ``orig`` with references from ``ref``, on ``threads``
     threads (default: all cores).
 
@@ -425,6 +443,20 @@ def warm_up() -> None:
     """Compile (or load from the cache) the kernels of every block size on a tiny input."""
     z = np.zeros((32, 32), np.int32)
     for n in (4, 8, 16, 32):
-        label_frame(z, z, np.zeros((1, 2), np.int64), n, 8, 64, np.zeros(35, np.bool_), COST_DCT, odd_matrices(n),
-                    np.zeros((n, n)), np.empty((1, 4 * n + 1), np.int32), np.empty((1, 35), np.float32),
-                    np.empty(1, np.int8), np.empty((1, 35), np.int8), np.empty((1, 35), np.int32))
+        label_frame(
+            z,
+            z,
+            np.zeros((1, 2), np.int64),
+            n,
+            8,
+            64,
+            np.zeros(35, np.bool_),
+            COST_DCT,
+            odd_matrices(n),
+            np.zeros((n, n)),
+            np.empty((1, 4 * n + 1), np.int32),
+            np.empty((1, 35), np.float32),
+            np.empty(1, np.int8),
+            np.empty((1, 35), np.int8),
+            np.empty((1, 35), np.int32),
+        )

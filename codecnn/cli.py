@@ -9,8 +9,17 @@ import click
 
 from codecnn import __version__
 from codecnn.errors import CodecnnError
-from codecnn.options import (encoder_options, encoder_settings, frame_options, geometry_options, rdn_config,
-                             rdn_options, train_config, train_options, verbosity)
+from codecnn.options import (
+    encoder_options,
+    encoder_settings,
+    frame_options,
+    geometry_options,
+    rdn_config,
+    rdn_options,
+    train_config,
+    train_options,
+    verbosity,
+)
 
 
 class UserError(click.ClickException):
@@ -37,8 +46,13 @@ def cli():
 
 
 @cli.command("make-dataset")
-@click.option("--yuv", "inputs", multiple=True, type=click.Path(),
-              help="Input sequence (raw .yuv, .y4m, or a container such as .mp4); repeatable.")
+@click.option(
+    "--yuv",
+    "inputs",
+    multiple=True,
+    type=click.Path(),
+    help="Input sequence (raw .yuv, .y4m, or a container such as .mp4); repeatable.",
+)
 @click.option("--list", "seq_list", type=click.Path(), help="A sequence list, e.g. datasets/samples.toml.")
 @click.option("--seq-dir", type=click.Path(), help="Folder holding the files of --list (e.g. the JCT-VC YUVs).")
 @geometry_options
@@ -46,22 +60,70 @@ def cli():
 @encoder_options
 @click.option("--ctu", type=int, default=128, show_default=True, help="CTU size.")
 @click.option("--context", type=int, default=2, show_default=True, help="Context border around each input CTU.")
-@click.option("--split", type=click.Choice(["train", "val", "test", "auto"]), default="train", show_default=True,
-              help="Split of the --yuv sequences (auto: seeded, by sequence).")
+@click.option(
+    "--split",
+    type=click.Choice(["train", "val", "test", "auto"]),
+    default="train",
+    show_default=True,
+    help="Split of the --yuv sequences (auto: seeded, by sequence).",
+)
 @click.option("--out", type=click.Path(), help="Output .h5 (default: NAME.h5 in the current folder).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Encodes run in parallel.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted build of the same --out.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --split auto.")
-@click.option("--task", type=click.Choice(["restoration", "intra-modes"]), default="restoration", show_default=True,
-              help="CTU restoration samples, or intra-mode labels of every 4..32 block.")
-@click.option("--cost", "intra_cost", type=click.Choice(["dct", "hevc", "hadamard"]), default="dct",
-              show_default=True, help="intra-modes: label cost (DCT-SATD, HEVC integer transform, Hadamard).")
-@click.option("--loop", "intra_loop", type=click.Choice(["closed", "open"]), default="closed", show_default=True,
-              help="intra-modes: reference samples from the reconstruction (closed) or the original (open).")
+@click.option(
+    "--task",
+    type=click.Choice(["restoration", "intra-modes"]),
+    default="restoration",
+    show_default=True,
+    help="CTU restoration samples, or intra-mode labels of every 4..32 block.",
+)
+@click.option(
+    "--cost",
+    "intra_cost",
+    type=click.Choice(["dct", "hevc", "hadamard"]),
+    default="dct",
+    show_default=True,
+    help="intra-modes: label cost (DCT-SATD, HEVC integer transform, Hadamard).",
+)
+@click.option(
+    "--loop",
+    "intra_loop",
+    type=click.Choice(["closed", "open"]),
+    default="closed",
+    show_default=True,
+    help="intra-modes: reference samples from the reconstruction (closed) or the original (open).",
+)
 @verbosity
-def make_dataset(inputs, seq_list, seq_dir, size, bit_depth, fps, frames, start, frame_step, qps, encoder, preset,
-                 tune, no_deblock, no_sao, hm_bin, hm_cfg, ctu, context, split, out, jobs, resume, seed, task,
-                 intra_cost, intra_loop):
+def make_dataset(
+    inputs,
+    seq_list,
+    seq_dir,
+    size,
+    bit_depth,
+    fps,
+    frames,
+    start,
+    frame_step,
+    qps,
+    encoder,
+    preset,
+    tune,
+    no_deblock,
+    no_sao,
+    hm_bin,
+    hm_cfg,
+    ctu,
+    context,
+    split,
+    out,
+    jobs,
+    resume,
+    seed,
+    task,
+    intra_cost,
+    intra_loop,
+):
     """Encode sequences all-intra at each QP and cut CTU samples into an HDF5 dataset.
 
     Each sample is the reconstructed luma CTU with its context border (132x132 for CTU 128, context 2)
@@ -92,9 +154,20 @@ def make_dataset(inputs, seq_list, seq_dir, size, bit_depth, fps, frames, start,
             out = Path(seq_list).stem + ".h5"
         else:
             raise CodecnnError("several inputs: name the output with --out FILE.h5")
-    options = BuildOptions(tuple(qps) or STANDARD_QPS, encoder,
-                           encoder_settings(encoder, preset, tune, no_deblock, no_sao, hm_bin, hm_cfg),
-                           start, frames, frame_step, ctu, context, seed, task, intra_cost, intra_loop)
+    options = BuildOptions(
+        tuple(qps) or STANDARD_QPS,
+        encoder,
+        encoder_settings(encoder, preset, tune, no_deblock, no_sao, hm_bin, hm_cfg),
+        start,
+        frames,
+        frame_step,
+        ctu,
+        context,
+        seed,
+        task,
+        intra_cost,
+        intra_loop,
+    )
     summary = build_dataset(specs, out, options, jobs=jobs, resume=resume, progress=sys.stderr.isatty())
     for line in summary.lines():
         click.echo(line)
@@ -127,8 +200,8 @@ def train_rdn(blocks, layers, growth, features, qp_map, separable, head, **kw):
       codecnn train rdn --data samples.h5 --out runs/rdn --blocks 4 --growth 24 --steps 20000
       torchrun --nproc-per-node 4 -m codecnn train rdn --data ctc.h5 --out runs/rdn4 --batch 64 --epochs 50
     """
-    from codecnn.models.complexity import describe_complexity
     from codecnn.models import build_model
+    from codecnn.models.complexity import describe_complexity
     from codecnn.train.restoration import RestorationTask
     from codecnn.train.trainer import train as run
 
@@ -139,8 +212,9 @@ def train_rdn(blocks, layers, growth, features, qp_map, separable, head, **kw):
     result = run(RestorationTask(config.context), "rdn", config, cfg)
     if result.last_val is not None:
         for qp, v in result.last_val["per_qp"].items():
-            click.echo(f"  val QP{qp}: input {v['psnr_in']:.3f} dB, output {v['psnr_out']:.3f} dB, "
-                       f"gain {v['gain']:+.3f} dB")
+            click.echo(
+                f"  val QP{qp}: input {v['psnr_in']:.3f} dB, output {v['psnr_out']:.3f} dB, gain {v['gain']:+.3f} dB"
+            )
     best = f"{result.best_score:+.4f} dB" if result.best_score is not None else "n/a (no val split)"
     click.echo(f"stopped at step {result.step} ({result.stopped}); best val gain {best}; checkpoints in {result.out}")
 
@@ -150,8 +224,13 @@ def train_rdn(blocks, layers, growth, features, qp_map, separable, head, **kw):
 @click.option("--channels", type=int, default=32, show_default=True, help="Conv channels.")
 @click.option("--depth", type=int, default=4, show_default=True, help="Conv layers.")
 @click.option("--hidden", type=int, default=128, show_default=True, help="Fully connected width.")
-@click.option("--target", type=click.Choice(["best", "soft"]), default="best", show_default=True,
-              help="Cross-entropy on the best mode, or on a softmin over the 35 costs.")
+@click.option(
+    "--target",
+    type=click.Choice(["best", "soft"]),
+    default="best",
+    show_default=True,
+    help="Cross-entropy on the best mode, or on a softmin over the 35 costs.",
+)
 @verbosity
 def train_modenet(channels, depth, hidden, target, **kw):
     """Train the intra-mode CNN on an intra-modes dataset (make-dataset --task intra-modes).
@@ -175,15 +254,19 @@ def train_modenet(channels, depth, hidden, target, **kw):
 
 
 def _print_mode_table(r: dict) -> None:
-    click.echo(f"{'N':>4} {'blocks':>7} {'top1':>6} {'top3':>6} {'top8':>6} {'cost+@3':>8} | "
-               f"{'HM RMD':>7} {'cost+':>7} | {'P+DC+MPM':>8} {'cost+':>7}")
+    click.echo(
+        f"{'N':>4} {'blocks':>7} {'top1':>6} {'top3':>6} {'top8':>6} {'cost+@3':>8} | "
+        f"{'HM RMD':>7} {'cost+':>7} | {'P+DC+MPM':>8} {'cost+':>7}"
+    )
     from codecnn.intra_metrics import rows_with_total
 
     for n, v in rows_with_total(r):
         net, rmd, mpm = v["network"], v["hm_rmd"], v["planar_dc_mpm"]
-        click.echo(f"{n:>4} {v['blocks']:>7} {net['top1']:>6.3f} {net['top3']:>6.3f} {net['top8']:>6.3f} "
-                   f"{net['cost_increase_top3']:>8.4f} | {rmd['recall']:>7.3f} {rmd['cost_increase']:>7.4f} | "
-                   f"{mpm['recall']:>8.3f} {mpm['cost_increase']:>7.4f}")
+        click.echo(
+            f"{n:>4} {v['blocks']:>7} {net['top1']:>6.3f} {net['top3']:>6.3f} {net['top8']:>6.3f} "
+            f"{net['cost_increase_top3']:>8.4f} | {rmd['recall']:>7.3f} {rmd['cost_increase']:>7.4f} | "
+            f"{mpm['recall']:>8.3f} {mpm['cost_increase']:>7.4f}"
+        )
 
 
 @cli.command("evaluate-modes")
@@ -209,8 +292,14 @@ def evaluate_modes(checkpoint, data, split, out):
     if len(ds) == 0:
         raise CodecnnError(f"{data}: no block in split {split!r}")
     r = mode_metrics(model, ds, torch.device("cpu"))
-    r.update(checkpoint=str(checkpoint), step=ckpt.get("step"), data=str(data), split=split,
-             cost=str(ds.info.attrs.get("cost")), loop=str(ds.info.attrs.get("loop")))
+    r.update(
+        checkpoint=str(checkpoint),
+        step=ckpt.get("step"),
+        data=str(data),
+        split=split,
+        cost=str(ds.info.attrs.get("cost")),
+        loop=str(ds.info.attrs.get("loop")),
+    )
     o = Path(out)
     o.mkdir(parents=True, exist_ok=True)
     tmp = o / "results.json.tmp"
@@ -235,8 +324,10 @@ def model_info(arch, blocks, layers, growth, features, qp_map, separable, head, 
     c = describe_complexity(model, size)
     click.echo(f"{arch} {config}")
     click.echo(f"parameters: {c['params']}")
-    click.echo(f"complexity: {c['macs_per_pixel'] / 1e3:.2f} kMAC/pixel ({c['macs_per_pixel']:.0f} MAC per output "
-               f"pixel on a {size}x{size} block with a {model.context}-pixel context)")
+    click.echo(
+        f"complexity: {c['macs_per_pixel'] / 1e3:.2f} kMAC/pixel ({c['macs_per_pixel']:.0f} MAC per output "
+        f"pixel on a {size}x{size} block with a {model.context}-pixel context)"
+    )
 
 
 @cli.command()
@@ -245,8 +336,13 @@ def model_info(arch, blocks, layers, growth, features, qp_map, separable, head, 
 @click.option("--list", "seq_list", type=click.Path(), help="A sequence list (datasets/*.toml).")
 @click.option("--seq-dir", type=click.Path(), help="Folder holding the files of --list.")
 @click.option("--data", type=click.Path(), help="Reuse a dataset's bitstreams instead of encoding.")
-@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True,
-              help="Which sequences of --data.")
+@click.option(
+    "--split",
+    type=click.Choice(["train", "val", "test"]),
+    default="test",
+    show_default=True,
+    help="Which sequences of --data.",
+)
 @click.option("--orig", type=click.Path(), help="HM route: the source YUV that HM encoded.")
 @click.option("--recon", "recons", multiple=True, type=click.Path(), help="HM route: HM's -o file, one per QP.")
 @click.option("--hm-log", "hm_logs", multiple=True, type=click.Path(), help="HM route: HM's log, one per --recon.")
@@ -254,19 +350,62 @@ def model_info(arch, blocks, layers, growth, features, qp_map, separable, head, 
 @frame_options
 @encoder_options
 @click.option("--ctu", type=int, help="CTU size for filtering and switching (default: the training data's).")
-@click.option("--method", type=click.Choice(["pchip", "cubic", "akima"]), default="pchip", show_default=True,
-              help="BD interpolation (pchip = JVET CTC sheet, cubic = VCEG-M33).")
-@click.option("--psnr-peak", type=click.Choice(["max", "hm"]), default="max", show_default=True,
-              help="PSNR peak above 8 bits: (1<<bd)-1, or HM's 255<<(bd-8).")
+@click.option(
+    "--method",
+    type=click.Choice(["pchip", "cubic", "akima"]),
+    default="pchip",
+    show_default=True,
+    help="BD interpolation (pchip = JVET CTC sheet, cubic = VCEG-M33).",
+)
+@click.option(
+    "--psnr-peak",
+    type=click.Choice(["max", "hm"]),
+    default="max",
+    show_default=True,
+    help="PSNR peak above 8 bits: (1<<bd)-1, or HM's 255<<(bd-8).",
+)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--int16", is_flag=True, help="Filter with the int16 fixed-point network HM runs (hm_bridge), "
-              "calibrated on --calib or the training data, instead of PyTorch float.")
+@click.option(
+    "--int16",
+    is_flag=True,
+    help="Filter with the int16 fixed-point network HM runs (hm_bridge), "
+    "calibrated on --calib or the training data, instead of PyTorch float.",
+)
 @click.option("--calib", type=click.Path(), help="Dataset to calibrate --int16 on (default: the training data).")
 @click.option("--out", required=True, type=click.Path(), help="Report folder: results.json, report.md, PNGs.")
 @verbosity
-def evaluate(checkpoint, inputs, seq_list, seq_dir, data, split, orig, recons, hm_logs, size, bit_depth, fps,
-             frames, start, frame_step, qps, encoder, preset, tune, no_deblock, no_sao, hm_bin, hm_cfg, ctu, method,
-             psnr_peak, device, int16, calib, out):
+def evaluate(
+    checkpoint,
+    inputs,
+    seq_list,
+    seq_dir,
+    data,
+    split,
+    orig,
+    recons,
+    hm_logs,
+    size,
+    bit_depth,
+    fps,
+    frames,
+    start,
+    frame_step,
+    qps,
+    encoder,
+    preset,
+    tune,
+    no_deblock,
+    no_sao,
+    hm_bin,
+    hm_cfg,
+    ctu,
+    method,
+    psnr_peak,
+    device,
+    int16,
+    calib,
+    out,
+):
     """Measure a restoration network's PSNR gains and BD-rates against the codec's reconstruction.
 
     Sources (one of): --yuv/--list (encoded now with --encoder), --data (a dataset's stored bitstreams,
@@ -279,10 +418,11 @@ def evaluate(checkpoint, inputs, seq_list, seq_dir, data, split, orig, recons, h
       codecnn evaluate --checkpoint best.pt --orig orig.yuv --size 176x144 \\
           --recon qp22/recon.yuv --hm-log qp22/encoder.log --recon qp27/recon.yuv --hm-log qp27/encoder.log ...
     """
-    from codecnn.encoders import STANDARD_QPS, make_encoder
     import tempfile
 
-    from codecnn.evaluate import dataset_runs, encode_runs, evaluate as run_eval, hm_runs
+    from codecnn.encoders import STANDARD_QPS, make_encoder
+    from codecnn.evaluate import dataset_runs, encode_runs, hm_runs
+    from codecnn.evaluate import evaluate as run_eval
     from codecnn.report import write_report
     from codecnn.sequences import load_sequence_list, sequence_from_path
     from codecnn.train.checkpoint import load_model
@@ -309,6 +449,7 @@ def evaluate(checkpoint, inputs, seq_list, seq_dir, data, split, orig, recons, h
 
         def filter_fn(plane, bd, qp, ctu_size):
             return filter_plane_int(graph, plane, bd, qp, ctu_size)
+
     with tempfile.TemporaryDirectory(prefix="codecnn-eval-") as tmp:
         work = Path(tmp)
         if data:
@@ -320,11 +461,22 @@ def evaluate(checkpoint, inputs, seq_list, seq_dir, data, split, orig, recons, h
         else:
             specs = load_sequence_list(seq_list, seq_dir) if seq_list else []
             specs += [sequence_from_path(p, size, bit_depth, fps, "test") for p in inputs]
-            enc = make_encoder(encoder, **dict(encoder_settings(encoder, preset, tune, no_deblock, no_sao, hm_bin,
-                                                                hm_cfg)))
+            enc = make_encoder(
+                encoder, **dict(encoder_settings(encoder, preset, tune, no_deblock, no_sao, hm_bin, hm_cfg))
+            )
             runs, source = encode_runs(specs, enc, tuple(qps) or STANDARD_QPS, start, frames, frame_step, work), encoder
-        results = run_eval(model, ckpt, runs, ctu=ctu, method=method, convention=psnr_peak, device=str(dev),
-                           source=source, filter_fn=filter_fn, precision="int16" if int16 else "float32")
+        results = run_eval(
+            model,
+            ckpt,
+            runs,
+            ctu=ctu,
+            method=method,
+            convention=psnr_peak,
+            device=str(dev),
+            source=source,
+            filter_fn=filter_fn,
+            precision="int16" if int16 else "float32",
+        )
     written = write_report(results, out)
     _print_summary(results, written)
 
@@ -336,14 +488,19 @@ def _print_summary(results: dict, written: dict) -> None:
     click.echo(f"{'sequence':<16} {'QP':>3} {'kbps':>10} {'anchor Y':>9} {'gain':>8} {'switched':>9} {'CTUs on':>8}")
     for seq in results["sequences"]:
         for q in seq["qps"]:
-            click.echo(f"{seq['name']:<16} {q['qp']:>3} {q['kbps']:>10.2f} {q['anchor']['y']:>9.4f} "
-                       f"{q['gain_y']:>+8.4f} {q['gain_y_switched']:>+9.4f} {100 * q['ctus_on']:>7.0f}%")
-        click.echo(f"{seq['name']:<16} BD-rate always on {_bd(seq['bd']['always_on'])}, "
-                   f"switched {_bd(seq['bd']['switched'])}")
+            click.echo(
+                f"{seq['name']:<16} {q['qp']:>3} {q['kbps']:>10.2f} {q['anchor']['y']:>9.4f} "
+                f"{q['gain_y']:>+8.4f} {q['gain_y_switched']:>+9.4f} {100 * q['ctus_on']:>7.0f}%"
+            )
+        click.echo(
+            f"{seq['name']:<16} BD-rate always on {_bd(seq['bd']['always_on'])}, switched {_bd(seq['bd']['switched'])}"
+        )
     click.echo(f"average Y-PSNR gain: always on {s['gain_y']:+.4f} dB, CTU-switched {s['gain_y_switched']:+.4f} dB")
     if s["gain_y"] < 0:
-        click.echo("note: always-on filtering is negative on average here; the CTU-switched figure is what a codec "
-                   "with a per-CTU flag gets")
+        click.echo(
+            "note: always-on filtering is negative on average here; the CTU-switched figure is what a codec "
+            "with a per-CTU flag gets"
+        )
     for name, path in written.items():
         click.echo(f"{name}: {path}")
 
@@ -393,17 +550,21 @@ def export(checkpoint, out, int16, calib, as_onnx):
 
     if as_onnx:
         r = export_onnx(checkpoint, out)
-        click.echo(f"wrote {r['path']} (ONNX; onnxruntime {r['onnxruntime']} vs PyTorch: max |diff| "
-                   f"{r['max_abs_diff']:.2e})")
+        click.echo(
+            f"wrote {r['path']} (ONNX; onnxruntime {r['onnxruntime']} vs PyTorch: max |diff| {r['max_abs_diff']:.2e})"
+        )
         return
     p, report = export_checkpoint(checkpoint, out, int16, calib)
     click.echo(f"wrote {p} ({p.stat().st_size} bytes, {'int16' if int16 else 'float32'})")
     if report:
-        click.echo(f"on {report['ctus']} real CTUs: float {report['psnr_float']:.4f} dB, int16 "
-                   f"{report['psnr_int16']:.4f} dB, loss {report['loss_db']:+.4f} dB")
+        click.echo(
+            f"on {report['ctus']} real CTUs: float {report['psnr_float']:.4f} dB, int16 "
+            f"{report['psnr_int16']:.4f} dB, loss {report['loss_db']:+.4f} dB"
+        )
         if report["loss_db"] > 0.02:
-            click.echo(f"warning: the int16 model loses {report['loss_db']:.4f} dB against the float one (> 0.02 dB)",
-                       err=True)
+            click.echo(
+                f"warning: the int16 model loses {report['loss_db']:.4f} dB against the float one (> 0.02 dB)", err=True
+            )
 
 
 @cli.command("bench-train")
@@ -414,8 +575,9 @@ def export(checkpoint, out, int16, calib, as_onnx):
 @click.option("--workers", type=int, default=2, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--steps", type=int, default=4, show_default=True, help="Timed steps per measurement.")
-def bench_train_cmd(data, blocks, layers, growth, features, qp_map, separable, head, batch, patch, workers, device,
-                    steps):
+def bench_train_cmd(
+    data, blocks, layers, growth, features, qp_map, separable, head, batch, patch, workers, device, steps
+):
     """Measure samples/s of the data pipeline alone, the model step alone, and the full loop."""
     from codecnn.train.bench import bench_train
     from codecnn.train.dist import pick_device

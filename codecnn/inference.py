@@ -17,9 +17,17 @@ from codecnn.data.ctu import ctu_positions, pad_for_ctus
 
 
 @torch.no_grad()
-def filter_plane(model: nn.Module, plane: np.ndarray, bit_depth: int, qp: int | None = None, ctu: int = 128,
-                 batch: int = 2, device: str | torch.device = "cpu", channels_last: bool = True,
-                 amp: bool = False) -> np.ndarray:
+def filter_plane(
+    model: nn.Module,
+    plane: np.ndarray,
+    bit_depth: int,
+    qp: int | None = None,
+    ctu: int = 128,
+    batch: int = 2,
+    device: str | torch.device = "cpu",
+    channels_last: bool = True,
+    amp: bool = False,
+) -> np.ndarray:
     """Restore a luma plane (H x W, uint8/uint16) with ``model``; returns the same shape and dtype.
 
     ``amp`` runs CUDA bf16 autocast (off by default: reported gains are measured in fp32). Small batches
@@ -46,6 +54,6 @@ def filter_plane(model: nn.Module, plane: np.ndarray, bit_depth: int, qp: int | 
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
             y = model(x, qps)
         y = torch.round(y.float().clamp(0, 1) * peak).to(torch.int32).cpu().numpy()[:, 0]
-        for (py, px), tile in zip(pos, y):
+        for (py, px), tile in zip(pos, y, strict=False):
             out[py : py + ctu, px : px + ctu] = tile
     return out[:h, :w]

@@ -21,7 +21,7 @@ Arrays: predictions are ``[..., mode, y, x]`` (row y, column x), as in the HM fi
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -31,11 +31,65 @@ NUM_MODES = 35
 PLANAR, DC, HOR, VER = 0, 1, 10, 26
 BLOCK_SIZES = (4, 8, 16, 32)
 BIT_DEPTHS = (8, 10)
-INTRA_PRED_ANGLE = {m: a for m, a in zip(range(2, 35), [32, 26, 21, 17, 13, 9, 5, 2, 0, -2, -5, -9, -13, -17, -21, -26,
-                                                       -32, -26, -21, -17, -13, -9, -5, -2, 0, 2, 5, 9, 13, 17, 21,
-                                                       26, 32])}
-INV_ANGLE = {11: -4096, 12: -1638, 13: -910, 14: -630, 15: -482, 16: -390, 17: -315, 18: -256, 19: -315, 20: -390,
-             21: -482, 22: -630, 23: -910, 24: -1638, 25: -4096}
+INTRA_PRED_ANGLE = {
+    m: a
+    for m, a in zip(
+        range(2, 35),
+        [
+            32,
+            26,
+            21,
+            17,
+            13,
+            9,
+            5,
+            2,
+            0,
+            -2,
+            -5,
+            -9,
+            -13,
+            -17,
+            -21,
+            -26,
+            -32,
+            -26,
+            -21,
+            -17,
+            -13,
+            -9,
+            -5,
+            -2,
+            0,
+            2,
+            5,
+            9,
+            13,
+            17,
+            21,
+            26,
+            32,
+        ],
+        strict=False,
+    )
+}
+INV_ANGLE = {
+    11: -4096,
+    12: -1638,
+    13: -910,
+    14: -630,
+    15: -482,
+    16: -390,
+    17: -315,
+    18: -256,
+    19: -315,
+    20: -390,
+    21: -482,
+    22: -630,
+    23: -910,
+    24: -1638,
+    25: -4096,
+}
 FILTER_THRESHOLD = {8: 7, 16: 1, 32: 0}  # intraHorVerDistThres[nTbS]
 
 
@@ -107,7 +161,7 @@ def smooth(lin: np.ndarray, n: int, bit_depth: int, strong: bool = True) -> np.n
 # predictions
 
 
-@lru_cache(maxsize=None)
+@cache
 def _angular_tables(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per angular mode: gather indices i0, i1 into the linear array and weights f, each (33, N, N)."""
     i0 = np.zeros((33, n, n), np.int64)
@@ -138,8 +192,14 @@ def _angular_tables(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return i0, i1, f
 
 
-def predict_all(top: np.ndarray, left: np.ndarray, corner: np.ndarray, bit_depth: int = 8,
-                strong_smoothing: bool = True, avail: np.ndarray | None = None) -> np.ndarray:
+def predict_all(
+    top: np.ndarray,
+    left: np.ndarray,
+    corner: np.ndarray,
+    bit_depth: int = 8,
+    strong_smoothing: bool = True,
+    avail: np.ndarray | None = None,
+) -> np.ndarray:
     """All 35 luma predictions of B blocks of one size.
 
     Args:
@@ -175,8 +235,9 @@ def predict_all(top: np.ndarray, left: np.ndarray, corner: np.ndarray, bit_depth
     top_x = p[:, 2 * n + 1 + xx]  # p[x][-1]
     top_right = p[:, 3 * n + 1, None, None]  # p[N][-1]
     bottom_left = p[:, n - 1, None, None]  # p[-1][N]
-    pred[:, PLANAR] = ((n - 1 - xx) * left_y + (xx + 1) * top_right + (n - 1 - yy) * top_x + (yy + 1) * bottom_left
-                       + n) >> (log2n + 1)
+    pred[:, PLANAR] = (
+        (n - 1 - xx) * left_y + (xx + 1) * top_right + (n - 1 - yy) * top_x + (yy + 1) * bottom_left + n
+    ) >> (log2n + 1)
 
     # DC (never filtered), with the edge filter below 32
     s = sub
@@ -257,7 +318,7 @@ def hadamard_satd(orig: np.ndarray, pred: np.ndarray) -> int:
     return int(hadamard_satd_blocks(o - p))
 
 
-@lru_cache(maxsize=None)
+@cache
 def dct_matrix(n: int) -> np.ndarray:
     """Orthonormal DCT-II matrix C (rows = basis functions): coefficients are ``C @ D @ C.T``."""
     k, x = np.mgrid[0:n, 0:n]
@@ -266,20 +327,58 @@ def dct_matrix(n: int) -> np.ndarray:
     return c
 
 
-_HEVC_COS = [0, 90, 90, 90, 89, 88, 87, 85, 83, 82, 80, 78, 75, 73, 70, 67, 64, 61, 57, 54, 50, 46, 43, 38, 36, 31,
-             25, 22, 18, 13, 9, 4, 0]  # 64 * sqrt(2) * cos(pi * m / 64), m = 0..32, as the standard rounds them
+_HEVC_COS = [
+    0,
+    90,
+    90,
+    90,
+    89,
+    88,
+    87,
+    85,
+    83,
+    82,
+    80,
+    78,
+    75,
+    73,
+    70,
+    67,
+    64,
+    61,
+    57,
+    54,
+    50,
+    46,
+    43,
+    38,
+    36,
+    31,
+    25,
+    22,
+    18,
+    13,
+    9,
+    4,
+    0,
+]  # 64 * sqrt(2) * cos(pi * m / 64), m = 0..32, as the standard rounds them
 
 
-@lru_cache(maxsize=None)
+@cache
 def hevc_transform_matrix(n: int) -> np.ndarray:
     """HEVC's integer core transform (H.265 8.6.4.2) for N = 4..32: rows ``k * 32 / N`` of the 32-point
     matrix, whose entries are ``64`` (row 0) or +-``_HEVC_COS`` of ``k (2x + 1) mod 128``."""
     k32 = np.arange(32)[:, None]
     m = (k32 * (2 * np.arange(32)[None, :] + 1)) % 128
-    val = np.select([m <= 32, m <= 64, m <= 96], [np.take(_HEVC_COS, np.minimum(m, 32)),
-                                                  -np.take(_HEVC_COS, np.clip(64 - m, 0, 32)),
-                                                  -np.take(_HEVC_COS, np.clip(m - 64, 0, 32))],
-                    np.take(_HEVC_COS, np.clip(128 - m, 0, 32)))
+    val = np.select(
+        [m <= 32, m <= 64, m <= 96],
+        [
+            np.take(_HEVC_COS, np.minimum(m, 32)),
+            -np.take(_HEVC_COS, np.clip(64 - m, 0, 32)),
+            -np.take(_HEVC_COS, np.clip(m - 64, 0, 32)),
+        ],
+        np.take(_HEVC_COS, np.clip(128 - m, 0, 32)),
+    )
     val[0] = 64
     return val[:: 32 // n, :n].astype(np.int64)
 

@@ -57,8 +57,15 @@ class BlockLabels:
         return self.ref[:, 2 * self.n]
 
 
-def label_blocks(orig: np.ndarray, ref: np.ndarray, n: int, bit_depth: int = 8, cost: str = "dct",
-                 ctu: int = HM_CTU, with_hadamard: bool = True) -> BlockLabels:
+def label_blocks(
+    orig: np.ndarray,
+    ref: np.ndarray,
+    n: int,
+    bit_depth: int = 8,
+    cost: str = "dct",
+    ctu: int = HM_CTU,
+    with_hadamard: bool = True,
+) -> BlockLabels:
     """Label every N x N block of ``orig`` with references taken from ``ref`` (same size)."""
     from codecnn import _intra_kernel as kern
 
@@ -76,7 +83,21 @@ def label_blocks(orig: np.ndarray, ref: np.ndarray, n: int, bit_depth: int = 8, 
     had = np.zeros((b, NUM_MODES), np.int32)  # left zero without Hadamard (the kernel skips a 0-row array)
     kind = {"dct": kern.COST_DCT, "hevc": kern.COST_DENSE, "hadamard": kern.COST_HADAMARD}[cost]
     use_f = np.array([uses_filtered(m, n) for m in range(NUM_MODES)])
-    kern.label_frame(np.ascontiguousarray(orig, np.int32), np.ascontiguousarray(ref, np.int32), pos.astype(np.int64),
-                     n, bit_depth, ctu, use_f, kind, kern.odd_matrices(n), hevc_transform_matrix(n).astype(np.float64),
-                     raw, costs, best, rank, had if with_hadamard else had[:0])
+    kern.label_frame(
+        np.ascontiguousarray(orig, np.int32),
+        np.ascontiguousarray(ref, np.int32),
+        pos.astype(np.int64),
+        n,
+        bit_depth,
+        ctu,
+        use_f,
+        kind,
+        kern.odd_matrices(n),
+        hevc_transform_matrix(n).astype(np.float64),
+        raw,
+        costs,
+        best,
+        rank,
+        had if with_hadamard else had[:0],
+    )
     return BlockLabels(n, pos.astype(np.int32), costs, best, rank, had, raw)

@@ -40,9 +40,9 @@ def neighbour_mpms(pos: np.ndarray, best: np.ndarray, key: np.ndarray, n: int, c
     """(B, 3) MPMs of each block from the labels of its left and above neighbours of the same size and
     frame (``key`` groups the blocks of one frame); a missing neighbour, or an above one in another CTU
     row (as HM), counts as DC."""
-    table = {(int(k), int(y), int(x)): int(m) for k, (y, x), m in zip(key, pos, best)}
+    table = {(int(k), int(y), int(x)): int(m) for k, (y, x), m in zip(key, pos, best, strict=False)}
     out = np.empty((len(pos), 3), np.int64)
-    for i, (k, (y, x)) in enumerate(zip(key, pos)):
+    for i, (k, (y, x)) in enumerate(zip(key, pos, strict=False)):
         a = table.get((int(k), int(y), int(x) - n), 1)
         b = table.get((int(k), int(y) - n, int(x)), 1) if y % ctu else 1
         out[i] = mpm_list(a, b)
@@ -51,11 +51,14 @@ def neighbour_mpms(pos: np.ndarray, best: np.ndarray, key: np.ndarray, n: int, c
 
 def candidate_metrics(cands: list, costs: np.ndarray, best: np.ndarray) -> dict:
     """Recall and mean relative cost increase of candidate lists (one list per block)."""
-    hit = np.array([b in c for b, c in zip(best, cands)])
+    hit = np.array([b in c for b, c in zip(best, cands, strict=False)])
     base = costs[np.arange(len(best)), best]
     got = np.array([costs[i, list(c)].min() for i, c in enumerate(cands)])
-    return {"recall": float(hit.mean()), "cost_increase": float(np.mean((got - base) / np.maximum(base, 1.0))),
-            "modes": float(np.mean([len(c) for c in cands]))}
+    return {
+        "recall": float(hit.mean()),
+        "cost_increase": float(np.mean((got - base) / np.maximum(base, 1.0))),
+        "modes": float(np.mean([len(c) for c in cands])),
+    }
 
 
 def ranking_metrics(scores: np.ndarray, costs: np.ndarray, best: np.ndarray) -> dict:
@@ -83,12 +86,18 @@ def evaluate_rankings(scores: dict[int, np.ndarray], data: dict[int, dict]) -> d
         rmd = [list(np.argsort(h, kind="stable")[: HM_RMD_K[n]]) for h in d["hadamard"]]
         mpm = neighbour_mpms(d["pos"], d["best"], d["key"], n)
         pdm = [sorted({0, 1, *m}) for m in mpm]
-        per[str(n)] = {"blocks": int(len(d["best"])), "network": net,
-                       "hm_rmd": candidate_metrics(rmd, d["costs"], d["best"]),
-                       "planar_dc_mpm": candidate_metrics(pdm, d["costs"], d["best"])}
+        per[str(n)] = {
+            "blocks": int(len(d["best"])),
+            "network": net,
+            "hm_rmd": candidate_metrics(rmd, d["costs"], d["best"]),
+            "planar_dc_mpm": candidate_metrics(pdm, d["costs"], d["best"]),
+        }
         w = len(d["best"])
-        for name, v in (("network", net), ("hm_rmd", per[str(n)]["hm_rmd"]),
-                        ("planar_dc_mpm", per[str(n)]["planar_dc_mpm"])):
+        for name, v in (
+            ("network", net),
+            ("hm_rmd", per[str(n)]["hm_rmd"]),
+            ("planar_dc_mpm", per[str(n)]["planar_dc_mpm"]),
+        ):
             pooled[name].append((w, v))
     overall = {}
     for name, items in pooled.items():
@@ -105,14 +114,21 @@ def rows_with_total(r: dict) -> list[tuple[str, dict]]:
 
 def render_mode_report(r: dict) -> str:
     """The Markdown report of an intra-mode evaluation (``evaluate-modes``)."""
-    lines = [f"# intra-mode prediction: {r['checkpoint']} on {r['data']} ({r['split']})", "",
-             f"Labels: {r['cost']} cost, {r['loop']} loop. recall = the best mode is among the candidates; "
-             "cost+ = mean relative cost increase of the best candidate over the best mode.", "",
-             "| N | blocks | top-1 | top-3 | top-8 | cost+ top-1 | cost+ top-3 | cost+ top-8 | HM RMD recall | "
-             "HM RMD cost+ | planar+DC+MPM recall | planar+DC+MPM cost+ |", "|" + "---|" * 12]
+    lines = [
+        f"# intra-mode prediction: {r['checkpoint']} on {r['data']} ({r['split']})",
+        "",
+        f"Labels: {r['cost']} cost, {r['loop']} loop. recall = the best mode is among the candidates; "
+        "cost+ = mean relative cost increase of the best candidate over the best mode.",
+        "",
+        "| N | blocks | top-1 | top-3 | top-8 | cost+ top-1 | cost+ top-3 | cost+ top-8 | HM RMD recall | "
+        "HM RMD cost+ | planar+DC+MPM recall | planar+DC+MPM cost+ |",
+        "|" + "---|" * 12,
+    ]
     for n, v in rows_with_total(r):
         a, b, c = v["network"], v["hm_rmd"], v["planar_dc_mpm"]
-        lines.append(f"| {n} | {v['blocks']} | {a['top1']:.3f} | {a['top3']:.3f} | {a['top8']:.3f} | "
-                     f"{a['cost_increase_top1']:.4f} | {a['cost_increase_top3']:.4f} | {a['cost_increase_top8']:.4f} | "
-                     f"{b['recall']:.3f} | {b['cost_increase']:.4f} | {c['recall']:.3f} | {c['cost_increase']:.4f} |")
+        lines.append(
+            f"| {n} | {v['blocks']} | {a['top1']:.3f} | {a['top3']:.3f} | {a['top8']:.3f} | "
+            f"{a['cost_increase_top1']:.4f} | {a['cost_increase_top3']:.4f} | {a['cost_increase_top8']:.4f} | "
+            f"{b['recall']:.3f} | {b['cost_increase']:.4f} | {c['recall']:.3f} | {c['cost_increase']:.4f} |"
+        )
     return "\n".join(lines) + "\n"

@@ -38,15 +38,16 @@ def psnr_from_mse(mse_value: float, peak_value: float = 1.0) -> float:
     return float("inf") if mse_value <= 0 else 10.0 * float(np.log10(peak_value * peak_value / mse_value))
 
 
-def psnr(a: np.ndarray, b: np.ndarray, bit_depth: int = 8, mask: np.ndarray | None = None,
-         convention: str = "max") -> float:
+def psnr(
+    a: np.ndarray, b: np.ndarray, bit_depth: int = 8, mask: np.ndarray | None = None, convention: str = "max"
+) -> float:
     """PSNR in dB of one plane, ``inf`` for identical arrays."""
     return psnr_from_mse(mse(a, b, mask), peak(bit_depth, convention))
 
 
 def psnr_yuv(ref, test, bit_depth: int = 8, convention: str = "max") -> tuple[float, float, float]:
     """(Y, U, V) PSNR of two :class:`codecnn.yuv.Frame` objects."""
-    return tuple(psnr(r, t, bit_depth, convention=convention) for r, t in zip(ref.planes, test.planes))
+    return tuple(psnr(r, t, bit_depth, convention=convention) for r, t in zip(ref.planes, test.planes, strict=False))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -86,8 +87,10 @@ def bd_rate(anchor, test, method: str = "pchip") -> dict:
         raise BDError(f"unknown BD interpolation {method!r}; use one of {', '.join(BD_METHODS)}")
     need = BD_MIN_POINTS[method]
     if len(anchor) < need or len(test) < need:
-        raise BDError(f"BD-rate with {method} needs at least {need} RD points per curve "
-                      f"(anchor has {len(anchor)}, test {len(test)}): encode more QPs")
+        raise BDError(
+            f"BD-rate with {method} needs at least {need} RD points per curve "
+            f"(anchor has {len(anchor)}, test {len(test)}): encode more QPs"
+        )
     ra, qa = _curve(anchor, "anchor")
     rt, qt = _curve(test, "test")
     if min(qa.max(), qt.max()) <= max(qa.min(), qt.min()):
@@ -98,10 +101,14 @@ def bd_rate(anchor, test, method: str = "pchip") -> dict:
         warnings.simplefilter("ignore")
         rate = float(bjontegaard.bd_rate(ra, qa, rt, qt, method, require_matching_points=False, min_overlap=0))
         dpsnr = float(bjontegaard.bd_psnr(ra, qa, rt, qt, method, require_matching_points=False, min_overlap=0))
-    return {"bd_rate": rate, "bd_psnr": dpsnr, "method": method,
-            "implementation": f"bjontegaard {bjontegaard.__version__}",
-            "anchor": [[float(r), float(q)] for r, q in zip(ra, qa)],
-            "test": [[float(r), float(q)] for r, q in zip(rt, qt)]}
+    return {
+        "bd_rate": rate,
+        "bd_psnr": dpsnr,
+        "method": method,
+        "implementation": f"bjontegaard {bjontegaard.__version__}",
+        "anchor": [[float(r), float(q)] for r, q in zip(ra, qa, strict=False)],
+        "test": [[float(r), float(q)] for r, q in zip(rt, qt, strict=False)],
+    }
 
 
 def psnr_yuv_weighted(y: float, u: float, v: float, weights: tuple[int, int, int] = (6, 1, 1)) -> float:

@@ -21,37 +21,68 @@ def _stack(*decorators):
 
 geometry_options = _stack(
     click.option("--size", metavar="WxH", help="Raw YUV geometry, e.g. 1920x1080 (default: from the file name)."),
-    click.option("--bit-depth", type=click.Choice(["8", "10"]), callback=lambda c, p, v: int(v) if v else None,
-                 help="Raw YUV bit depth (default: from the file name, else 8)."),
+    click.option(
+        "--bit-depth",
+        type=click.Choice(["8", "10"]),
+        callback=lambda c, p, v: int(v) if v else None,
+        help="Raw YUV bit depth (default: from the file name, else 8).",
+    ),
     click.option("--fps", type=float, help="Frame rate (default: from the file name or header, else 30)."),
 )
 
 frame_options = _stack(
     click.option("--frames", type=click.IntRange(min=1), help="Number of frames to use (default: all)."),
     click.option("--start", type=click.IntRange(min=0), default=0, show_default=True, help="First frame."),
-    click.option("--frame-step", type=click.IntRange(min=1), default=1, show_default=True,
-                 help="Use every N-th frame (all-intra: only those frames are encoded)."),
+    click.option(
+        "--frame-step",
+        type=click.IntRange(min=1),
+        default=1,
+        show_default=True,
+        help="Use every N-th frame (all-intra: only those frames are encoded).",
+    ),
 )
 
 encoder_options = _stack(
-    click.option("--qp", "qps", type=int, multiple=True, metavar="QP",
-                 help=f"QP, repeatable (default: {' '.join(map(str, STANDARD_QPS))})."),
-    click.option("--encoder", type=click.Choice(["x265", "hm"]), default="x265", show_default=True,
-                 help="x265: libx265 bundled with PyAV; hm: your HM TAppEncoder."),
+    click.option(
+        "--qp",
+        "qps",
+        type=int,
+        multiple=True,
+        metavar="QP",
+        help=f"QP, repeatable (default: {' '.join(map(str, STANDARD_QPS))}).",
+    ),
+    click.option(
+        "--encoder",
+        type=click.Choice(["x265", "hm"]),
+        default="x265",
+        show_default=True,
+        help="x265: libx265 bundled with PyAV; hm: your HM TAppEncoder.",
+    ),
     click.option("--preset", type=click.Choice(PRESETS), default="medium", show_default=True, help="x265 preset."),
-    click.option("--tune", type=click.Choice(TUNES), default="psnr", show_default=True,
-                 help="x265 tuning (psnr: no psycho-visual tools)."),
+    click.option(
+        "--tune",
+        type=click.Choice(TUNES),
+        default="psnr",
+        show_default=True,
+        help="x265 tuning (psnr: no psycho-visual tools).",
+    ),
     click.option("--no-deblock", is_flag=True, help="Switch the deblocking filter off."),
     click.option("--no-sao", is_flag=True, help="Switch SAO off."),
-    click.option("--hm-bin", type=click.Path(), envvar="CODECNN_HM_BIN",
-                 help="HM TAppEncoder binary (or $CODECNN_HM_BIN)."),
-    click.option("--hm-cfg", type=click.Path(), envvar="CODECNN_HM_CFG",
-                 help="HM configuration file, e.g. encoder_intra_main.cfg (or $CODECNN_HM_CFG)."),
+    click.option(
+        "--hm-bin", type=click.Path(), envvar="CODECNN_HM_BIN", help="HM TAppEncoder binary (or $CODECNN_HM_BIN)."
+    ),
+    click.option(
+        "--hm-cfg",
+        type=click.Path(),
+        envvar="CODECNN_HM_CFG",
+        help="HM configuration file, e.g. encoder_intra_main.cfg (or $CODECNN_HM_CFG).",
+    ),
 )
 
 
-def encoder_settings(encoder: str, preset: str, tune: str, no_deblock: bool, no_sao: bool,
-                     hm_bin: str | None, hm_cfg: str | None) -> tuple[tuple[str, object], ...]:
+def encoder_settings(
+    encoder: str, preset: str, tune: str, no_deblock: bool, no_sao: bool, hm_bin: str | None, hm_cfg: str | None
+) -> tuple[tuple[str, object], ...]:
     """The keyword options of :func:`codecnn.encoders.make_encoder` from the CLI's encoder options."""
     common = {"deblock": not no_deblock, "sao": not no_sao}
     if encoder == "hm":
@@ -82,8 +113,13 @@ rdn_options = _stack(
     click.option("--features", type=int, default=32, show_default=True, help="Feature channels."),
     click.option("--qp-map", is_flag=True, help="QP as an extra input plane (one model for all QPs)."),
     click.option("--separable", is_flag=True, help="Depthwise 3x3 + pointwise 1x1 in place of each inner 3x3."),
-    click.option("--head", type=click.Choice(["3x3", "5x5"]), default="3x3", show_default=True,
-                 help="Unpadded head: two 3x3 convs (lab notes) or one 5x5."),
+    click.option(
+        "--head",
+        type=click.Choice(["3x3", "5x5"]),
+        default="3x3",
+        show_default=True,
+        help="Unpadded head: two 3x3 convs (lab notes) or one 5x5.",
+    ),
 )
 
 
@@ -100,20 +136,31 @@ train_options = _stack(
     click.option("--epochs", type=float, help="Training epochs over the train split (or --steps)."),
     click.option("--time-limit", type=float, metavar="SECONDS", help="Stop (and checkpoint) after this long."),
     click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True, help="Global batch size."),
-    click.option("--patch", type=click.IntRange(min=0), default=64, show_default=True,
-                 help="Random crops of this size, 8x8-grid aligned (0: whole CTUs)."),
+    click.option(
+        "--patch",
+        type=click.IntRange(min=0),
+        default=64,
+        show_default=True,
+        help="Random crops of this size, 8x8-grid aligned (0: whole CTUs).",
+    ),
     click.option("--lr", type=float, default=2e-4, show_default=True, help="Adam learning rate."),
-    click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine",
-                 show_default=True),
-    click.option("--loss", type=click.Choice(["l1", "l2", "gain"]), default="l1", show_default=True,
-                 help="gain: minus the per-patch PSNR gain over the reconstruction (balances QPs)."),
+    click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine", show_default=True),
+    click.option(
+        "--loss",
+        type=click.Choice(["l1", "l2", "gain"]),
+        default="l1",
+        show_default=True,
+        help="gain: minus the per-patch PSNR gain over the reconstruction (balances QPs).",
+    ),
     click.option("--seed", type=int, default=0, show_default=True),
     click.option("--val-every", type=click.IntRange(min=1), default=500, show_default=True),
     click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True),
     click.option("--ema", type=float, default=0.0, show_default=True, help="EMA decay of the weights (0: off)."),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N."),
     click.option("--no-amp", is_flag=True, help="No bf16 autocast on CUDA."),
-    click.option("--no-channels-last", is_flag=True, help="Keep NCHW tensors (channels_last is faster on GPU and CPU)."),
+    click.option(
+        "--no-channels-last", is_flag=True, help="Keep NCHW tensors (channels_last is faster on GPU and CPU)."
+    ),
     click.option("--compile", "compile_", is_flag=True, help="torch.compile the model."),
     click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="DataLoader workers."),
     click.option("--qp", "qps", type=int, multiple=True, help="Train a per-QP model on these QPs only."),
@@ -122,11 +169,55 @@ train_options = _stack(
 )
 
 
-def train_config(data, out, steps, epochs, time_limit, batch, patch, lr, schedule, loss, seed, val_every,
-                 log_every, ema, device, no_amp, no_channels_last, compile_, workers, qps, no_augment, resume,
-                 progress: bool):
+def train_config(
+    data,
+    out,
+    steps,
+    epochs,
+    time_limit,
+    batch,
+    patch,
+    lr,
+    schedule,
+    loss,
+    seed,
+    val_every,
+    log_every,
+    ema,
+    device,
+    no_amp,
+    no_channels_last,
+    compile_,
+    workers,
+    qps,
+    no_augment,
+    resume,
+    progress: bool,
+):
     from codecnn.train.trainer import TrainConfig
 
-    return TrainConfig(data, out, steps, epochs, time_limit, batch, patch, lr, schedule, loss, seed, val_every,
-                       log_every, ema, device, not no_amp, not no_channels_last, compile_, workers, tuple(qps),
-                       not no_augment, resume, progress)
+    return TrainConfig(
+        data,
+        out,
+        steps,
+        epochs,
+        time_limit,
+        batch,
+        patch,
+        lr,
+        schedule,
+        loss,
+        seed,
+        val_every,
+        log_every,
+        ema,
+        device,
+        not no_amp,
+        not no_channels_last,
+        compile_,
+        workers,
+        tuple(qps),
+        not no_augment,
+        resume,
+        progress,
+    )

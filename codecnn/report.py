@@ -58,42 +58,68 @@ def render_markdown(results: dict) -> str:
     s = results["summary"]
     ck = results["checkpoint"]
     lines = ["# codecnn evaluation", ""]
-    lines.append(f"- checkpoint: {ck.get('path')} ({ck.get('arch')}, step {ck.get('step')}, "
-                 f"weights {ck.get('fingerprint')})" if "arch" in ck else f"- checkpoint: {ck.get('note')}")
+    lines.append(
+        f"- checkpoint: {ck.get('path')} ({ck.get('arch')}, step {ck.get('step')}, weights {ck.get('fingerprint')})"
+        if "arch" in ck
+        else f"- checkpoint: {ck.get('note')}"
+    )
     enc = results.get("encoder") or {}
     lines.append(f"- anchor: {enc.get('encoder', results.get('source'))} {enc.get('version') or ''}".rstrip())
-    lines.append(f"- BD method: {results['bd_method']} ({'bjontegaard ' + results['versions']['bjontegaard']}); "
-                 f"PSNR peak convention: {results['psnr_peak']}; CTU {results['ctu']}; codecnn "
-                 f"{results['codecnn_version']}")
-    lines += ["", "## Summary", "",
-              "| | always on | CTU-switched |", "|---|---|---|",
-              f"| average Y-PSNR gain (dB) | {_f(s['gain_y'], '{:+.4f}')} | {_f(s['gain_y_switched'], '{:+.4f}')} |",
-              f"| average BD-rate (Y) | {_f(s['bd_rate'], '{:+.2f} %')} | {_f(s['bd_rate_switched'], '{:+.2f} %')} |"]
+    lines.append(
+        f"- BD method: {results['bd_method']} ({'bjontegaard ' + results['versions']['bjontegaard']}); "
+        f"PSNR peak convention: {results['psnr_peak']}; CTU {results['ctu']}; codecnn "
+        f"{results['codecnn_version']}"
+    )
+    lines += [
+        "",
+        "## Summary",
+        "",
+        "| | always on | CTU-switched |",
+        "|---|---|---|",
+        f"| average Y-PSNR gain (dB) | {_f(s['gain_y'], '{:+.4f}')} | {_f(s['gain_y_switched'], '{:+.4f}')} |",
+        f"| average BD-rate (Y) | {_f(s['bd_rate'], '{:+.2f} %')} | {_f(s['bd_rate_switched'], '{:+.2f} %')} |",
+    ]
     if s.get("bd_rate_missing"):
         lines.append(f"\nBD-rate n/a for: {', '.join(s['bd_rate_missing'])} (see below); averages exclude them.")
     if s["gain_y"] is not None and s["gain_y"] < 0:
-        lines.append("\n**Always-on filtering lowers the average Y-PSNR** on these sequences; the CTU-switched "
-                     "figure is what a codec with a per-CTU flag would get.")
+        lines.append(
+            "\n**Always-on filtering lowers the average Y-PSNR** on these sequences; the CTU-switched "
+            "figure is what a codec with a per-CTU flag would get."
+        )
     lines += ["", "| QP | gain always on (dB) | gain switched (dB) |", "|---|---|---|"]
     for qp, v in s["per_qp"].items():
         lines.append(f"| {qp} | {_f(v['gain_y'], '{:+.4f}')} | {_f(v['gain_y_switched'], '{:+.4f}')} |")
     if s.get("classes"):
-        lines += ["", "## Classes", "", "| class | sequences | gain (dB) | BD-rate | BD-rate switched |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Classes",
+            "",
+            "| class | sequences | gain (dB) | BD-rate | BD-rate switched |",
+            "|---|---|---|---|---|",
+        ]
         for c, v in s["classes"].items():
-            lines.append(f"| {c} | {', '.join(v['sequences'])} | {_f(v['gain_y'], '{:+.4f}')} | "
-                         f"{_f(v['bd_rate'], '{:+.2f} %')} | {_f(v['bd_rate_switched'], '{:+.2f} %')} |")
+            lines.append(
+                f"| {c} | {', '.join(v['sequences'])} | {_f(v['gain_y'], '{:+.4f}')} | "
+                f"{_f(v['bd_rate'], '{:+.2f} %')} | {_f(v['bd_rate_switched'], '{:+.2f} %')} |"
+            )
     for seq in results["sequences"]:
-        lines += ["", f"## {seq['name']}" + (f" (class {seq['class']})" if seq.get("class") else ""), "",
-                  f"{seq['width']}x{seq['height']}, {seq['bit_depth']}-bit, {seq['fps']} fps; BD-rate always on "
-                  f"{_bd(seq['bd']['always_on'])}, switched {_bd(seq['bd']['switched'])}", "",
-                  "| QP | frames | kbps | anchor Y | filtered Y | gain | switched Y | gain | CTUs on | anchor U | anchor V |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## {seq['name']}" + (f" (class {seq['class']})" if seq.get("class") else ""),
+            "",
+            f"{seq['width']}x{seq['height']}, {seq['bit_depth']}-bit, {seq['fps']} fps; BD-rate always on "
+            f"{_bd(seq['bd']['always_on'])}, switched {_bd(seq['bd']['switched'])}",
+            "",
+            "| QP | frames | kbps | anchor Y | filtered Y | gain | switched Y | gain | CTUs on | anchor U | anchor V |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for q in seq["qps"]:
-            lines.append(f"| {q['qp']} | {q['frames']} | {q['kbps']:.2f} | {q['anchor']['y']:.4f} | "
-                         f"{q['filtered']['y']:.4f} | {q['gain_y']:+.4f} | {q['switched']['y']:.4f} | "
-                         f"{q['gain_y_switched']:+.4f} | {100 * q['ctus_on']:.0f} % | {q['anchor']['u']:.4f} | "
-                         f"{q['anchor']['v']:.4f} |")
+            lines.append(
+                f"| {q['qp']} | {q['frames']} | {q['kbps']:.2f} | {q['anchor']['y']:.4f} | "
+                f"{q['filtered']['y']:.4f} | {q['gain_y']:+.4f} | {q['switched']['y']:.4f} | "
+                f"{q['gain_y_switched']:+.4f} | {100 * q['ctus_on']:.0f} % | {q['anchor']['u']:.4f} | "
+                f"{q['anchor']['v']:.4f} |"
+            )
     lines.append("")
     return "\n".join(lines)
 
@@ -126,9 +152,14 @@ def render_plots(results: dict, out_dir: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for seq in results["sequences"]:
         q = seq["qps"]
-        line, = ax.plot([x["qp"] for x in q], [x["gain_y"] for x in q], "o-", label=f"{seq['name']} always on")
-        ax.plot([x["qp"] for x in q], [x["gain_y_switched"] for x in q], "^:", color=line.get_color(),
-                label=f"{seq['name']} switched")
+        (line,) = ax.plot([x["qp"] for x in q], [x["gain_y"] for x in q], "o-", label=f"{seq['name']} always on")
+        ax.plot(
+            [x["qp"] for x in q],
+            [x["gain_y_switched"] for x in q],
+            "^:",
+            color=line.get_color(),
+            label=f"{seq['name']} switched",
+        )
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xlabel("QP")
     ax.set_ylabel("Y-PSNR gain (dB)")

@@ -90,22 +90,37 @@ def load_sequence_list(path: str | os.PathLike, seq_dir: str | os.PathLike | Non
         if not f.is_file():
             raise CodecnnError(f"{p}: sequence {s['name']}: {f} not found; check --seq-dir")
         fps = s.get("fps")
-        out.append(SequenceSpec(s["name"], str(f), s.get("size"), s.get("bit_depth"),
-                                str(Fraction(fps).limit_denominator(1001)) if fps else None, s.get("frames"),
-                                split, s.get("class")))
+        out.append(
+            SequenceSpec(
+                s["name"],
+                str(f),
+                s.get("size"),
+                s.get("bit_depth"),
+                str(Fraction(fps).limit_denominator(1001)) if fps else None,
+                s.get("frames"),
+                split,
+                s.get("class"),
+            )
+        )
     if not out:
         raise CodecnnError(f"{p}: the list holds no [[sequence]]")
     return out
 
 
-def sequence_from_path(path: str | os.PathLike, size: str | None = None, bit_depth: int | None = None,
-                       fps: float | None = None, split: str = "train") -> SequenceSpec:
+def sequence_from_path(
+    path: str | os.PathLike,
+    size: str | None = None,
+    bit_depth: int | None = None,
+    fps: float | None = None,
+    split: str = "train",
+) -> SequenceSpec:
     p = Path(path)
     if size is not None:
         parse_size(size)
     name = p.name.rsplit(".", 1)[0]
-    return SequenceSpec(name, str(p), size, bit_depth, str(Fraction(fps).limit_denominator(1001)) if fps else None,
-                        None, split)
+    return SequenceSpec(
+        name, str(p), size, bit_depth, str(Fraction(fps).limit_denominator(1001)) if fps else None, None, split
+    )
 
 
 def assign_auto_splits(specs: list[SequenceSpec], seed: int, val: float = 0.1, test: float = 0.1) -> list[SequenceSpec]:
@@ -121,8 +136,9 @@ def assign_auto_splits(specs: list[SequenceSpec], seed: int, val: float = 0.1, t
         split[i] = "val"
     for i in order[n_val : n_val + n_test]:
         split[i] = "test"
-    return [SequenceSpec(s.name, s.path, s.size, s.bit_depth, s.fps, s.frames, split[i], s.cls)
-            for i, s in enumerate(specs)]
+    return [
+        SequenceSpec(s.name, s.path, s.size, s.bit_depth, s.fps, s.frames, split[i], s.cls) for i, s in enumerate(specs)
+    ]
 
 
 def file_fingerprint(path: str | os.PathLike, head: int = 1 << 20) -> str:

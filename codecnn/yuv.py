@@ -20,15 +20,17 @@ import logging
 import mmap
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import numpy as np
 
 from codecnn.errors import CodecnnError
 
+_BYTES = np.dtype(np.uint8)
 log = logging.getLogger(__name__)
 
 SUPPORTED_BIT_DEPTHS = (8, 10)
@@ -106,7 +108,7 @@ class Frame:
         return b"".join(np.ascontiguousarray(p, dtype=dt).tobytes() for p in self.planes)
 
     @classmethod
-    def from_buffer(cls, buf: np.ndarray, width: int, height: int, bit_depth: int) -> "Frame":
+    def from_buffer(cls, buf: np.ndarray, width: int, height: int, bit_depth: int) -> Frame:
         """Split a flat array of ``width*height*3/2`` samples (Y, then U, then V) into planes."""
         n = width * height
         c = n // 4
@@ -116,7 +118,7 @@ class Frame:
         return cls(y, u, v, bit_depth)
 
     @classmethod
-    def from_i420(cls, arr: np.ndarray, bit_depth: int) -> "Frame":
+    def from_i420(cls, arr: np.ndarray, bit_depth: int) -> Frame:
         """From the (H*3/2) x W array that PyAV's ``to_ndarray(format='yuv420p')`` returns."""
         h = arr.shape[0] * 2 // 3
         w = arr.shape[1]
@@ -156,7 +158,11 @@ def parse_name(name: str) -> dict:
         out["width"], out["height"] = int(m.group(1)), int(m.group(2))
         rest = stem[m.end() :]
         fm = _FPS_RE.search(rest)
-        if fm and fm.group(1) not in ("400", "420", "422", "444") and not re.match(r"\d+[-_]?b", rest[fm.start() :], re.I):
+        if (
+            fm
+            and fm.group(1) not in ("400", "420", "422", "444")
+            and not re.match(r"\d+[-_]?b", rest[fm.start() :], re.I)
+        ):
             out["fps"] = _ntsc(Fraction(fm.group(1)))
     bm = _BITS_RE.search(stem)
     if bm:
@@ -218,8 +224,7 @@ class VideoReader:
             raise CodecnnError(f"bad frame selection start={start} step={step}: both must be >= 0 / >= 1")
         if start >= n:
             raise CodecnnError(
-                f"{self.path}: --start {start} is beyond the end: the file has {n} frame(s) "
-                f"(indices 0..{n - 1})"
+                f"{self.path}: --start {start} is beyond the end: the file has {n} frame(s) (indices 0..{n - 1})"
             )
         if count is not None and count < 1:
             raise CodecnnError(f"--frames must be at least 1 (got {count})")
@@ -233,7 +238,7 @@ class VideoReader:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "VideoReader":
+    def __enter__(self) -> VideoReader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -251,7 +256,7 @@ class _MappedFile:
         with open(path, "rb") as f:
             self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
-    def read(self, start: int, nbytes: int, dtype: np.dtype = np.dtype(np.uint8)) -> np.ndarray:
+    def read(self, start: int, nbytes: int, dtype: np.dtype = _BYTES) -> np.ndarray:
         out = np.frombuffer(self._mm, np.uint8, nbytes, start).view(dtype).copy()
         if hasattr(self._mm, "madvise"):
             page = start - start % mmap.PAGESIZE
@@ -265,8 +270,7 @@ class _MappedFile:
 class RawYuvReader(VideoReader):
     """Raw planar I420 through an mmap; frame ``i`` starts at byte ``i * frame_bytes``."""
 
-    def __init__(self, path: str | os.PathLike, width: int, height: int, bit_depth: int = 8,
-                 fps: Fraction | int = 30):
+    def __init__(self, path: str | os.PathLike, width: int, height: int, bit_depth: int = 8, fps: Fraction | int = 30):
         self.path = Path(path)
         if not self.path.is_file():
             raise CodecnnError(f"{self.path}: no such file")
@@ -410,8 +414,12 @@ class ContainerReader(VideoReader):
                     yield i, Frame.from_i420(vf.to_ndarray(format=self._fmt), self.info.bit_depth)
 
 
-def open_video(path: str | os.PathLike, size: str | tuple[int, int] | None = None,
-               bit_depth: int | None = None, fps: float | Fraction | None = None) -> VideoReader:
+def open_video(
+    path: str | os.PathLike,
+    size: str | tuple[int, int] | None = None,
+    bit_depth: int | None = None,
+    fps: float | Fraction | None = None,
+) -> VideoReader:
     """Open ``path`` by its suffix: raw YUV, Y4M, or any container PyAV reads.
 
     For raw YUV, ``size``/``bit_depth``/``fps`` override what the file name says; the size must come
@@ -456,8 +464,7 @@ class YuvWriter:
     under the final name; :meth:`abort` removes the temporary file.
     """
 
-    def __init__(self, path: str | os.PathLike, bit_depth: int = 8, header: bytes = b"",
-                 frame_header: bytes = b""):
+    def __init__(self, path: str | os.PathLike, bit_depth: int = 8, header: bytes = b"", frame_header: bytes = b""):
         check_bit_depth(bit_depth)
         self.path = Path(path)
         self.bit_depth = bit_depth
@@ -486,7 +493,7 @@ class YuvWriter:
             self._f = None
             self._tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> "YuvWriter":
+    def __enter__(self) -> YuvWriter:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
@@ -496,8 +503,9 @@ class YuvWriter:
             self.abort()
 
 
-def y4m_writer(path: str | os.PathLike, width: int, height: int, bit_depth: int = 8,
-               fps: Fraction = Fraction(30)) -> YuvWriter:
+def y4m_writer(
+    path: str | os.PathLike, width: int, height: int, bit_depth: int = 8, fps: Fraction = Fraction(30)
+) -> YuvWriter:
     """A :class:`YuvWriter` that writes YUV4MPEG2 (``C420jpeg`` or ``C420p10``)."""
     fps = Fraction(fps)
     chroma = "420jpeg" if bit_depth == 8 else "420p10"

@@ -37,8 +37,10 @@ def gain(orig, recon, log_path, model, size, bit_depth, ctu, as_json):
         click.echo(json.dumps(r))
         return
     for f in r["frames"]:
-        click.echo(f"POC {f['poc']:>3} QP {f['qp']}: HM {f['psnr_anchor']:.4f} dB, filtered {f['psnr_filtered']:.4f} "
-                   f"dB, gain {f['gain']:+.4f} dB")
+        click.echo(
+            f"POC {f['poc']:>3} QP {f['qp']}: HM {f['psnr_anchor']:.4f} dB, filtered {f['psnr_filtered']:.4f} "
+            f"dB, gain {f['gain']:+.4f} dB"
+        )
     a = r["average"]
     click.echo(f"average: HM {a['psnr_anchor']:.4f} dB, filtered {a['psnr_filtered']:.4f} dB, gain {a['gain']:+.4f} dB")
 
@@ -51,8 +53,9 @@ def patch_hm_cmd(hm_dir):
 
     for line in patch_hm(hm_dir):
         click.echo(line)
-    click.echo("now rebuild HM (e.g. make -C build/linux release) and run TAppEncoder/TAppDecoder with "
-               "--CnnModel=model.cnnw")
+    click.echo(
+        "now rebuild HM (e.g. make -C build/linux release) and run TAppEncoder/TAppDecoder with --CnnModel=model.cnnw"
+    )
 
 
 __all__ = ["main", "UserError", "CodecnnError"]

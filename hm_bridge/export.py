@@ -17,8 +17,9 @@ MAX_LOSS_DB = 0.02
 CALIB_CTUS = 16
 
 
-def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, int16: bool = False,
-                      calib: str | os.PathLike | None = None) -> tuple[Path, dict | None]:
+def export_checkpoint(
+    checkpoint: str | os.PathLike, out: str | os.PathLike, int16: bool = False, calib: str | os.PathLike | None = None
+) -> tuple[Path, dict | None]:
     """Write the (EMA, where kept) weights of a restoration checkpoint as a ``.cnnw`` file.
 
     With ``int16``, the scales are calibrated on real CTUs (``calib``, else the checkpoint's training
@@ -44,14 +45,18 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, int
     q = quantise_graph(g, inputs.astype(np.float32) / peaks[:, None, None], qps)
     c = int(g.header["context"])
     err_f = err_q = 0.0
-    for x, t, qp, bd, pk in zip(inputs, targets, qps, bds, peaks):
+    for x, t, qp, bd, pk in zip(inputs, targets, qps, bds, peaks, strict=False):
         res = run_graph(g, (x.astype(np.float32) / pk)[None], qp)[0]
         fl = np.rint(np.clip(x[c:-c, c:-c] / pk + res, 0, 1) * pk)
         iq = run_int_graph(q, x, int(bd), int(qp))
         err_f += float(np.mean((fl - t) ** 2) / pk**2)
         err_q += float(np.mean((iq - t.astype(np.int64)) ** 2) / pk**2)
-    report = {"ctus": len(inputs), "psnr_float": -10 * np.log10(err_f / len(inputs)),
-              "psnr_int16": -10 * np.log10(err_q / len(inputs)), "calibration": str(data)}
+    report = {
+        "ctus": len(inputs),
+        "psnr_float": -10 * np.log10(err_f / len(inputs)),
+        "psnr_int16": -10 * np.log10(err_q / len(inputs)),
+        "calibration": str(data),
+    }
     report["loss_db"] = report["psnr_float"] - report["psnr_int16"]
     q.header["int16_report"] = report
     return write_cnnw(q, out), report
@@ -72,8 +77,12 @@ def calibration_ctus(path: str | os.PathLike, count: int = CALIB_CTUS):
         if len(rows) == 0:
             rows = np.arange(len(split))
         rows = rows[np.linspace(0, len(rows) - 1, min(count, len(rows))).astype(int)]
-        return (f["input"][rows.tolist()], f["target"][rows.tolist()], f["qp"][rows.tolist()].astype(int),
-                f["bit_depth"][rows.tolist()].astype(int))
+        return (
+            f["input"][rows.tolist()],
+            f["target"][rows.tolist()],
+            f["qp"][rows.tolist()].astype(int),
+            f["bit_depth"][rows.tolist()].astype(int),
+        )
 
 
 def filter_plane_cnnw(graph: Graph, plane: np.ndarray, bit_depth: int, qp: int = 0, ctu: int = 128) -> np.ndarray:
@@ -118,12 +127,22 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, tol: floa
         x = torch.from_numpy(inp.astype(np.float32) / ((1 << bds) - 1)[:, None, None])[:, None]
         qp = torch.from_numpy(qps.astype(np.float32))
     else:
-        x, qp = torch.rand(2, 1, 128 + 2 * c, 128 + 2 * c, generator=torch.Generator().manual_seed(0)), torch.tensor([32.0, 37.0])
+        x, qp = (
+            torch.rand(2, 1, 128 + 2 * c, 128 + 2 * c, generator=torch.Generator().manual_seed(0)),
+            torch.tensor([32.0, 37.0]),
+        )
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x, qp), buf, input_names=["x", "qp"], output_names=["y"], dynamo=False,
-                          dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "qp": {0: "n"}, "y": {0: "n", 2: "oh", 3: "ow"}})
+        torch.onnx.export(
+            model,
+            (x, qp),
+            buf,
+            input_names=["x", "qp"],
+            output_names=["y"],
+            dynamo=False,
+            dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "qp": {0: "n"}, "y": {0: "n", 2: "oh", 3: "ow"}},
+        )
     sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
     got = sess.run(None, {"x": x.numpy(), "qp": qp.numpy()})[0]
     with torch.no_grad():

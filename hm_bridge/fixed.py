@@ -60,7 +60,7 @@ def calibrate(g: Graph, tiles: np.ndarray, qps) -> list[float]:
     def record(i, v):
         peaks[i] = max(peaks[i], float(v.abs().max()))
 
-    for tile, qp in zip(tiles, qps):
+    for tile, qp in zip(tiles, qps, strict=False):
         run_graph(g, np.asarray(tile, np.float32)[None], qp, on_node=record)
     return peaks
 
@@ -172,7 +172,7 @@ def run_int_graph(g: Graph, samples: np.ndarray, bit_depth: int, qp: int = 0) ->
         qs.append(qo)
     c = int(g.header["context"])
     q_in = qs[0]
-    centre = vals[0][0, c:-c or None, c:-c or None].astype(np.int64)
+    centre = vals[0][0, c : -c or None, c : -c or None].astype(np.int64)
     res = shift_round(vals[-1][0], qs[-1] - q_in)
     v = centre + res
     return np.clip((v * peak + (1 << (q_in - 1))) >> q_in, 0, peak)

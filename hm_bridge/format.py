@@ -236,8 +236,9 @@ def run_graph(g: Graph, x: np.ndarray, qp: float = 0.0, on_node=None) -> np.ndar
             v = torch.cat(ins, 1)
         elif n.op == CONV2D:
             w, b, pad, groups = n.params
-            v = F.conv2d(ins[0], torch.from_numpy(g.tensors[w]), torch.from_numpy(g.tensors[b]), padding=pad,
-                         groups=groups)
+            v = F.conv2d(
+                ins[0], torch.from_numpy(g.tensors[w]), torch.from_numpy(g.tensors[b]), padding=pad, groups=groups
+            )
         elif n.op == RELU:
             v = torch.relu(ins[0])
         elif n.op == ADD:

@@ -25,12 +25,16 @@ from codecnn.errors import CodecnnError
 MARK = "// codecnn hm_bridge"
 CPP = Path(__file__).resolve().parent / "cpp"
 INCLUDE = f'#include "TLibCommon/codecnn_hm.h"  {MARK}'
-CALL = ("codecnn_hm::filterLuma(pcPic->getPicYuvRec()->getAddr(COMPONENT_Y), "
-        "pcPic->getPicYuvRec()->getStride(COMPONENT_Y), pcPic->getPicYuvRec()->getWidth(COMPONENT_Y), "
-        "pcPic->getPicYuvRec()->getHeight(COMPONENT_Y), pcSlice->getSPS()->getBitDepth(CHANNEL_TYPE_LUMA), "
-        f"pcPic->getSlice(0)->getSliceQp());  {MARK}")
-OPTION = ('("CnnModel", codecnn_hm::modelPath(), std::string(""), "codecnn .cnnw luma filter applied after SAO '
-          f'(hm_bridge)")  {MARK}')
+CALL = (
+    "codecnn_hm::filterLuma(pcPic->getPicYuvRec()->getAddr(COMPONENT_Y), "
+    "pcPic->getPicYuvRec()->getStride(COMPONENT_Y), pcPic->getPicYuvRec()->getWidth(COMPONENT_Y), "
+    "pcPic->getPicYuvRec()->getHeight(COMPONENT_Y), pcSlice->getSPS()->getBitDepth(CHANNEL_TYPE_LUMA), "
+    f"pcPic->getSlice(0)->getSliceQp());  {MARK}"
+)
+OPTION = (
+    '("CnnModel", codecnn_hm::modelPath(), std::string(""), "codecnn .cnnw luma filter applied after SAO '
+    f'(hm_bridge)")  {MARK}'
+)
 
 
 @dataclass(frozen=True)
@@ -43,14 +47,26 @@ class Edit:
 
 
 EDITS = (
-    Edit("Lib/TLibEncoder/TEncGOP.cpp", '#include "TEncGOP.h"', r"^\s*pcPic->compressMotion\(\);\s*$",
-         r"cabac_zero_word_padding\(", CALL),
-    Edit("Lib/TLibDecoder/TDecGop.cpp", '#include "TDecGop.h"', r"^\s*pcPic->compressMotion\(\);\s*$",
-         r"m_pcSAO->SAOProcess\(pcPic\);", CALL),
-    Edit("App/TAppEncoder/TAppEncCfg.cpp", '#include "TAppEncCfg.h"', r'^\s*\("ReconFile,o",', r"addOptions\(\)",
-         OPTION),
-    Edit("App/TAppDecoder/TAppDecCfg.cpp", '#include "TAppDecCfg.h"', r'^\s*\("ReconFile,o",', r"addOptions\(\)",
-         OPTION),
+    Edit(
+        "Lib/TLibEncoder/TEncGOP.cpp",
+        '#include "TEncGOP.h"',
+        r"^\s*pcPic->compressMotion\(\);\s*$",
+        r"cabac_zero_word_padding\(",
+        CALL,
+    ),
+    Edit(
+        "Lib/TLibDecoder/TDecGop.cpp",
+        '#include "TDecGop.h"',
+        r"^\s*pcPic->compressMotion\(\);\s*$",
+        r"m_pcSAO->SAOProcess\(pcPic\);",
+        CALL,
+    ),
+    Edit(
+        "App/TAppEncoder/TAppEncCfg.cpp", '#include "TAppEncCfg.h"', r'^\s*\("ReconFile,o",', r"addOptions\(\)", OPTION
+    ),
+    Edit(
+        "App/TAppDecoder/TAppDecCfg.cpp", '#include "TAppDecCfg.h"', r'^\s*\("ReconFile,o",', r"addOptions\(\)", OPTION
+    ),
 )
 
 
@@ -61,15 +77,18 @@ def _plan(text: str, e: Edit, name: str) -> str:
         return text
     inc = [i for i, ln in enumerate(lines) if ln.strip() == e.after_include]
     if len(inc) != 1:
-        raise CodecnnError(f"{name}: the line {e.after_include!r} was not found once; this HM version is not "
-                           "supported by patch-hm (see the README to insert the lines by hand)")
+        raise CodecnnError(
+            f"{name}: the line {e.after_include!r} was not found once; this HM version is not "
+            "supported by patch-hm (see the README to insert the lines by hand)"
+        )
     ctx = [i for i, ln in enumerate(lines) if re.search(e.context, ln)]
     if not ctx:
         raise CodecnnError(f"{name}: {e.context!r} not found; this HM version is not supported by patch-hm")
     anchors = [i for i, ln in enumerate(lines) if re.search(e.anchor, ln) and i > ctx[0]]
     if not anchors:
-        raise CodecnnError(f"{name}: no line matching {e.anchor!r} after {e.context!r}; this HM version is not "
-                           "supported by patch-hm")
+        raise CodecnnError(
+            f"{name}: no line matching {e.anchor!r} after {e.context!r}; this HM version is not supported by patch-hm"
+        )
     a = anchors[0]
     indent = re.match(r"^\s*", lines[a]).group(0)
     lines.insert(a, indent + e.line)

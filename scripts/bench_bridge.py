@@ -46,8 +46,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         ck = d / "m.pt"
-        save_checkpoint(ck, {"task": "ctu-restoration", "arch": "rdn", "config": model.config.__dict__,
-                             "state_dict": model.state_dict(), "step": 0})
+        save_checkpoint(
+            ck,
+            {
+                "task": "ctu-restoration",
+                "arch": "rdn",
+                "config": model.config.__dict__,
+                "state_dict": model.state_dict(),
+                "step": 0,
+            },
+        )
         # calibration data for int16: a one-frame dataset of the same content would be best; a real
         # 720p CTU dataset is built by the tests - here the frame's own CTUs are used through a tiny file
         calib = d / "calib.h5"
@@ -55,8 +63,18 @@ def main() -> None:
         f32, _ = export_checkpoint(ck, d / "m.cnnw")
         i16, rep = export_checkpoint(ck, d / "m16.cnnw", int16=True, calib=calib)
         exe = d / "cnnw_tool"
-        subprocess.run(["g++", "-std=c++11", "-O3", "-march=native", "-o", str(exe),
-                        str(ROOT / "hm_bridge" / "cpp" / "cnnw_tool.cpp")], check=True)
+        subprocess.run(
+            [
+                "g++",
+                "-std=c++11",
+                "-O3",
+                "-march=native",
+                "-o",
+                str(exe),
+                str(ROOT / "hm_bridge" / "cpp" / "cnnw_tool.cpp"),
+            ],
+            check=True,
+        )
         yuv = d / "f.yuv"
         frame.tofile(yuv)
         torch.set_num_threads(1)
@@ -70,12 +88,16 @@ def main() -> None:
             times[name] = time.perf_counter() - t
         c = describe_complexity(model)
         print(f"RDN {model.config}: {c['macs_per_pixel'] / 1e3:.1f} kMAC/pixel, {c['params']} parameters")
-        print(f"model files: float32 {f32.stat().st_size} bytes, int16 {i16.stat().st_size} bytes "
-              f"(int16 vs float on the frame's CTUs: {rep['loss_db']:+.4f} dB)")
+        print(
+            f"model files: float32 {f32.stat().st_size} bytes, int16 {i16.stat().st_size} bytes "
+            f"(int16 vs float on the frame's CTUs: {rep['loss_db']:+.4f} dB)"
+        )
         print(f"1920x1080 luma, one thread: PyTorch {t_torch:.2f} s")
         for name in ("float", "int16"):
-            print(f"  C++ {name:5s}: {times[name]:.2f} s   speed ratio to PyTorch {t_torch / times[name]:.2f}x "
-                  "(target >= 0.5x)")
+            print(
+                f"  C++ {name:5s}: {times[name]:.2f} s   speed ratio to PyTorch {t_torch / times[name]:.2f}x "
+                "(target >= 0.5x)"
+            )
 
 
 def _calibration_file(plane: np.ndarray, path: Path) -> None:

@@ -35,8 +35,12 @@ print(json.dumps({"samples": s.samples, "seconds": s.seconds, "encoder": s.encod
 
 def run(frames: int, preset: str) -> dict:
     with tempfile.TemporaryDirectory() as d:
-        r = subprocess.run([sys.executable, "-c", CHILD, str(frames), preset, f"{d}/bench.h5"],
-                           capture_output=True, text=True, check=True)
+        r = subprocess.run(
+            [sys.executable, "-c", CHILD, str(frames), preset, f"{d}/bench.h5"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -46,14 +50,18 @@ def main() -> None:
     ap.add_argument("--preset", default="medium")
     a = ap.parse_args()
     one = run(a.frames, a.preset)
-    print(f"bigbuckbunny 1280x720, {a.frames} frames x 4 QPs, x265 preset {a.preset}: {one['samples']} samples, "
-          f"{one['mb']:.1f} MB in {one['seconds']:.2f} s")
+    print(
+        f"bigbuckbunny 1280x720, {a.frames} frames x 4 QPs, x265 preset {a.preset}: {one['samples']} samples, "
+        f"{one['mb']:.1f} MB in {one['seconds']:.2f} s"
+    )
     print(f"encoder time        {one['encoder']:.3f} s")
     print(f"everything else     {one['other']:.3f} s")
     print(f"ratio other/encoder {one['other'] / one['encoder']:.3f}   (target <= 0.10)")
     four = run(4 * a.frames, a.preset)
-    print(f"peak memory: {a.frames} frames {one['peak_mib']:.0f} MiB, {4 * a.frames} frames {four['peak_mib']:.0f} MiB"
-          f"   (ratio {four['peak_mib'] / one['peak_mib']:.2f}, target ~1.0)")
+    print(
+        f"peak memory: {a.frames} frames {one['peak_mib']:.0f} MiB, {4 * a.frames} frames {four['peak_mib']:.0f} MiB"
+        f"   (ratio {four['peak_mib'] / one['peak_mib']:.2f}, target ~1.0)"
+    )
 
 
 if __name__ == "__main__":

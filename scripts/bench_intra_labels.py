@@ -36,9 +36,10 @@ def vmhwm_mib() -> float:
 
 
 def main() -> None:
+    from test_intra import _slow_labels
+
     from codecnn._intra_kernel import warm_up
     from codecnn.intra_labels import label_blocks
-    from test_intra import _slow_labels
 
     y = frame_1080p()
     warm_up()
@@ -54,8 +55,11 @@ def main() -> None:
     k = int(np.argsort(totals)[1])
     total = totals[k]
     print("1920x1080 luma, open loop, DCT-SATD, 35 modes: " + ", ".join(f"N={n} {s:.2f} s" for n, s in runs[k].items()))
-    print(f"labels per frame       {total:.2f} s   (target <= 1.0 s; median of 3 frames: "
-          + ", ".join(f"{t:.2f}" for t in totals) + ")")
+    print(
+        f"labels per frame       {total:.2f} s   (target <= 1.0 s; median of 3 frames: "
+        + ", ".join(f"{t:.2f}" for t in totals)
+        + ")"
+    )
     crop = y[:64, :64]
     t = time.perf_counter()
     for n in (4, 8, 16, 32):
@@ -66,8 +70,10 @@ def main() -> None:
         label_blocks(crop, crop, n, with_hadamard=False)
     fast = time.perf_counter() - t
     frac = crop.size / y.size
-    print(f"slow per-block reference on a 64x64 crop: {slow:.2f} s (~{slow / frac:.0f} s per frame); "
-          f"speed-up {slow / fast:.0f}x on the crop, {slow / frac / total:.0f}x per frame")
+    print(
+        f"slow per-block reference on a 64x64 crop: {slow:.2f} s (~{slow / frac:.0f} s per frame); "
+        f"speed-up {slow / fast:.0f}x on the crop, {slow / frac / total:.0f}x per frame"
+    )
     print(f"ratio to HM 16.20 C++ (1.33 s/frame, one core, Hadamard): {total / HM_SECONDS:.2f}x its time")
     print(f"peak memory {vmhwm_mib():.0f} MiB   (target < 2048 MiB)")
 

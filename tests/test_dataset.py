@@ -26,8 +26,27 @@ FAST = ["--preset", "ultrafast", "--qp", "32", "--qp", "37"]
 def built(carphone_yuv, tmp_path_factory):
     """carphone (176x144, real frames 1, 3, 5) at QP 32 and 37, CTU 64 so it has partial edge CTUs."""
     out = tmp_path_factory.mktemp("ds") / "c.h5"
-    r = CliRunner().invoke(cli, ["make-dataset", "--yuv", str(carphone_yuv), *FAST, "--start", "1", "--frames", "3",
-                                 "--frame-step", "2", "--ctu", "64", "--context", "4", "--out", str(out)])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "make-dataset",
+            "--yuv",
+            str(carphone_yuv),
+            *FAST,
+            "--start",
+            "1",
+            "--frames",
+            "3",
+            "--frame-step",
+            "2",
+            "--ctu",
+            "64",
+            "--context",
+            "4",
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     return out
 
@@ -91,11 +110,29 @@ def test_info_command(built):
 
 def test_split_by_sequence_from_list(tmp_path, carphone_yuv):
     lst = tmp_path / "l.toml"
-    lst.write_text('[list]\nname = "l"\n[[sequence]]\nname = "a"\nfile = "carphone_176x144_30.yuv"\nsplit = "val"\n'
-                   '[[sequence]]\nname = "b"\nfile = "carphone_176x144_30.yuv"\nsplit = "test"\n')
+    lst.write_text(
+        '[list]\nname = "l"\n[[sequence]]\nname = "a"\nfile = "carphone_176x144_30.yuv"\nsplit = "val"\n'
+        '[[sequence]]\nname = "b"\nfile = "carphone_176x144_30.yuv"\nsplit = "test"\n'
+    )
     out = tmp_path / "l.h5"
-    r = CliRunner().invoke(cli, ["make-dataset", "--list", str(lst), "--seq-dir", str(carphone_yuv.parent),
-                                 "--frames", "1", "--preset", "ultrafast", "--qp", "37", "--out", str(out)])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "make-dataset",
+            "--list",
+            str(lst),
+            "--seq-dir",
+            str(carphone_yuv.parent),
+            "--frames",
+            "1",
+            "--preset",
+            "ultrafast",
+            "--qp",
+            "37",
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     with h5py.File(out, "r") as f:
         seq, split = f["seq"][()], f["split"][()]
@@ -104,8 +141,23 @@ def test_split_by_sequence_from_list(tmp_path, carphone_yuv):
 
 def _build_cmd(src, out, *extra):
     # preset slower: each (sequence, QP) unit takes long enough that the interrupt lands mid-build
-    return [sys.executable, "-m", "codecnn", "make-dataset", "--yuv", str(src), "--preset", "slower",
-            "--frames", "8", "--ctu", "64", "--out", str(out), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "codecnn",
+        "make-dataset",
+        "--yuv",
+        str(src),
+        "--preset",
+        "slower",
+        "--frames",
+        "8",
+        "--ctu",
+        "64",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_resume_after_interruption_equals_uninterrupted(tmp_path, carphone_yuv):
@@ -114,8 +166,12 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, carphone_yuv):
     subprocess.run(_build_cmd(carphone_yuv, full, *qps), check=True, capture_output=True)
     part = tmp_path / "part.h5"
     # a shell's background job inherits SIGINT as "ignored": give the build the default Ctrl-C behaviour
-    proc = subprocess.Popen(_build_cmd(carphone_yuv, part, *qps), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        _build_cmd(carphone_yuv, part, *qps),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     parts = tmp_path / "part.h5.parts"
     deadline = time.time() + 60
     while time.time() < deadline and not list(parts.glob("unit*.h5")):
@@ -141,25 +197,41 @@ def test_resume_refuses_other_options(tmp_path, carphone_yuv):
     parts = tmp_path / "o.h5.parts"
     parts.mkdir()
     (parts / "build.json").write_text("{}")
-    r = CliRunner().invoke(cli, ["make-dataset", "--yuv", str(carphone_yuv), "--frames", "1", "--qp", "37",
-                                 "--out", str(tmp_path / "o.h5"), "--resume"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "make-dataset",
+            "--yuv",
+            str(carphone_yuv),
+            "--frames",
+            "1",
+            "--qp",
+            "37",
+            "--out",
+            str(tmp_path / "o.h5"),
+            "--resume",
+        ],
+    )
     assert r.exit_code == 2 and "without --resume" in r.output
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--yuv", "{d}/missing_176x144.yuv"], "no such file"),
-    (["--yuv", "{d}/short_176x144.yuv"], "not a whole number of"),
-    (["--yuv", "{d}/odd_175x144.yuv"], "odd width or height"),
-    (["--yuv", "{d}/anon.yuv"], "--size"),
-    (["--yuv", "{d}/x_176x144_10bit_422.yuv"], "4:2:2"),
-    (["--yuv", "{d}/anon.yuv", "--size", "176x144", "--bit-depth", "10"], "not a whole number of"),
-    (["--yuv", "{d}/carphone_176x144_30.yuv", "--start", "8"], "beyond the end"),
-    (["--yuv", "{d}/carphone_176x144_30.yuv", "--qp", "60"], "outside 0..51"),
-    (["--yuv", "{d}/carphone_176x144_30.yuv", "--encoder", "hm"], "HM encoder not found"),
-    (["--yuv", "{d}/carphone_176x144_30.yuv", "--size", "176by144"], "WIDTHxHEIGHT"),
-    (["--list", "{d}/nothing.toml"], "no such sequence list"),
-    ([], "no input"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--yuv", "{d}/missing_176x144.yuv"], "no such file"),
+        (["--yuv", "{d}/short_176x144.yuv"], "not a whole number of"),
+        (["--yuv", "{d}/odd_175x144.yuv"], "odd width or height"),
+        (["--yuv", "{d}/anon.yuv"], "--size"),
+        (["--yuv", "{d}/x_176x144_10bit_422.yuv"], "4:2:2"),
+        (["--yuv", "{d}/anon.yuv", "--size", "176x144", "--bit-depth", "10"], "not a whole number of"),
+        (["--yuv", "{d}/carphone_176x144_30.yuv", "--start", "8"], "beyond the end"),
+        (["--yuv", "{d}/carphone_176x144_30.yuv", "--qp", "60"], "outside 0..51"),
+        (["--yuv", "{d}/carphone_176x144_30.yuv", "--encoder", "hm"], "HM encoder not found"),
+        (["--yuv", "{d}/carphone_176x144_30.yuv", "--size", "176by144"], "WIDTHxHEIGHT"),
+        (["--list", "{d}/nothing.toml"], "no such sequence list"),
+        ([], "no input"),
+    ],
+)
 def test_bad_input_one_line_exit_2_no_output(tmp_path, carphone_yuv, monkeypatch, args, message):
     import shutil
 
@@ -180,9 +252,26 @@ def test_bad_input_one_line_exit_2_no_output(tmp_path, carphone_yuv, monkeypatch
 
 
 def test_bad_input_from_the_shell_has_no_traceback(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "codecnn", "make-dataset", "--yuv", str(tmp_path / "nope.yuv"),
-                        "--size", "176x144", "--qp", "32", "--frames", "1", "--out", str(tmp_path / "o.h5")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "codecnn",
+            "make-dataset",
+            "--yuv",
+            str(tmp_path / "nope.yuv"),
+            "--size",
+            "176x144",
+            "--qp",
+            "32",
+            "--frames",
+            "1",
+            "--out",
+            str(tmp_path / "o.h5"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr and "no such file" in r.stderr
     assert not os.path.exists(tmp_path / "o.h5")
 
@@ -200,8 +289,29 @@ def test_info_rejects_other_files(tmp_path):
 
 def test_parallel_jobs_give_the_same_samples(built, carphone_yuv, tmp_path):
     out = tmp_path / "j2.h5"
-    r = CliRunner().invoke(cli, ["make-dataset", "--yuv", str(carphone_yuv), *FAST, "--start", "1", "--frames", "3",
-                                 "--frame-step", "2", "--ctu", "64", "--context", "4", "--out", str(out), "--jobs", "2"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "make-dataset",
+            "--yuv",
+            str(carphone_yuv),
+            *FAST,
+            "--start",
+            "1",
+            "--frames",
+            "3",
+            "--frame-step",
+            "2",
+            "--ctu",
+            "64",
+            "--context",
+            "4",
+            "--out",
+            str(out),
+            "--jobs",
+            "2",
+        ],
+    )
     assert r.exit_code == 0, r.output
     with h5py.File(built, "r") as a, h5py.File(out, "r") as b:
         for k in ("input", "target", "qp", "frame", "pos"):
@@ -217,8 +327,9 @@ def test_ten_bit_y4m_dataset(tmp_path, carphone_frames):
     src = tmp_path / "cp10.y4m"
     write_video(src, f10, 10)
     out = tmp_path / "cp10.h5"
-    r = CliRunner().invoke(cli, ["make-dataset", "--yuv", str(src), "--qp", "32", "--preset", "ultrafast",
-                                 "--out", str(out)])
+    r = CliRunner().invoke(
+        cli, ["make-dataset", "--yuv", str(src), "--qp", "32", "--preset", "ultrafast", "--out", str(out)]
+    )
     assert r.exit_code == 0, r.output
     with h5py.File(out, "r") as f:
         assert f["input"].dtype == np.uint16 and f["target"].dtype == np.uint16

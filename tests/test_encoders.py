@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import HM
 
 from codecnn.encoders import HMEncoder, X265Encoder, check_qp, make_encoder, read_hm_log
 from codecnn.encoders.hevc_syntax import slice_qps
@@ -11,7 +12,6 @@ from codecnn.encoders.x265 import decode_hevc
 from codecnn.errors import CodecnnError, EncoderError, InvalidQPError
 from codecnn.metrics import psnr, psnr_yuv
 from codecnn.yuv import Frame, RawYuvReader
-from conftest import HM
 
 QPS = (22, 32, 42)
 
@@ -33,7 +33,7 @@ def test_x265_recon_is_the_decoded_bitstream(x265_runs):
         recon = res.open_recon()
         assert len(fresh) == recon.info.num_frames == 4
         for i, f in enumerate(fresh):
-            for a, b in zip(f.planes, recon.read(i).planes):
+            for a, b in zip(f.planes, recon.read(i).planes, strict=True):
                 np.testing.assert_array_equal(a, b)
 
 
@@ -78,7 +78,8 @@ def test_x265_ten_bit(carphone_frames, tmp_path):
     # x265 (like HM) reports 10-bit PSNR with the peak 255 << 2 = 1020, not 1023
     assert psnr(f10[0].y, rec.y, 10, convention="hm") == pytest.approx(res.encoder_psnr[0][0], abs=6e-4)
     assert psnr(f10[0].y, rec.y, 10) - psnr(f10[0].y, rec.y, 10, convention="hm") == pytest.approx(
-        20 * np.log10(1023 / 1020))
+        20 * np.log10(1023 / 1020)
+    )
 
 
 def test_x265_loop_filter_switches(carphone_frames, tmp_path):
@@ -157,8 +158,10 @@ def test_hm_missing_binary(monkeypatch, tmp_path):
         HMEncoder(binary=tmp_path / "TAppEncoderStatic")
 
 
-@pytest.mark.skipif(not os.environ.get("CODECNN_HM_BIN") or not os.environ.get("CODECNN_HM_CFG"),
-                    reason="needs a real HM: set CODECNN_HM_BIN and CODECNN_HM_CFG (encoder_intra_main.cfg)")
+@pytest.mark.skipif(
+    not os.environ.get("CODECNN_HM_BIN") or not os.environ.get("CODECNN_HM_CFG"),
+    reason="needs a real HM: set CODECNN_HM_BIN and CODECNN_HM_CFG (encoder_intra_main.cfg)",
+)
 def test_hm_encode_real(carphone_frames, tmp_path):
     info, frames = carphone_frames
     res = HMEncoder().encode(frames[:2], info, 37, tmp_path)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import HM
 
 from codecnn.cli import cli
 from codecnn.evaluate import switch_ctus
@@ -13,7 +14,6 @@ from codecnn.metrics import BDError, bd_rate, psnr, psnr_yuv_weighted
 from codecnn.models import RDN
 from codecnn.train.checkpoint import save_checkpoint
 from codecnn.yuv import RawYuvReader
-from conftest import HM
 
 ANCHOR = [(100.0, 30.0), (180.0, 33.0), (330.0, 36.0), (600.0, 39.0)]
 
@@ -25,7 +25,8 @@ def test_psnr_known_values_8_and_10_bit():
     assert psnr(a, b, 8) == pytest.approx(10 * np.log10(255**2 / 16))
     assert psnr(a.astype(np.uint16), (b.astype(np.uint16) * 4), 10) == pytest.approx(10 * np.log10(1023**2 / 256))
     assert psnr(a.astype(np.uint16), b.astype(np.uint16) * 4, 10, convention="hm") == pytest.approx(
-        10 * np.log10(1020**2 / 256))
+        10 * np.log10(1020**2 / 256)
+    )
     assert psnr(a, a) == float("inf")
     assert psnr_yuv_weighted(40, 46, 46) == pytest.approx(41.5)
 
@@ -89,7 +90,7 @@ def test_switching_never_loses_and_beats_always_on_per_ctu():
     for y in (0, 64, 128):
         for x in (0, 64, 128):
             sl = (slice(y, y + 64), slice(x, x + 64))
-            e = lambda p: ((p[sl].astype(int) - orig[sl]) ** 2).sum()  # noqa: E731
+            e = lambda p, sl=sl: ((p[sl].astype(int) - orig[sl]) ** 2).sum()  # noqa: E731
             assert e(switched) == min(e(anchor), e(filtered))
 
 
@@ -99,8 +100,17 @@ def checkpoint(tmp_path_factory):
     m = RDN(num_blocks=1, num_layers=2, growth=4, num_features=8)
     torch.nn.init.normal_(m.last.weight, std=0.02)
     p = tmp_path_factory.mktemp("ck") / "m.pt"
-    save_checkpoint(p, {"task": "ctu-restoration", "arch": "rdn", "config": m.config.__dict__,
-                        "state_dict": m.state_dict(), "step": 1, "dataset": {"ctu": 64}})
+    save_checkpoint(
+        p,
+        {
+            "task": "ctu-restoration",
+            "arch": "rdn",
+            "config": m.config.__dict__,
+            "state_dict": m.state_dict(),
+            "step": 1,
+            "dataset": {"ctu": 64},
+        },
+    )
     return p
 
 
@@ -126,7 +136,7 @@ def test_hm_route_anchor_equals_hm_figures(checkpoint, tmp_path):
         assert q["kbps"] == pytest.approx(hm.summary.kbps, abs=5e-5)  # HM's bits and frame rate
         for plane, want in (("y", hm.summary.psnr_y), ("u", hm.summary.psnr_u), ("v", hm.summary.psnr_v)):
             assert q["anchor"][plane] == pytest.approx(want, abs=5e-5)  # to the log's 4 decimals
-        for f, p in zip(q["per_frame"], hm.pictures):
+        for f, p in zip(q["per_frame"], hm.pictures, strict=True):
             assert f["bits"] == p.bits and f["anchor"]["y"] == pytest.approx(p.psnr_y, abs=5e-5)
         assert q["filtered"]["u"] == q["anchor"]["u"]  # a luma filter leaves chroma alone
         assert q["gain_y_switched"] >= 0 and q["gain_y_switched"] >= q["gain_y"] - 1e-12
@@ -144,9 +154,16 @@ def test_hm_route_bad_inputs(checkpoint, tmp_path):
     geom[geom.index("--size") + 1] = "352x288"
     r = CliRunner().invoke(cli, [*base, *geom])
     assert r.exit_code == 2 and ("not a whole number" in r.output or "must match" in r.output or "encoded" in r.output)
-    one = ["--orig", str(HM / "carphone" / "orig.yuv"), "--size", "176x144", "--recon",
-           str(HM / "carphone" / "lf" / "qp32" / "recon.yuv"), "--hm-log", str(HM / "carphone" / "lf" / "qp32" /
-                                                                               "encoder.log")]
+    one = [
+        "--orig",
+        str(HM / "carphone" / "orig.yuv"),
+        "--size",
+        "176x144",
+        "--recon",
+        str(HM / "carphone" / "lf" / "qp32" / "recon.yuv"),
+        "--hm-log",
+        str(HM / "carphone" / "lf" / "qp32" / "encoder.log"),
+    ]
     r = CliRunner().invoke(cli, [*base, *one])
     assert r.exit_code == 0 and "n/a (BD-rate with pchip needs at least 2" in r.output  # flagged, not a number
     assert not (tmp_path / "o2").exists()
@@ -162,8 +179,26 @@ def test_wrong_kind_of_checkpoint(tmp_path):
 
 def test_encode_route_and_report_merge(checkpoint, carphone_yuv, tmp_path):
     out = tmp_path / "enc"
-    r = CliRunner().invoke(cli, ["evaluate", "--checkpoint", str(checkpoint), "--yuv", str(carphone_yuv), "--frames",
-                                 "2", "--qp", "27", "--qp", "37", "--preset", "ultrafast", "--out", str(out)])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(checkpoint),
+            "--yuv",
+            str(carphone_yuv),
+            "--frames",
+            "2",
+            "--qp",
+            "27",
+            "--qp",
+            "37",
+            "--preset",
+            "ultrafast",
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     res = json.loads((out / "results.json").read_text())
     q = res["sequences"][0]["qps"][0]
@@ -171,17 +206,23 @@ def test_encode_route_and_report_merge(checkpoint, carphone_yuv, tmp_path):
     assert q["kbps_switched"] - q["kbps"] == pytest.approx(9 * 30 / 1000)  # one flag bit per CTU and frame
     assert q["encoder_anchor"]["y"] == pytest.approx(q["anchor"]["y"], abs=6e-4)  # x265's own PSNR
     hm_out = tmp_path / "hm"
-    assert CliRunner().invoke(cli, ["evaluate", "--checkpoint", str(checkpoint), *_hm_args(), "--out",
-                                    str(hm_out)]).exit_code == 0
+    assert (
+        CliRunner()
+        .invoke(cli, ["evaluate", "--checkpoint", str(checkpoint), *_hm_args(), "--out", str(hm_out)])
+        .exit_code
+        == 0
+    )
     merged = tmp_path / "merged"
-    r = CliRunner().invoke(cli, ["report", str(out / "results.json"), str(hm_out / "results.json"), "--out",
-                                 str(merged)])
+    r = CliRunner().invoke(
+        cli, ["report", str(out / "results.json"), str(hm_out / "results.json"), "--out", str(merged)]
+    )
     assert r.exit_code == 0, r.output
     m = json.loads((merged / "results.json").read_text())
     assert [s["name"] for s in m["sequences"]] == ["carphone_176x144_30", "orig"]
     assert "## carphone_176x144_30" in (merged / "report.md").read_text()
-    r = CliRunner().invoke(cli, ["report", str(out / "results.json"), str(out / "results.json"), "--out",
-                                 str(tmp_path / "dup")])
+    r = CliRunner().invoke(
+        cli, ["report", str(out / "results.json"), str(out / "results.json"), "--out", str(tmp_path / "dup")]
+    )
     assert r.exit_code == 2 and "more than one results file" in r.output
 
 
@@ -189,11 +230,12 @@ def test_int16_evaluation_tracks_float(checkpoint, restoration_h5, tmp_path):
     """--int16 filters with the fixed-point network HM runs; its gains stay within 0.05 dB of float's."""
     runs = {}
     for name, extra in (("float", []), ("int16", ["--int16", "--calib", str(restoration_h5)])):
-        r = CliRunner().invoke(cli, ["evaluate", "--checkpoint", str(checkpoint), *_hm_args(), "--out",
-                                     str(tmp_path / name), *extra])
+        r = CliRunner().invoke(
+            cli, ["evaluate", "--checkpoint", str(checkpoint), *_hm_args(), "--out", str(tmp_path / name), *extra]
+        )
         assert r.exit_code == 0, r.output
         runs[name] = json.loads((tmp_path / name / "results.json").read_text())
     assert runs["int16"]["precision"] == "int16" and runs["float"]["precision"] == "float32"
-    for qf, qi in zip(runs["float"]["sequences"][0]["qps"], runs["int16"]["sequences"][0]["qps"]):
+    for qf, qi in zip(runs["float"]["sequences"][0]["qps"], runs["int16"]["sequences"][0]["qps"], strict=True):
         assert qi["anchor"] == qf["anchor"]
         assert abs(qi["gain_y"] - qf["gain_y"]) < 0.05 and qi["gain_y"] != qf["gain_y"]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import HM
 
 from codecnn.cli import cli
 from codecnn.errors import CodecnnError
@@ -16,7 +17,6 @@ from codecnn.inference import filter_plane
 from codecnn.models import RDN
 from codecnn.train.checkpoint import save_checkpoint
 from codecnn.yuv import RawYuvReader
-from conftest import HM
 from hm_bridge.export import filter_plane_cnnw
 from hm_bridge.format import graph_from_rdn, read_cnnw, run_graph, write_cnnw
 
@@ -37,8 +37,16 @@ def _model(qp_map=False, separable=False, seed=0):
 def checkpoint(tmp_path_factory):
     m = _model(qp_map=True)
     p = tmp_path_factory.mktemp("ck") / "rdn.pt"
-    save_checkpoint(p, {"task": "ctu-restoration", "arch": "rdn", "config": m.config.__dict__,
-                        "state_dict": m.state_dict(), "step": 7})
+    save_checkpoint(
+        p,
+        {
+            "task": "ctu-restoration",
+            "arch": "rdn",
+            "config": m.config.__dict__,
+            "state_dict": m.state_dict(),
+            "step": 7,
+        },
+    )
     return p
 
 
@@ -53,8 +61,20 @@ def tool(tmp_path_factory):
         opts.append("-O3 -mavx2 -mfma")
     for opt in opts:
         exe = d / f"cnnw_tool{opt.replace(' ', '')}"
-        subprocess.run([GXX, "-std=c++11", *opt.split(), "-Wall", "-Wextra", "-Werror", "-o", str(exe),
-                        str(CPP / "cnnw_tool.cpp")], check=True)
+        subprocess.run(
+            [
+                GXX,
+                "-std=c++11",
+                *opt.split(),
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-o",
+                str(exe),
+                str(CPP / "cnnw_tool.cpp"),
+            ],
+            check=True,
+        )
         out[opt] = exe
     return out
 
@@ -116,8 +136,9 @@ def test_cpp_float_path_matches_pytorch(tool, checkpoint, tmp_path, bit_depth):
     outs = []
     for opt, exe in tool.items():
         lo, fo = tmp_path / f"l{opt}.raw", tmp_path / f"f{opt}.f32"
-        subprocess.run([str(exe), str(cnnw), str(yuv), "176", "144", str(bit_depth), "37", str(lo), str(fo)],
-                       check=True)
+        subprocess.run(
+            [str(exe), str(cnnw), str(yuv), "176", "144", str(bit_depth), "37", str(lo), str(fo)], check=True
+        )
         floats = np.fromfile(fo, np.float32).reshape(2, 144, 176)
         luma = np.fromfile(lo, "<u2" if bit_depth == 10 else np.uint8).reshape(2, 144, 176)
         outs.append(luma)
@@ -140,8 +161,21 @@ def test_cpp_float_path_matches_pytorch(tool, checkpoint, tmp_path, bit_depth):
 @needs_gxx
 def test_loader_survives_truncated_and_flipped_files_under_asan(checkpoint, tmp_path):
     exe = tmp_path / "check"
-    r = subprocess.run([GXX, "-std=c++11", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-                        "-o", str(exe), str(CPP / "cnnw_load_check.cpp")], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            GXX,
+            "-std=c++11",
+            "-O1",
+            "-g",
+            "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=all",
+            "-o",
+            str(exe),
+            str(CPP / "cnnw_load_check.cpp"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if r.returncode != 0:
         pytest.skip(f"cannot build with -fsanitize=address: {r.stderr[-300:]}")
     good = tmp_path / "m.cnnw"
@@ -174,8 +208,11 @@ def test_python_reader_refuses_damaged_files(checkpoint, tmp_path):
     good = tmp_path / "m.cnnw"
     CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(good)])
     data = good.read_bytes()
-    for bad, msg in ((b"XXXX" + data[4:], "bad magic"), (data[:4] + b"\x02" + data[5:], "version 2"),
-                     (data[: len(data) // 2], "truncated")):
+    for bad, msg in (
+        (b"XXXX" + data[4:], "bad magic"),
+        (data[:4] + b"\x02" + data[5:], "version 2"),
+        (data[: len(data) // 2], "truncated"),
+    ):
         p = tmp_path / "bad.cnnw"
         p.write_bytes(bad)
         with pytest.raises(CodecnnError, match=msg):
@@ -188,8 +225,23 @@ def test_gain_on_hm_outputs(checkpoint, tmp_path):
     cnnw = tmp_path / "m.cnnw"
     CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(cnnw)])
     d = HM / "carphone" / "lf" / "qp32"
-    r = CliRunner().invoke(main, ["gain", "--orig", str(HM / "carphone" / "orig.yuv"), "--recon", str(d / "recon.yuv"),
-                                  "--log", str(d / "encoder.log"), "--model", str(cnnw), "--size", "176x144", "--json"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "gain",
+            "--orig",
+            str(HM / "carphone" / "orig.yuv"),
+            "--recon",
+            str(d / "recon.yuv"),
+            "--log",
+            str(d / "encoder.log"),
+            "--model",
+            str(cnnw),
+            "--size",
+            "176x144",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     res = json.loads(r.output)
     from codecnn.encoders import read_hm_log
@@ -197,20 +249,34 @@ def test_gain_on_hm_outputs(checkpoint, tmp_path):
     hm = read_hm_log(d / "encoder.log")
     assert len(res["frames"]) == 8 and res["kbps"] == hm.summary.kbps
     assert res["average"]["psnr_anchor"] == pytest.approx(hm.summary.psnr_y, abs=5e-5)  # HM's own figure
-    for f, p in zip(res["frames"], hm.pictures):
+    for f, p in zip(res["frames"], hm.pictures, strict=True):
         assert f["psnr_anchor"] == pytest.approx(p.psnr_y, abs=5e-5) and f["bits"] == p.bits
         assert f["gain"] == pytest.approx(f["psnr_filtered"] - f["psnr_anchor"])
-    r = CliRunner().invoke(main, ["gain", "--orig", str(HM / "carphone" / "orig.yuv"), "--recon",
-                                  str(HM / "carphone" / "lf" / "qp37" / "recon.yuv"), "--log", str(d / "encoder.log"),
-                                  "--model", str(cnnw), "--size", "176x144"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "gain",
+            "--orig",
+            str(HM / "carphone" / "orig.yuv"),
+            "--recon",
+            str(HM / "carphone" / "lf" / "qp37" / "recon.yuv"),
+            "--log",
+            str(d / "encoder.log"),
+            "--model",
+            str(cnnw),
+            "--size",
+            "176x144",
+        ],
+    )
     assert r.exit_code == 2 and "does not match" in r.output
 
 
 @pytest.fixture(scope="module")
 def int16_model(checkpoint, restoration_h5, tmp_path_factory):
     out = tmp_path_factory.mktemp("q") / "m16.cnnw"
-    r = CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(out), "--int16", "--calib",
-                                 str(restoration_h5)])
+    r = CliRunner().invoke(
+        cli, ["export", str(checkpoint), "--out", str(out), "--int16", "--calib", str(restoration_h5)]
+    )
     assert r.exit_code == 0, r.output
     assert "int16" in r.output and "loss" in r.output
     return out
@@ -276,13 +342,13 @@ def _fake_hm(root: Path) -> Path:
     """Files with the lines patch-hm anchors on, in HM 16.x's layout (written here, not copied from HM)."""
     files = {
         "source/Lib/TLibEncoder/TEncGOP.cpp": '#include "TEncGOP.h"\nvoid f() {\n  cabac_zero_word_padding(x);\n'
-                                              "\n    pcPic->compressMotion();\n}\n",
+        "\n    pcPic->compressMotion();\n}\n",
         "source/Lib/TLibDecoder/TDecGop.cpp": '#include "TDecGop.h"\nvoid g() {\n    m_pcSAO->SAOProcess(pcPic);\n'
-                                              "  }\n\n  pcPic->compressMotion();\n}\n",
+        "  }\n\n  pcPic->compressMotion();\n}\n",
         "source/App/TAppEncoder/TAppEncCfg.cpp": '#include "TAppEncCfg.h"\nvoid h() {\n  opts.addOptions()\n'
-                                                 '  ("ReconFile,o", m_r, string(""), "recon");\n}\n',
+        '  ("ReconFile,o", m_r, string(""), "recon");\n}\n',
         "source/App/TAppDecoder/TAppDecCfg.cpp": '#include "TAppDecCfg.h"\nvoid k() {\n  opts.addOptions()\n'
-                                                 '  ("ReconFile,o", m_r, string(""), "recon");\n}\n',
+        '  ("ReconFile,o", m_r, string(""), "recon");\n}\n',
     }
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,10 @@
 import numpy as np
 import torch
+from conftest import HM
 
 from codecnn.inference import filter_plane
 from codecnn.models import RDN
 from codecnn.yuv import RawYuvReader
-from conftest import HM
 
 
 def _trained_like(seed=0):

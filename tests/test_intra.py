@@ -2,13 +2,22 @@
 
 import numpy as np
 import pytest
+from conftest import DATA, HM
 
 from codecnn.errors import CodecnnError
-from codecnn.intra import (hadamard_satd, hevc_transform_matrix, intra_predictions, predict_all, smooth, substitute,
-                           to_linear, transform_costs, uses_filtered)
+from codecnn.intra import (
+    hadamard_satd,
+    hevc_transform_matrix,
+    intra_predictions,
+    predict_all,
+    smooth,
+    substitute,
+    to_linear,
+    transform_costs,
+    uses_filtered,
+)
 from codecnn.intra_labels import label_blocks
 from codecnn.yuv import RawYuvReader
-from conftest import DATA, HM
 
 SIZES = (4, 8, 16, 32)
 
@@ -78,8 +87,12 @@ def test_dct_satd_of_pure_dc_residual():
 
 
 def test_hevc_matrix_rows():
-    assert hevc_transform_matrix(4).tolist() == [[64, 64, 64, 64], [83, 36, -36, -83], [64, -64, -64, 64],
-                                                 [36, -83, 83, -36]]
+    assert hevc_transform_matrix(4).tolist() == [
+        [64, 64, 64, 64],
+        [83, 36, -36, -83],
+        [64, -64, -64, 64],
+        [36, -83, 83, -36],
+    ]
     assert hevc_transform_matrix(8)[1].tolist() == [89, 75, 50, 18, -18, -50, -75, -89]
     t = hevc_transform_matrix(32)
     assert t[1, :4].tolist() == [90, 90, 88, 85] and t.shape == (32, 32)
@@ -102,7 +115,8 @@ def _slow_labels(orig, ref, n):
     out, refs = [], []
     for by in range(0, h - n + 1, n):
         for bx in range(0, w - n + 1, n):
-            def sample(y, x):
+
+            def sample(y, x, by=by, bx=bx):
                 if y < 0 or x < 0 or y >= h or x >= w or order(y, x) >= order(by, bx):
                     return -1
                 return int(ref[y, x])

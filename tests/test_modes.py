@@ -20,12 +20,33 @@ from codecnn.yuv import RawYuvReader
 def modes_h5(carphone_yuv, tmp_path_factory):
     d = tmp_path_factory.mktemp("modes")
     lst = d / "l.toml"
-    lst.write_text('[list]\nname = "l"\n[[sequence]]\nname = "a"\nfile = "carphone_176x144_30.yuv"\n'
-                   'split = "train"\n[[sequence]]\nname = "b"\nfile = "carphone_176x144_30.yuv"\nsplit = "val"\n')
+    lst.write_text(
+        '[list]\nname = "l"\n[[sequence]]\nname = "a"\nfile = "carphone_176x144_30.yuv"\n'
+        'split = "train"\n[[sequence]]\nname = "b"\nfile = "carphone_176x144_30.yuv"\nsplit = "val"\n'
+    )
     out = d / "modes.h5"
-    r = CliRunner().invoke(cli, ["make-dataset", "--task", "intra-modes", "--list", str(lst), "--seq-dir",
-                                 str(carphone_yuv.parent), "--frames", "1", "--start", "2", "--qp", "37",
-                                 "--preset", "ultrafast", "--out", str(out)])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "make-dataset",
+            "--task",
+            "intra-modes",
+            "--list",
+            str(lst),
+            "--seq-dir",
+            str(carphone_yuv.parent),
+            "--frames",
+            "1",
+            "--start",
+            "2",
+            "--qp",
+            "37",
+            "--preset",
+            "ultrafast",
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     return out
 
@@ -75,9 +96,32 @@ def test_soft_targets_prefer_cheaper_modes():
 @pytest.mark.parametrize("target", ["best", "soft"])
 def test_few_real_steps_lower_the_loss(modes_h5, tmp_path, target):
     out = tmp_path / target
-    args = ["train", "modenet", "--data", str(modes_h5), "--out", str(out), "--channels", "16", "--depth", "3",
-            "--hidden", "32", "--steps", "40", "--batch", "32", "--lr", "2e-3", "--workers", "0", "--val-every", "40",
-            "--target", target]
+    args = [
+        "train",
+        "modenet",
+        "--data",
+        str(modes_h5),
+        "--out",
+        str(out),
+        "--channels",
+        "16",
+        "--depth",
+        "3",
+        "--hidden",
+        "32",
+        "--steps",
+        "40",
+        "--batch",
+        "32",
+        "--lr",
+        "2e-3",
+        "--workers",
+        "0",
+        "--val-every",
+        "40",
+        "--target",
+        target,
+    ]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
     assert "HM RMD" in r.output and "all" in r.output
@@ -95,12 +139,49 @@ def test_few_real_steps_lower_the_loss(modes_h5, tmp_path, target):
 
 def test_evaluate_modes_report(modes_h5, tmp_path):
     run = tmp_path / "run"
-    assert CliRunner().invoke(cli, ["train", "modenet", "--data", str(modes_h5), "--out", str(run), "--steps", "2",
-                                    "--batch", "8", "--workers", "0", "--channels", "4", "--depth", "1",
-                                    "--hidden", "8"]).exit_code == 0
+    assert (
+        CliRunner()
+        .invoke(
+            cli,
+            [
+                "train",
+                "modenet",
+                "--data",
+                str(modes_h5),
+                "--out",
+                str(run),
+                "--steps",
+                "2",
+                "--batch",
+                "8",
+                "--workers",
+                "0",
+                "--channels",
+                "4",
+                "--depth",
+                "1",
+                "--hidden",
+                "8",
+            ],
+        )
+        .exit_code
+        == 0
+    )
     out = tmp_path / "rep"
-    r = CliRunner().invoke(cli, ["evaluate-modes", "--checkpoint", str(run / "last.pt"), "--data", str(modes_h5),
-                                 "--split", "val", "--out", str(out)])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "evaluate-modes",
+            "--checkpoint",
+            str(run / "last.pt"),
+            "--data",
+            str(modes_h5),
+            "--split",
+            "val",
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     import json
 
@@ -112,8 +193,9 @@ def test_evaluate_modes_report(modes_h5, tmp_path):
         assert net["cost_increase_top1"] >= net["cost_increase_top3"] >= net["cost_increase_top8"] >= 0
         assert v["hm_rmd"]["modes"] in (3, 8) and 0 <= v["hm_rmd"]["recall"] <= 1
     assert "HM RMD recall" in (out / "report.md").read_text()
-    r = CliRunner().invoke(cli, ["evaluate", "--checkpoint", str(run / "last.pt"), "--data", str(modes_h5),
-                                 "--out", str(tmp_path / "x")])
+    r = CliRunner().invoke(
+        cli, ["evaluate", "--checkpoint", str(run / "last.pt"), "--data", str(modes_h5), "--out", str(tmp_path / "x")]
+    )
     assert r.exit_code == 2 and "'intra-modes' checkpoint" in r.output
 
 
@@ -124,6 +206,7 @@ def test_mpm_derivation():
 
 
 def test_wrong_dataset_kind_for_modenet(restoration_h5, tmp_path):
-    r = CliRunner().invoke(cli, ["train", "modenet", "--data", str(restoration_h5), "--out", str(tmp_path / "m"),
-                                 "--steps", "1"])
+    r = CliRunner().invoke(
+        cli, ["train", "modenet", "--data", str(restoration_h5), "--out", str(tmp_path / "m"), "--steps", "1"]
+    )
     assert r.exit_code == 2 and "not a codecnn intra-modes dataset" in r.output

@@ -22,8 +22,26 @@ TINY = ["--blocks", "2", "--layers", "2", "--growth", "8", "--features", "8"]
 
 
 def _args(data, out, *extra):
-    return ["train", "rdn", "--data", str(data), "--out", str(out), *TINY, "--batch", "4", "--patch", "32",
-            "--workers", "0", "--val-every", "1000", "--log-every", "1", *extra]
+    return [
+        "train",
+        "rdn",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        *TINY,
+        "--batch",
+        "4",
+        "--patch",
+        "32",
+        "--workers",
+        "0",
+        "--val-every",
+        "1000",
+        "--log-every",
+        "1",
+        *extra,
+    ]
 
 
 def _state(path):
@@ -100,9 +118,24 @@ def test_ddp_gloo_two_processes_equal_one(restoration_h5, tmp_path):
     assert CliRunner().invoke(cli, _args(restoration_h5, single, *common)).exit_code == 0
     ddp = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                        "29533", "-m", "codecnn", *_args(restoration_h5, ddp, *common)],
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            "29533",
+            "-m",
+            "codecnn",
+            *_args(restoration_h5, ddp, *common),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     sa, sb = _state(single / "last.pt"), _state(ddp / "last.pt")
     assert any(not torch.equal(sa[k], load_checkpoint(single / "last.pt")["state_dict"][k] * 0) for k in sa)
@@ -129,8 +162,9 @@ def test_per_qp_model_filters_the_data(restoration_h5, tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(restoration_h5, tmp_path):
     out = tmp_path / "nan"
-    r = CliRunner().invoke(cli, _args(restoration_h5, out, "--steps", "50", "--lr", "1e12", "--val-every", "1",
-                                      "--no-augment"))
+    r = CliRunner().invoke(
+        cli, _args(restoration_h5, out, "--steps", "50", "--lr", "1e12", "--val-every", "1", "--no-augment")
+    )
     assert r.exit_code == 2, r.output
     assert "non-finite training loss" in r.output and "last.pt" in r.output
     good = load_checkpoint(out / "last.pt")
@@ -174,7 +208,6 @@ def test_checkpoint_loading_is_safe(tmp_path):
 
 
 def test_library_entry_point_without_cli(restoration_h5, tmp_path):
-    cfg = TrainConfig(str(restoration_h5), str(tmp_path / "lib"), steps=2, batch=2, patch=16, workers=0,
-                      progress=False)
+    cfg = TrainConfig(str(restoration_h5), str(tmp_path / "lib"), steps=2, batch=2, patch=16, workers=0, progress=False)
     res = train(RestorationTask(2), "rdn", RDNConfig(1, 1, 4, 4), cfg)
     assert res.step == 2 and res.stopped == "done" and res.last_val["per_qp"]["32"]["frames"] == 1

@@ -2,10 +2,10 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from conftest import HM
 
 from codecnn.errors import CodecnnError
 from codecnn.yuv import Frame, RawYuvReader, Y4mReader, open_video, parse_name, write_video
-from conftest import HM
 
 
 def _frames(info, frames, bit_depth):
@@ -29,8 +29,8 @@ def test_write_read_round_trip(tmp_path, carphone_frames, bit_depth, suffix):
     with open_video(path, bit_depth=bit_depth) as r:
         assert (r.info.width, r.info.height, r.info.bit_depth, r.info.num_frames) == (176, 144, bit_depth, 4)
         assert r.info.fps == 25
-        for (i, got), want in zip(r.frames(), frames):
-            for a, b in zip(got.planes, want.planes):
+        for (_, got), want in zip(r.frames(), frames, strict=True):
+            for a, b in zip(got.planes, want.planes, strict=True):
                 assert a.dtype == (np.uint8 if bit_depth == 8 else np.uint16)
                 np.testing.assert_array_equal(a, b)
     raw = path.read_bytes()
@@ -51,7 +51,7 @@ def test_container_decode_matches_ffmpeg_raw(carphone_mp4):
         got = list(r.frames(2, 3, step=2))
     assert [i for i, _ in got] == [2, 4, 6]
     for i, f in got:
-        for a, b in zip(f.planes, ref.read(i).planes):
+        for a, b in zip(f.planes, ref.read(i).planes, strict=True):
             np.testing.assert_array_equal(a, b)
 
 
@@ -65,13 +65,18 @@ def test_raw_reader_selection(carphone_yuv):
         np.testing.assert_array_equal(f.y, raw)
 
 
-@pytest.mark.parametrize("name,want", [
-    ("BasketballDrive_1920x1080_50.yuv", {"width": 1920, "height": 1080, "fps": 50}),
-    ("Tango2_3840x2160_60fps_10bit_420.yuv", {"width": 3840, "height": 2160, "fps": 60, "bit_depth": 10}),
-    ("NebutaFestival_2560x1600_60_10bit_crop.yuv", {"width": 2560, "height": 1600, "fps": 60, "bit_depth": 10}),
-    ("Seq_416x240_29.97_P420_8bit.yuv", {"width": 416, "height": 240, "fps": Fraction(30000, 1001),
-                                         "bit_depth": 8}),
-])
+@pytest.mark.parametrize(
+    "name,want",
+    [
+        ("BasketballDrive_1920x1080_50.yuv", {"width": 1920, "height": 1080, "fps": 50}),
+        ("Tango2_3840x2160_60fps_10bit_420.yuv", {"width": 3840, "height": 2160, "fps": 60, "bit_depth": 10}),
+        ("NebutaFestival_2560x1600_60_10bit_crop.yuv", {"width": 2560, "height": 1600, "fps": 60, "bit_depth": 10}),
+        (
+            "Seq_416x240_29.97_P420_8bit.yuv",
+            {"width": 416, "height": 240, "fps": Fraction(30000, 1001), "bit_depth": 8},
+        ),
+    ],
+)
 def test_parse_name(name, want):
     got = parse_name(name)
     for k, v in want.items():
@@ -81,8 +86,9 @@ def test_parse_name(name, want):
 def test_y4m_header_fields(tmp_path, carphone_frames):
     info, frames = carphone_frames
     p = tmp_path / "a.y4m"
-    p.write_bytes(b"YUV4MPEG2 W176 H144 F30000:1001 Ip A1:1 C420paldv\n" + b"".join(b"FRAME\n" + f.tobytes()
-                                                                                   for f in frames[:2]))
+    p.write_bytes(
+        b"YUV4MPEG2 W176 H144 F30000:1001 Ip A1:1 C420paldv\n" + b"".join(b"FRAME\n" + f.tobytes() for f in frames[:2])
+    )
     r = Y4mReader(p)
     assert r.info.fps == Fraction(30000, 1001) and r.info.num_frames == 2
     np.testing.assert_array_equal(r.read(1).v, frames[1].v)

@@ -121,8 +121,14 @@ def parts_dir(out: Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
-def build_dataset(specs: list[SequenceSpec], out: str | os.PathLike, options: BuildOptions = BuildOptions(),
-                  jobs: int = 1, resume: bool = False, progress: bool = True) -> BuildSummary:
+def build_dataset(
+    specs: list[SequenceSpec],
+    out: str | os.PathLike,
+    options: BuildOptions = BuildOptions(),
+    jobs: int = 1,
+    resume: bool = False,
+    progress: bool = True,
+) -> BuildSummary:
     """Encode every sequence at every QP, cut CTUs and write one HDF5 dataset (see :mod:`.schema`)."""
     t0 = time.perf_counter()
     out = Path(out)
@@ -130,8 +136,10 @@ def build_dataset(specs: list[SequenceSpec], out: str | os.PathLike, options: Bu
         raise CodecnnError("no input sequence: give --yuv FILE or --list LIST")
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
-        raise CodecnnError(f"sequence names repeat ({', '.join(sorted({n for n in names if names.count(n) > 1}))}); "
-                           "rename the files or the list entries")
+        raise CodecnnError(
+            f"sequence names repeat ({', '.join(sorted({n for n in names if names.count(n) > 1}))}); "
+            "rename the files or the list entries"
+        )
     if not out.parent.is_dir():
         raise CodecnnError(f"{out.parent}: output folder does not exist")
     encoder = make_encoder(options.encoder, **dict(options.encoder_options))  # fails early (e.g. HM missing)
@@ -147,30 +155,60 @@ def build_dataset(specs: list[SequenceSpec], out: str | os.PathLike, options: Bu
         count = options.frames if options.frames is not None else s.frames
         selections.append(r.select(options.start, count, options.frame_step))
     dtype = schema.sample_dtype_for([r.info.bit_depth for r in readers])
-    seq_meta = [{"name": s.name, "source": s.path, "fingerprint": file_fingerprint(s.path), "split": s.split,
-                 "class": s.cls, "width": r.info.width, "height": r.info.height, "bit_depth": r.info.bit_depth,
-                 "fps": str(r.info.fps), "source_frames": r.info.num_frames, "frames": list(sel)}
-                for s, r, sel in zip(specs, readers, selections)]
+    seq_meta = [
+        {
+            "name": s.name,
+            "source": s.path,
+            "fingerprint": file_fingerprint(s.path),
+            "split": s.split,
+            "class": s.cls,
+            "width": r.info.width,
+            "height": r.info.height,
+            "bit_depth": r.info.bit_depth,
+            "fps": str(r.info.fps),
+            "source_frames": r.info.num_frames,
+            "frames": list(sel),
+        }
+        for s, r, sel in zip(specs, readers, selections, strict=False)
+    ]
     manifest = {"options": options.to_json(), "sequences": seq_meta}
 
     parts = parts_dir(out)
     _prepare_parts(parts, manifest, resume)
     stage_seconds = 0.0
     units: list[_Unit] = []
-    for si, (spec, reader, sel) in enumerate(zip(specs, readers, selections)):
+    for si, (spec, reader, sel) in enumerate(zip(specs, readers, selections, strict=False)):
         if reader.random_access:
             staged, read_idx = None, tuple(sel)
         else:
             ts = time.perf_counter()
-            staged, read_idx = _stage(reader, sel, parts / "stage" / f"{si:03d}_{spec.name}.yuv"), tuple(range(len(sel)))
+            staged, read_idx = (
+                _stage(reader, sel, parts / "stage" / f"{si:03d}_{spec.name}.yuv"),
+                tuple(range(len(sel))),
+            )
             stage_seconds += time.perf_counter() - ts
         info = dataclasses.replace(reader.info, num_frames=len(sel))
         open_loop = options.task == "intra-modes" and options.intra_loop == "open"
-        for qp in ((None,) if open_loop else options.qps):
+        for qp in (None,) if open_loop else options.qps:
             k = len(units)
-            units.append(_Unit(k, si, spec, staged, info, read_idx, tuple(sel), qp, schema.SPLIT_CODES[spec.split],
-                               options, dtype.str, str(parts / f"unit{k:04d}.h5"), str(parts / "work" / f"unit{k:04d}"),
-                               progress and jobs == 1))
+            units.append(
+                _Unit(
+                    k,
+                    si,
+                    spec,
+                    staged,
+                    info,
+                    read_idx,
+                    tuple(sel),
+                    qp,
+                    schema.SPLIT_CODES[spec.split],
+                    options,
+                    dtype.str,
+                    str(parts / f"unit{k:04d}.h5"),
+                    str(parts / "work" / f"unit{k:04d}"),
+                    progress and jobs == 1,
+                )
+            )
         reader.close()
 
     todo = [u for u in units if not Path(u.shard).exists()]
@@ -195,8 +233,9 @@ def build_dataset(specs: list[SequenceSpec], out: str | os.PathLike, options: Bu
     shutil.rmtree(parts, ignore_errors=True)
     enc = sum(r["encode_seconds"] for r in records)
     other = sum(r["cut_seconds"] for r in records) + stage_seconds + merge_seconds
-    return BuildSummary(out, sum(r["samples"] for r in records), out.stat().st_size,
-                        time.perf_counter() - t0, enc, other, records)
+    return BuildSummary(
+        out, sum(r["samples"] for r in records), out.stat().st_size, time.perf_counter() - t0, enc, other, records
+    )
 
 
 class _Interrupts:
@@ -208,8 +247,9 @@ class _Interrupts:
     def __enter__(self):
         self.hit = False
         self.old = signal.getsignal(signal.SIGINT)
-        self.installed = (threading.current_thread() is threading.main_thread()
-                          and self.old is signal.default_int_handler)
+        self.installed = (
+            threading.current_thread() is threading.main_thread() and self.old is signal.default_int_handler
+        )
         if self.installed:
             signal.signal(signal.SIGINT, self._handler)
         return self
@@ -233,8 +273,9 @@ def _prepare_parts(parts: Path, manifest: dict, resume: bool) -> None:
     if parts.exists() and resume and mpath.exists():
         old = json.loads(mpath.read_text())
         if old != json.loads(json.dumps(manifest)):
-            raise CodecnnError(f"{parts}: the interrupted build used other inputs or options; "
-                               "rerun without --resume to start over")
+            raise CodecnnError(
+                f"{parts}: the interrupted build used other inputs or options; rerun without --resume to start over"
+            )
         return
     if parts.exists():
         if not resume:
@@ -268,8 +309,9 @@ def _run_unit(u: _Unit) -> None:
     """Encode one sequence at one QP and write its CTU samples to the unit's shard."""
     import h5py
 
-    src = (RawYuvReader(u.staged, u.info.width, u.info.height, u.info.bit_depth, u.info.fps) if u.staged
-           else u.spec.open())
+    src = (
+        RawYuvReader(u.staged, u.info.width, u.info.height, u.info.bit_depth, u.info.fps) if u.staged else u.spec.open()
+    )
     bar = _bar(2 * len(u.read_indices), f"{u.spec.name} QP{u.qp}", u.progress)
 
     def frames():
@@ -291,12 +333,23 @@ def _run_unit(u: _Unit) -> None:
         total = writer(h5, u, src, recon, res, bar)
         if res is not None:
             h5.create_dataset("bitstream", data=np.frombuffer(Path(res.bitstream).read_bytes(), np.uint8))
-        record = {"seq": u.spec.name, "seq_index": u.seq_index, "qp": u.qp, "frames": list(u.frame_indices),
-                  "samples": total, "cut_seconds": time.perf_counter() - t0,
-                  "encode_seconds": res.seconds if res else 0.0}
+        record = {
+            "seq": u.spec.name,
+            "seq_index": u.seq_index,
+            "qp": u.qp,
+            "frames": list(u.frame_indices),
+            "samples": total,
+            "cut_seconds": time.perf_counter() - t0,
+            "encode_seconds": res.seconds if res else 0.0,
+        }
         if res is not None:
-            record.update(bits=res.bits, kbps=res.kbps(), coded_qp=res.coded_qp, encoder_psnr=res.encoder_psnr,
-                          encoder=res.settings)
+            record.update(
+                bits=res.bits,
+                kbps=res.kbps(),
+                coded_qp=res.coded_qp,
+                encoder_psnr=res.encoder_psnr,
+                encoder=res.settings,
+            )
         h5.attrs["unit"] = json.dumps(record)
     os.replace(tmp, u.shard)
     if recon is not None:
@@ -315,7 +368,7 @@ def _write_ctus(h5, u: _Unit, src, recon, res, bar) -> int:
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         schema.create_datasets(h5, ctu, ctx, np.dtype(u.dtype), total)
         d_in, d_t = h5["input"], h5["target"]
-        for j, (i, fi) in enumerate(zip(u.read_indices, u.frame_indices)):
+        for j, (i, fi) in enumerate(zip(u.read_indices, u.frame_indices, strict=False)):
             inputs, targets, pos, valid = cut_ctus(recon.read(j).y, src.read(i).y, ctu, ctx)
             n = j * per_frame
             schema.write_samples(d_in, n, inputs.astype(u.dtype, copy=False), pool)
@@ -334,7 +387,7 @@ def _write_intra_modes(h5, u: _Unit, src, recon, res, bar) -> int:
     from codecnn.data.intra_modes import write_frame_labels
 
     total = 0
-    for j, (i, fi) in enumerate(zip(u.read_indices, u.frame_indices)):
+    for j, (i, fi) in enumerate(zip(u.read_indices, u.frame_indices, strict=False)):
         orig = src.read(i).y
         ref = recon.read(j).y if recon is not None else orig
         qp = res.coded_qp[j] if res is not None else -1
@@ -343,8 +396,9 @@ def _write_intra_modes(h5, u: _Unit, src, recon, res, bar) -> int:
     return total
 
 
-def _merge(shards: list[str], out: Path, options: BuildOptions, dtype: np.dtype, seq_meta: list,
-           encoder: dict) -> list[dict]:
+def _merge(
+    shards: list[str], out: Path, options: BuildOptions, dtype: np.dtype, seq_meta: list, encoder: dict
+) -> list[dict]:
     if options.task == "intra-modes":
         from codecnn.data.intra_modes import merge_shards
 
@@ -352,8 +406,9 @@ def _merge(shards: list[str], out: Path, options: BuildOptions, dtype: np.dtype,
     return _merge_ctus(shards, out, options, dtype, seq_meta, encoder)
 
 
-def _merge_ctus(shards: list[str], out: Path, options: BuildOptions, dtype: np.dtype, seq_meta: list,
-                encoder: dict) -> list[dict]:
+def _merge_ctus(
+    shards: list[str], out: Path, options: BuildOptions, dtype: np.dtype, seq_meta: list, encoder: dict
+) -> list[dict]:
     """Concatenate the shards into ``out`` (through ``out.tmp``); compressed chunks are copied as they are."""
     import h5py
 
@@ -368,7 +423,7 @@ def _merge_ctus(shards: list[str], out: Path, options: BuildOptions, dtype: np.d
             schema.create_datasets(dst, options.ctu, options.context, dtype, sum(sizes))
             streams = dst.create_group("bitstreams")
             n = 0
-            for path, k in zip(shards, sizes):
+            for path, k in zip(shards, sizes, strict=False):
                 with h5py.File(path, "r") as src:
                     rec = json.loads(src.attrs["unit"])
                     for name in ("input", "target"):
@@ -384,8 +439,15 @@ def _merge_ctus(shards: list[str], out: Path, options: BuildOptions, dtype: np.d
                     n += k
             if records:  # the encodes themselves know the encoder's version
                 encoder = records[0]["encoder"]
-            schema.set_attrs(dst, options.ctu, options.context, sequences=seq_meta, encoder=encoder,
-                             units=records, build=options.to_json())
+            schema.set_attrs(
+                dst,
+                options.ctu,
+                options.context,
+                sequences=seq_meta,
+                encoder=encoder,
+                units=records,
+                build=options.to_json(),
+            )
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)

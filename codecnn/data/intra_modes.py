@@ -56,9 +56,15 @@ COLUMNS = {  # name -> (dtype, trailing shape as a function of N)
 
 def _append(group, name: str, data: np.ndarray) -> None:
     if name not in group:
-        group.create_dataset(name, data=data, maxshape=(None, *data.shape[1:]),
-                             chunks=(min(4096, max(1, len(data))), *data.shape[1:]), compression="gzip",
-                             compression_opts=1, shuffle=data.dtype.itemsize > 1)
+        group.create_dataset(
+            name,
+            data=data,
+            maxshape=(None, *data.shape[1:]),
+            chunks=(min(4096, max(1, len(data))), *data.shape[1:]),
+            compression="gzip",
+            compression_opts=1,
+            shuffle=data.dtype.itemsize > 1,
+        )
     else:
         d = group[name]
         n = d.shape[0]
@@ -75,8 +81,9 @@ def context_patches(plane: np.ndarray, pos: np.ndarray, n: int) -> np.ndarray:
     return plane[ys[:, :, None], xs[:, None, :]]
 
 
-def write_frame_labels(h5, orig: np.ndarray, ref: np.ndarray, bit_depth: int, qp: int, frame: int, seq: int,
-                       split: int, options) -> int:
+def write_frame_labels(
+    h5, orig: np.ndarray, ref: np.ndarray, bit_depth: int, qp: int, frame: int, seq: int, split: int, options
+) -> int:
     """Label every block of every size of one frame and append the rows to the shard ``h5``."""
     from codecnn.intra_labels import label_blocks
 
@@ -87,11 +94,19 @@ def write_frame_labels(h5, orig: np.ndarray, ref: np.ndarray, bit_depth: int, qp
         if b == 0:
             continue
         g = h5.require_group(f"n{n}")
-        rows = {"ref": lab.ref.astype(np.int16), "costs": lab.costs, "best": lab.best, "rank": lab.rank,
-                "hadamard": lab.hadamard,
-                "qp": np.full(b, qp, np.int8), "frame": np.full(b, frame, np.int32), "pos": lab.pos,
-                "seq": np.full(b, seq, np.int16), "split": np.full(b, split, np.uint8),
-                "bit_depth": np.full(b, bit_depth, np.uint8)}
+        rows = {
+            "ref": lab.ref.astype(np.int16),
+            "costs": lab.costs,
+            "best": lab.best,
+            "rank": lab.rank,
+            "hadamard": lab.hadamard,
+            "qp": np.full(b, qp, np.int8),
+            "frame": np.full(b, frame, np.int32),
+            "pos": lab.pos,
+            "seq": np.full(b, seq, np.int16),
+            "split": np.full(b, split, np.uint8),
+            "bit_depth": np.full(b, bit_depth, np.uint8),
+        }
         _append(g, "orig", context_patches(orig, lab.pos, n))
         for name, (dt, _) in COLUMNS.items():
             _append(g, name, rows[name].astype(dt, copy=False))
@@ -124,8 +139,9 @@ def merge_shards(shards: list[str], out: Path, options, seq_meta: list, encoder:
                     records.append(rec)
             if records and "encoder" in records[0]:
                 encoder = records[0]["encoder"]
-            schema.set_attrs(dst, 64, 0, kind=KIND, sequences=seq_meta, encoder=encoder, units=records,
-                             build=options.to_json())
+            schema.set_attrs(
+                dst, 64, 0, kind=KIND, sequences=seq_meta, encoder=encoder, units=records, build=options.to_json()
+            )
             dst.attrs["cost"] = options.intra_cost
             dst.attrs["loop"] = options.intra_loop
             dst.attrs["block_sizes"] = list(options.block_sizes)

@@ -76,13 +76,16 @@ def sample_dtype_for(bit_depths) -> np.dtype:
 def create_datasets(h5, ctu: int, context: int, dtype: np.dtype, n: int = 0) -> None:
     """Create the sample datasets (resizable, chunked one sample a chunk) in an open h5py file."""
     side = ctu + 2 * context
-    h5.create_dataset("input", (n, side, side), dtype=dtype, maxshape=(None, side, side),
-                      chunks=(1, side, side), **compression(dtype))
-    h5.create_dataset("target", (n, ctu, ctu), dtype=dtype, maxshape=(None, ctu, ctu),
-                      chunks=(1, ctu, ctu), **compression(dtype))
+    h5.create_dataset(
+        "input", (n, side, side), dtype=dtype, maxshape=(None, side, side), chunks=(1, side, side), **compression(dtype)
+    )
+    h5.create_dataset(
+        "target", (n, ctu, ctu), dtype=dtype, maxshape=(None, ctu, ctu), chunks=(1, ctu, ctu), **compression(dtype)
+    )
     for name, (dt, shape) in PER_SAMPLE.items():
-        h5.create_dataset(name, (n, *shape), dtype=dt, maxshape=(None, *shape), chunks=(4096, *shape) if shape
-                          else (4096,))
+        h5.create_dataset(
+            name, (n, *shape), dtype=dt, maxshape=(None, *shape), chunks=(4096, *shape) if shape else (4096,)
+        )
 
 
 def encode_chunk(sample: np.ndarray) -> bytes:
@@ -111,7 +114,7 @@ def set_attrs(h5, ctu: int, context: int, kind: str = KIND, version: int = SCHEM
     h5.attrs["ctu"] = ctu
     h5.attrs["context"] = context
     h5.attrs["codecnn_version"] = __version__
-    h5.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    h5.attrs["created"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     group = h5.require_group("meta")
     for k, v in meta.items():
         group.create_dataset(k, data=json.dumps(v))
@@ -158,17 +161,30 @@ def open_dataset_info(path: str | os.PathLike, kind: str | None = KIND) -> Datas
     with f:
         attrs = dict(f.attrs)
         if attrs.get("kind") != kind and not (kind is None and attrs.get("kind") in KINDS):
-            raise CodecnnError(f"{p}: not a codecnn {kind or 'dataset'} dataset (kind={attrs.get('kind')!r}); "
-                               "build one with codecnn make-dataset")
+            raise CodecnnError(
+                f"{p}: not a codecnn {kind or 'dataset'} dataset (kind={attrs.get('kind')!r}); "
+                "build one with codecnn make-dataset"
+            )
         version = int(attrs.get("schema_version", 0))
         if version > SCHEMA_VERSION:  # both kinds are at version 1
-            raise CodecnnError(f"{p}: schema version {version} is newer than this codecnn reads "
-                               f"({SCHEMA_VERSION}); upgrade codecnn")
+            raise CodecnnError(
+                f"{p}: schema version {version} is newer than this codecnn reads ({SCHEMA_VERSION}); upgrade codecnn"
+            )
         meta = f.get("meta", {})
         loaded = {k: json.loads(meta[k][()]) if k in meta else None for k in META}
         if "target" in f:
             n, dtype = int(f["target"].shape[0]), f["target"].dtype
         else:
             n, dtype = int(attrs.get("num_samples", 0)), np.dtype(attrs.get("sample_dtype", "u1"))
-        return DatasetInfo(p, n, int(attrs["ctu"]), int(attrs["context"]), dtype, loaded["sequences"] or [],
-                           loaded["encoder"] or {}, loaded["units"] or [], loaded["build"] or {}, attrs)
+        return DatasetInfo(
+            p,
+            n,
+            int(attrs["ctu"]),
+            int(attrs["context"]),
+            dtype,
+            loaded["sequences"] or [],
+            loaded["encoder"] or {},
+            loaded["units"] or [],
+            loaded["build"] or {},
+            attrs,
+        )

@@ -1,6 +1,6 @@
 """Real HEVC encoders behind one interface (:class:`Encoder` -> :class:`EncodeResult`)."""
 
-from codecnn.encoders.base import STANDARD_QPS, EncodeResult, Encoder, check_qp
+from codecnn.encoders.base import STANDARD_QPS, Encoder, EncodeResult, check_qp
 from codecnn.encoders.hm import HMEncoder, parse_hm_log, read_hm_log
 from codecnn.encoders.x265 import X265Encoder
 from codecnn.errors import EncoderError
@@ -17,5 +17,15 @@ def make_encoder(name: str, **kwargs) -> Encoder:
     return cls(**kwargs)
 
 
-__all__ = ["STANDARD_QPS", "ENCODERS", "EncodeResult", "Encoder", "HMEncoder", "X265Encoder", "check_qp",
-           "make_encoder", "parse_hm_log", "read_hm_log"]
+__all__ = [
+    "STANDARD_QPS",
+    "ENCODERS",
+    "EncodeResult",
+    "Encoder",
+    "HMEncoder",
+    "X265Encoder",
+    "check_qp",
+    "make_encoder",
+    "parse_hm_log",
+    "read_hm_log",
+]

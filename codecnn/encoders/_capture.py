@@ -29,5 +29,3 @@ def tail(path: str | os.PathLike | None, n: int = 5) -> str:
     with open(path, "rb") as f:
         lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
     return " | ".join(lines[-n:])
-
-

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from codecnn.errors import InvalidQPError
 from codecnn.yuv import Frame, RawYuvReader, VideoInfo

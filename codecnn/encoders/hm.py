@@ -13,12 +13,12 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from codecnn.encoders._capture import tail
-from codecnn.encoders.base import EncodeResult, Encoder, check_qp
+from codecnn.encoders.base import Encoder, EncodeResult, check_qp
 from codecnn.errors import CodecnnError, EncoderError
 from codecnn.yuv import Frame, VideoInfo, YuvWriter
 
@@ -94,8 +94,14 @@ def parse_hm_log(text: str) -> HMLog:
     s = _SUMMARY_RE.search(text)
     summary = HMSummary(int(s[1]), *(float(s[i]) for i in range(2, 7))) if s else None
     v, b, fr = _VERSION_RE.search(text), _BYTES_RE.search(text), _FRAME_RATE_RE.search(text)
-    return HMLog(v[1] if v else None, tuple(pics), summary, int(b[1]) if b else None,
-                 int(fr[3]) if fr else None, (int(fr[1]), int(fr[2])) if fr else None)
+    return HMLog(
+        v[1] if v else None,
+        tuple(pics),
+        summary,
+        int(b[1]) if b else None,
+        int(fr[3]) if fr else None,
+        (int(fr[1]), int(fr[2])) if fr else None,
+    )
 
 
 def read_hm_log(path: str | os.PathLike) -> HMLog:
@@ -113,8 +119,7 @@ def find_hm_binary(path: str | os.PathLike | None = None) -> Path:
     cand = path or os.environ.get(HM_BIN_ENV) or shutil.which("TAppEncoderStatic") or shutil.which("TAppEncoder")
     if not cand:
         raise EncoderError(
-            "HM encoder not found: build HM (TAppEncoderStatic) and pass --hm-bin PATH or set "
-            f"{HM_BIN_ENV}=PATH"
+            f"HM encoder not found: build HM (TAppEncoderStatic) and pass --hm-bin PATH or set {HM_BIN_ENV}=PATH"
         )
     p = Path(cand)
     if not p.is_file() or not os.access(p, os.X_OK):
@@ -134,8 +139,14 @@ class HMEncoder(Encoder):
 
     name = "hm"
 
-    def __init__(self, binary: str | os.PathLike | None = None, cfg: str | os.PathLike | None = None,
-                 deblock: bool = True, sao: bool = True, args: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        binary: str | os.PathLike | None = None,
+        cfg: str | os.PathLike | None = None,
+        deblock: bool = True,
+        sao: bool = True,
+        args: tuple[str, ...] = (),
+    ):
         self.binary = find_hm_binary(binary)
         cfg = cfg or os.environ.get(HM_CFG_ENV)
         if not cfg:
@@ -152,10 +163,26 @@ class HMEncoder(Encoder):
     def argv(self, info: VideoInfo, qp: int, frames: int) -> list[str]:
         bd = info.bit_depth
         fps = round(float(info.fps))
-        a = [str(self.binary), "-c", str(self.cfg), "-i", "orig.yuv", "-b", "stream.bin", "-o", "recon.yuv",
-             f"--SourceWidth={info.width}", f"--SourceHeight={info.height}", f"--FrameRate={fps}",
-             f"--FramesToBeEncoded={frames}", "--InputChromaFormat=420", f"--InputBitDepth={bd}",
-             f"--InternalBitDepth={bd}", f"--OutputBitDepth={bd}", f"--QP={qp}"]
+        a = [
+            str(self.binary),
+            "-c",
+            str(self.cfg),
+            "-i",
+            "orig.yuv",
+            "-b",
+            "stream.bin",
+            "-o",
+            "recon.yuv",
+            f"--SourceWidth={info.width}",
+            f"--SourceHeight={info.height}",
+            f"--FrameRate={fps}",
+            f"--FramesToBeEncoded={frames}",
+            "--InputChromaFormat=420",
+            f"--InputBitDepth={bd}",
+            f"--InternalBitDepth={bd}",
+            f"--OutputBitDepth={bd}",
+            f"--QP={qp}",
+        ]
         if not self.deblock:
             a.append("--LoopFilterDisable=1")
         if not self.sao:
@@ -163,8 +190,15 @@ class HMEncoder(Encoder):
         return a + list(self.args)
 
     def describe(self) -> dict:
-        return {"encoder": self.name, "version": self._version, "binary": str(self.binary), "cfg": str(self.cfg),
-                "deblock": self.deblock, "sao": self.sao, "args": list(self.args)}
+        return {
+            "encoder": self.name,
+            "version": self._version,
+            "binary": str(self.binary),
+            "cfg": str(self.cfg),
+            "deblock": self.deblock,
+            "sao": self.sao,
+            "args": list(self.args),
+        }
 
     def encode(self, frames: Iterable[Frame], info: VideoInfo, qp: int, workdir: str | os.PathLike) -> EncodeResult:
         check_qp(qp)
@@ -189,6 +223,16 @@ class HMEncoder(Encoder):
         if len(log.pictures) != n:
             raise EncoderError(f"HM logged {len(log.pictures)} pictures for {n} frames; it said: {tail(log_path)}")
         (work / "orig.yuv").unlink()
-        return EncodeResult(self.name, qp, info, work / "stream.bin", work / "recon.yuv", log.bits,
-                            [p.qp for p in log.pictures], [(p.psnr_y, p.psnr_u, p.psnr_v) for p in log.pictures],
-                            seconds, self.describe(), log_path)
+        return EncodeResult(
+            self.name,
+            qp,
+            info,
+            work / "stream.bin",
+            work / "recon.yuv",
+            log.bits,
+            [p.qp for p in log.pictures],
+            [(p.psnr_y, p.psnr_u, p.psnr_v) for p in log.pictures],
+            seconds,
+            self.describe(),
+            log_path,
+        )

@@ -17,11 +17,11 @@ import fractions
 import os
 import re
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from codecnn.encoders._capture import capture_fd2, tail
-from codecnn.encoders.base import EncodeResult, Encoder, check_qp
+from codecnn.encoders.base import Encoder, EncodeResult, check_qp
 from codecnn.encoders.hevc_syntax import slice_qps
 from codecnn.errors import EncoderError
 from codecnn.yuv import Frame, VideoInfo, YuvWriter
@@ -48,8 +48,15 @@ class X265Encoder(Encoder):
 
     name = "x265"
 
-    def __init__(self, preset: str = "medium", tune: str = "psnr", deblock: bool = True, sao: bool = True,
-                 threads: int | None = None, params: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        preset: str = "medium",
+        tune: str = "psnr",
+        deblock: bool = True,
+        sao: bool = True,
+        threads: int | None = None,
+        params: tuple[str, ...] = (),
+    ):
         if preset not in PRESETS:
             raise EncoderError(f"unknown x265 preset {preset!r}; choose one of {', '.join(PRESETS)}")
         if tune not in TUNES:
@@ -97,8 +104,7 @@ class X265Encoder(Encoder):
         t0 = time.perf_counter()
         bits: list[int] = []
         pix = _pix_fmt(info.bit_depth)
-        with capture_fd2(str(log_path)), open(stream_path, "wb") as bs, \
-                YuvWriter(recon_path, info.bit_depth) as recon:
+        with capture_fd2(str(log_path)), open(stream_path, "wb") as bs, YuvWriter(recon_path, info.bit_depth) as recon:
             try:
                 enc = av.CodecContext.create("libx265", "w")
                 enc.width, enc.height, enc.pix_fmt = info.width, info.height, pix
@@ -113,7 +119,7 @@ class X265Encoder(Encoder):
             except av.FFmpegError as e:
                 raise EncoderError(f"x265 failed to start ({e}); x265 said: {tail(log_path)}") from None
 
-            def drain(packets) -> None:
+            def drain(packets, dec) -> None:
                 for pkt in packets:
                     data = bytes(pkt)
                     bs.write(data)
@@ -125,8 +131,8 @@ class X265Encoder(Encoder):
                 for i, frame in enumerate(frames):
                     vf = av.VideoFrame.from_ndarray(frame.to_i420(), format=pix)
                     vf.pts = i
-                    drain(enc.encode(vf))
-                drain(enc.encode(None))
+                    drain(enc.encode(vf), dec)
+                drain(enc.encode(None), dec)
                 for vf in dec.decode(None):
                     recon.write(Frame.from_i420(vf.to_ndarray(format=pix), info.bit_depth))
             except av.FFmpegError as e:
@@ -135,16 +141,31 @@ class X265Encoder(Encoder):
             del enc, dec
         seconds = time.perf_counter() - t0
         if n_recon != len(bits):
-            raise EncoderError(f"x265: {len(bits)} access units decoded to {n_recon} frames; x265 said: {tail(log_path)}")
+            raise EncoderError(
+                f"x265: {len(bits)} access units decoded to {n_recon} frames; x265 said: {tail(log_path)}"
+            )
         m = re.search(r"HEVC encoder version (\S+)", log_path.read_text(errors="replace"))
         self._version = m.group(1) if m else None
         slices = [s for s in slice_qps(stream_path.read_bytes()) if s.first_in_picture]
         coded = [s.qp for s in slices]
         if any(s.cu_qp_delta_enabled for s in slices) or coded != [qp] * len(bits):
-            raise EncoderError(f"x265 coded QPs {sorted(set(coded))} (cu_qp_delta on: "
-                               f"{any(s.cu_qp_delta_enabled for s in slices)}), not the constant QP {qp} requested")
-        return EncodeResult(self.name, qp, info, stream_path, recon_path, bits, coded,
-                            _read_csv_psnr(csv_path), seconds, self.describe(), log_path)
+            raise EncoderError(
+                f"x265 coded QPs {sorted(set(coded))} (cu_qp_delta on: "
+                f"{any(s.cu_qp_delta_enabled for s in slices)}), not the constant QP {qp} requested"
+            )
+        return EncodeResult(
+            self.name,
+            qp,
+            info,
+            stream_path,
+            recon_path,
+            bits,
+            coded,
+            _read_csv_psnr(csv_path),
+            seconds,
+            self.describe(),
+            log_path,
+        )
 
 
 def _read_csv_psnr(path: Path) -> list[tuple[float, float, float]] | None:

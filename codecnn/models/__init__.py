@@ -6,4 +6,15 @@ from codecnn.models.modenet import ModeNet, ModeNetConfig
 from codecnn.models.rdn import RDB, RDN, RDNConfig
 from codecnn.models.registry import build_model, config_class, make_config, model_names, register_model
 
-__all__ = ["ModeNet", "ModeNetConfig", "RDB", "RDN", "RDNConfig", "build_model", "config_class", "make_config", "model_names", "register_model"]
+__all__ = [
+    "ModeNet",
+    "ModeNetConfig",
+    "RDB",
+    "RDN",
+    "RDNConfig",
+    "build_model",
+    "config_class",
+    "make_config",
+    "model_names",
+    "register_model",
+]

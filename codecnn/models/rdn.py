@@ -49,8 +49,12 @@ class RDNConfig:
         for name in ("num_blocks", "num_layers", "growth", "num_features"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
-                flag = {"num_blocks": "--blocks", "num_layers": "--layers", "growth": "--growth",
-                        "num_features": "--features"}[name]
+                flag = {
+                    "num_blocks": "--blocks",
+                    "num_layers": "--layers",
+                    "growth": "--growth",
+                    "num_features": "--features",
+                }[name]
                 raise CodecnnError(f"{flag} must be a positive integer (got {v})")
         if self.head not in HEADS:
             raise CodecnnError(f"--head must be one of {', '.join(HEADS)} (got {self.head!r})")
@@ -95,8 +99,16 @@ class RDB(nn.Module):
 class RDN(nn.Module):
     """Residual dense network over a CTU with context; see the module docstring."""
 
-    def __init__(self, num_blocks: int = 4, num_layers: int = 6, growth: int = 24, num_features: int = 32,
-                 qp_map: bool = False, separable: bool = False, head: str = "3x3"):
+    def __init__(
+        self,
+        num_blocks: int = 4,
+        num_layers: int = 6,
+        growth: int = 24,
+        num_features: int = 32,
+        qp_map: bool = False,
+        separable: bool = False,
+        head: str = "3x3",
+    ):
         super().__init__()
         self.config = RDNConfig(num_blocks, num_layers, growth, num_features, qp_map, separable, head)
         f, cin = num_features, self.config.in_channels

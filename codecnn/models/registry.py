@@ -4,7 +4,7 @@ way, from ``(name, config)`` (as CompressAI's ``registry/torch.py``)."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 from codecnn.errors import CodecnnError
 

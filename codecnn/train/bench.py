@@ -19,14 +19,27 @@ def _rate(n_samples: int, fn, warmup: int = 1, reps: int = 3) -> float:
     return n_samples * reps / (time.perf_counter() - t)
 
 
-def bench_train(data: str, arch: str, config, batch: int = 16, patch: int = 64, workers: int = 2,
-                device: str = "cpu", channels_last: bool = True, steps: int = 4) -> dict:
+def bench_train(
+    data: str,
+    arch: str,
+    config,
+    batch: int = 16,
+    patch: int = 64,
+    workers: int = 2,
+    device: str = "cpu",
+    channels_last: bool = True,
+    steps: int = 4,
+) -> dict:
     """Samples per second of (1) loading batches, (2) a training step on synthetic tensors, (3) both."""
     dev = torch.device(device)
     ds = CTUDataset(data, "train", patch=patch)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch, num_workers=workers,
-                                         sampler=StepSampler(ds, batch, 0, steps=None),
-                                         persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=batch,
+        num_workers=workers,
+        sampler=StepSampler(ds, batch, 0, steps=None),
+        persistent_workers=workers > 0,
+    )
     it = iter(loader)
     data_rate = _rate(batch * steps, lambda: [next(it) for _ in range(steps)])
 

@@ -54,8 +54,10 @@ def load_checkpoint(path: str | os.PathLike, task: str | None = None) -> dict:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
-        raise CodecnnError(f"{p}: refused: it holds Python objects that could run code ({first[:120]}); "
-                           "only codecnn checkpoints are loaded") from None
+        raise CodecnnError(
+            f"{p}: refused: it holds Python objects that could run code ({first[:120]}); "
+            "only codecnn checkpoints are loaded"
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         raise CodecnnError(f"{p}: not a readable checkpoint (damaged or not a torch file: {str(e)[:100]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
@@ -63,8 +65,9 @@ def load_checkpoint(path: str | os.PathLike, task: str | None = None) -> dict:
     if int(ckpt.get("version", 0)) > VERSION:
         raise CodecnnError(f"{p}: checkpoint version {ckpt['version']} is newer than this codecnn reads; upgrade")
     if task is not None and ckpt.get("task") != task:
-        raise CodecnnError(f"{p}: a {ckpt.get('task')!r} checkpoint ({ckpt.get('arch')}), but a {task!r} one is "
-                           "needed here")
+        raise CodecnnError(
+            f"{p}: a {ckpt.get('task')!r} checkpoint ({ckpt.get('arch')}), but a {task!r} one is needed here"
+        )
     return ckpt
 
 
@@ -91,6 +94,7 @@ def fingerprint_state(state_dict: dict) -> str:
 
 def dataset_fingerprint(info) -> str:
     """Identity of a dataset file: its creation time, size in samples and encode records."""
-    h = hashlib.sha256(json.dumps([str(info.attrs.get("created")), info.num_samples, info.units],
-                                  sort_keys=True).encode())
+    h = hashlib.sha256(
+        json.dumps([str(info.attrs.get("created")), info.num_samples, info.units], sort_keys=True).encode()
+    )
     return h.hexdigest()[:16]

@@ -41,8 +41,9 @@ class CTUDataset(Dataset):
     Indexed by :class:`CropSpec` (from :class:`StepSampler`) or by a plain int (the whole CTU).
     """
 
-    def __init__(self, path: str | os.PathLike, split: str | None = "train", qps: tuple[int, ...] | None = None,
-                 patch: int = 0):
+    def __init__(
+        self, path: str | os.PathLike, split: str | None = "train", qps: tuple[int, ...] | None = None, patch: int = 0
+    ):
         import h5py
 
         self.info = open_dataset_info(path)
@@ -124,8 +125,17 @@ class StepSampler(Sampler):
     generator seeded by ``(seed, s, position)``. The union over ranks is the single-process batch.
     """
 
-    def __init__(self, dataset: CTUDataset, global_batch: int, seed: int = 0, start_step: int = 0,
-                 rank: int = 0, world: int = 1, augment: bool = True, steps: int | None = None):
+    def __init__(
+        self,
+        dataset: CTUDataset,
+        global_batch: int,
+        seed: int = 0,
+        start_step: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        augment: bool = True,
+        steps: int | None = None,
+    ):
         if global_batch % world:
             raise CodecnnError(f"--batch {global_batch} must be a multiple of the number of processes ({world})")
         if len(dataset) == 0:

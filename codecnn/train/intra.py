@@ -76,25 +76,37 @@ class IntraModeDataset(Dataset):
         g = self._file()[f"n{n}"]
         i = int(self.rows[n][k])
         peak = float((1 << int(g["bit_depth"][i])) - 1)
-        return {"input": torch.from_numpy(canvas(g["orig"][i], g["ref"][i], n, peak)),
-                "block_size": torch.tensor(n), "qp": torch.tensor(int(g["qp"][i])),
-                "best": torch.tensor(int(g["best"][i])), "costs": torch.from_numpy(g["costs"][i].astype(np.float32))}
+        return {
+            "input": torch.from_numpy(canvas(g["orig"][i], g["ref"][i], n, peak)),
+            "block_size": torch.tensor(n),
+            "qp": torch.tensor(int(g["qp"][i])),
+            "best": torch.tensor(int(g["best"][i])),
+            "costs": torch.from_numpy(g["costs"][i].astype(np.float32)),
+        }
 
     def inputs(self, n: int) -> dict:
         """Network inputs of all blocks of size ``n``, read in bulk (for evaluation)."""
         g = self._file()[f"n{n}"]
         r = self.rows[n]
         peak = (1 << g["bit_depth"][()][r].astype(np.int64)) - 1
-        return {"input": torch.from_numpy(canvas(g["orig"][()][r], g["ref"][()][r], n, peak)),
-                "block_size": torch.full((len(r),), n), "qp": torch.from_numpy(g["qp"][()][r].astype(np.int64))}
+        return {
+            "input": torch.from_numpy(canvas(g["orig"][()][r], g["ref"][()][r], n, peak)),
+            "block_size": torch.full((len(r),), n),
+            "qp": torch.from_numpy(g["qp"][()][r].astype(np.int64)),
+        }
 
     def arrays(self, n: int) -> dict:
         """The label arrays of the blocks of size ``n`` (for metrics)."""
         g = self._file()[f"n{n}"]
         r = self.rows[n]
         key = g["seq"][()][r].astype(np.int64) * 1_000_000 + g["frame"][()][r] * 100 + g["qp"][()][r] + 1
-        return {"costs": g["costs"][()][r], "best": g["best"][()][r].astype(np.int64), "hadamard": g["hadamard"][()][r],
-                "pos": g["pos"][()][r], "key": key}
+        return {
+            "costs": g["costs"][()][r],
+            "best": g["best"][()][r].astype(np.int64),
+            "hadamard": g["hadamard"][()][r],
+            "pos": g["pos"][()][r],
+            "key": key,
+        }
 
 
 class BlockSizeStepSampler(Sampler):
@@ -102,8 +114,16 @@ class BlockSizeStepSampler(Sampler):
     permutations seeded by ``(seed, size, epoch)``; rank r of W takes its slice. Resume- and DDP-exact
     like :class:`codecnn.train.data.StepSampler`."""
 
-    def __init__(self, ds: IntraModeDataset, global_batch: int, seed: int = 0, start_step: int = 0, rank: int = 0,
-                 world: int = 1, steps: int | None = None):
+    def __init__(
+        self,
+        ds: IntraModeDataset,
+        global_batch: int,
+        seed: int = 0,
+        start_step: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        steps: int | None = None,
+    ):
         if global_batch % world:
             raise CodecnnError(f"--batch {global_batch} must be a multiple of the number of processes ({world})")
         if not ds.rows:
@@ -170,8 +190,11 @@ class IntraTask:
     def validate(self, model: nn.Module, val_ds: IntraModeDataset, device: torch.device, cfg: TrainConfig) -> dict:
         r = mode_metrics(model, val_ds, device)
         o = r["overall"]["network"]
-        r.update(score=o["top3"], curves={f"top{k}": o[f"top{k}"] for k in (1, 3, 8)},
-                 curve_label="val recall of the best mode")
+        r.update(
+            score=o["top3"],
+            curves={f"top{k}": o[f"top{k}"] for k in (1, 3, 8)},
+            curve_label="val recall of the best mode",
+        )
         return r
 
 
@@ -187,8 +210,9 @@ def mode_metrics(model: nn.Module, ds: IntraModeDataset, device: torch.device) -
         out = []
         for s in range(0, len(b["qp"]), VAL_BATCH):
             sl = slice(s, s + VAL_BATCH)
-            out.append(model(b["input"][sl].to(device), b["block_size"][sl].to(device),
-                             b["qp"][sl].to(device)).float().cpu())
+            out.append(
+                model(b["input"][sl].to(device), b["block_size"][sl].to(device), b["qp"][sl].to(device)).float().cpu()
+            )
         scores[n] = torch.cat(out).numpy()
         data[n] = ds.arrays(n)
     model.train()

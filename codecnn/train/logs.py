@@ -53,7 +53,7 @@ class RunLog:
             for name, v in r.get("curves", {}).items():
                 series.setdefault(name, []).append((r["step"], v))
         for name, pts in sorted(series.items()):
-            b.plot(*zip(*pts), marker="o", ms=3, label=name)
+            b.plot(*zip(*pts, strict=False), marker="o", ms=3, label=name)
         b.set_xlabel("step")
         b.set_ylabel(val[-1].get("curve_label", "validation") if val else "validation")
         b.grid(alpha=0.3)

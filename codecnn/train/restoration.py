@@ -26,8 +26,9 @@ VAL_BATCH = 16
 GAIN_EPS = 1e-10  # in [0, 1]^2 units: keeps log(MSE) finite on perfectly coded patches
 
 
-def masked_loss(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, kind: str = "l1",
-                reference: torch.Tensor | None = None) -> torch.Tensor:
+def masked_loss(
+    out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, kind: str = "l1", reference: torch.Tensor | None = None
+) -> torch.Tensor:
     """Loss on the pixels where ``mask`` is 1 (picture, not padding), in fp32, per sample then averaged
     over samples (every sample weighs the same, so the mean of the per-rank losses of a DDP run is
     exactly the single-process loss of the same global batch).
@@ -68,11 +69,14 @@ class RestorationTask:
 
         train = CTUDataset(cfg.data, "train", cfg.qps or None, cfg.patch)
         if train.context != self.context:
-            raise CodecnnError(f"{cfg.data}: CTUs carry a {train.context}-pixel context, the network consumes "
-                               f"{self.context}; rebuild the dataset with --context {self.context}")
+            raise CodecnnError(
+                f"{cfg.data}: CTUs carry a {train.context}-pixel context, the network consumes "
+                f"{self.context}; rebuild the dataset with --context {self.context}"
+            )
         if len(train) == 0:
-            raise CodecnnError(f"{cfg.data}: no training samples (split train"
-                               f"{', QP ' + str(list(cfg.qps)) if cfg.qps else ''})")
+            raise CodecnnError(
+                f"{cfg.data}: no training samples (split train{', QP ' + str(list(cfg.qps)) if cfg.qps else ''})"
+            )
         val = CTUDataset(cfg.data, "val", cfg.qps or None, 0)
         return train, (val if len(val) else None), dataset_fingerprint(train.info)
 
@@ -125,5 +129,9 @@ def restoration_metrics(model: nn.Module, ds: CTUDataset, device: torch.device, 
         table[str(qp)] = {"psnr_in": mi, "psnr_out": mo, "gain": mo - mi, "frames": len(pin)}
     score = sum(v["gain"] for v in table.values()) / max(1, len(table))
     model.train()
-    return {"score": score, "per_qp": table, "curves": {f"QP{q}": v["gain"] for q, v in table.items()},
-            "curve_label": "val Y-PSNR gain (dB)"}
+    return {
+        "score": score,
+        "per_qp": table,
+        "curves": {f"QP{q}": v["gain"] for q, v in table.items()},
+        "curve_label": "val Y-PSNR gain (dB)",
+    }

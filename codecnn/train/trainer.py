@@ -140,8 +140,9 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
     last_path, best_path = out / "last.pt", out / "best.pt"
     if info.main:
         if last_path.exists() and not cfg.resume:
-            raise CodecnnError(f"{out} already holds a run (last.pt): pass --resume to continue it, "
-                               "or choose another --out")
+            raise CodecnnError(
+                f"{out} already holds a run (last.pt): pass --resume to continue it, or choose another --out"
+            )
         out.mkdir(parents=True, exist_ok=True)
     train_ds, val_ds, ds_fingerprint = task.datasets(cfg)
     steps = total_steps(cfg, len(train_ds))
@@ -159,11 +160,15 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
     if cfg.resume and last_path.exists():
         ckpt = load_checkpoint(last_path, task.kind)
         if ckpt["arch"] != arch or ckpt["config"] != dataclasses.asdict(model_config):
-            raise CodecnnError(f"{last_path}: the run was started with {ckpt['arch']} {ckpt['config']}; "
-                               "resume with the same model options")
+            raise CodecnnError(
+                f"{last_path}: the run was started with {ckpt['arch']} {ckpt['config']}; "
+                "resume with the same model options"
+            )
         if ckpt["dataset"]["fingerprint"] != ds_fingerprint:
-            raise CodecnnError(f"{last_path}: the run was trained on another dataset "
-                               f"({ckpt['dataset']['path']}); resume with the same --data")
+            raise CodecnnError(
+                f"{last_path}: the run was trained on another dataset "
+                f"({ckpt['dataset']['path']}); resume with the same --data"
+            )
         model.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -182,21 +187,39 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
         net = torch.compile(net)
 
     sampler = task.sampler(train_ds, cfg, step, steps, info)
-    loader = torch.utils.data.DataLoader(train_ds, batch_size=cfg.batch // info.world, sampler=sampler,
-                                         num_workers=cfg.workers, pin_memory=cuda,
-                                         persistent_workers=cfg.workers > 0)
+    loader = torch.utils.data.DataLoader(
+        train_ds,
+        batch_size=cfg.batch // info.world,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        pin_memory=cuda,
+        persistent_workers=cfg.workers > 0,
+    )
 
     def checkpoint(path: Path, metrics: dict | None) -> None:
-        save_checkpoint(path, {
-            "task": task.kind, "arch": arch, "config": dataclasses.asdict(model_config),
-            "state_dict": model.state_dict(), "ema": ema.state if ema else None,
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
-            "rng": {"torch": torch.get_rng_state()},
-            "dataset": {"path": str(cfg.data), "fingerprint": ds_fingerprint, "ctu": getattr(train_ds, "ctu", None),
-                        "context": getattr(train_ds, "context", None)},
-            "train_config": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()},
-            "best_score": best, "metrics": metrics,
-        })
+        save_checkpoint(
+            path,
+            {
+                "task": task.kind,
+                "arch": arch,
+                "config": dataclasses.asdict(model_config),
+                "state_dict": model.state_dict(),
+                "ema": ema.state if ema else None,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "step": step,
+                "rng": {"torch": torch.get_rng_state()},
+                "dataset": {
+                    "path": str(cfg.data),
+                    "fingerprint": ds_fingerprint,
+                    "ctu": getattr(train_ds, "ctu", None),
+                    "context": getattr(train_ds, "context", None),
+                },
+                "train_config": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()},
+                "best_score": best,
+                "metrics": metrics,
+            },
+        )
 
     def validate() -> dict | None:
         nonlocal best, last_val
@@ -217,8 +240,14 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
 
     from tqdm import tqdm
 
-    bar = tqdm(total=steps, initial=step, desc=f"train {arch}", disable=not (info.main and cfg.progress),
-               dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(
+        total=steps,
+        initial=step,
+        desc=f"train {arch}",
+        disable=not (info.main and cfg.progress),
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
     t_start = time.perf_counter()
     t_log, n_log = t_start, 0
     stopped = "done"
@@ -231,9 +260,11 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
         with torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=cuda and cfg.amp):
             loss = task.loss(net, batch, cfg)
         if dist.any_true(not bool(torch.isfinite(loss.detach()).all()), info):
-            raise CodecnnError(f"non-finite training loss at step {step + 1}; stopped. The last good checkpoint "
-                               f"is kept ({last_path if last_path.exists() else 'none yet'}); lower --lr "
-                               "or check the data")
+            raise CodecnnError(
+                f"non-finite training loss at step {step + 1}; stopped. The last good checkpoint "
+                f"is kept ({last_path if last_path.exists() else 'none yet'}); lower --lr "
+                "or check the data"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -246,8 +277,16 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
         if info.main and (step % cfg.log_every == 0 or step == steps):
             now = time.perf_counter()
             rate = n_log / max(now - t_log, 1e-9)
-            runlog.append({"kind": "train", "step": step, "loss": float(loss.detach()),
-                           "lr": scheduler.get_last_lr()[0], "samples_per_s": rate, "time": now - t_start})
+            runlog.append(
+                {
+                    "kind": "train",
+                    "step": step,
+                    "loss": float(loss.detach()),
+                    "lr": scheduler.get_last_lr()[0],
+                    "samples_per_s": rate,
+                    "time": now - t_start,
+                }
+            )
             bar.set_postfix(loss=f"{float(loss.detach()):.4g}", samples_s=f"{rate:.1f}")
             t_log, n_log = now, 0
         out_of_time = cfg.time_limit is not None and time.perf_counter() - t_start >= cfg.time_limit
