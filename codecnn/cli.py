@@ -258,7 +258,7 @@ def _print_mode_table(r: dict) -> None:
         f"{'N':>4} {'blocks':>7} {'top1':>6} {'top3':>6} {'top8':>6} {'cost+@3':>8} | "
         f"{'HM RMD':>7} {'cost+':>7} | {'P+DC+MPM':>8} {'cost+':>7}"
     )
-    from codecnn.intra_metrics import rows_with_total
+    from codecnn.eval.intra import rows_with_total
 
     for n, v in rows_with_total(r):
         net, rmd, mpm = v["network"], v["hm_rmd"], v["planar_dc_mpm"]
@@ -283,9 +283,9 @@ def evaluate_modes(checkpoint, data, split, out):
 
     import torch
 
-    from codecnn.intra_metrics import render_mode_report
+    from codecnn.data.intra import IntraModeDataset
+    from codecnn.eval.intra import mode_metrics, render_mode_report
     from codecnn.train.checkpoint import load_model
-    from codecnn.train.intra import IntraModeDataset, mode_metrics
 
     model, ckpt = load_model(checkpoint, task="intra-modes")
     ds = IntraModeDataset(data, split)
@@ -421,9 +421,9 @@ def evaluate(
     import tempfile
 
     from codecnn.encoders import STANDARD_QPS, make_encoder
-    from codecnn.evaluate import dataset_runs, encode_runs, hm_runs
-    from codecnn.evaluate import evaluate as run_eval
-    from codecnn.report import write_report
+    from codecnn.eval.report import write_report
+    from codecnn.eval.restoration import evaluate as run_eval
+    from codecnn.eval.runs import dataset_runs, encode_runs, hm_runs
     from codecnn.sequences import load_sequence_list, sequence_from_path
     from codecnn.train.checkpoint import load_model
     from codecnn.train.dist import pick_device
@@ -482,7 +482,7 @@ def evaluate(
 
 
 def _print_summary(results: dict, written: dict) -> None:
-    from codecnn.report import _bd
+    from codecnn.eval.report import _bd
 
     s = results["summary"]
     click.echo(f"{'sequence':<16} {'QP':>3} {'kbps':>10} {'anchor Y':>9} {'gain':>8} {'switched':>9} {'CTUs on':>8}")
@@ -510,7 +510,7 @@ def _print_summary(results: dict, written: dict) -> None:
 @click.option("--out", required=True, type=click.Path(), help="Folder for report.md, the plots and merged results.")
 def report(results, out):
     """Render (and merge) evaluation results: report.md, RD curves and gain-vs-QP plots."""
-    from codecnn.report import load_results, write_report
+    from codecnn.eval.report import load_results, write_report
 
     merged = load_results(results)
     written = write_report(merged, out, write_json=len(results) > 1)
@@ -526,7 +526,7 @@ def bd_rate_cmd(anchor, test, method, as_json):
     """BD-rate (%) and BD-PSNR (dB) of TEST against ANCHOR: CSV files with a header `rate,psnr`."""
     import json
 
-    from codecnn.metrics import BDError, bd_rate, read_rd_csv
+    from codecnn.eval.metrics import BDError, bd_rate, read_rd_csv
 
     try:
         r = bd_rate(read_rd_csv(anchor), read_rd_csv(test), method)

@@ -6,7 +6,7 @@ import numpy as np
 
 from codecnn.encoders.hm import read_hm_log
 from codecnn.errors import CodecnnError
-from codecnn.metrics import psnr
+from codecnn.eval.metrics import psnr
 from hm_bridge.export import filter_plane_cnnw, load_cnnw
 
 
@@ -14,8 +14,8 @@ def hm_gain(
     orig: str, recon: str, log: str, model: str, size: str | None = None, bit_depth: int | None = None, ctu: int = 128
 ) -> dict:
     """Per-frame and average luma PSNR of HM's recon and of the filtered recon, with HM's bits.
-    The files are opened and checked against each other by :func:`codecnn.evaluate.hm_runs`."""
-    from codecnn.evaluate import hm_runs
+    The files are opened and checked against each other by :func:`codecnn.eval.runs.hm_runs`."""
+    from codecnn.eval.runs import hm_runs
 
     run = next(hm_runs(orig, [recon], [log], size, bit_depth, None))
     hm = read_hm_log(log)

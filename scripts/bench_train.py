@@ -5,7 +5,7 @@ In one run:
 2. the achieved FLOP rate of a training step of the default RDN (32 features, 4 RDBs, 6 layers, growth
    24), batch 16, 64x64 patches, channels_last as the trainer runs it (FLOPs = 6 x MACs: forward 2,
    backward 4, MACs counted from the modules), and its ratio to (1) (target >= 0.40);
-3. inference of a 1920x1080 luma frame in CTU tiles (codecnn.inference.filter_plane, one thread as
+3. inference of a 1920x1080 luma frame in CTU tiles (codecnn.eval.inference.filter_plane, one thread as
    well as all threads), FLOPs = 2 x MACs of the CTUs processed, ratio to (1) (target >= 0.50);
 4. peak memory of that inference for a 1080p and a 2160p frame, each in a fresh process (target: the
    larger frame costs only its own sample buffers, not more activations).
@@ -23,7 +23,7 @@ import time
 import numpy as np
 import torch
 
-from codecnn.inference import filter_plane
+from codecnn.eval.inference import filter_plane
 from codecnn.models import RDN
 from codecnn.models.complexity import count_macs
 
@@ -31,7 +31,7 @@ MEMORY_CHILD = r"""
 def vmhwm_mib():  # peak RSS of this process image (ru_maxrss carries the parent's across exec)
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024
 import json, sys, numpy as np, torch
-from codecnn.inference import filter_plane
+from codecnn.eval.inference import filter_plane
 from codecnn.models import RDN
 w, h = int(sys.argv[1]), int(sys.argv[2])
 torch.manual_seed(0)

@@ -14,9 +14,10 @@ from click.testing import CliRunner
 
 from codecnn.cli import cli
 from codecnn.data.ctu import cut_ctus
-from codecnn.data.schema import open_dataset_info, valid_mask
-from codecnn.encoders.hevc_syntax import slice_qps
+from codecnn.data.restoration import valid_mask
+from codecnn.data.schema import open_dataset_info
 from codecnn.encoders.x265 import decode_hevc
+from codecnn.hevc.syntax import slice_qps
 from codecnn.yuv import RawYuvReader
 
 FAST = ["--preset", "ultrafast", "--qp", "32", "--qp", "37"]

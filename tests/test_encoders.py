@@ -7,10 +7,10 @@ import pytest
 from conftest import HM
 
 from codecnn.encoders import HMEncoder, X265Encoder, check_qp, make_encoder, read_hm_log
-from codecnn.encoders.hevc_syntax import slice_qps
 from codecnn.encoders.x265 import decode_hevc
 from codecnn.errors import CodecnnError, EncoderError, InvalidQPError
-from codecnn.metrics import psnr, psnr_yuv
+from codecnn.eval.metrics import psnr, psnr_yuv
+from codecnn.hevc.syntax import slice_qps
 from codecnn.yuv import Frame, RawYuvReader
 
 QPS = (22, 32, 42)

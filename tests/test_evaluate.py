@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from conftest import HM
 
 from codecnn.cli import cli
-from codecnn.evaluate import switch_ctus
-from codecnn.metrics import BDError, bd_rate, psnr, psnr_yuv_weighted
+from codecnn.eval.metrics import BDError, bd_rate, psnr, psnr_yuv_weighted
+from codecnn.eval.restoration import switch_ctus
 from codecnn.models import RDN
 from codecnn.train.checkpoint import save_checkpoint
 from codecnn.yuv import RawYuvReader

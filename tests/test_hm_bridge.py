@@ -13,7 +13,7 @@ from conftest import HM
 
 from codecnn.cli import cli
 from codecnn.errors import CodecnnError
-from codecnn.inference import filter_plane
+from codecnn.eval.inference import filter_plane
 from codecnn.models import RDN
 from codecnn.train.checkpoint import save_checkpoint
 from codecnn.yuv import RawYuvReader

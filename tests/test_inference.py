@@ -2,7 +2,7 @@ import numpy as np
 import torch
 from conftest import HM
 
-from codecnn.inference import filter_plane
+from codecnn.eval.inference import filter_plane
 from codecnn.models import RDN
 from codecnn.yuv import RawYuvReader
 

@@ -5,7 +5,7 @@ import pytest
 from conftest import DATA, HM
 
 from codecnn.errors import CodecnnError
-from codecnn.intra import (
+from codecnn.hevc.intra import (
     hadamard_satd,
     hevc_transform_matrix,
     intra_predictions,
@@ -16,7 +16,7 @@ from codecnn.intra import (
     transform_costs,
     uses_filtered,
 )
-from codecnn.intra_labels import label_blocks
+from codecnn.hevc.intra_labels import label_blocks
 from codecnn.yuv import RawYuvReader
 
 SIZES = (4, 8, 16, 32)
@@ -101,7 +101,7 @@ def test_hevc_matrix_rows():
 def _slow_labels(orig, ref, n):
     """The obvious way: block by block, neighbours read one sample at a time, scalar availability.
     Returns the (B, 35) DCT costs and the (B, 4N+1) raw linear references (-1 unavailable)."""
-    from codecnn.intra import dct_matrix
+    from codecnn.hevc.intra import dct_matrix
 
     h, w = orig.shape
     c = dct_matrix(n)
@@ -173,7 +173,7 @@ def test_bad_input():
         intra_predictions(np.zeros(4), np.zeros(4), 0)
     with pytest.raises(CodecnnError, match="bit depth 12"):
         intra_predictions(np.zeros(8), np.zeros(8), 0, bit_depth=12)
-    from codecnn.intra import check_mode
+    from codecnn.hevc.intra import check_mode
 
     with pytest.raises(CodecnnError, match="mode 35"):
         check_mode(35)

@@ -8,11 +8,12 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from codecnn.cli import cli
-from codecnn.intra import intra_predictions, transform_costs
-from codecnn.intra_metrics import mpm_list
+from codecnn.data.intra import IntraModeDataset, canvas
+from codecnn.eval.intra import mpm_list
+from codecnn.hevc.intra import intra_predictions, transform_costs
 from codecnn.models import build_model
 from codecnn.train.checkpoint import load_model
-from codecnn.train.intra import IntraModeDataset, canvas, soft_targets
+from codecnn.train.intra import soft_targets
 from codecnn.yuv import RawYuvReader
 
 

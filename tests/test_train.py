@@ -11,10 +11,10 @@ import torch
 from click.testing import CliRunner
 
 from codecnn.cli import cli
+from codecnn.data.restoration import CTUDataset, StepSampler
 from codecnn.errors import CodecnnError
 from codecnn.models import RDNConfig
 from codecnn.train.checkpoint import load_checkpoint, load_model
-from codecnn.train.data import CTUDataset, StepSampler
 from codecnn.train.restoration import RestorationTask, masked_loss
 from codecnn.train.trainer import TrainConfig, train
 

@@ -21,18 +21,17 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from codecnn.data import schema
-from codecnn.data.ctu import ctu_positions, cut_ctus
 from codecnn.encoders import STANDARD_QPS, check_qp, make_encoder
 from codecnn.errors import CodecnnError
 from codecnn.sequences import SequenceSpec, file_fingerprint
-from codecnn.yuv import RawYuvReader, VideoInfo, YuvWriter
+from codecnn.yuv import RawYuvReader, VideoInfo, sample_dtype, stage_frames
 
 log = logging.getLogger(__name__)
 TASKS = ("restoration", "intra-modes")
@@ -117,6 +116,13 @@ class _Unit:
     progress: bool
 
 
+def _task_module(task: str):
+    """The data module of a task: its shard writer ``write_unit`` and ``merge_shards``."""
+    from codecnn.data import intra, restoration
+
+    return {"restoration": restoration, "intra-modes": intra}[task]
+
+
 def parts_dir(out: Path) -> Path:
     return out.with_name(out.name + ".parts")
 
@@ -144,7 +150,7 @@ def build_dataset(
         raise CodecnnError(f"{out.parent}: output folder does not exist")
     encoder = make_encoder(options.encoder, **dict(options.encoder_options))  # fails early (e.g. HM missing)
     if options.task == "intra-modes":
-        from codecnn.intra import check_block
+        from codecnn.hevc.intra import check_block
 
         for n in options.block_sizes:
             check_block(n)
@@ -154,7 +160,7 @@ def build_dataset(
         readers.append(r)
         count = options.frames if options.frames is not None else s.frames
         selections.append(r.select(options.start, count, options.frame_step))
-    dtype = schema.sample_dtype_for([r.info.bit_depth for r in readers])
+    dtype = sample_dtype(max(r.info.bit_depth for r in readers))
     seq_meta = [
         {
             "name": s.name,
@@ -183,7 +189,7 @@ def build_dataset(
         else:
             ts = time.perf_counter()
             staged, read_idx = (
-                _stage(reader, sel, parts / "stage" / f"{si:03d}_{spec.name}.yuv"),
+                stage_frames(reader, sel, parts / "stage" / f"{si:03d}_{spec.name}.yuv"),
                 tuple(range(len(sel))),
             )
             stage_seconds += time.perf_counter() - ts
@@ -228,7 +234,9 @@ def build_dataset(
                 interrupts.check()
 
     tm = time.perf_counter()
-    records = _merge([u.shard for u in units], out, options, dtype, seq_meta, encoder.describe())
+    records = _task_module(options.task).merge_shards(
+        [u.shard for u in units], out, options, dtype, seq_meta, encoder.describe()
+    )
     merge_seconds = time.perf_counter() - tm
     shutil.rmtree(parts, ignore_errors=True)
     enc = sum(r["encode_seconds"] for r in records)
@@ -287,16 +295,6 @@ def _prepare_parts(parts: Path, manifest: dict, resume: bool) -> None:
     os.replace(tmp, mpath)
 
 
-def _stage(reader, selection: range, path: Path) -> str:
-    """Decode the selected frames of a container once, into a raw file every encode then reads."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with YuvWriter(path, reader.info.bit_depth) as w:
-            for _, frame in reader.frames(selection.start, len(selection), selection.step):
-                w.write(frame)
-    return str(path)
-
-
 def _bar(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
@@ -329,8 +327,7 @@ def _run_unit(u: _Unit) -> None:
     t0 = time.perf_counter()
     tmp = u.shard + ".tmp"
     with h5py.File(tmp, "w") as h5:
-        writer = _write_ctus if u.options.task == "restoration" else _write_intra_modes
-        total = writer(h5, u, src, recon, res, bar)
+        total = _task_module(u.options.task).write_unit(h5, u, src, recon, res, bar)
         if res is not None:
             h5.create_dataset("bitstream", data=np.frombuffer(Path(res.bitstream).read_bytes(), np.uint8))
         record = {
@@ -357,99 +354,3 @@ def _run_unit(u: _Unit) -> None:
     src.close()
     bar.close()
     shutil.rmtree(work, ignore_errors=True)
-
-
-def _write_ctus(h5, u: _Unit, src, recon, res, bar) -> int:
-    """The restoration samples of one unit: CTUs of the reconstruction with context, and the originals."""
-    ctu, ctx = u.options.ctu, u.options.context
-    per_frame = len(ctu_positions(u.info.height, u.info.width, ctu))
-    total = per_frame * len(u.read_indices)
-    columns = {name: np.zeros((total, *shape), dt) for name, (dt, shape) in schema.PER_SAMPLE.items()}
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        schema.create_datasets(h5, ctu, ctx, np.dtype(u.dtype), total)
-        d_in, d_t = h5["input"], h5["target"]
-        for j, (i, fi) in enumerate(zip(u.read_indices, u.frame_indices, strict=False)):
-            inputs, targets, pos, valid = cut_ctus(recon.read(j).y, src.read(i).y, ctu, ctx)
-            n = j * per_frame
-            schema.write_samples(d_in, n, inputs.astype(u.dtype, copy=False), pool)
-            schema.write_samples(d_t, n, targets.astype(u.dtype, copy=False), pool)
-            rows = slice(n, n + per_frame)
-            columns["pos"][rows], columns["valid"][rows] = pos, valid
-            columns["qp"][rows], columns["frame"][rows] = res.coded_qp[j], fi
-            bar.update(1)
-    columns["bit_depth"][:], columns["seq"][:], columns["split"][:] = u.info.bit_depth, u.seq_index, u.split
-    for name, arr in columns.items():
-        h5[name][:] = arr
-    return total
-
-
-def _write_intra_modes(h5, u: _Unit, src, recon, res, bar) -> int:
-    from codecnn.data.intra_modes import write_frame_labels
-
-    total = 0
-    for j, (i, fi) in enumerate(zip(u.read_indices, u.frame_indices, strict=False)):
-        orig = src.read(i).y
-        ref = recon.read(j).y if recon is not None else orig
-        qp = res.coded_qp[j] if res is not None else -1
-        total += write_frame_labels(h5, orig, ref, u.info.bit_depth, qp, fi, u.seq_index, u.split, u.options)
-        bar.update(1 if res is not None else 2)
-    return total
-
-
-def _merge(
-    shards: list[str], out: Path, options: BuildOptions, dtype: np.dtype, seq_meta: list, encoder: dict
-) -> list[dict]:
-    if options.task == "intra-modes":
-        from codecnn.data.intra_modes import merge_shards
-
-        return merge_shards(shards, out, options, seq_meta, encoder)
-    return _merge_ctus(shards, out, options, dtype, seq_meta, encoder)
-
-
-def _merge_ctus(
-    shards: list[str], out: Path, options: BuildOptions, dtype: np.dtype, seq_meta: list, encoder: dict
-) -> list[dict]:
-    """Concatenate the shards into ``out`` (through ``out.tmp``); compressed chunks are copied as they are."""
-    import h5py
-
-    tmp = out.with_name(out.name + ".tmp")
-    records = []
-    try:
-        with h5py.File(tmp, "w") as dst:
-            sizes = []
-            for path in shards:
-                with h5py.File(path, "r") as src:
-                    sizes.append(src["target"].shape[0])
-            schema.create_datasets(dst, options.ctu, options.context, dtype, sum(sizes))
-            streams = dst.create_group("bitstreams")
-            n = 0
-            for path, k in zip(shards, sizes, strict=False):
-                with h5py.File(path, "r") as src:
-                    rec = json.loads(src.attrs["unit"])
-                    for name in ("input", "target"):
-                        s, d = src[name].id, dst[name].id
-                        for i in range(k):
-                            mask, chunk = s.read_direct_chunk((i, 0, 0))
-                            d.write_direct_chunk((n + i, 0, 0), chunk, mask)
-                    for name in schema.PER_SAMPLE:
-                        dst[name][n : n + k] = src[name][()]
-                    streams.create_dataset(f"{rec['seq']}_qp{rec['qp']}", data=src["bitstream"][()])
-                    rec["sample_range"] = [n, n + k]
-                    records.append(rec)
-                    n += k
-            if records:  # the encodes themselves know the encoder's version
-                encoder = records[0]["encoder"]
-            schema.set_attrs(
-                dst,
-                options.ctu,
-                options.context,
-                sequences=seq_meta,
-                encoder=encoder,
-                units=records,
-                build=options.to_json(),
-            )
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return records

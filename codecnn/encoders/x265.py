@@ -3,7 +3,7 @@
 All-intra at a constant QP: ``keyint=1`` makes every frame an IRAP picture, ``qp=Q`` selects constant-QP
 rate control (which also switches adaptive quantisation off), and ``ipratio=1`` removes the I-frame QP
 offset that x265 otherwise applies (``qp - 6*log2(ipratio)``). The QP actually coded is read back from
-the slice headers (:mod:`codecnn.encoders.hevc_syntax`) and checked. ``info=0`` keeps x265's settings
+the slice headers (:mod:`codecnn.hevc.syntax`) and checked. ``info=0`` keeps x265's settings
 SEI (~2 kbit on the first frame) out of the stream so the rate is the pictures' alone.
 
 The reconstruction is the decoded bitstream (PyAV's HEVC decoder), written to a raw YUV file frame by
@@ -22,8 +22,8 @@ from pathlib import Path
 
 from codecnn.encoders._capture import capture_fd2, tail
 from codecnn.encoders.base import Encoder, EncodeResult, check_qp
-from codecnn.encoders.hevc_syntax import slice_qps
 from codecnn.errors import EncoderError
+from codecnn.hevc.syntax import slice_qps
 from codecnn.yuv import Frame, VideoInfo, YuvWriter
 
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")

@@ -6,8 +6,8 @@ import time
 
 import torch
 
+from codecnn.data.restoration import CTUDataset, StepSampler
 from codecnn.models import build_model
-from codecnn.train.data import CTUDataset, StepSampler
 
 
 def _rate(n_samples: int, fn, warmup: int = 1, reps: int = 3) -> float:

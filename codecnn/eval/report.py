@@ -11,7 +11,7 @@ from codecnn.errors import CodecnnError
 
 def load_results(paths) -> dict:
     """Read results files; several are merged (their sequences concatenated, a name at most once)."""
-    from codecnn.evaluate import summarise
+    from codecnn.eval.restoration import summarise
 
     loaded = []
     for p in paths:

@@ -5,11 +5,11 @@ available as in an HM encoder that split every CTU down to N: a neighbouring sam
 the picture and be coded before the block, i.e. lie in an earlier CTU (raster order) or earlier in
 the z-scan of the same CTU (the rule behind HM's ``isAboveRightAvailable``/``isBelowLeftAvailable``).
 References come from the reconstruction (closed loop, what an encoder predicts from) or from the
-original (open loop). Costs: :func:`codecnn.intra.transform_costs` (DCT-SATD by default).
+original (open loop). Costs: :func:`codecnn.hevc.intra.transform_costs` (DCT-SATD by default).
 
 References (availability, substitution, smoothing), predictions, residuals and costs all come from one
-compiled kernel, block by block in cache (:mod:`codecnn._intra_kernel`, the same formulas as
-:mod:`codecnn.intra`), so memory holds only the per-block outputs.
+compiled kernel, block by block in cache (:mod:`codecnn.hevc._intra_kernel`, the same formulas as
+:mod:`codecnn.hevc.intra`), so memory holds only the per-block outputs.
 Costs are rounded to 1e-6 before ranking, so modes with equal predictions tie exactly and ties go to
 the lower mode number.
 """
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from codecnn.errors import CodecnnError
-from codecnn.intra import COSTS, NUM_MODES, check_block, hevc_transform_matrix, uses_filtered
+from codecnn.hevc.intra import COSTS, NUM_MODES, check_block, hevc_transform_matrix, uses_filtered
 
 HM_CTU = 64
 
@@ -42,7 +42,7 @@ class BlockLabels:
     best: np.ndarray  # (B,) int8, argmin of costs (lowest mode on ties)
     rank: np.ndarray  # (B, 35) int8, rank of every mode (0 = best)
     hadamard: np.ndarray  # (B, 35) int32, HM's Hadamard SATD (the rough-mode-decision baseline), or zeros
-    ref: np.ndarray  # (B, 4N+1) int32 raw linear references (see codecnn.intra), -1 unavailable
+    ref: np.ndarray  # (B, 4N+1) int32 raw linear references (see codecnn.hevc.intra), -1 unavailable
 
     @property
     def top(self) -> np.ndarray:
@@ -67,7 +67,7 @@ def label_blocks(
     with_hadamard: bool = True,
 ) -> BlockLabels:
     """Label every N x N block of ``orig`` with references taken from ``ref`` (same size)."""
-    from codecnn import _intra_kernel as kern
+    from codecnn.hevc import _intra_kernel as kern
 
     check_block(n, bit_depth)
     if orig.shape != ref.shape:

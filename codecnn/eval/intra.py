@@ -1,4 +1,5 @@
-"""How good a mode ranking is for an encoder that fully tests only its first k modes.
+"""Evaluating the intra-mode network: how good a mode ranking is for an encoder that fully tests only its
+first k modes.
 
 For every block: is the label's best mode among the first k (recall@k), and how much more does the
 best of those k modes cost than the best mode (relative cost increase@k), for k = 1, 3, 8. Two
@@ -15,6 +16,10 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
+import torch
+from torch import nn
+
+from codecnn.data.intra import IntraModeDataset
 
 KS = (1, 3, 8)
 HM_RMD_K = {4: 8, 8: 8, 16: 3, 32: 3}
@@ -132,3 +137,25 @@ def render_mode_report(r: dict) -> str:
             f"{b['recall']:.3f} | {b['cost_increase']:.4f} | {c['recall']:.3f} | {c['cost_increase']:.4f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+VAL_BATCH = 256
+
+
+@torch.no_grad()
+def mode_metrics(model: nn.Module, ds: IntraModeDataset, device: torch.device) -> dict:
+    """Network and baseline metrics on every block of ``ds`` (see the module docstring)."""
+    model.eval()
+    scores, data = {}, {}
+    for n in sorted(ds.rows):
+        b = ds.inputs(n)
+        out = []
+        for s in range(0, len(b["qp"]), VAL_BATCH):
+            sl = slice(s, s + VAL_BATCH)
+            out.append(
+                model(b["input"][sl].to(device), b["block_size"][sl].to(device), b["qp"][sl].to(device)).float().cpu()
+            )
+        scores[n] = torch.cat(out).numpy()
+        data[n] = ds.arrays(n)
+    model.train()
+    return evaluate_rankings(scores, data)

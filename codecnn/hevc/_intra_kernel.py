@@ -6,7 +6,7 @@ order), substitution and smoothing; the 35 residuals ``orig - pred``, each trans
 soon as it is formed; the rounded costs' best mode and ranks. Nothing of size (blocks x 35 x N x N)
 ever reaches memory: the labeller was memory-bound when it did.
 
-The formulas are those of :mod:`codecnn.intra` (``substitute``, ``smooth``, ``predict_all``), which stay
+The formulas are those of :mod:`codecnn.hevc.intra` (``substitute``, ``smooth``, ``predict_all``), which stay
 the readable reference; the tests hold the two equal and both equal to HM. Two reorganisations:
 
 * Angular modes predict along rows from a "main reference" array (H.265 8.4.4.2.6's ``ref[]``), so the
@@ -31,7 +31,7 @@ from functools import cache
 import numpy as np
 from numba import njit
 
-from codecnn.intra import INTRA_PRED_ANGLE, INV_ANGLE, NUM_MODES
+from codecnn.hevc.intra import INTRA_PRED_ANGLE, INV_ANGLE, NUM_MODES
 
 COST_DCT, COST_DENSE, COST_HADAMARD = 0, 1, 2
 ANGLES = np.array([INTRA_PRED_ANGLE.get(m, 0) for m in range(NUM_MODES)], np.int32)  # intraPredAngle by mode
@@ -68,7 +68,7 @@ def _morton(uy, ux):  # pragma: no cover - compiled
 @njit(inline="always")
 def _references(ref, y0, x0, n, ctu, bit_depth, raw, s, p):  # pragma: no cover - compiled
     """Raw (-1 = unavailable), substituted ``s`` and smoothed ``p`` linear references of one block
-    (the order of :mod:`codecnn.intra`: left column bottom to top, corner, top row left to right)."""
+    (the order of :mod:`codecnn.hevc.intra`: left column bottom to top, corner, top row left to right)."""
     h, w = ref.shape
     sh = 0  # CTU sizes are powers of two: shifts and masks, no divisions
     while (1 << sh) < ctu:

@@ -1,18 +1,4 @@
-"""Reading and writing video as planar 4:2:0 frames.
-
-Three sources, one interface (:class:`VideoReader`):
-
-* raw planar YUV 4:2:0 (``.yuv``), 8-bit (one byte a sample) or 10-bit (16-bit little-endian samples),
-  geometry from arguments or from the usual file names (``BasketballDrive_1920x1080_50.yuv``,
-  ``Tango2_3840x2160_60fps_10bit_420.yuv``), read frame by frame through an mmap whose pages are
-  released after each frame (memory stays flat however long the sequence);
-* YUV4MPEG2 (``.y4m``), header parsed (``W H F I C``), progressive 4:2:0 8/10-bit only;
-* container video (mp4, mkv, ...) decoded through PyAV.
-
-Frames are :class:`Frame` objects holding three numpy planes of dtype uint8 (8-bit) or uint16
-(10-bit); the luma plane is ``height x width`` and each chroma plane ``height/2 x width/2``.
-Nothing reads a whole sequence into memory.
-"""
+"""The three readers behind one interface (:class:`VideoReader`), and :func:`open_video` that picks one."""
 
 from __future__ import annotations
 
@@ -21,186 +7,17 @@ import mmap
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
 from codecnn.errors import CodecnnError
+from codecnn.yuv.frame import RAW_SUFFIXES, Y4M_SUFFIXES, Frame, VideoInfo, check_bit_depth
+from codecnn.yuv.names import check_420_geometry, ntsc, parse_name, parse_size
 
 _BYTES = np.dtype(np.uint8)
 log = logging.getLogger(__name__)
-
-SUPPORTED_BIT_DEPTHS = (8, 10)
-RAW_SUFFIXES = (".yuv", ".raw")
-Y4M_SUFFIXES = (".y4m",)
-
-
-def sample_dtype(bit_depth: int) -> np.dtype:
-    """numpy dtype that stores samples of ``bit_depth`` bits (uint8 up to 8 bits, else uint16 LE)."""
-    check_bit_depth(bit_depth)
-    return np.dtype(np.uint8) if bit_depth <= 8 else np.dtype("<u2")
-
-
-def check_bit_depth(bit_depth: int) -> None:
-    if bit_depth not in SUPPORTED_BIT_DEPTHS:
-        raise CodecnnError(
-            f"unsupported bit depth {bit_depth}: codecnn reads 8- and 10-bit 4:2:0 video; "
-            "convert the source or pass --bit-depth 8 or 10"
-        )
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """Geometry of a 4:2:0 sequence."""
-
-    width: int
-    height: int
-    bit_depth: int = 8
-    fps: Fraction = Fraction(30)
-    num_frames: int = 0
-
-    @property
-    def dtype(self) -> np.dtype:
-        return sample_dtype(self.bit_depth)
-
-    @property
-    def peak(self) -> int:
-        return (1 << self.bit_depth) - 1
-
-    @property
-    def frame_samples(self) -> int:
-        return self.width * self.height * 3 // 2
-
-    @property
-    def frame_bytes(self) -> int:
-        return self.frame_samples * self.dtype.itemsize
-
-    def describe(self) -> str:
-        return f"{self.width}x{self.height} {self.bit_depth}-bit 4:2:0"
-
-
-@dataclass
-class Frame:
-    """One 4:2:0 picture: luma ``y`` (H x W) and chroma ``u``, ``v`` (H/2 x W/2), uint8 or uint16."""
-
-    y: np.ndarray
-    u: np.ndarray
-    v: np.ndarray
-    bit_depth: int = 8
-
-    @property
-    def planes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self.y, self.u, self.v
-
-    @property
-    def width(self) -> int:
-        return self.y.shape[1]
-
-    @property
-    def height(self) -> int:
-        return self.y.shape[0]
-
-    def tobytes(self) -> bytes:
-        dt = sample_dtype(self.bit_depth)
-        return b"".join(np.ascontiguousarray(p, dtype=dt).tobytes() for p in self.planes)
-
-    @classmethod
-    def from_buffer(cls, buf: np.ndarray, width: int, height: int, bit_depth: int) -> Frame:
-        """Split a flat array of ``width*height*3/2`` samples (Y, then U, then V) into planes."""
-        n = width * height
-        c = n // 4
-        y = buf[:n].reshape(height, width)
-        u = buf[n : n + c].reshape(height // 2, width // 2)
-        v = buf[n + c : n + 2 * c].reshape(height // 2, width // 2)
-        return cls(y, u, v, bit_depth)
-
-    @classmethod
-    def from_i420(cls, arr: np.ndarray, bit_depth: int) -> Frame:
-        """From the (H*3/2) x W array that PyAV's ``to_ndarray(format='yuv420p')`` returns."""
-        h = arr.shape[0] * 2 // 3
-        w = arr.shape[1]
-        return cls.from_buffer(np.ascontiguousarray(arr).reshape(-1), w, h, bit_depth)
-
-    def to_i420(self) -> np.ndarray:
-        """The (H*3/2) x W array that PyAV's ``VideoFrame.from_ndarray(..., 'yuv420p')`` takes."""
-        return np.concatenate([self.y.reshape(-1), self.u.reshape(-1), self.v.reshape(-1)]).reshape(
-            self.height * 3 // 2, self.width
-        )
-
-
-# --------------------------------------------------------------------------------------------------
-# geometry from file names
-
-_SIZE_RE = re.compile(r"(?<![0-9])(\d{2,5})x(\d{2,5})(?![0-9])")
-_FPS_RE = re.compile(r"(?<![0-9a-z])(\d{1,3}(?:\.\d+)?)(?:fps|hz|p)?(?![0-9a-z])", re.I)
-_BITS_RE = re.compile(r"(?<![0-9])(\d{1,2})[-_]?b(?:it)?s?(?![a-z])", re.I)
-_CHROMA_RE = re.compile(r"(?<![0-9a-z])p?(400|420|422|444)(?:p)?(?:\d{0,2})?(?![0-9])", re.I)
-
-
-def parse_name(name: str) -> dict:
-    """Geometry hints from a JCT-VC/JVET style file name.
-
-    >>> parse_name("BasketballDrive_1920x1080_50.yuv")
-    {'width': 1920, 'height': 1080, 'fps': Fraction(50, 1)}
-    >>> parse_name("Tango2_3840x2160_60fps_10bit_420.yuv")["bit_depth"]
-    10
-    """
-    stem = Path(name).name
-    for suffix in RAW_SUFFIXES:
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-    out: dict = {}
-    m = _SIZE_RE.search(stem)
-    if m:
-        out["width"], out["height"] = int(m.group(1)), int(m.group(2))
-        rest = stem[m.end() :]
-        fm = _FPS_RE.search(rest)
-        if (
-            fm
-            and fm.group(1) not in ("400", "420", "422", "444")
-            and not re.match(r"\d+[-_]?b", rest[fm.start() :], re.I)
-        ):
-            out["fps"] = _ntsc(Fraction(fm.group(1)))
-    bm = _BITS_RE.search(stem)
-    if bm:
-        out["bit_depth"] = int(bm.group(1))
-    cm = _CHROMA_RE.search(stem[m.end() :] if m else stem)
-    if cm:
-        out["chroma"] = cm.group(1)
-    return out
-
-
-def _ntsc(fps: Fraction) -> Fraction:
-    """29.97 -> 30000/1001 (likewise 23.976, 59.94, 119.88); other rates unchanged."""
-    for base in (24, 30, 60, 120):
-        if fps != base and abs(fps - Fraction(base * 1000, 1001)) < Fraction(1, 100):
-            return Fraction(base * 1000, 1001)
-    return fps
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``'1920x1080'`` -> ``(1920, 1080)``."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not m:
-        raise CodecnnError(f"bad size {text!r}: give it as WIDTHxHEIGHT, e.g. --size 1920x1080")
-    return int(m.group(1)), int(m.group(2))
-
-
-def _check_420_geometry(path: Path, width: int, height: int) -> None:
-    if width <= 0 or height <= 0:
-        raise CodecnnError(f"{path}: bad size {width}x{height}")
-    if width % 2 or height % 2:
-        raise CodecnnError(
-            f"{path}: {width}x{height} has an odd width or height, which 4:2:0 cannot hold; "
-            "crop the source to even dimensions"
-        )
-
-
-# --------------------------------------------------------------------------------------------------
-# readers
 
 
 class VideoReader:
@@ -275,7 +92,7 @@ class RawYuvReader(VideoReader):
         if not self.path.is_file():
             raise CodecnnError(f"{self.path}: no such file")
         check_bit_depth(bit_depth)
-        _check_420_geometry(self.path, width, height)
+        check_420_geometry(self.path, width, height)
         info = VideoInfo(width, height, bit_depth, Fraction(fps))
         size = self.path.stat().st_size
         n, rem = divmod(size, info.frame_bytes)
@@ -336,7 +153,7 @@ class Y4mReader(VideoReader):
             num, _, den = fields["F"].partition(":")
             fps = Fraction(int(num), int(den or 1))
         bit_depth = _Y4M_CHROMA[chroma]
-        _check_420_geometry(self.path, width, height)
+        check_420_geometry(self.path, width, height)
         base = VideoInfo(width, height, bit_depth, fps)
         self._offset = len(header)
         self._stride = len(b"FRAME\n") + base.frame_bytes
@@ -398,7 +215,7 @@ class ContainerReader(VideoReader):
         if not pix.startswith(("yuv420p", "yuvj420p")):
             log.info("%s: converting %s to 4:2:0 %d-bit", self.path, pix, bit_depth)
         self._fmt = "yuv420p10le" if bit_depth == 10 else "yuv420p"
-        _check_420_geometry(self.path, width, height)
+        check_420_geometry(self.path, width, height)
         self.info = VideoInfo(width, height, bit_depth, fps, n)
 
     def _iter(self, indices: range) -> Iterator[tuple[int, Frame]]:
@@ -449,80 +266,5 @@ def open_video(
             "like Name_1920x1080_50.yuv"
         )
     depth = bit_depth if bit_depth is not None else hints.get("bit_depth", 8)
-    rate = _ntsc(Fraction(fps)) if fps is not None else hints.get("fps", Fraction(30))
+    rate = ntsc(Fraction(fps)) if fps is not None else hints.get("fps", Fraction(30))
     return RawYuvReader(p, width, height, depth, rate)
-
-
-# --------------------------------------------------------------------------------------------------
-# writers
-
-
-class YuvWriter:
-    """Writes frames as raw I420 (8-bit bytes, or 16-bit little-endian samples above 8 bits).
-
-    Written to ``path + '.tmp'`` and renamed on :meth:`close`, so a crash never leaves a short file
-    under the final name; :meth:`abort` removes the temporary file.
-    """
-
-    def __init__(self, path: str | os.PathLike, bit_depth: int = 8, header: bytes = b"", frame_header: bytes = b""):
-        check_bit_depth(bit_depth)
-        self.path = Path(path)
-        self.bit_depth = bit_depth
-        self._tmp = self.path.with_name(self.path.name + ".tmp")
-        self._f: BinaryIO | None = open(self._tmp, "wb")
-        self._f.write(header)
-        self._frame_header = frame_header
-        self.frames_written = 0
-
-    def write(self, frame: Frame) -> None:
-        if frame.bit_depth != self.bit_depth:
-            raise ValueError(f"frame is {frame.bit_depth}-bit, writer is {self.bit_depth}-bit")
-        self._f.write(self._frame_header)
-        self._f.write(frame.tobytes())
-        self.frames_written += 1
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
-            os.replace(self._tmp, self.path)
-
-    def abort(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
-            self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> YuvWriter:
-        return self
-
-    def __exit__(self, exc_type, *exc) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-def y4m_writer(
-    path: str | os.PathLike, width: int, height: int, bit_depth: int = 8, fps: Fraction = Fraction(30)
-) -> YuvWriter:
-    """A :class:`YuvWriter` that writes YUV4MPEG2 (``C420jpeg`` or ``C420p10``)."""
-    fps = Fraction(fps)
-    chroma = "420jpeg" if bit_depth == 8 else "420p10"
-    header = f"YUV4MPEG2 W{width} H{height} F{fps.numerator}:{fps.denominator} Ip A1:1 C{chroma}\n"
-    return YuvWriter(path, bit_depth, header.encode("ascii"), b"FRAME\n")
-
-
-def write_video(path: str | os.PathLike, frames, bit_depth: int, fps: Fraction = Fraction(30)) -> int:
-    """Write an iterable of frames as raw YUV, or as Y4M when ``path`` ends in ``.y4m``."""
-    frames = iter(frames)
-    first = next(frames)
-    if Path(path).suffix.lower() in Y4M_SUFFIXES:
-        w = y4m_writer(path, first.width, first.height, bit_depth, fps)
-    else:
-        w = YuvWriter(path, bit_depth)
-    with w:
-        w.write(first)
-        for f in frames:
-            w.write(f)
-    return w.frames_written

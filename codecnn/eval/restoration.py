@@ -1,56 +1,46 @@
 """Evaluating a restoration network: PSNR gains per sequence, QP and frame, and BD-rates.
 
-An evaluation takes *runs*: one sequence coded at one QP, with its original frames, its decoded
-reconstruction and the bits of every frame. Runs come from fresh encodes (x265 or HM), from a
-dataset's stored bitstreams (no re-encoding), or from HM's own files (original, ``-o`` recon, log).
-
-For each frame it measures the Y/U/V PSNR of the anchor (the reconstruction) and of the filtered
-reconstruction (a luma filter leaves U and V unchanged), the filter being applied in two ways:
+An evaluation takes *runs* (:mod:`codecnn.eval.runs`). For each frame it measures the Y/U/V PSNR of the
+anchor (the reconstruction) and of the filtered reconstruction (a luma filter leaves U and V
+unchanged), the filter being applied in two ways:
 
 * **always on**: every CTU filtered; the rate is the anchor's;
 * **CTU-switched**: the filter is kept on the CTUs where it lowers the squared error, as a codec's
   per-CTU flag would; the rate adds one flag bit per CTU. Its gain is never negative.
 
-Per sequence, BD-rate and BD-PSNR of each against the anchor over the QPs (:func:`codecnn.metrics.bd_rate`),
-with the raw RD points beside every figure.
+Per sequence, BD-rate and BD-PSNR of each against the anchor over the QPs
+(:func:`codecnn.eval.metrics.bd_rate`), with the raw RD points beside every figure.
+
+:func:`restoration_metrics` is the validation measure of training: per QP, the mean over frames of the
+frame Y-PSNR of the reconstruction (the network's input) and of the restored output, both against the
+original, with the output rounded and clipped to the bit depth as a codec would store it; the gain is
+their difference.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import logging
-import os
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Iterable
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from codecnn import __version__
 from codecnn.data.ctu import ctu_positions
+from codecnn.data.restoration import CTUDataset
 from codecnn.errors import CodecnnError
-from codecnn.inference import filter_plane
-from codecnn.metrics import BDError, bd_rate, psnr, psnr_yuv, psnr_yuv_weighted
-from codecnn.yuv import Frame, VideoInfo
+from codecnn.eval.inference import filter_plane
+from codecnn.eval.metrics import BDError, bd_rate, psnr, psnr_from_mse, psnr_yuv, psnr_yuv_weighted
+from codecnn.eval.runs import Run
 
 log = logging.getLogger(__name__)
 PLANES = ("y", "u", "v")
-
-
-@dataclass
-class Run:
-    """One sequence at one QP: what is needed to measure it. ``frames`` yields (index, orig, recon)."""
-
-    sequence: dict  # name, class, width, height, bit_depth, fps, source
-    qp: int
-    bits: list[int]
-    frames: Iterable[tuple[int, Frame, Frame]]
-    encoder_psnr: list[tuple[float, float, float]] | None = None
-    encoder: dict | None = None
+VAL_BATCH = 16
 
 
 def switch_ctus(orig: np.ndarray, anchor: np.ndarray, filtered: np.ndarray, ctu: int) -> tuple[np.ndarray, list]:
@@ -246,132 +236,50 @@ def summarise(results: dict) -> dict:
     return out
 
 
-# --------------------------------------------------------------------------------------------------
-# where runs come from
+def quantise(x: torch.Tensor, bit_depth: torch.Tensor) -> torch.Tensor:
+    """Round [0, 1] samples to the integer grid of each sample's bit depth and clip, back in [0, 1]."""
+    peak = ((1 << bit_depth.long()) - 1).to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
+    return torch.round(x.clamp(0, 1) * peak) / peak
 
 
-def _seq_meta(name: str, info: VideoInfo, source: str, cls: str | None = None) -> dict:
+@torch.no_grad()
+def restoration_metrics(model: nn.Module, ds: CTUDataset, device: torch.device, amp: bool = True) -> dict:
+    """Per-QP mean frame Y-PSNR of input and output against the target, and the gain (see module doc)."""
+    model.eval()
+    c = ds.context
+    sse = defaultdict(lambda: [0.0, 0.0, 0])  # (seq, frame, qp) -> [sse_in, sse_out, pixels]
+    loader = torch.utils.data.DataLoader(ds, batch_size=VAL_BATCH, shuffle=False, num_workers=0)
+    for batch in loader:
+        x = batch["input"].to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and amp):
+            out = model(x, batch["qp"].to(device))
+        bd = batch["bit_depth"].to(device)
+        out = quantise(out.float(), bd)
+        centre = x[:, :, c:-c, c:-c] if c else x
+        t, m = batch["target"].to(device), batch["mask"].to(device)
+        e_in = (((centre - t) ** 2) * m).flatten(1).sum(1).double().cpu()
+        e_out = (((out - t) ** 2) * m).flatten(1).sum(1).double().cpu()
+        n = m.flatten(1).sum(1).cpu()
+        for k in range(x.shape[0]):
+            key = (int(batch["seq"][k]), int(batch["frame"][k]), int(batch["qp"][k]))
+            acc = sse[key]
+            acc[0] += float(e_in[k])
+            acc[1] += float(e_out[k])
+            acc[2] += int(n[k])
+    per_qp = defaultdict(lambda: [[], []])
+    for (_, _, qp), (a, b, n) in sse.items():
+        per_qp[qp][0].append(psnr_from_mse(a / n))  # samples are in [0, 1]: the peak is 1
+        per_qp[qp][1].append(psnr_from_mse(b / n))
+    table = {}
+    for qp in sorted(per_qp):
+        pin, pout = per_qp[qp]
+        mi, mo = sum(pin) / len(pin), sum(pout) / len(pout)
+        table[str(qp)] = {"psnr_in": mi, "psnr_out": mo, "gain": mo - mi, "frames": len(pin)}
+    score = sum(v["gain"] for v in table.values()) / max(1, len(table))
+    model.train()
     return {
-        "name": name,
-        "class": cls,
-        "width": info.width,
-        "height": info.height,
-        "bit_depth": info.bit_depth,
-        "fps": str(info.fps),
-        "source": source,
+        "score": score,
+        "per_qp": table,
+        "curves": {f"QP{q}": v["gain"] for q, v in table.items()},
+        "curve_label": "val Y-PSNR gain (dB)",
     }
-
-
-def encode_runs(specs, encoder, qps, start: int, frames: int | None, step: int, workdir: Path) -> Iterator[Run]:
-    """Fresh all-intra encodes of every sequence at every QP."""
-    from codecnn.data.build import _stage
-
-    for si, spec in enumerate(specs):
-        reader = spec.open()
-        sel = reader.select(start, frames if frames is not None else spec.frames, step)
-        if not reader.random_access:
-            from codecnn.yuv import RawYuvReader
-
-            staged = _stage(reader, sel, workdir / f"src{si}.yuv")
-            reader = RawYuvReader(staged, reader.info.width, reader.info.height, reader.info.bit_depth, reader.info.fps)
-            indices, shown = list(range(len(sel))), list(sel)
-        else:
-            indices, shown = list(sel), list(sel)
-        info = dataclasses.replace(reader.info, num_frames=len(indices))
-        for qp in qps:
-            res = encoder.encode((reader.read(i) for i in indices), info, qp, workdir / f"{spec.name}_qp{qp}")
-            recon = res.open_recon()
-            yield Run(
-                _seq_meta(spec.name, info, spec.path, spec.cls),
-                qp,
-                res.bits,
-                ((shown[k], reader.read(i), recon.read(k)) for k, i in enumerate(indices)),
-                res.encoder_psnr,
-                res.settings,
-            )
-
-
-def dataset_runs(path: str | os.PathLike, split: str | None, workdir: Path) -> Iterator[Run]:
-    """Runs from a dataset's stored bitstreams (decoded again) and the recorded source frames."""
-    import h5py
-
-    from codecnn.data.schema import open_dataset_info
-    from codecnn.encoders.x265 import decode_hevc
-    from codecnn.sequences import SequenceSpec
-
-    info = open_dataset_info(path)
-    seqs = [s for s in info.sequences if split is None or s["split"] == split]
-    if not seqs:
-        raise CodecnnError(f"{path}: no sequence in split {split!r}; choose --split train, val or test")
-    for s in seqs:
-        if not Path(s["source"]).is_file():
-            raise CodecnnError(f"{path}: the source of {s['name']} ({s['source']}) is not here; evaluate with --yuv")
-        spec = SequenceSpec(s["name"], s["source"], f"{s['width']}x{s['height']}", s["bit_depth"], s["fps"])
-        for u in (u for u in info.units if u["seq"] == s["name"]):
-            with h5py.File(info.path, "r") as f:
-                stream = f["bitstreams"][f"{s['name']}_qp{u['qp']}"][()].tobytes()
-            reader = spec.open()
-            vinfo = dataclasses.replace(reader.info, num_frames=len(u["frames"]))
-            wanted = set(u["frames"])
-            origs = (fr for i, fr in reader.frames(min(u["frames"])) if i in wanted)
-            decoded = decode_hevc(stream, s["bit_depth"])
-            frames = ((fi, o, r) for fi, o, r in zip(u["frames"], origs, decoded, strict=False))
-            yield Run(
-                _seq_meta(s["name"], vinfo, s["source"], s.get("class")),
-                u["qp"],
-                u["bits"],
-                frames,
-                u.get("encoder_psnr"),
-                u.get("encoder"),
-            )
-
-
-def hm_runs(
-    orig: str, recons: list[str], logs: list[str], size: str | None, bit_depth: int | None, fps: float | None
-) -> Iterator[Run]:
-    """Runs from HM's own files: the source, HM's ``-o`` reconstruction and its log, per QP."""
-    from codecnn.encoders.hm import read_hm_log
-    from codecnn.yuv import open_video
-
-    if len(recons) != len(logs):
-        raise CodecnnError(f"give one --hm-log per --recon ({len(recons)} recon, {len(logs)} logs)")
-    src = open_video(orig, size, bit_depth, fps)
-    for recon_path, log_path in zip(recons, logs, strict=False):
-        hm = read_hm_log(log_path)
-        rec = open_video(recon_path, size or f"{src.info.width}x{src.info.height}", src.info.bit_depth)
-        if (rec.info.width, rec.info.height) != (src.info.width, src.info.height):
-            raise CodecnnError(
-                f"{recon_path} is {rec.info.width}x{rec.info.height} but {orig} is "
-                f"{src.info.width}x{src.info.height}; they must match"
-            )
-        if hm.size and hm.size != (src.info.width, src.info.height):
-            raise CodecnnError(
-                f"{log_path} encoded {hm.size[0]}x{hm.size[1]}, but {orig} is {src.info.width}x{src.info.height}"
-            )
-        n = len(hm.pictures)
-        if rec.info.num_frames != n or src.info.num_frames < n:
-            raise CodecnnError(
-                f"{log_path} logs {n} pictures; {recon_path} holds {rec.info.num_frames} and {orig} "
-                f"{src.info.num_frames} frames: pass the files of the same run"
-            )
-        qps = {p.qp for p in hm.pictures}
-        if len(qps) != 1:
-            raise CodecnnError(f"{log_path}: pictures coded at several QPs {sorted(qps)}; one QP per run is expected")
-        rate = hm.frame_rate or (float(fps) if fps else float(src.info.fps))
-        info = dataclasses.replace(src.info, fps=type(src.info.fps)(rate), num_frames=n)
-        # HM's log PSNR uses the peak 255 << (bitDepth - 8): check the pairing with HM's own figures
-        first = hm.pictures[0]
-        mine = psnr_yuv(src.read(0), rec.read(0), src.info.bit_depth, "hm")
-        if abs(mine[0] - first.psnr_y) > 5.1e-5:  # the log has 4 decimals
-            raise CodecnnError(
-                f"{recon_path} does not match {log_path}: Y-PSNR of frame 0 is {mine[0]:.4f} dB here "
-                f"and {first.psnr_y:.4f} dB in HM's log; check --orig, --recon and --size"
-            )
-        yield Run(
-            _seq_meta(Path(orig).name.rsplit(".", 1)[0], info, str(orig)),
-            qps.pop(),
-            hm.bits,
-            ((p.poc, src.read(p.poc), rec.read(p.poc)) for p in hm.pictures),
-            [(p.psnr_y, p.psnr_u, p.psnr_v) for p in hm.pictures],
-            {"encoder": "hm", "version": hm.version, "log": str(log_path)},
-        )

@@ -1,0 +1,301 @@
+"""The intra-mode task's data (``make-dataset --task intra-modes``): its HDF5 schema, the writer of a build
+unit's shard and the merge of the shards, and the torch Dataset and sampler that training reads it with.
+
+One group per block size, ``n4``, ``n8``, ``n16``, ``n32``; in each, sample ``i`` of every array is one
+N x N block on the N grid of a frame:
+
+=========  ======================  =========================================================================
+key        dtype, shape            meaning
+=========  ======================  =========================================================================
+orig       u8/u16 (B, 2N+1, 2N+1)  the original around the block: rows y-1..y+2N-1, columns x-1..x+2N-1
+                                   (the area of the 2N+1 top and 2N left reference samples); the block is
+                                   at [1:N+1, 1:N+1]; samples outside the picture are edge-replicated
+ref        int16 (B, 4N+1)         the raw reference samples the labels used, linear order: left column
+                                   bottom to top, corner, top row left to right; -1 = unavailable
+costs      float32 (B, 35)         the label cost of every mode (DCT-SATD unless ``cost`` says otherwise)
+best       int8 (B,)               the mode of lowest cost (ties: the lowest mode number)
+rank       int8 (B, 35)            the rank of every mode (0 = best)
+hadamard   int32 (B, 35)           HM's Hadamard SATD (for the rough-mode-decision baseline)
+qp         int8 (B,)               QP of the reconstruction the references came from (-1: open loop)
+frame      int32 (B,)              frame index in the source
+pos        int32 (B, 2)            (y, x) of the block
+seq        int16 (B,)              index into ``meta/sequences``
+split      uint8 (B,)              0 train, 1 val, 2 test (by sequence)
+bit_depth  uint8 (B,)
+=========  ======================  =========================================================================
+
+File attributes as the CTU datasets (:mod:`codecnn.data.schema`) with ``kind = "intra-modes"``, plus
+``cost``, ``loop`` (closed: references from the decoded reconstruction; open: from the original),
+``block_sizes``, ``num_samples``, ``sample_dtype``; the same ``meta`` group and ``bitstreams``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from codecnn.data import schema
+from codecnn.data.schema import SPLIT_CODES, open_dataset_info
+from codecnn.errors import CodecnnError
+
+KIND = schema.INTRA_KIND
+COLUMNS = {  # name -> (dtype, trailing shape as a function of N)
+    "ref": ("i2", lambda n: (4 * n + 1,)),
+    "costs": ("f4", lambda n: (35,)),
+    "best": ("i1", lambda n: ()),
+    "rank": ("i1", lambda n: (35,)),
+    "hadamard": ("i4", lambda n: (35,)),
+    "qp": ("i1", lambda n: ()),
+    "frame": ("i4", lambda n: ()),
+    "pos": ("i4", lambda n: (2,)),
+    "seq": ("i2", lambda n: ()),
+    "split": ("u1", lambda n: ()),
+    "bit_depth": ("u1", lambda n: ()),
+}
+
+
+def _append(group, name: str, data: np.ndarray) -> None:
+    if name not in group:
+        group.create_dataset(
+            name,
+            data=data,
+            maxshape=(None, *data.shape[1:]),
+            chunks=(min(4096, max(1, len(data))), *data.shape[1:]),
+            compression="gzip",
+            compression_opts=1,
+            shuffle=data.dtype.itemsize > 1,
+        )
+    else:
+        d = group[name]
+        n = d.shape[0]
+        d.resize(n + len(data), axis=0)
+        d[n:] = data
+
+
+def context_patches(plane: np.ndarray, pos: np.ndarray, n: int) -> np.ndarray:
+    """(B, 2N+1, 2N+1) patches at (y-1, x-1), edge-replicated outside the picture."""
+    h, w = plane.shape
+    k = np.arange(-1, 2 * n)
+    ys = np.clip(pos[:, 0:1] + k, 0, h - 1)
+    xs = np.clip(pos[:, 1:2] + k, 0, w - 1)
+    return plane[ys[:, :, None], xs[:, None, :]]
+
+
+def write_frame_labels(
+    h5, orig: np.ndarray, ref: np.ndarray, bit_depth: int, qp: int, frame: int, seq: int, split: int, options
+) -> int:
+    """Label every block of every size of one frame and append the rows to the shard ``h5``."""
+    from codecnn.hevc.intra_labels import label_blocks
+
+    total = 0
+    for n in options.block_sizes:
+        lab = label_blocks(orig, ref, n, bit_depth, options.intra_cost)
+        b = len(lab.pos)
+        if b == 0:
+            continue
+        g = h5.require_group(f"n{n}")
+        rows = {
+            "ref": lab.ref.astype(np.int16),
+            "costs": lab.costs,
+            "best": lab.best,
+            "rank": lab.rank,
+            "hadamard": lab.hadamard,
+            "qp": np.full(b, qp, np.int8),
+            "frame": np.full(b, frame, np.int32),
+            "pos": lab.pos,
+            "seq": np.full(b, seq, np.int16),
+            "split": np.full(b, split, np.uint8),
+            "bit_depth": np.full(b, bit_depth, np.uint8),
+        }
+        _append(g, "orig", context_patches(orig, lab.pos, n))
+        for name, (dt, _) in COLUMNS.items():
+            _append(g, name, rows[name].astype(dt, copy=False))
+        total += b
+    return total
+
+
+def merge_shards(shards: list[str], out: Path, options, dtype, seq_meta: list, encoder: dict) -> list[dict]:
+    """Concatenate the shards' groups into ``out`` (via ``out.tmp``); returns the unit records."""
+    import h5py
+
+    tmp = out.with_name(out.name + ".tmp")
+    records, counts = [], {}
+    stored = "u1"
+    try:
+        with h5py.File(tmp, "w") as dst:
+            streams = dst.create_group("bitstreams")
+            for path in shards:
+                with h5py.File(path, "r") as src:
+                    rec = json.loads(src.attrs["unit"])
+                    for name in src:
+                        if name.startswith("n") and isinstance(src[name], h5py.Group):
+                            g = dst.require_group(name)
+                            for key in src[name]:
+                                _append(g, key, src[name][key][()])
+                            counts[name] = g["best"].shape[0]
+                            stored = src[name]["orig"].dtype.str
+                    if "bitstream" in src:
+                        streams.create_dataset(f"{rec['seq']}_qp{rec['qp']}", data=src["bitstream"][()])
+                    records.append(rec)
+            if records and "encoder" in records[0]:
+                encoder = records[0]["encoder"]
+            schema.set_attrs(dst, KIND, sequences=seq_meta, encoder=encoder, units=records, build=options.to_json())
+            dst.attrs["cost"] = options.intra_cost
+            dst.attrs["loop"] = options.intra_loop
+            dst.attrs["block_sizes"] = list(options.block_sizes)
+            dst.attrs["num_samples"] = int(sum(counts.values()))
+            dst.attrs["sample_dtype"] = stored
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return records
+
+
+def write_unit(h5, u, src, recon, res, bar) -> int:
+    """The intra-mode samples of one build unit: every block of every selected frame, labelled."""
+    total = 0
+    for j, (i, fi) in enumerate(zip(u.read_indices, u.frame_indices, strict=False)):
+        orig = src.read(i).y
+        ref = recon.read(j).y if recon is not None else orig
+        qp = res.coded_qp[j] if res is not None else -1
+        total += write_frame_labels(h5, orig, ref, u.info.bit_depth, qp, fi, u.seq_index, u.split, u.options)
+        bar.update(1 if res is not None else 2)
+    return total
+
+
+def canvas(orig: np.ndarray, ref: np.ndarray, n: int, peak) -> np.ndarray:
+    """The (..., 3, 2N+1, 2N+1) network input of blocks (see :mod:`codecnn.models.modenet`) from their
+    ``orig`` patches (..., 2N+1, 2N+1), linear references ``ref`` (..., 4N+1) and sample peaks."""
+    lead = orig.shape[:-2]
+    peak = np.asarray(peak, np.float32).reshape(*lead, *([1] * (1 if lead else 0))) if lead else float(peak)
+    c = np.zeros((*lead, 3, 2 * n + 1, 2 * n + 1), np.float32)
+    c[..., 0, 1 : n + 1, 1 : n + 1] = orig[..., 1 : n + 1, 1 : n + 1] / (peak[..., None] if lead else peak)
+    avail = ref >= 0
+    vals = np.where(avail, ref, 0) / peak
+    # linear order: left (bottom to top), corner, top (left to right)
+    c[..., 1, 1 : 2 * n + 1, 0] = vals[..., : 2 * n][..., ::-1]
+    c[..., 1, 0, 0] = vals[..., 2 * n]
+    c[..., 1, 0, 1:] = vals[..., 2 * n + 1 :]
+    c[..., 2, 1 : 2 * n + 1, 0] = avail[..., : 2 * n][..., ::-1]
+    c[..., 2, 0, 0] = avail[..., 2 * n]
+    c[..., 2, 0, 1:] = avail[..., 2 * n + 1 :]
+    return c
+
+
+class IntraModeDataset(Dataset):
+    """Blocks of one split of an intra-modes dataset, indexed by ``(block_size, row)``."""
+
+    def __init__(self, path: str | os.PathLike, split: str | None = "train", qps: tuple[int, ...] | None = None):
+        import h5py
+
+        self.info = open_dataset_info(path, kind=KIND)
+        self.path = str(self.info.path)
+        self.rows: dict[int, np.ndarray] = {}
+        with h5py.File(self.path, "r") as f:
+            for g in f:
+                if g.startswith("n") and g[1:].isdigit():
+                    keep = np.ones(f[g]["best"].shape[0], bool)
+                    if split is not None:
+                        keep &= f[g]["split"][()] == SPLIT_CODES[split]
+                    if qps:
+                        keep &= np.isin(f[g]["qp"][()], list(qps))
+                    if keep.any():
+                        self.rows[int(g[1:])] = np.flatnonzero(keep)
+        self._h5, self._pid = None, None
+
+    def __len__(self) -> int:
+        return int(sum(len(r) for r in self.rows.values()))
+
+    def _file(self):
+        import h5py
+
+        if self._h5 is None or self._pid != os.getpid():
+            self._h5, self._pid = h5py.File(self.path, "r"), os.getpid()
+        return self._h5
+
+    def __getitem__(self, item) -> dict:
+        n, k = item
+        g = self._file()[f"n{n}"]
+        i = int(self.rows[n][k])
+        peak = float((1 << int(g["bit_depth"][i])) - 1)
+        return {
+            "input": torch.from_numpy(canvas(g["orig"][i], g["ref"][i], n, peak)),
+            "block_size": torch.tensor(n),
+            "qp": torch.tensor(int(g["qp"][i])),
+            "best": torch.tensor(int(g["best"][i])),
+            "costs": torch.from_numpy(g["costs"][i].astype(np.float32)),
+        }
+
+    def inputs(self, n: int) -> dict:
+        """Network inputs of all blocks of size ``n``, read in bulk (for evaluation)."""
+        g = self._file()[f"n{n}"]
+        r = self.rows[n]
+        peak = (1 << g["bit_depth"][()][r].astype(np.int64)) - 1
+        return {
+            "input": torch.from_numpy(canvas(g["orig"][()][r], g["ref"][()][r], n, peak)),
+            "block_size": torch.full((len(r),), n),
+            "qp": torch.from_numpy(g["qp"][()][r].astype(np.int64)),
+        }
+
+    def arrays(self, n: int) -> dict:
+        """The label arrays of the blocks of size ``n`` (for metrics)."""
+        g = self._file()[f"n{n}"]
+        r = self.rows[n]
+        key = g["seq"][()][r].astype(np.int64) * 1_000_000 + g["frame"][()][r] * 100 + g["qp"][()][r] + 1
+        return {
+            "costs": g["costs"][()][r],
+            "best": g["best"][()][r].astype(np.int64),
+            "hadamard": g["hadamard"][()][r],
+            "pos": g["pos"][()][r],
+            "key": key,
+        }
+
+
+class BlockSizeStepSampler(Sampler):
+    """Step ``s`` draws a global batch of one block size (sizes in turn), from that size's epoch
+    permutations seeded by ``(seed, size, epoch)``; rank r of W takes its slice. Resume- and DDP-exact
+    like :class:`codecnn.data.restoration.StepSampler`."""
+
+    def __init__(
+        self,
+        ds: IntraModeDataset,
+        global_batch: int,
+        seed: int = 0,
+        start_step: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        steps: int | None = None,
+    ):
+        if global_batch % world:
+            raise CodecnnError(f"--batch {global_batch} must be a multiple of the number of processes ({world})")
+        if not ds.rows:
+            raise CodecnnError("the training split holds no block")
+        self.ds, self.batch, self.seed = ds, global_batch, seed
+        self.start, self.rank, self.world, self.steps = start_step, rank, world, steps
+        self.sizes = sorted(ds.rows)
+
+    def batch_items(self, step: int) -> list[tuple[int, int]]:
+        n = self.sizes[step % len(self.sizes)]
+        count = len(self.ds.rows[n])
+        local = self.batch // self.world
+        out = []
+        for k in range(self.rank * local, (self.rank + 1) * local):
+            p = (step // len(self.sizes)) * self.batch + k
+            perm = np.random.default_rng([self.seed, n, p // count]).permutation(count)
+            out.append((n, int(perm[p % count])))
+        return out
+
+    def __iter__(self):
+        step = self.start
+        while self.steps is None or step < self.steps:
+            yield from self.batch_items(step)
+            step += 1
+
+    def __len__(self) -> int:
+        return (self.steps - self.start) * (self.batch // self.world)

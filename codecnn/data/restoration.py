@@ -1,0 +1,332 @@
+"""The CTU restoration task's data: its HDF5 schema, the writer of a build unit's shard and the merge
+of the shards, and the torch Dataset and sampler that training reads it with.
+
+Sample ``i`` of a file (all arrays share the first axis, in the same order):
+
+=========  ===================  ===========================================================================
+key        dtype, shape         meaning
+=========  ===================  ===========================================================================
+input      u8/u16 (N, S+2c,     reconstructed luma CTU with a ``c``-pixel context border on every side
+           S+2c)                (132x132 for CTU 128, context 2); decoded from the real bitstream
+target     u8/u16 (N, S, S)     original luma CTU (128x128), aligned with the centre of ``input``
+qp         int8 (N,)            QP the picture was coded with (read back from the bitstream or HM's log)
+bit_depth  uint8 (N,)           sample bit depth; normalise by ``(1 << bit_depth) - 1``
+seq        int16 (N,)           index into the ``sequences`` attribute (name, source, split, geometry)
+frame      int32 (N,)           frame index in the source sequence
+pos        int32 (N, 2)         (y, x) of the CTU's top-left luma sample in the picture
+valid      int16 (N, 2)         (h, w): rows/columns of ``target`` inside the picture
+split      uint8 (N,)           0 train, 1 val, 2 test (the sequence's split: never mixed within a sequence)
+=========  ===================  ===========================================================================
+
+Picture edges: CTUs on the right and bottom edges, and every context border that crosses the picture
+edge, are **padded by edge replication** (what a codec's padding and a filter's inference both do).
+Only ``target[:valid_h, :valid_w]`` is real picture; losses and metrics must use :func:`valid_mask`.
+
+Samples are stored in their native integer type (uint8 for 8-bit, uint16 if any sequence is deeper),
+chunked one sample a chunk (random access for training) and gzip-compressed with byte shuffling.
+
+File attributes: ``schema_version``, ``kind`` (``"ctu-restoration"``), ``ctu``, ``context``,
+``codecnn_version``, ``created``. Group ``meta`` holds JSON strings (scalar datasets, no size limit):
+``sequences`` (name, source, fingerprint, split, geometry, frames used), ``encoder`` (name, version,
+settings), ``units`` (one entry per sequence and QP: bits per frame, kbps, coded QPs, the encoder's
+PSNR, timings, ``sample_range``) and ``build`` (the build options). Group ``bitstreams`` holds every
+encode's HEVC bitstream (``<seq>_qp<QP>``, uint8), so a reconstruction can always be re-decoded.
+
+Training reads CTU samples through :class:`CTUDataset` and a deterministic, rank-aware :class:`StepSampler`.
+The HDF5 file is opened lazily in each DataLoader worker (an h5py handle must not cross a fork), as
+BasicSR's file client does. Augmentation is a function of ``(seed, step, position in the global
+batch)`` only, so a resumed run and a multi-process (DDP) run see exactly the samples and crops a
+single uninterrupted run sees.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from codecnn.data import schema
+from codecnn.data.ctu import ctu_positions, cut_ctus
+from codecnn.data.schema import SPLIT_CODES, compression, open_dataset_info, set_attrs
+from codecnn.errors import CodecnnError
+
+KIND = schema.RESTORATION_KIND
+
+PER_SAMPLE = {  # name -> (dtype, trailing shape)
+    "qp": ("i1", ()),
+    "bit_depth": ("u1", ()),
+    "seq": ("i2", ()),
+    "frame": ("i4", ()),
+    "pos": ("i4", (2,)),
+    "valid": ("i2", (2,)),
+    "split": ("u1", ()),
+}
+
+
+def create_datasets(h5, ctu: int, context: int, dtype: np.dtype, n: int = 0) -> None:
+    """Create the sample datasets (resizable, chunked one sample a chunk) in an open h5py file."""
+    side = ctu + 2 * context
+    h5.create_dataset(
+        "input", (n, side, side), dtype=dtype, maxshape=(None, side, side), chunks=(1, side, side), **compression(dtype)
+    )
+    h5.create_dataset(
+        "target", (n, ctu, ctu), dtype=dtype, maxshape=(None, ctu, ctu), chunks=(1, ctu, ctu), **compression(dtype)
+    )
+    for name, (dt, shape) in PER_SAMPLE.items():
+        h5.create_dataset(
+            name, (n, *shape), dtype=dt, maxshape=(None, *shape), chunks=(4096, *shape) if shape else (4096,)
+        )
+
+
+def encode_chunk(sample: np.ndarray) -> bytes:
+    """One sample compressed exactly as HDF5's shuffle + deflate filters would store it."""
+    data = np.ascontiguousarray(sample)
+    raw = data.tobytes()
+    if data.dtype.itemsize > 1:  # HDF5's shuffle filter: all first bytes, then all second bytes, ...
+        raw = np.frombuffer(raw, np.uint8).reshape(-1, data.dtype.itemsize).T.tobytes()
+    return schema.deflate(raw)
+
+
+def write_samples(dataset, start: int, samples: np.ndarray, pool) -> None:
+    """Write ``samples`` (one chunk each) at ``start``, compressed in the thread ``pool`` (zlib releases
+    the GIL), through HDF5's direct chunk write. The file is an ordinary gzip-filtered dataset."""
+    for i, chunk in enumerate(pool.map(encode_chunk, samples)):
+        dataset.id.write_direct_chunk((start + i, 0, 0), chunk)
+
+
+def valid_mask(valid: np.ndarray, ctu: int) -> np.ndarray:
+    """Boolean (N, S, S) mask of the real (non-padded) target pixels from the ``valid`` (N, 2) array."""
+    valid = np.asarray(valid)
+    r = np.arange(ctu)
+    return (r[None, :, None] < valid[:, 0, None, None]) & (r[None, None, :] < valid[:, 1, None, None])
+
+
+def write_unit(h5, u, src, recon, res, bar) -> int:
+    """The restoration samples of one unit: CTUs of the reconstruction with context, and the originals."""
+    ctu, ctx = u.options.ctu, u.options.context
+    per_frame = len(ctu_positions(u.info.height, u.info.width, ctu))
+    total = per_frame * len(u.read_indices)
+    columns = {name: np.zeros((total, *shape), dt) for name, (dt, shape) in PER_SAMPLE.items()}
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        create_datasets(h5, ctu, ctx, np.dtype(u.dtype), total)
+        d_in, d_t = h5["input"], h5["target"]
+        for j, (i, fi) in enumerate(zip(u.read_indices, u.frame_indices, strict=False)):
+            inputs, targets, pos, valid = cut_ctus(recon.read(j).y, src.read(i).y, ctu, ctx)
+            n = j * per_frame
+            write_samples(d_in, n, inputs.astype(u.dtype, copy=False), pool)
+            write_samples(d_t, n, targets.astype(u.dtype, copy=False), pool)
+            rows = slice(n, n + per_frame)
+            columns["pos"][rows], columns["valid"][rows] = pos, valid
+            columns["qp"][rows], columns["frame"][rows] = res.coded_qp[j], fi
+            bar.update(1)
+    columns["bit_depth"][:], columns["seq"][:], columns["split"][:] = u.info.bit_depth, u.seq_index, u.split
+    for name, arr in columns.items():
+        h5[name][:] = arr
+    return total
+
+
+def merge_shards(shards: list[str], out: Path, options, dtype: np.dtype, seq_meta: list, encoder: dict) -> list[dict]:
+    """Concatenate the shards into ``out`` (through ``out.tmp``); compressed chunks are copied as they are."""
+    import h5py
+
+    tmp = out.with_name(out.name + ".tmp")
+    records = []
+    try:
+        with h5py.File(tmp, "w") as dst:
+            sizes = []
+            for path in shards:
+                with h5py.File(path, "r") as src:
+                    sizes.append(src["target"].shape[0])
+            create_datasets(dst, options.ctu, options.context, dtype, sum(sizes))
+            streams = dst.create_group("bitstreams")
+            n = 0
+            for path, k in zip(shards, sizes, strict=False):
+                with h5py.File(path, "r") as src:
+                    rec = json.loads(src.attrs["unit"])
+                    for name in ("input", "target"):
+                        s, d = src[name].id, dst[name].id
+                        for i in range(k):
+                            mask, chunk = s.read_direct_chunk((i, 0, 0))
+                            d.write_direct_chunk((n + i, 0, 0), chunk, mask)
+                    for name in PER_SAMPLE:
+                        dst[name][n : n + k] = src[name][()]
+                    streams.create_dataset(f"{rec['seq']}_qp{rec['qp']}", data=src["bitstream"][()])
+                    rec["sample_range"] = [n, n + k]
+                    records.append(rec)
+                    n += k
+            if records:  # the encodes themselves know the encoder's version
+                encoder = records[0]["encoder"]
+            set_attrs(
+                dst,
+                KIND,
+                ctu=options.ctu,
+                context=options.context,
+                sequences=seq_meta,
+                encoder=encoder,
+                units=records,
+                build=options.to_json(),
+            )
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return records
+
+
+GRID = 8  # HEVC's deblocking grid: crops keep block edges where they were
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """Where a training patch comes from: sample index, 8-aligned offset and flips."""
+
+    index: int
+    y: int = 0
+    x: int = 0
+    flip_h: bool = False
+    flip_v: bool = False
+
+
+class CTUDataset(Dataset):
+    """CTU samples of one split (and optionally some QPs) of a restoration dataset.
+
+    Items are dicts of tensors: ``input`` 1 x (P+2c) x (P+2c) and ``target`` 1 x P x P in [0, 1]
+    (divided by the sample's peak), ``mask`` 1 x P x P (1 where the target is picture, 0 on padding),
+    ``qp``, ``bit_depth``, ``seq``, ``frame``. ``P`` is the patch size (the whole CTU for ``patch=0``).
+    Indexed by :class:`CropSpec` (from :class:`StepSampler`) or by a plain int (the whole CTU).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, split: str | None = "train", qps: tuple[int, ...] | None = None, patch: int = 0
+    ):
+        import h5py
+
+        self.info = open_dataset_info(path)
+        self.path = str(self.info.path)
+        self.ctu, self.context = self.info.ctu, self.info.context
+        if patch and (patch % GRID or not 0 < patch <= self.ctu):
+            raise CodecnnError(f"--patch {patch}: use a multiple of {GRID} up to the CTU size {self.ctu}, or 0")
+        self.patch = patch or self.ctu
+        with h5py.File(self.path, "r") as f:
+            keep = np.ones(f["qp"].shape[0], bool)
+            if split is not None:
+                keep &= f["split"][()] == SPLIT_CODES[split]
+            if qps:
+                keep &= np.isin(f["qp"][()], list(qps))
+            self.indices = np.flatnonzero(keep)
+            self.valid = f["valid"][()][self.indices]
+            self.qp = f["qp"][()][self.indices]
+            self.seq = f["seq"][()][self.indices]
+            self.frame = f["frame"][()][self.indices]
+            self.pos = f["pos"][()][self.indices]
+        self._h5 = None
+        self._pid = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _file(self):
+        import h5py
+
+        if self._h5 is None or self._pid != os.getpid():
+            self._h5 = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._h5
+
+    def __getitem__(self, item) -> dict:
+        spec = item if isinstance(item, CropSpec) else CropSpec(int(item))
+        f = self._file()
+        i = int(self.indices[spec.index])
+        p, c = self.patch, self.context
+        bd = int(f["bit_depth"][i])
+        peak = float((1 << bd) - 1)
+        inp = f["input"][i, spec.y : spec.y + p + 2 * c, spec.x : spec.x + p + 2 * c].astype(np.float32) / peak
+        tgt = f["target"][i, spec.y : spec.y + p, spec.x : spec.x + p].astype(np.float32) / peak
+        vh, vw = (int(v) for v in self.valid[spec.index])
+        mask = np.zeros((p, p), np.float32)
+        mask[: max(0, vh - spec.y), : max(0, vw - spec.x)] = 1.0
+        if spec.flip_h:
+            inp, tgt, mask = inp[:, ::-1], tgt[:, ::-1], mask[:, ::-1]
+        if spec.flip_v:
+            inp, tgt, mask = inp[::-1], tgt[::-1], mask[::-1]
+        return {
+            "input": torch.from_numpy(np.ascontiguousarray(inp))[None],
+            "target": torch.from_numpy(np.ascontiguousarray(tgt))[None],
+            "mask": torch.from_numpy(np.ascontiguousarray(mask))[None],
+            "qp": torch.tensor(int(self.qp[spec.index])),
+            "bit_depth": torch.tensor(bd),
+            "seq": torch.tensor(int(self.seq[spec.index])),
+            "frame": torch.tensor(int(self.frame[spec.index])),
+        }
+
+    def crop(self, index: int, rng: np.random.Generator, flips: bool = True) -> CropSpec:
+        """A random patch of sample ``index``, 8-aligned, inside the picture where the CTU allows."""
+        p = self.patch
+        vh, vw = (int(v) for v in self.valid[index])
+        ys = max(0, (min(vh, self.ctu) - p) // GRID)
+        xs = max(0, (min(vw, self.ctu) - p) // GRID)
+        y = int(rng.integers(0, ys + 1)) * GRID
+        x = int(rng.integers(0, xs + 1)) * GRID
+        fh, fv = (bool(b) for b in rng.integers(0, 2, 2)) if flips else (False, False)
+        return CropSpec(index, y, x, fh, fv)
+
+
+class StepSampler(Sampler):
+    """Yields the :class:`CropSpec` s of steps ``start_step, start_step+1, ...`` for one rank.
+
+    Global batch ``b`` of step ``s`` is positions ``s*B .. s*B+B-1`` of an endless sequence of
+    epoch permutations (seeded by ``(seed, epoch)``); rank ``r`` of ``W`` takes the positions
+    ``r*B/W .. (r+1)*B/W - 1`` of each global batch. The crop of each position is drawn from a
+    generator seeded by ``(seed, s, position)``. The union over ranks is the single-process batch.
+    """
+
+    def __init__(
+        self,
+        dataset: CTUDataset,
+        global_batch: int,
+        seed: int = 0,
+        start_step: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        augment: bool = True,
+        steps: int | None = None,
+    ):
+        if global_batch % world:
+            raise CodecnnError(f"--batch {global_batch} must be a multiple of the number of processes ({world})")
+        if len(dataset) == 0:
+            raise CodecnnError("the training split is empty: check the dataset's splits and --qp")
+        self.ds, self.batch, self.seed = dataset, global_batch, seed
+        self.start, self.rank, self.world, self.augment, self.steps = start_step, rank, world, augment, steps
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self.ds))}
+        return self._perms[epoch]
+
+    def batch_specs(self, step: int) -> list[CropSpec]:
+        n, local = len(self.ds), self.batch // self.world
+        out = []
+        for k in range(self.rank * local, (self.rank + 1) * local):
+            pos = step * self.batch + k
+            idx = int(self._perm(pos // n)[pos % n])
+            rng = np.random.default_rng([self.seed, step, k, 1])
+            out.append(self.ds.crop(idx, rng, flips=self.augment))
+        return out
+
+    def __iter__(self):
+        step = self.start
+        while self.steps is None or step < self.steps:
+            yield from self.batch_specs(step)
+            step += 1
+
+    def __len__(self) -> int:
+        if self.steps is None:
+            raise TypeError("endless sampler")
+        return (self.steps - self.start) * (self.batch // self.world)

@@ -1,0 +1,156 @@
+"""Where an evaluation's runs come from: one sequence coded at one QP, with its original frames, its
+decoded reconstruction and the bits of every frame.
+
+* :func:`encode_runs`: fresh encodes (x265 or HM) of sequences;
+* :func:`dataset_runs`: a dataset's stored bitstreams, decoded again (no re-encoding);
+* :func:`hm_runs`: HM's own files (source, ``-o`` reconstruction, log), rates from HM's log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from codecnn.errors import CodecnnError
+from codecnn.eval.metrics import psnr_yuv
+from codecnn.yuv import Frame, VideoInfo, stage_frames
+
+
+@dataclass
+class Run:
+    """One sequence at one QP: what is needed to measure it. ``frames`` yields (index, orig, recon)."""
+
+    sequence: dict  # name, class, width, height, bit_depth, fps, source
+    qp: int
+    bits: list[int]
+    frames: Iterable[tuple[int, Frame, Frame]]
+    encoder_psnr: list[tuple[float, float, float]] | None = None
+    encoder: dict | None = None
+
+
+def _seq_meta(name: str, info: VideoInfo, source: str, cls: str | None = None) -> dict:
+    return {
+        "name": name,
+        "class": cls,
+        "width": info.width,
+        "height": info.height,
+        "bit_depth": info.bit_depth,
+        "fps": str(info.fps),
+        "source": source,
+    }
+
+
+def encode_runs(specs, encoder, qps, start: int, frames: int | None, step: int, workdir: Path) -> Iterator[Run]:
+    """Fresh all-intra encodes of every sequence at every QP."""
+    for si, spec in enumerate(specs):
+        reader = spec.open()
+        sel = reader.select(start, frames if frames is not None else spec.frames, step)
+        if not reader.random_access:
+            from codecnn.yuv import RawYuvReader
+
+            staged = stage_frames(reader, sel, workdir / f"src{si}.yuv")
+            reader = RawYuvReader(staged, reader.info.width, reader.info.height, reader.info.bit_depth, reader.info.fps)
+            indices, shown = list(range(len(sel))), list(sel)
+        else:
+            indices, shown = list(sel), list(sel)
+        info = dataclasses.replace(reader.info, num_frames=len(indices))
+        for qp in qps:
+            res = encoder.encode((reader.read(i) for i in indices), info, qp, workdir / f"{spec.name}_qp{qp}")
+            recon = res.open_recon()
+            yield Run(
+                _seq_meta(spec.name, info, spec.path, spec.cls),
+                qp,
+                res.bits,
+                ((shown[k], reader.read(i), recon.read(k)) for k, i in enumerate(indices)),
+                res.encoder_psnr,
+                res.settings,
+            )
+
+
+def dataset_runs(path: str | os.PathLike, split: str | None, workdir: Path) -> Iterator[Run]:
+    """Runs from a dataset's stored bitstreams (decoded again) and the recorded source frames."""
+    import h5py
+
+    from codecnn.data.schema import open_dataset_info
+    from codecnn.encoders.x265 import decode_hevc
+    from codecnn.sequences import SequenceSpec
+
+    info = open_dataset_info(path)
+    seqs = [s for s in info.sequences if split is None or s["split"] == split]
+    if not seqs:
+        raise CodecnnError(f"{path}: no sequence in split {split!r}; choose --split train, val or test")
+    for s in seqs:
+        if not Path(s["source"]).is_file():
+            raise CodecnnError(f"{path}: the source of {s['name']} ({s['source']}) is not here; evaluate with --yuv")
+        spec = SequenceSpec(s["name"], s["source"], f"{s['width']}x{s['height']}", s["bit_depth"], s["fps"])
+        for u in (u for u in info.units if u["seq"] == s["name"]):
+            with h5py.File(info.path, "r") as f:
+                stream = f["bitstreams"][f"{s['name']}_qp{u['qp']}"][()].tobytes()
+            reader = spec.open()
+            vinfo = dataclasses.replace(reader.info, num_frames=len(u["frames"]))
+            wanted = set(u["frames"])
+            origs = (fr for i, fr in reader.frames(min(u["frames"])) if i in wanted)
+            decoded = decode_hevc(stream, s["bit_depth"])
+            frames = ((fi, o, r) for fi, o, r in zip(u["frames"], origs, decoded, strict=False))
+            yield Run(
+                _seq_meta(s["name"], vinfo, s["source"], s.get("class")),
+                u["qp"],
+                u["bits"],
+                frames,
+                u.get("encoder_psnr"),
+                u.get("encoder"),
+            )
+
+
+def hm_runs(
+    orig: str, recons: list[str], logs: list[str], size: str | None, bit_depth: int | None, fps: float | None
+) -> Iterator[Run]:
+    """Runs from HM's own files: the source, HM's ``-o`` reconstruction and its log, per QP."""
+    from codecnn.encoders.hm import read_hm_log
+    from codecnn.yuv import open_video
+
+    if len(recons) != len(logs):
+        raise CodecnnError(f"give one --hm-log per --recon ({len(recons)} recon, {len(logs)} logs)")
+    src = open_video(orig, size, bit_depth, fps)
+    for recon_path, log_path in zip(recons, logs, strict=False):
+        hm = read_hm_log(log_path)
+        rec = open_video(recon_path, size or f"{src.info.width}x{src.info.height}", src.info.bit_depth)
+        if (rec.info.width, rec.info.height) != (src.info.width, src.info.height):
+            raise CodecnnError(
+                f"{recon_path} is {rec.info.width}x{rec.info.height} but {orig} is "
+                f"{src.info.width}x{src.info.height}; they must match"
+            )
+        if hm.size and hm.size != (src.info.width, src.info.height):
+            raise CodecnnError(
+                f"{log_path} encoded {hm.size[0]}x{hm.size[1]}, but {orig} is {src.info.width}x{src.info.height}"
+            )
+        n = len(hm.pictures)
+        if rec.info.num_frames != n or src.info.num_frames < n:
+            raise CodecnnError(
+                f"{log_path} logs {n} pictures; {recon_path} holds {rec.info.num_frames} and {orig} "
+                f"{src.info.num_frames} frames: pass the files of the same run"
+            )
+        qps = {p.qp for p in hm.pictures}
+        if len(qps) != 1:
+            raise CodecnnError(f"{log_path}: pictures coded at several QPs {sorted(qps)}; one QP per run is expected")
+        rate = hm.frame_rate or (float(fps) if fps else float(src.info.fps))
+        info = dataclasses.replace(src.info, fps=type(src.info.fps)(rate), num_frames=n)
+        # HM's log PSNR uses the peak 255 << (bitDepth - 8): check the pairing with HM's own figures
+        first = hm.pictures[0]
+        mine = psnr_yuv(src.read(0), rec.read(0), src.info.bit_depth, "hm")
+        if abs(mine[0] - first.psnr_y) > 5.1e-5:  # the log has 4 decimals
+            raise CodecnnError(
+                f"{recon_path} does not match {log_path}: Y-PSNR of frame 0 is {mine[0]:.4f} dB here "
+                f"and {first.psnr_y:.4f} dB in HM's log; check --orig, --recon and --size"
+            )
+        yield Run(
+            _seq_meta(Path(orig).name.rsplit(".", 1)[0], info, str(orig)),
+            qps.pop(),
+            hm.bits,
+            ((p.poc, src.read(p.poc), rec.read(p.poc)) for p in hm.pictures),
+            [(p.psnr_y, p.psnr_u, p.psnr_v) for p in hm.pictures],
+            {"encoder": "hm", "version": hm.version, "log": str(log_path)},
+        )
