@@ -30,6 +30,7 @@ import numpy as np
 from codecnn.data import schema
 from codecnn.encoders import STANDARD_QPS, check_qp, make_encoder
 from codecnn.errors import CodecnnError
+from codecnn.files import atomic_write, atomic_write_text
 from codecnn.sequences import SequenceSpec, file_fingerprint
 from codecnn.yuv import RawYuvReader, VideoInfo, sample_dtype, stage_frames
 
@@ -290,9 +291,7 @@ def _prepare_parts(parts: Path, manifest: dict, resume: bool) -> None:
             log.warning("discarding the partial build in %s (pass --resume to continue it)", parts)
         shutil.rmtree(parts)
     parts.mkdir()
-    tmp = mpath.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, mpath)
+    atomic_write_text(mpath, json.dumps(manifest, indent=1))
 
 
 def _bar(total: int, desc: str, enabled: bool):
@@ -325,8 +324,7 @@ def _run_unit(u: _Unit) -> None:
         res = encoder.encode(frames(), u.info, u.qp, work)
         recon = res.open_recon()
     t0 = time.perf_counter()
-    tmp = u.shard + ".tmp"
-    with h5py.File(tmp, "w") as h5:
+    with atomic_write(u.shard) as tmp, h5py.File(tmp, "w") as h5:
         total = _task_module(u.options.task).write_unit(h5, u, src, recon, res, bar)
         if res is not None:
             h5.create_dataset("bitstream", data=np.frombuffer(Path(res.bitstream).read_bytes(), np.uint8))
@@ -348,7 +346,6 @@ def _run_unit(u: _Unit) -> None:
                 encoder=res.settings,
             )
         h5.attrs["unit"] = json.dumps(record)
-    os.replace(tmp, u.shard)
     if recon is not None:
         recon.close()
     src.close()

@@ -1,6 +1,10 @@
-"""Cutting a luma picture into CTUs with a context border (edge-replicated at picture edges)."""
+"""Cutting a luma picture into CTUs with a context border (edge-replicated at picture edges): the one
+place this rule is written in Python. Datasets (:func:`cut_ctus`), PyTorch inference and the hm_bridge
+twins (:func:`tile_plane`) all cut pictures here; ``hm_bridge/cpp/cnnw.h`` mirrors it in C++."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -42,3 +46,23 @@ def cut_ctus(recon: np.ndarray, orig: np.ndarray, ctu: int = 128, context: int =
     p = np.asarray(pos, np.int32).reshape(-1, 2)
     valid = np.stack([np.minimum(ctu, h - p[:, 0]), np.minimum(ctu, w - p[:, 1])], 1).astype(np.int16)
     return inputs, targets, p, valid
+
+
+def tile_plane(
+    plane: np.ndarray, ctu: int, context: int, fn: Callable[[np.ndarray], np.ndarray], batch: int = 1
+) -> np.ndarray:
+    """Apply a CTU filter to a whole plane: ``fn(tiles)`` maps ``(B, ctu+2c, ctu+2c)`` tiles (the CTUs with
+    their edge-replicated context, native samples) to ``(B, ctu, ctu)`` output samples; ``batch`` CTUs at
+    a time, in raster order, so memory is bounded by the batch, not the picture. Returns the plane's shape
+    and dtype (outputs outside the picture are dropped)."""
+    h, w = plane.shape
+    padded = pad_for_ctus(plane, ctu, context)
+    positions = ctu_positions(h, w, ctu)
+    side = ctu + 2 * context
+    out = np.empty((h + -h % ctu, w + -w % ctu), plane.dtype)
+    for start in range(0, len(positions), batch):
+        pos = positions[start : start + batch]
+        tiles = np.stack([padded[y : y + side, x : x + side] for y, x in pos])
+        for (y, x), tile in zip(pos, fn(tiles), strict=True):
+            out[y : y + ctu, x : x + ctu] = tile
+    return out[:h, :w]

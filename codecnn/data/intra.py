@@ -42,6 +42,8 @@ from torch.utils.data import Dataset, Sampler
 from codecnn.data import schema
 from codecnn.data.schema import SPLIT_CODES, open_dataset_info
 from codecnn.errors import CodecnnError
+from codecnn.files import atomic_write
+from codecnn.yuv import sample_peak
 
 KIND = schema.INTRA_KIND
 COLUMNS = {  # name -> (dtype, trailing shape as a function of N)
@@ -66,9 +68,7 @@ def _append(group, name: str, data: np.ndarray) -> None:
             data=data,
             maxshape=(None, *data.shape[1:]),
             chunks=(min(4096, max(1, len(data))), *data.shape[1:]),
-            compression="gzip",
-            compression_opts=1,
-            shuffle=data.dtype.itemsize > 1,
+            **schema.compression(data.dtype),
         )
     else:
         d = group[name]
@@ -119,41 +119,57 @@ def write_frame_labels(
     return total
 
 
-def merge_shards(shards: list[str], out: Path, options, dtype, seq_meta: list, encoder: dict) -> list[dict]:
-    """Concatenate the shards' groups into ``out`` (via ``out.tmp``); returns the unit records."""
+def _size_groups(h5) -> list[str]:
     import h5py
 
-    tmp = out.with_name(out.name + ".tmp")
-    records, counts = [], {}
-    stored = "u1"
-    try:
-        with h5py.File(tmp, "w") as dst:
-            streams = dst.create_group("bitstreams")
-            for path in shards:
-                with h5py.File(path, "r") as src:
-                    rec = json.loads(src.attrs["unit"])
-                    for name in src:
-                        if name.startswith("n") and isinstance(src[name], h5py.Group):
-                            g = dst.require_group(name)
-                            for key in src[name]:
-                                _append(g, key, src[name][key][()])
-                            counts[name] = g["best"].shape[0]
-                            stored = src[name]["orig"].dtype.str
-                    if "bitstream" in src:
-                        streams.create_dataset(f"{rec['seq']}_qp{rec['qp']}", data=src["bitstream"][()])
-                    records.append(rec)
-            if records and "encoder" in records[0]:
-                encoder = records[0]["encoder"]
-            schema.set_attrs(dst, KIND, sequences=seq_meta, encoder=encoder, units=records, build=options.to_json())
-            dst.attrs["cost"] = options.intra_cost
-            dst.attrs["loop"] = options.intra_loop
-            dst.attrs["block_sizes"] = list(options.block_sizes)
-            dst.attrs["num_samples"] = int(sum(counts.values()))
-            dst.attrs["sample_dtype"] = stored
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    return [k for k in h5 if k.startswith("n") and k[1:].isdigit() and isinstance(h5[k], h5py.Group)]
+
+
+MERGE_ROWS = 65536  # rows copied at a time by the merge: bounds its memory whatever the dataset's size
+
+
+def merge_shards(shards: list[str], out: Path, options, dtype, seq_meta: list, encoder: dict) -> list[dict]:
+    """Concatenate the shards' groups into ``out`` (written through :func:`atomic_write`); returns the unit
+    records. Every array is created once at its final size and filled shard by shard in blocks of
+    :data:`MERGE_ROWS` rows, so memory stays bounded. (Unlike the CTU datasets' one-sample chunks, the
+    shards' chunks do not line up with the merged file's, so the rows are recompressed.)"""
+    import h5py
+
+    records, sizes, layout = [], {}, {}
+    for path in shards:
+        with h5py.File(path, "r") as src:
+            records.append(json.loads(src.attrs["unit"]))
+            for name in _size_groups(src):
+                sizes[name] = sizes.get(name, 0) + src[name]["best"].shape[0]
+                for key, d in src[name].items():
+                    layout[name, key] = (d.dtype, d.shape[1:])
+    with atomic_write(out) as tmp, h5py.File(tmp, "w") as dst:
+        for (name, key), (dt, shape) in layout.items():
+            n = sizes[name]
+            dst.require_group(name).create_dataset(
+                key, (n, *shape), dtype=dt, chunks=(min(4096, max(1, n)), *shape), **schema.compression(dt)
+            )
+        streams = dst.create_group("bitstreams")
+        offsets = dict.fromkeys(sizes, 0)
+        for path, rec in zip(shards, records, strict=True):
+            with h5py.File(path, "r") as src:
+                for name in _size_groups(src):
+                    k, n = src[name]["best"].shape[0], offsets[name]
+                    for key, d in src[name].items():
+                        for a in range(0, k, MERGE_ROWS):
+                            b = min(k, a + MERGE_ROWS)
+                            dst[name][key][n + a : n + b] = d[a:b]
+                    offsets[name] += k
+                if "bitstream" in src:
+                    streams.create_dataset(f"{rec['seq']}_qp{rec['qp']}", data=src["bitstream"][()])
+        if records and "encoder" in records[0]:
+            encoder = records[0]["encoder"]
+        schema.set_attrs(dst, KIND, sequences=seq_meta, encoder=encoder, units=records, build=options.to_json())
+        dst.attrs["cost"] = options.intra_cost
+        dst.attrs["loop"] = options.intra_loop
+        dst.attrs["block_sizes"] = list(options.block_sizes)
+        dst.attrs["num_samples"] = int(sum(sizes.values()))
+        dst.attrs["sample_dtype"] = next((dt.str for (_, key), (dt, _) in layout.items() if key == "orig"), "u1")
     return records
 
 
@@ -223,7 +239,7 @@ class IntraModeDataset(Dataset):
         n, k = item
         g = self._file()[f"n{n}"]
         i = int(self.rows[n][k])
-        peak = float((1 << int(g["bit_depth"][i])) - 1)
+        peak = float(sample_peak(int(g["bit_depth"][i])))
         return {
             "input": torch.from_numpy(canvas(g["orig"][i], g["ref"][i], n, peak)),
             "block_size": torch.tensor(n),
@@ -236,7 +252,7 @@ class IntraModeDataset(Dataset):
         """Network inputs of all blocks of size ``n``, read in bulk (for evaluation)."""
         g = self._file()[f"n{n}"]
         r = self.rows[n]
-        peak = (1 << g["bit_depth"][()][r].astype(np.int64)) - 1
+        peak = sample_peak(g["bit_depth"][()][r].astype(np.int64))
         return {
             "input": torch.from_numpy(canvas(g["orig"][()][r], g["ref"][()][r], n, peak)),
             "block_size": torch.full((len(r),), n),

@@ -55,6 +55,8 @@ from codecnn.data import schema
 from codecnn.data.ctu import ctu_positions, cut_ctus
 from codecnn.data.schema import SPLIT_CODES, compression, open_dataset_info, set_attrs
 from codecnn.errors import CodecnnError
+from codecnn.files import atomic_write
+from codecnn.yuv import sample_peak
 
 KIND = schema.RESTORATION_KIND
 
@@ -132,50 +134,45 @@ def write_unit(h5, u, src, recon, res, bar) -> int:
 
 
 def merge_shards(shards: list[str], out: Path, options, dtype: np.dtype, seq_meta: list, encoder: dict) -> list[dict]:
-    """Concatenate the shards into ``out`` (through ``out.tmp``); compressed chunks are copied as they are."""
+    """Concatenate the shards into ``out`` (written through :func:`atomic_write`); compressed chunks are
+    copied as they are."""
     import h5py
 
-    tmp = out.with_name(out.name + ".tmp")
     records = []
-    try:
-        with h5py.File(tmp, "w") as dst:
-            sizes = []
-            for path in shards:
-                with h5py.File(path, "r") as src:
-                    sizes.append(src["target"].shape[0])
-            create_datasets(dst, options.ctu, options.context, dtype, sum(sizes))
-            streams = dst.create_group("bitstreams")
-            n = 0
-            for path, k in zip(shards, sizes, strict=False):
-                with h5py.File(path, "r") as src:
-                    rec = json.loads(src.attrs["unit"])
-                    for name in ("input", "target"):
-                        s, d = src[name].id, dst[name].id
-                        for i in range(k):
-                            mask, chunk = s.read_direct_chunk((i, 0, 0))
-                            d.write_direct_chunk((n + i, 0, 0), chunk, mask)
-                    for name in PER_SAMPLE:
-                        dst[name][n : n + k] = src[name][()]
-                    streams.create_dataset(f"{rec['seq']}_qp{rec['qp']}", data=src["bitstream"][()])
-                    rec["sample_range"] = [n, n + k]
-                    records.append(rec)
-                    n += k
-            if records:  # the encodes themselves know the encoder's version
-                encoder = records[0]["encoder"]
-            set_attrs(
-                dst,
-                KIND,
-                ctu=options.ctu,
-                context=options.context,
-                sequences=seq_meta,
-                encoder=encoder,
-                units=records,
-                build=options.to_json(),
-            )
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(out) as tmp, h5py.File(tmp, "w") as dst:
+        sizes = []
+        for path in shards:
+            with h5py.File(path, "r") as src:
+                sizes.append(src["target"].shape[0])
+        create_datasets(dst, options.ctu, options.context, dtype, sum(sizes))
+        streams = dst.create_group("bitstreams")
+        n = 0
+        for path, k in zip(shards, sizes, strict=False):
+            with h5py.File(path, "r") as src:
+                rec = json.loads(src.attrs["unit"])
+                for name in ("input", "target"):
+                    s, d = src[name].id, dst[name].id
+                    for i in range(k):
+                        mask, chunk = s.read_direct_chunk((i, 0, 0))
+                        d.write_direct_chunk((n + i, 0, 0), chunk, mask)
+                for name in PER_SAMPLE:
+                    dst[name][n : n + k] = src[name][()]
+                streams.create_dataset(f"{rec['seq']}_qp{rec['qp']}", data=src["bitstream"][()])
+                rec["sample_range"] = [n, n + k]
+                records.append(rec)
+                n += k
+        if records:  # the encodes themselves know the encoder's version
+            encoder = records[0]["encoder"]
+        set_attrs(
+            dst,
+            KIND,
+            ctu=options.ctu,
+            context=options.context,
+            sequences=seq_meta,
+            encoder=encoder,
+            units=records,
+            build=options.to_json(),
+        )
     return records
 
 
@@ -245,7 +242,7 @@ class CTUDataset(Dataset):
         i = int(self.indices[spec.index])
         p, c = self.patch, self.context
         bd = int(f["bit_depth"][i])
-        peak = float((1 << bd) - 1)
+        peak = float(sample_peak(bd))
         inp = f["input"][i, spec.y : spec.y + p + 2 * c, spec.x : spec.x + p + 2 * c].astype(np.float32) / peak
         tgt = f["target"][i, spec.y : spec.y + p, spec.x : spec.x + p].astype(np.float32) / peak
         vh, vw = (int(v) for v in self.valid[spec.index])

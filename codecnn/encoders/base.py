@@ -10,10 +10,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from codecnn.errors import InvalidQPError
+from codecnn.hevc import MAX_QP
 from codecnn.yuv import Frame, RawYuvReader, VideoInfo
 
 STANDARD_QPS = (22, 27, 32, 37)  # JCT-VC common test conditions
-MAX_QP = 51
 
 
 def check_qp(qp: int) -> int:

@@ -1,6 +1,6 @@
 """Filtering whole pictures with a CTU network, CTU by CTU, as a codec's in-loop filter would.
 
-The plane is cut exactly as the datasets are (:func:`codecnn.data.ctu.cut_ctus`: CTUs with a context
+The plane is cut exactly as the datasets are (:func:`codecnn.data.ctu.tile_plane`: CTUs with a context
 border, edge-replicated at the picture edges), the CTUs go through the network ``batch`` at a time
 (memory bounded by the batch, not the picture: 4K frames filter in the same memory as 720p ones), and
 the output is rounded and clipped to the bit depth as a codec stores it. The result does not depend on
@@ -9,11 +9,14 @@ the output is rounded and clipped to the bit depth as a codec stores it. The res
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch import nn
 
-from codecnn.data.ctu import ctu_positions, pad_for_ctus
+from codecnn.data.ctu import tile_plane
+from codecnn.yuv import sample_peak
 
 
 @torch.no_grad()
@@ -33,27 +36,24 @@ def filter_plane(
     ``amp`` runs CUDA bf16 autocast (off by default: reported gains are measured in fp32). Small batches
     are fastest on CPUs (the activations stay in cache); raise ``batch`` on a GPU.
     """
-    model.eval()
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
     device = torch.device(device)
-    c = getattr(model, "context", 0)
-    peak = float((1 << bit_depth) - 1)
-    h, w = plane.shape
-    padded = pad_for_ctus(plane, ctu, c)
-    out = np.empty((h + -h % ctu, w + -w % ctu), plane.dtype)
-    positions = ctu_positions(h, w, ctu)
-    side = ctu + 2 * c
-    for start in range(0, len(positions), batch):
-        pos = positions[start : start + batch]
-        tiles = np.stack([padded[y : y + side, x : x + side] for y, x in pos]).astype(np.float32) / peak
-        x = torch.from_numpy(tiles)[:, None].to(device)
+    if channels_last:  # a channels_last copy: the caller's model is left as it was
+        model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    was_training = model.training
+    model.eval()
+    peak = float(sample_peak(bit_depth))
+    fill = qp if qp is not None else 0
+
+    def run(tiles: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(tiles.astype(np.float32) / peak)[:, None].to(device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        qps = torch.full((len(pos),), qp if qp is not None else 0, device=device)
+        qps = torch.full((len(tiles),), fill, device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
             y = model(x, qps)
-        y = torch.round(y.float().clamp(0, 1) * peak).to(torch.int32).cpu().numpy()[:, 0]
-        for (py, px), tile in zip(pos, y, strict=False):
-            out[py : py + ctu, px : px + ctu] = tile
-    return out[:h, :w]
+        return torch.round(y.float().clamp(0, 1) * peak).to(torch.int32).cpu().numpy()[:, 0]
+
+    try:
+        return tile_plane(plane, ctu, getattr(model, "context", 0), run, batch)
+    finally:
+        model.train(was_training)

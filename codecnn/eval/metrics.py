@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from codecnn.yuv import sample_peak
+
 PEAK_CONVENTIONS = ("max", "hm")
 
 
 def peak(bit_depth: int, convention: str = "max") -> int:
     """The PSNR peak for ``bit_depth`` under ``convention`` (see the module docstring)."""
     if convention == "max":
-        return (1 << bit_depth) - 1
+        return sample_peak(bit_depth)
     if convention == "hm":
         return ((1 << 8) - 1) << (bit_depth - 8)
     raise ValueError(f"unknown PSNR peak convention {convention!r}; use one of {PEAK_CONVENTIONS}")

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from codecnn.errors import CodecnnError
+from codecnn.files import atomic_write_text
 
 
 def load_results(paths) -> dict:
@@ -179,13 +180,9 @@ def write_report(results: dict, out_dir: str | os.PathLike, write_json: bool = T
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     if write_json:
-        tmp = out / "results.json.tmp"
-        tmp.write_text(json.dumps(results, indent=1))
-        os.replace(tmp, out / "results.json")
+        atomic_write_text(out / "results.json", json.dumps(results, indent=1))
         written["results"] = out / "results.json"
-    tmp = out / "report.md.tmp"
-    tmp.write_text(render_markdown(results))
-    os.replace(tmp, out / "report.md")
+    atomic_write_text(out / "report.md", render_markdown(results))
     written["report"] = out / "report.md"
     for p in render_plots(results, out):
         written[p.stem] = p

@@ -37,6 +37,7 @@ from codecnn.errors import CodecnnError
 from codecnn.eval.inference import filter_plane
 from codecnn.eval.metrics import BDError, bd_rate, psnr, psnr_from_mse, psnr_yuv, psnr_yuv_weighted
 from codecnn.eval.runs import Run
+from codecnn.yuv import sample_peak
 
 log = logging.getLogger(__name__)
 PLANES = ("y", "u", "v")
@@ -238,7 +239,7 @@ def summarise(results: dict) -> dict:
 
 def quantise(x: torch.Tensor, bit_depth: torch.Tensor) -> torch.Tensor:
     """Round [0, 1] samples to the integer grid of each sample's bit depth and clip, back in [0, 1]."""
-    peak = ((1 << bit_depth.long()) - 1).to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
+    peak = sample_peak(bit_depth.long()).to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
     return torch.round(x.clamp(0, 1) * peak) / peak
 
 

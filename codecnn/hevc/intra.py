@@ -26,6 +26,7 @@ from functools import cache
 import numpy as np
 
 from codecnn.errors import CodecnnError
+from codecnn.yuv import sample_peak
 
 NUM_MODES = 35
 PLANAR, DC, HOR, VER = 0, 1, 10, 26
@@ -224,7 +225,7 @@ def predict_all(
     sub = substitute(lin, avail, bit_depth)
     filt = smooth(sub, n, bit_depth, strong_smoothing) if n > 4 else sub
     b = lin.shape[0]
-    peak = (1 << bit_depth) - 1
+    peak = sample_peak(bit_depth)
     pred = np.empty((b, NUM_MODES, n, n), np.int32)
 
     log2n = n.bit_length() - 1

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from codecnn.errors import CodecnnError
+from codecnn.hevc import QP_SCALE
 from codecnn.models.registry import register_model
 
 NUM_MODES = 35
@@ -41,7 +42,7 @@ class ModeNetConfig:
 
 def side_info(block_size: torch.Tensor, qp: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(B, 2): log2(N)/5 and QP/51 (QP -1, open-loop labels, becomes -1/51)."""
-    return torch.stack([torch.log2(block_size.to(dtype)) / 5.0, qp.to(dtype) / 51.0], 1)
+    return torch.stack([torch.log2(block_size.to(dtype)) / 5.0, qp.to(dtype) / QP_SCALE], 1)
 
 
 @register_model("modenet", ModeNetConfig)

@@ -27,10 +27,10 @@ import torch
 from torch import nn
 
 from codecnn.errors import CodecnnError
+from codecnn.hevc import QP_SCALE
 from codecnn.models.registry import register_model
 
 HEADS = ("3x3", "5x5")
-QP_SCALE = 51.0
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from codecnn.errors import CodecnnError
+from codecnn.files import atomic_write
 
 FORMAT = "codecnn-checkpoint"
 VERSION = 1
@@ -37,9 +38,8 @@ def versions() -> dict:
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     """Write ``payload`` (plus format, version and library versions) to ``path`` via a temp file."""
     p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    torch.save({"format": FORMAT, "version": VERSION, "versions": versions(), **payload}, tmp)
-    os.replace(tmp, p)
+    with atomic_write(p) as tmp:
+        torch.save({"format": FORMAT, "version": VERSION, "versions": versions(), **payload}, tmp)
     return p
 
 

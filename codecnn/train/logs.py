@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from codecnn.files import atomic_write, atomic_write_text
+
 
 class RunLog:
     """``DIR/log.jsonl`` (one JSON object per logged step or validation) and ``DIR/curves.png``."""
@@ -23,9 +25,7 @@ class RunLog:
             self._rewrite()  # drop what a crashed run logged after its last checkpoint
 
     def _rewrite(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
 
     def append(self, record: dict) -> None:
         self.records.append(record)
@@ -62,8 +62,7 @@ class RunLog:
         fig.suptitle(title)
         fig.tight_layout()
         out = self.dir / "curves.png"
-        tmp = self.dir / "curves.tmp.png"
-        fig.savefig(tmp, dpi=90)
+        with atomic_write(out) as tmp:
+            fig.savefig(tmp, dpi=90, format="png")
         plt.close(fig)
-        os.replace(tmp, out)
         return out

@@ -23,6 +23,7 @@ from codecnn.yuv.frame import (
     VideoInfo,
     check_bit_depth,
     sample_dtype,
+    sample_peak,
 )
 from codecnn.yuv.names import parse_name, parse_size
 from codecnn.yuv.readers import ContainerReader, RawYuvReader, VideoReader, Y4mReader, open_video
@@ -44,6 +45,7 @@ __all__ = [
     "parse_name",
     "parse_size",
     "sample_dtype",
+    "sample_peak",
     "stage_frames",
     "write_video",
     "y4m_writer",

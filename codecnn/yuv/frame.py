@@ -21,6 +21,12 @@ def sample_dtype(bit_depth: int) -> np.dtype:
     return np.dtype(np.uint8) if bit_depth <= 8 else np.dtype("<u2")
 
 
+def sample_peak(bit_depth):
+    """The largest sample value of ``bit_depth`` bits, ``(1 << bit_depth) - 1`` (255, 1023): the one place
+    this is written. Works on ints, numpy arrays and torch tensors of bit depths."""
+    return (1 << bit_depth) - 1
+
+
 def check_bit_depth(bit_depth: int) -> None:
     if bit_depth not in SUPPORTED_BIT_DEPTHS:
         raise CodecnnError(
@@ -42,10 +48,6 @@ class VideoInfo:
     @property
     def dtype(self) -> np.dtype:
         return sample_dtype(self.bit_depth)
-
-    @property
-    def peak(self) -> int:
-        return (1 << self.bit_depth) - 1
 
     @property
     def frame_samples(self) -> int:
