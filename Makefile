@@ -41,6 +41,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
+	$(BIN)/clang-format --dry-run -Werror hm_bridge/cpp/*.h hm_bridge/cpp/*.cpp
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_dataset.py

@@ -34,8 +34,15 @@ setup(
     ],
     extras_require={
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
-        # ruff is pinned: its formatter's output is part of `make lint`
-        "test": ["pytest>=7", "hypothesis>=6.100", "ruff==0.17.6", "onnx>=1.15", "onnxruntime>=1.17"],
+        # ruff and clang-format are pinned: their formatters' output is part of `make lint`
+        "test": [
+            "pytest>=7",
+            "hypothesis>=6.100",
+            "ruff==0.17.6",
+            "clang-format==23.1.5",
+            "onnx>=1.15",
+            "onnxruntime>=1.17",
+        ],
     },
     entry_points={"console_scripts": ["codecnn=codecnn.cli:main"]},
 )

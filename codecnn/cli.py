@@ -9,13 +9,19 @@ import click
 
 from codecnn import __version__
 from codecnn.errors import CodecnnError
+from codecnn.eval.report import summary_lines
+from codecnn.files import check_output_dir, check_output_file
 from codecnn.options import (
+    COUNT,
+    CTU_SIZE,
+    POSITIVE,
     encoder_options,
     encoder_settings,
     frame_options,
     geometry_options,
     rdn_config,
     rdn_options,
+    restoration_train_options,
     train_config,
     train_options,
     verbosity,
@@ -28,18 +34,34 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
-class _Group(click.Group):
+class CodecnnGroup(click.Group):
+    """A click group whose commands turn :class:`CodecnnError` and click's own usage errors (a bad option
+    value, a missing option) into :class:`UserError` (exit 2, one line), and Ctrl-C into exit 130 with a
+    word on ``--resume``; its subgroups are of the same class; ``python -m hm_bridge`` uses it too."""
+
+    group_class = type  # subgroups (``train``) behave the same
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except CodecnnError as e:
             raise UserError(str(e)) from None
+        except click.UsageError as e:
+            if isinstance(e, UserError):
+                raise
+            where = e.ctx.command_path if e.ctx is not None else ctx.command_path
+            raise UserError(f"{e.format_message()} ({where} --help lists the options)") from None
         except KeyboardInterrupt:
             click.echo("codecnn: interrupted; finished work is kept: rerun with --resume to continue", err=True)
             sys.exit(130)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+def _echo(lines) -> None:
+    for line in lines:
+        click.echo(line)
+
+
+@click.group(cls=CodecnnGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="codecnn")
 def cli():
     """codecnn: CNN restoration and intra-mode prediction inside an HEVC codec."""
@@ -58,8 +80,10 @@ def cli():
 @geometry_options
 @frame_options
 @encoder_options
-@click.option("--ctu", type=int, default=128, show_default=True, help="CTU size.")
-@click.option("--context", type=int, default=2, show_default=True, help="Context border around each input CTU.")
+@click.option("--ctu", type=CTU_SIZE, default=128, show_default=True, help="CTU size.")
+@click.option(
+    "--context", type=COUNT, default=2, show_default=True, help="Context border around each input CTU (pixels)."
+)
 @click.option(
     "--split",
     type=click.Choice(["train", "val", "test", "auto"]),
@@ -68,7 +92,7 @@ def cli():
     help="Split of the --yuv sequences (auto: seeded, by sequence).",
 )
 @click.option("--out", type=click.Path(), help="Output .h5 (default: NAME.h5 in the current folder).")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Encodes run in parallel.")
+@click.option("--jobs", type=POSITIVE, default=1, show_default=True, help="Encodes run in parallel.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted build of the same --out.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --split auto.")
 @click.option(
@@ -154,19 +178,20 @@ def make_dataset(
             out = Path(seq_list).stem + ".h5"
         else:
             raise CodecnnError("several inputs: name the output with --out FILE.h5")
+    check_output_file(out, "--out")
     options = BuildOptions(
-        tuple(qps) or STANDARD_QPS,
-        encoder,
-        encoder_settings(encoder, preset, tune, no_deblock, no_sao, hm_bin, hm_cfg),
-        start,
-        frames,
-        frame_step,
-        ctu,
-        context,
-        seed,
-        task,
-        intra_cost,
-        intra_loop,
+        qps=tuple(qps) or STANDARD_QPS,
+        encoder=encoder,
+        encoder_options=encoder_settings(encoder, preset, tune, no_deblock, no_sao, hm_bin, hm_cfg),
+        start=start,
+        frames=frames,
+        frame_step=frame_step,
+        ctu=ctu,
+        context=context,
+        seed=seed,
+        task=task,
+        intra_cost=intra_cost,
+        intra_loop=intra_loop,
     )
     summary = build_dataset(specs, out, options, jobs=jobs, resume=resume, progress=sys.stderr.isatty())
     for line in summary.lines():
@@ -190,6 +215,7 @@ def train():
 
 @train.command("rdn")
 @train_options
+@restoration_train_options
 @rdn_options
 @verbosity
 def train_rdn(blocks, layers, growth, features, qp_map, separable, head, **kw):
@@ -221,9 +247,9 @@ def train_rdn(blocks, layers, growth, features, qp_map, separable, head, **kw):
 
 @train.command("modenet")
 @train_options
-@click.option("--channels", type=int, default=32, show_default=True, help="Conv channels.")
-@click.option("--depth", type=int, default=4, show_default=True, help="Conv layers.")
-@click.option("--hidden", type=int, default=128, show_default=True, help="Fully connected width.")
+@click.option("--channels", type=POSITIVE, default=32, show_default=True, help="Conv channels.")
+@click.option("--depth", type=POSITIVE, default=4, show_default=True, help="Conv layers.")
+@click.option("--hidden", type=POSITIVE, default=128, show_default=True, help="Fully connected width.")
 @click.option(
     "--target",
     type=click.Choice(["best", "soft"]),
@@ -243,30 +269,15 @@ def train_modenet(channels, depth, hidden, target, **kw):
     from codecnn.train.intra import IntraTask
     from codecnn.train.trainer import train as run
 
-    config = ModeNetConfig(channels, depth, hidden)
-    kw["patch"] = 0
-    cfg = train_config(**kw, progress=sys.stderr.isatty())
+    config = ModeNetConfig(channels=channels, depth=depth, hidden=hidden)
+    cfg = train_config(**kw, patch=0, progress=sys.stderr.isatty())  # whole blocks: no crops, flips or loss choice
     click.echo(f"modenet {config}: {count_params(build_model('modenet', config))} parameters")
     result = run(IntraTask(target), "modenet", config, cfg)
     if result.last_val is not None:
-        _print_mode_table(result.last_val)
+        from codecnn.eval.intra import mode_table_lines
+
+        _echo(mode_table_lines(result.last_val))
     click.echo(f"stopped at step {result.step} ({result.stopped}); checkpoints in {result.out}")
-
-
-def _print_mode_table(r: dict) -> None:
-    click.echo(
-        f"{'N':>4} {'blocks':>7} {'top1':>6} {'top3':>6} {'top8':>6} {'cost+@3':>8} | "
-        f"{'HM RMD':>7} {'cost+':>7} | {'P+DC+MPM':>8} {'cost+':>7}"
-    )
-    from codecnn.eval.intra import rows_with_total
-
-    for n, v in rows_with_total(r):
-        net, rmd, mpm = v["network"], v["hm_rmd"], v["planar_dc_mpm"]
-        click.echo(
-            f"{n:>4} {v['blocks']:>7} {net['top1']:>6.3f} {net['top3']:>6.3f} {net['top8']:>6.3f} "
-            f"{net['cost_increase_top3']:>8.4f} | {rmd['recall']:>7.3f} {rmd['cost_increase']:>7.4f} | "
-            f"{mpm['recall']:>8.3f} {mpm['cost_increase']:>7.4f}"
-        )
 
 
 @cli.command("evaluate-modes")
@@ -277,43 +288,19 @@ def _print_mode_table(r: dict) -> None:
 def evaluate_modes(checkpoint, data, split, out):
     """Top-1/3/8 recall of the best mode and the cost increase of a top-k search, per block size, beside
     HM's rough mode decision and planar+DC+MPM on the same blocks."""
-    import json
-    import os
-    from pathlib import Path
+    from codecnn.eval.intra import evaluate_checkpoint, mode_table_lines
 
-    import torch
-
-    from codecnn.data.intra import IntraModeDataset
-    from codecnn.eval.intra import mode_metrics, render_mode_report
-    from codecnn.train.checkpoint import load_model
-
-    model, ckpt = load_model(checkpoint, task="intra-modes")
-    ds = IntraModeDataset(data, split)
-    if len(ds) == 0:
-        raise CodecnnError(f"{data}: no block in split {split!r}")
-    r = mode_metrics(model, ds, torch.device("cpu"))
-    r.update(
-        checkpoint=str(checkpoint),
-        step=ckpt.get("step"),
-        data=str(data),
-        split=split,
-        cost=str(ds.info.attrs.get("cost")),
-        loop=str(ds.info.attrs.get("loop")),
-    )
-    o = Path(out)
-    o.mkdir(parents=True, exist_ok=True)
-    tmp = o / "results.json.tmp"
-    tmp.write_text(json.dumps(r, indent=1))
-    os.replace(tmp, o / "results.json")
-    (o / "report.md").write_text(render_mode_report(r))
-    _print_mode_table(r)
-    click.echo(f"results: {o / 'results.json'}\nreport: {o / 'report.md'}")
+    check_output_dir(out, "--out")
+    r, written = evaluate_checkpoint(checkpoint, data, split, out)
+    _echo(mode_table_lines(r))
+    for name, path in written.items():
+        click.echo(f"{name}: {path}")
 
 
 @cli.command("model-info")
 @click.argument("arch", type=click.Choice(["rdn"]))
 @rdn_options
-@click.option("--size", type=int, default=128, show_default=True, help="Output block size for the MAC count.")
+@click.option("--size", type=POSITIVE, default=128, show_default=True, help="Output block size for the MAC count.")
 def model_info(arch, blocks, layers, growth, features, qp_map, separable, head, size):
     """Print a network's parameters and MACs per pixel, counted from its modules."""
     from codecnn.models import build_model
@@ -349,7 +336,8 @@ def model_info(arch, blocks, layers, growth, features, qp_map, separable, head, 
 @geometry_options
 @frame_options
 @encoder_options
-@click.option("--ctu", type=int, help="CTU size for filtering and switching (default: the training data's).")
+@click.option("--ctu", type=CTU_SIZE, help="CTU size for filtering and switching (default: the training data's).")
+@click.option("--batch", type=POSITIVE, default=2, show_default=True, help="CTUs per network call (raise it on a GPU).")
 @click.option(
     "--method",
     type=click.Choice(["pchip", "cubic", "akima"]),
@@ -399,6 +387,7 @@ def evaluate(
     hm_bin,
     hm_cfg,
     ctu,
+    batch,
     method,
     psnr_peak,
     device,
@@ -418,91 +407,52 @@ def evaluate(
       codecnn evaluate --checkpoint best.pt --orig orig.yuv --size 176x144 \\
           --recon qp22/recon.yuv --hm-log qp22/encoder.log --recon qp27/recon.yuv --hm-log qp27/encoder.log ...
     """
-    import tempfile
-
-    from codecnn.encoders import STANDARD_QPS, make_encoder
+    from codecnn.encoders import make_encoder
     from codecnn.eval.report import write_report
-    from codecnn.eval.restoration import evaluate as run_eval
-    from codecnn.eval.runs import dataset_runs, encode_runs, hm_runs
-    from codecnn.sequences import load_sequence_list, sequence_from_path
-    from codecnn.train.checkpoint import load_model
-    from codecnn.train.dist import pick_device
+    from codecnn.eval.restoration import evaluate_checkpoint
+    from codecnn.eval.runs import select_runs
 
-    modes = [bool(inputs or seq_list), bool(data), bool(orig or recons or hm_logs)]
-    if sum(modes) != 1:
-        raise CodecnnError("give one source: --yuv/--list, or --data, or --orig with --recon and --hm-log")
-    model, ckpt = load_model(checkpoint, task="ctu-restoration")
-    ckpt["path"] = str(checkpoint)
-    ctu = ctu or (ckpt.get("dataset") or {}).get("ctu") or 128
-    dev = pick_device(device)
-    model.to(dev)
-    filter_fn = None
-    if int16:
-        from hm_bridge.export import export_checkpoint
-        from hm_bridge.fixed import filter_plane_int
-        from hm_bridge.format import read_cnnw
+    settings = encoder_settings(encoder, preset, tune, no_deblock, no_sao, hm_bin, hm_cfg)
+    check_output_dir(out, "--out")
 
-        with tempfile.TemporaryDirectory() as d:
-            path, rep = export_checkpoint(checkpoint, Path(d) / "m16.cnnw", int16=True, calib=calib)
-            graph = read_cnnw(path)
+    def make_runs(workdir):
+        return select_runs(
+            workdir,
+            inputs=inputs,
+            seq_list=seq_list,
+            seq_dir=seq_dir,
+            data=data,
+            split=split,
+            orig=orig,
+            recons=recons,
+            hm_logs=hm_logs,
+            size=size,
+            bit_depth=bit_depth,
+            fps=fps,
+            frames=frames,
+            start=start,
+            frame_step=frame_step,
+            qps=qps,
+            encoder=make_encoder(encoder, **dict(settings)) if inputs or seq_list else None,
+        )
+
+    results = evaluate_checkpoint(
+        checkpoint,
+        make_runs,
+        ctu=ctu,
+        method=method,
+        convention=psnr_peak,
+        device=device,
+        batch=batch,
+        int16=int16,
+        calib=calib,
+        progress=sys.stderr.isatty(),
+    )
+    rep = results.get("int16_export")
+    if rep:
         click.echo(f"int16 network: {rep['loss_db']:+.4f} dB against float on {rep['ctus']} calibration CTUs")
-
-        def filter_fn(plane, bd, qp, ctu_size):
-            return filter_plane_int(graph, plane, bd, qp, ctu_size)
-
-    with tempfile.TemporaryDirectory(prefix="codecnn-eval-") as tmp:
-        work = Path(tmp)
-        if data:
-            runs, source = dataset_runs(data, split, work), f"dataset {data} ({split})"
-        elif orig:
-            if not recons:
-                raise CodecnnError("the HM route needs --recon and --hm-log (one pair per QP)")
-            runs, source = hm_runs(orig, list(recons), list(hm_logs), size, bit_depth, fps), "HM files"
-        else:
-            specs = load_sequence_list(seq_list, seq_dir) if seq_list else []
-            specs += [sequence_from_path(p, size, bit_depth, fps, "test") for p in inputs]
-            enc = make_encoder(
-                encoder, **dict(encoder_settings(encoder, preset, tune, no_deblock, no_sao, hm_bin, hm_cfg))
-            )
-            runs, source = encode_runs(specs, enc, tuple(qps) or STANDARD_QPS, start, frames, frame_step, work), encoder
-        results = run_eval(
-            model,
-            ckpt,
-            runs,
-            ctu=ctu,
-            method=method,
-            convention=psnr_peak,
-            device=str(dev),
-            source=source,
-            filter_fn=filter_fn,
-            precision="int16" if int16 else "float32",
-        )
     written = write_report(results, out)
-    _print_summary(results, written)
-
-
-def _print_summary(results: dict, written: dict) -> None:
-    from codecnn.eval.report import _bd
-
-    s = results["summary"]
-    click.echo(f"{'sequence':<16} {'QP':>3} {'kbps':>10} {'anchor Y':>9} {'gain':>8} {'switched':>9} {'CTUs on':>8}")
-    for seq in results["sequences"]:
-        for q in seq["qps"]:
-            click.echo(
-                f"{seq['name']:<16} {q['qp']:>3} {q['kbps']:>10.2f} {q['anchor']['y']:>9.4f} "
-                f"{q['gain_y']:>+8.4f} {q['gain_y_switched']:>+9.4f} {100 * q['ctus_on']:>7.0f}%"
-            )
-        click.echo(
-            f"{seq['name']:<16} BD-rate always on {_bd(seq['bd']['always_on'])}, switched {_bd(seq['bd']['switched'])}"
-        )
-    click.echo(f"average Y-PSNR gain: always on {s['gain_y']:+.4f} dB, CTU-switched {s['gain_y_switched']:+.4f} dB")
-    if s["gain_y"] < 0:
-        click.echo(
-            "note: always-on filtering is negative on average here; the CTU-switched figure is what a codec "
-            "with a per-CTU flag gets"
-        )
-    for name, path in written.items():
-        click.echo(f"{name}: {path}")
+    _echo(summary_lines(results, written))
 
 
 @cli.command()
@@ -514,7 +464,7 @@ def report(results, out):
 
     merged = load_results(results)
     written = write_report(merged, out, write_json=len(results) > 1)
-    _print_summary(merged, written)
+    _echo(summary_lines(merged, written))
 
 
 @cli.command("bd-rate")
@@ -546,8 +496,11 @@ def bd_rate_cmd(anchor, test, method, as_json):
 @click.option("--onnx", "as_onnx", is_flag=True, help="Write ONNX instead (checked against PyTorch with onnxruntime).")
 def export(checkpoint, out, int16, calib, as_onnx):
     """Export a restoration checkpoint for HM: a versioned .cnnw file read by hm_bridge/cpp/cnnw.h."""
-    from hm_bridge.export import export_checkpoint, export_onnx
+    from hm_bridge.export import MAX_LOSS_DB, export_checkpoint, export_onnx
 
+    if as_onnx and int16:
+        raise CodecnnError("--onnx writes a float ONNX model and --int16 an int16 .cnnw file: give one of them")
+    check_output_file(out, "--out")
     if as_onnx:
         r = export_onnx(checkpoint, out)
         click.echo(
@@ -556,25 +509,35 @@ def export(checkpoint, out, int16, calib, as_onnx):
         return
     p, report = export_checkpoint(checkpoint, out, int16, calib)
     click.echo(f"wrote {p} ({p.stat().st_size} bytes, {'int16' if int16 else 'float32'})")
-    if report:
+    if not report:
+        return
+    if int16:
         click.echo(
             f"on {report['ctus']} real CTUs: float {report['psnr_float']:.4f} dB, int16 "
             f"{report['psnr_int16']:.4f} dB, loss {report['loss_db']:+.4f} dB"
         )
-        if report["loss_db"] > 0.02:
+        if report["loss_db"] > MAX_LOSS_DB:
             click.echo(
-                f"warning: the int16 model loses {report['loss_db']:.4f} dB against the float one (> 0.02 dB)", err=True
+                f"warning: the int16 model loses {report['loss_db']:.4f} dB against the float one (> {MAX_LOSS_DB} dB)",
+                err=True,
             )
+    click.echo(f"largest change the network makes to a sample on {report['ctus']} CTUs: {report['max_change']}")
+    if report["identity"]:
+        click.echo(
+            "warning: the network changes no sample (an untrained or identity network): encoder/decoder checks "
+            "with it pass trivially",
+            err=True,
+        )
 
 
 @cli.command("bench-train")
 @click.option("--data", required=True, type=click.Path(), help="A CTU dataset (its train split is read).")
 @rdn_options
-@click.option("--batch", type=int, default=16, show_default=True)
-@click.option("--patch", type=int, default=64, show_default=True)
-@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--batch", type=POSITIVE, default=16, show_default=True)
+@click.option("--patch", type=COUNT, default=64, show_default=True, help="Crop size, a multiple of 8 (0: whole CTUs).")
+@click.option("--workers", type=COUNT, default=2, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--steps", type=int, default=4, show_default=True, help="Timed steps per measurement.")
+@click.option("--steps", type=POSITIVE, default=4, show_default=True, help="Timed steps per measurement.")
 def bench_train_cmd(
     data, blocks, layers, growth, features, qp_map, separable, head, batch, patch, workers, device, steps
 ):

@@ -1,4 +1,5 @@
-"""Writing files so that their final name never holds a partial file: every output of codecnn (datasets,
+"""Output files: checked before any work starts (:func:`check_output_file`, :func:`check_output_dir`), and
+written so that their final name never holds a partial file: every output of codecnn (datasets,
 shards, checkpoints, logs, reports, exported models) is written to a temporary sibling and renamed into
 place only when complete; on any error (or Ctrl-C) the temporary file is removed."""
 
@@ -8,6 +9,8 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from codecnn.errors import CodecnnError
 
 
 @contextmanager
@@ -36,3 +39,43 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_write(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def _nearest_existing(p: Path) -> Path:
+    p = p.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Refuse, before any work starts, an output folder that cannot be made or written: a file in its place
+    or on its path, or no write permission where it would be created."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise CodecnnError(f"{option} {p}: a file of that name exists; give a folder (a new or existing one)")
+    base = _nearest_existing(p)
+    if not base.is_dir():
+        raise CodecnnError(f"{option} {p}: {base} is a file, so no folder can be made under it; choose another path")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise CodecnnError(f"{option} {p}: {base} is not writable; choose a folder you can write to")
+    return p
+
+
+def check_output_file(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Refuse, before any work starts, an output file that cannot be written: an existing folder of that
+    name, a missing folder or a file on its path, or no write permission in its folder."""
+    p = Path(path)
+    if p.is_dir():
+        raise CodecnnError(f"{option} {p}: that is a folder; give a file name (e.g. {p / 'out'}{p.suffix})")
+    parent = p.parent
+    if not parent.exists():
+        base = _nearest_existing(parent)
+        if not base.is_dir():
+            raise CodecnnError(f"{option} {p}: {base} is a file, not a folder; choose another path")
+        raise CodecnnError(f"{option} {p}: the folder {parent} does not exist; create it first")
+    if not parent.is_dir():
+        raise CodecnnError(f"{option} {p}: {parent} is a file, not a folder; choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CodecnnError(f"{option} {p}: the folder {parent} is not writable; choose another")
+    return p

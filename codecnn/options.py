@@ -3,11 +3,54 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import click
 
+from codecnn.data.ctu import CTU_SIZES
 from codecnn.encoders import STANDARD_QPS
 from codecnn.encoders.x265 import PRESETS, TUNES
+from codecnn.hevc import MAX_QP
+from codecnn.train.config import LOSSES, SCHEDULES, TrainConfig
+
+
+class Real(click.FloatRange):
+    """A finite float (NaN and infinity refused) in an optional range, stated in ``--help``."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        v = super().convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return v
+
+
+class IntChoice(click.ParamType):
+    """One of a few integers (e.g. the CTU sizes), listed in ``--help``."""
+
+    name = "integer"
+
+    def __init__(self, values):
+        self.values = tuple(values)
+
+    def get_metavar(self, param, ctx=None):
+        return "[" + "|".join(map(str, self.values)) + "]"
+
+    def convert(self, value, param, ctx):
+        try:
+            v = int(value)
+        except (TypeError, ValueError):
+            v = None
+        if v not in self.values:
+            self.fail(f"{value!r} is not one of {', '.join(map(str, self.values))}", param, ctx)
+        return v
+
+
+POSITIVE = click.IntRange(min=1)
+COUNT = click.IntRange(min=0)
+QP = click.IntRange(0, MAX_QP)
+CTU_SIZE = IntChoice(CTU_SIZES)
 
 
 def _stack(*decorators):
@@ -27,15 +70,17 @@ geometry_options = _stack(
         callback=lambda c, p, v: int(v) if v else None,
         help="Raw YUV bit depth (default: from the file name, else 8).",
     ),
-    click.option("--fps", type=float, help="Frame rate (default: from the file name or header, else 30)."),
+    click.option(
+        "--fps", type=Real(min=0, min_open=True), help="Frame rate (default: from the file name or header, else 30)."
+    ),
 )
 
 frame_options = _stack(
-    click.option("--frames", type=click.IntRange(min=1), help="Number of frames to use (default: all)."),
-    click.option("--start", type=click.IntRange(min=0), default=0, show_default=True, help="First frame."),
+    click.option("--frames", type=POSITIVE, help="Number of frames to use (default: all)."),
+    click.option("--start", type=COUNT, default=0, show_default=True, help="First frame."),
     click.option(
         "--frame-step",
-        type=click.IntRange(min=1),
+        type=POSITIVE,
         default=1,
         show_default=True,
         help="Use every N-th frame (all-intra: only those frames are encoded).",
@@ -46,7 +91,7 @@ encoder_options = _stack(
     click.option(
         "--qp",
         "qps",
-        type=int,
+        type=QP,
         multiple=True,
         metavar="QP",
         help=f"QP, repeatable (default: {' '.join(map(str, STANDARD_QPS))}).",
@@ -107,10 +152,10 @@ def verbosity(f):
 
 
 rdn_options = _stack(
-    click.option("--blocks", type=int, default=4, show_default=True, help="Residual dense blocks."),
-    click.option("--layers", type=int, default=6, show_default=True, help="Dense conv layers per block."),
-    click.option("--growth", type=int, default=24, show_default=True, help="Growth rate (channels per layer)."),
-    click.option("--features", type=int, default=32, show_default=True, help="Feature channels."),
+    click.option("--blocks", type=POSITIVE, default=4, show_default=True, help="Residual dense blocks."),
+    click.option("--layers", type=POSITIVE, default=6, show_default=True, help="Dense conv layers per block."),
+    click.option("--growth", type=POSITIVE, default=24, show_default=True, help="Growth rate (channels per layer)."),
+    click.option("--features", type=POSITIVE, default=32, show_default=True, help="Feature channels."),
     click.option("--qp-map", is_flag=True, help="QP as an extra input plane (one model for all QPs)."),
     click.option("--separable", is_flag=True, help="Depthwise 3x3 + pointwise 1x1 in place of each inner 3x3."),
     click.option(
@@ -126,98 +171,78 @@ rdn_options = _stack(
 def rdn_config(blocks: int, layers: int, growth: int, features: int, qp_map: bool, separable: bool, head: str):
     from codecnn.models import RDNConfig
 
-    return RDNConfig(blocks, layers, growth, features, qp_map, separable, head)
+    return RDNConfig(
+        num_blocks=blocks,
+        num_layers=layers,
+        growth=growth,
+        num_features=features,
+        qp_map=qp_map,
+        separable=separable,
+        head=head,
+    )
 
 
 train_options = _stack(
     click.option("--data", required=True, type=click.Path(), help="Dataset from codecnn make-dataset."),
     click.option("--out", required=True, type=click.Path(), help="Run folder: checkpoints, log.jsonl, curves.png."),
-    click.option("--steps", type=click.IntRange(min=1), help="Training steps (or --epochs)."),
-    click.option("--epochs", type=float, help="Training epochs over the train split (or --steps)."),
-    click.option("--time-limit", type=float, metavar="SECONDS", help="Stop (and checkpoint) after this long."),
-    click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True, help="Global batch size."),
+    click.option("--steps", type=POSITIVE, help="Training steps (or --epochs, not both)."),
+    click.option("--epochs", type=Real(min=0, min_open=True), help="Epochs over the train split (or --steps)."),
     click.option(
-        "--patch",
-        type=click.IntRange(min=0),
-        default=64,
-        show_default=True,
-        help="Random crops of this size, 8x8-grid aligned (0: whole CTUs).",
+        "--time-limit",
+        type=Real(min=0, min_open=True),
+        metavar="SECONDS",
+        help="Stop (and checkpoint) after this long.",
     ),
-    click.option("--lr", type=float, default=2e-4, show_default=True, help="Adam learning rate."),
-    click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine", show_default=True),
-    click.option(
-        "--loss",
-        type=click.Choice(["l1", "l2", "gain"]),
-        default="l1",
-        show_default=True,
-        help="gain: minus the per-patch PSNR gain over the reconstruction (balances QPs).",
-    ),
+    click.option("--batch", type=POSITIVE, default=16, show_default=True, help="Global batch size."),
+    click.option("--lr", type=Real(min=0, min_open=True), default=2e-4, show_default=True, help="Adam learning rate."),
+    click.option("--schedule", type=click.Choice(SCHEDULES), default="cosine", show_default=True),
     click.option("--seed", type=int, default=0, show_default=True),
-    click.option("--val-every", type=click.IntRange(min=1), default=500, show_default=True),
-    click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True),
-    click.option("--ema", type=float, default=0.0, show_default=True, help="EMA decay of the weights (0: off)."),
+    click.option("--val-every", type=POSITIVE, default=500, show_default=True),
+    click.option("--log-every", type=POSITIVE, default=10, show_default=True),
+    click.option(
+        "--ema",
+        type=Real(min=0, max=1, max_open=True),
+        default=0.0,
+        show_default=True,
+        help="EMA decay of the weights (0: off).",
+    ),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N."),
     click.option("--no-amp", is_flag=True, help="No bf16 autocast on CUDA."),
     click.option(
         "--no-channels-last", is_flag=True, help="Keep NCHW tensors (channels_last is faster on GPU and CPU)."
     ),
     click.option("--compile", "compile_", is_flag=True, help="torch.compile the model."),
-    click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="DataLoader workers."),
-    click.option("--qp", "qps", type=int, multiple=True, help="Train a per-QP model on these QPs only."),
-    click.option("--no-augment", is_flag=True, help="No random flips."),
+    click.option("--workers", type=COUNT, default=2, show_default=True, help="DataLoader workers."),
+    click.option("--qp", "qps", type=QP, multiple=True, help="Train on these QPs only (a per-QP model)."),
     click.option("--resume", is_flag=True, help="Continue the run in --out from last.pt."),
 )
 
+restoration_train_options = _stack(
+    click.option(
+        "--patch",
+        type=COUNT,
+        default=64,
+        show_default=True,
+        help="Random crops of this size, a multiple of 8 (0: whole CTUs).",
+    ),
+    click.option(
+        "--loss",
+        type=click.Choice(LOSSES),
+        default="l1",
+        show_default=True,
+        help="gain: minus the per-patch PSNR gain over the reconstruction (balances QPs).",
+    ),
+    click.option("--no-augment", is_flag=True, help="No random flips."),
+)
 
-def train_config(
-    data,
-    out,
-    steps,
-    epochs,
-    time_limit,
-    batch,
-    patch,
-    lr,
-    schedule,
-    loss,
-    seed,
-    val_every,
-    log_every,
-    ema,
-    device,
-    no_amp,
-    no_channels_last,
-    compile_,
-    workers,
-    qps,
-    no_augment,
-    resume,
-    progress: bool,
-):
-    from codecnn.train.trainer import TrainConfig
 
+def train_config(*, no_amp: bool, no_channels_last: bool, compile_: bool, qps, no_augment: bool = False, **kw):
+    """A :class:`codecnn.train.trainer.TrainConfig` from the training options (keywords only)."""
     return TrainConfig(
-        data,
-        out,
-        steps,
-        epochs,
-        time_limit,
-        batch,
-        patch,
-        lr,
-        schedule,
-        loss,
-        seed,
-        val_every,
-        log_every,
-        ema,
-        device,
-        not no_amp,
-        not no_channels_last,
-        compile_,
-        workers,
-        tuple(qps),
-        not no_augment,
-        resume,
-        progress,
+        amp=not no_amp,
+        channels_last=not no_channels_last,
+        compile=compile_,
+        qps=tuple(qps),
+        augment=not no_augment,
+        **kw,
     )

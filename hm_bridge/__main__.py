@@ -6,12 +6,13 @@ import json
 
 import click
 
-from codecnn.cli import UserError, _Group
+from codecnn.cli import CodecnnGroup, UserError
 from codecnn.cli import export as codecnn_export
 from codecnn.errors import CodecnnError
+from codecnn.options import CTU_SIZE, IntChoice
 
 
-@click.group(cls=_Group)
+@click.group(cls=CodecnnGroup)
 def main():
     """Carry codecnn networks into the HEVC reference software (HM)."""
 
@@ -25,8 +26,8 @@ main.add_command(codecnn_export, "export")  # the same command as `codecnn expor
 @click.option("--log", "log_path", required=True, type=click.Path(), help="HM's encoder log.")
 @click.option("--model", required=True, type=click.Path(), help="A .cnnw model.")
 @click.option("--size", metavar="WxH", help="Geometry (default: from the file name).")
-@click.option("--bit-depth", type=int)
-@click.option("--ctu", type=int, default=128, show_default=True)
+@click.option("--bit-depth", type=IntChoice((8, 10)), help="Sample bit depth (default: from the file name, else 8).")
+@click.option("--ctu", type=CTU_SIZE, default=128, show_default=True, help="CTU size the model filters by.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def gain(orig, recon, log_path, model, size, bit_depth, ctu, as_json):
     """Per-frame and average luma PSNR of HM's recon and of the filtered recon (HM's bits and PSNR)."""

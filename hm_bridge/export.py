@@ -7,8 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from codecnn.data.ctu import tile_plane
 from codecnn.errors import CodecnnError
-from hm_bridge.format import Graph, graph_from_rdn, read_cnnw, run_graph, tile_plane, write_cnnw
+from codecnn.files import atomic_write_bytes
+from codecnn.yuv import sample_peak
+from hm_bridge.format import Graph, graph_from_rdn, run_graph, write_cnnw
 
 GRAPH_BUILDERS = {"rdn": graph_from_rdn}
 
@@ -22,9 +25,13 @@ def export_checkpoint(
 ) -> tuple[Path, dict | None]:
     """Write the (EMA, where kept) weights of a restoration checkpoint as a ``.cnnw`` file.
 
-    With ``int16``, the scales are calibrated on real CTUs (``calib``, else the checkpoint's training
-    dataset; val split first) and the returned report gives the Y-PSNR of the int16 and the float model
-    on them and the loss in dB (above ``MAX_LOSS_DB`` the caller should warn)."""
+    The returned report is measured on real CTUs (``calib``, else the checkpoint's training dataset; val
+    split first): ``max_change``, the largest absolute change (in integer sample units) the exported
+    network makes to a sample, and ``identity``, true when it changes none (an untrained network, whose
+    every encoder/decoder check passes trivially). With ``int16`` the scales are calibrated on these CTUs
+    and the report also gives the Y-PSNR of the int16 and the float model on them and the loss in dB
+    (above ``MAX_LOSS_DB`` the caller should warn). A float export without CTUs at hand returns no
+    report (None); an int16 one refuses."""
     from codecnn.train.checkpoint import load_model
 
     model, ckpt = load_model(checkpoint, task="ctu-restoration")
@@ -33,31 +40,38 @@ def export_checkpoint(
         raise CodecnnError(f"{checkpoint}: no .cnnw export for architecture {ckpt['arch']!r}")
     g = builder(model)
     g.header["checkpoint_step"] = ckpt.get("step")
-    if not int16:
-        return write_cnnw(g, out), None
-    from hm_bridge.fixed import quantise_graph, run_int_graph
-
     data = calib or (ckpt.get("dataset") or {}).get("path")
     if not data or not Path(data).is_file():
+        if not int16:
+            return write_cnnw(g, out), None
         raise CodecnnError("int16 export needs real CTUs to calibrate on: pass --calib DATA.h5 (a codecnn dataset)")
     inputs, targets, qps, bds = calibration_ctus(data)
-    peaks = ((1 << bds) - 1).astype(np.float32)
-    q = quantise_graph(g, inputs.astype(np.float32) / peaks[:, None, None], qps)
+    peaks = sample_peak(bds).astype(np.float32)
+    from hm_bridge.fixed import quantise_graph, run_int_graph
+
+    q = None
+    if int16:
+        q = quantise_graph(g, inputs.astype(np.float32) / peaks[:, None, None], qps)
     c = int(g.header["context"])
     err_f = err_q = 0.0
+    change_f = change_q = 0
     for x, t, qp, bd, pk in zip(inputs, targets, qps, bds, peaks, strict=False):
+        centre = x[c:-c, c:-c].astype(np.int64)
         res = run_graph(g, (x.astype(np.float32) / pk)[None], qp)[0]
         fl = np.rint(np.clip(x[c:-c, c:-c] / pk + res, 0, 1) * pk)
-        iq = run_int_graph(q, x, int(bd), int(qp))
         err_f += float(np.mean((fl - t) ** 2) / pk**2)
-        err_q += float(np.mean((iq - t.astype(np.int64)) ** 2) / pk**2)
-    report = {
-        "ctus": len(inputs),
-        "psnr_float": -10 * np.log10(err_f / len(inputs)),
-        "psnr_int16": -10 * np.log10(err_q / len(inputs)),
-        "calibration": str(data),
-    }
+        change_f = max(change_f, int(np.abs(fl - centre).max()))
+        if q is not None:
+            iq = run_int_graph(q, x, int(bd), int(qp))
+            err_q += float(np.mean((iq - t.astype(np.int64)) ** 2) / pk**2)
+            change_q = max(change_q, int(np.abs(iq - centre).max()))
+    report = {"ctus": len(inputs), "psnr_float": -10 * np.log10(err_f / len(inputs)), "calibration": str(data)}
+    if q is None:
+        report.update(max_change=change_f, identity=change_f == 0)
+        return write_cnnw(g, out), report
+    report["psnr_int16"] = -10 * np.log10(err_q / len(inputs))
     report["loss_db"] = report["psnr_float"] - report["psnr_int16"]
+    report.update(max_change=change_q, identity=change_q == 0)
     q.header["int16_report"] = report
     return write_cnnw(q, out), report
 
@@ -89,18 +103,14 @@ def filter_plane_cnnw(graph: Graph, plane: np.ndarray, bit_depth: int, qp: int =
     """The float ``.cnnw`` network on a luma plane, CTU by CTU, exactly as ``cnnw.h``'s ``filterPlane``
     (edge-replicated context, round half to even, clip); the Python reference of the C++ path."""
     c = int(graph.header["context"])
-    peak = np.float32((1 << bit_depth) - 1)
+    peak = np.float32(sample_peak(bit_depth))
 
     def one(tile):
         t = tile.astype(np.float32) / peak
         res = run_graph(graph, t[None], qp)[0]
         return np.rint(np.clip(t[c : t.shape[0] - c, c : t.shape[1] - c] + res, 0, 1) * peak).astype(plane.dtype)
 
-    return tile_plane(plane, c, ctu, one)
-
-
-def load_cnnw(path: str | os.PathLike) -> Graph:
-    return read_cnnw(path)
+    return tile_plane(plane, ctu, c, lambda tiles: [one(t) for t in tiles])
 
 
 def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, tol: float = 1e-4) -> dict:
@@ -124,7 +134,7 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, tol: floa
     data = (ckpt.get("dataset") or {}).get("path")
     if data and Path(data).is_file():
         inp, _, qps, bds = calibration_ctus(data, 2)
-        x = torch.from_numpy(inp.astype(np.float32) / ((1 << bds) - 1)[:, None, None])[:, None]
+        x = torch.from_numpy(inp.astype(np.float32) / sample_peak(bds)[:, None, None])[:, None]
         qp = torch.from_numpy(qps.astype(np.float32))
     else:
         x, qp = (
@@ -150,8 +160,5 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, tol: floa
     err = float(np.abs(got - want).max())
     if err > tol:
         raise CodecnnError(f"the ONNX model differs from PyTorch by {err:.2e} (> {tol:g}); not written")
-    p = Path(out)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, p)
+    p = atomic_write_bytes(out, buf.getvalue())
     return {"path": str(p), "max_abs_diff": err, "onnxruntime": ort.__version__}

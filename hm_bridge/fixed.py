@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from codecnn.data.ctu import tile_plane
 from codecnn.errors import CodecnnError
-from hm_bridge.format import ADD, CONCAT, CONV2D, CROP, INPUT, QP_PLANE, RELU, Graph, run_graph, tile_plane
+from codecnn.hevc import QP_SCALE
+from codecnn.yuv import sample_peak
+from hm_bridge.format import ADD, CONCAT, CONV2D, CROP, INPUT, QP_PLANE, RELU, Graph, run_graph
 
 I16_MIN, I16_MAX = -32768, 32767
 HEADROOM = 1.5  # calibrated range x this must fit in int16
@@ -140,7 +143,7 @@ def _conv_int(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int, groups: int
 
 def run_int_graph(g: Graph, samples: np.ndarray, bit_depth: int, qp: int = 0) -> np.ndarray:
     """The exact output samples of an int16 graph on one tile of integer samples (side x side)."""
-    peak = (1 << bit_depth) - 1
+    peak = sample_peak(bit_depth)
     tq = g.tensor_q  # type: ignore[attr-defined]
     vals: list[np.ndarray] = []
     qs: list[int] = []
@@ -150,7 +153,7 @@ def run_int_graph(g: Graph, samples: np.ndarray, bit_depth: int, qp: int = 0) ->
         if n.op == INPUT:
             v = sat16((np.asarray(samples, np.int64)[None] * (1 << qo) + peak // 2) // peak)
         elif n.op == QP_PLANE:
-            v = np.full_like(ins[0][:1], sat16(np.array((qp * (1 << qo) + 25) // 51)))
+            v = np.full_like(ins[0][:1], sat16(np.array((qp * (1 << qo) + QP_SCALE // 2) // QP_SCALE)))
         elif n.op == CONCAT:
             v = np.concatenate(ins, 0)
         elif n.op == CONV2D:
@@ -180,4 +183,6 @@ def run_int_graph(g: Graph, samples: np.ndarray, bit_depth: int, qp: int = 0) ->
 
 def filter_plane_int(g: Graph, plane: np.ndarray, bit_depth: int, qp: int = 0, ctu: int = 128) -> np.ndarray:
     """An int16 graph on a luma plane, CTU by CTU with edge-replicated context (as ``cnnw.h``)."""
-    return tile_plane(plane, int(g.header["context"]), ctu, lambda tile: run_int_graph(g, tile, bit_depth, qp))
+    return tile_plane(
+        plane, ctu, int(g.header["context"]), lambda tiles: [run_int_graph(g, t, bit_depth, qp) for t in tiles]
+    )

@@ -48,6 +48,8 @@ from pathlib import Path
 import numpy as np
 
 from codecnn.errors import CodecnnError
+from codecnn.files import atomic_write_bytes
+from codecnn.hevc import QP_SCALE
 
 MAGIC = b"CNNW"
 VERSION = 1
@@ -116,7 +118,7 @@ def graph_from_rdn(model) -> Graph:
         h = g.add(ADD, [h, fused])
         outs.append(h)
     gff = conv(conv(g.add(CONCAT, outs), model.gff[0]), model.gff[1])
-    skip = g.add(CROP, [f1], [model._crop]) if model._crop else f1
+    skip = g.add(CROP, [f1], [model.head_crop]) if model.head_crop else f1
     conv(g.add(ADD, [gff, skip]), model.last)  # the global residual, then the last convolution
     return g
 
@@ -142,10 +144,7 @@ def write_cnnw(graph: Graph, path: str | os.PathLike) -> Path:
     for n in graph.nodes:
         buf.write(struct.pack(f"<II{len(n.inputs)}I", n.op, len(n.inputs), *n.inputs))
         buf.write(struct.pack(f"<I{len(n.params)}i", len(n.params), *n.params))
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, p)
-    return p
+    return atomic_write_bytes(p, buf.getvalue())
 
 
 class _Reader:
@@ -231,7 +230,7 @@ def run_graph(g: Graph, x: np.ndarray, qp: float = 0.0, on_node=None) -> np.ndar
         if n.op == INPUT:
             v = torch.from_numpy(np.asarray(x, np.float32))[None]
         elif n.op == QP_PLANE:
-            v = torch.full_like(ins[0][:, :1], qp / 51.0)
+            v = torch.full_like(ins[0][:, :1], qp / QP_SCALE)
         elif n.op == CONCAT:
             v = torch.cat(ins, 1)
         elif n.op == CONV2D:
@@ -252,18 +251,3 @@ def run_graph(g: Graph, x: np.ndarray, qp: float = 0.0, on_node=None) -> np.ndar
         if on_node is not None:
             on_node(len(vals) - 1, v)
     return vals[-1][0].numpy()
-
-
-def tile_plane(plane: np.ndarray, context: int, ctu: int, fn) -> np.ndarray:
-    """Apply ``fn(tile) -> output samples (ctu x ctu)`` CTU by CTU, the context edge-replicated at the
-    picture edges (as ``cnnw.h``'s ``filterPlane`` and codecnn's datasets); same shape and dtype out."""
-    from codecnn.data.ctu import ctu_positions, pad_for_ctus
-
-    h, w = plane.shape
-    out = np.empty_like(plane)
-    padded = pad_for_ctus(plane, ctu, context)
-    side = ctu + 2 * context
-    for y0, x0 in ctu_positions(h, w, ctu):
-        hh, ww = min(ctu, h - y0), min(ctu, w - x0)
-        out[y0 : y0 + hh, x0 : x0 + ww] = fn(padded[y0 : y0 + side, x0 : x0 + side])[:hh, :ww]
-    return out

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from codecnn.encoders.hm import read_hm_log
+from codecnn.encoders.hm import LOG_PSNR_TOLERANCE, read_hm_log
 from codecnn.errors import CodecnnError
 from codecnn.eval.metrics import psnr
-from hm_bridge.export import filter_plane_cnnw, load_cnnw
+from hm_bridge.export import filter_plane_cnnw
+from hm_bridge.format import read_cnnw
 
 
 def hm_gain(
@@ -19,12 +20,12 @@ def hm_gain(
 
     run = next(hm_runs(orig, [recon], [log], size, bit_depth, None))
     hm = read_hm_log(log)
-    graph = load_cnnw(model)
+    graph = read_cnnw(model)
     bd = run.sequence["bit_depth"]
     frames = []
     for (poc, o, r), p in zip(run.frames, hm.pictures, strict=False):
         anchor = psnr(o.y, r.y, bd, convention="hm")
-        if abs(anchor - p.psnr_y) > 5.1e-5:
+        if abs(anchor - p.psnr_y) > LOG_PSNR_TOLERANCE:
             raise CodecnnError(
                 f"{recon} does not match {log}: POC {poc} Y-PSNR {anchor:.4f} here, {p.psnr_y:.4f} in HM's log"
             )

@@ -4,12 +4,15 @@ It copies ``cnnw.h`` and ``codecnn_hm.h`` into ``source/Lib/TLibCommon`` (alread
 so no build file changes) and inserts, each line marked ``// codecnn hm_bridge``:
 
 * ``TEncGOP.cpp``: after SAO, before ``pcPic->compressMotion();`` (and so before the PSNR and before the
-  picture serves as a reference), a call to ``codecnn_hm::filterLuma`` on the reconstruction;
-* ``TDecGop.cpp``: the same call at the same point of ``filterPicture``;
+  picture serves as a reference), a call to ``codecnn_hm::filterLuma`` on the reconstruction; when it
+  fails (the model cannot be loaded, or filtering fails) that line prints the message and stops HM;
+* ``TDecGop.cpp``: the same line at the same point of ``filterPicture``;
 * ``TAppEncCfg.cpp`` and ``TAppDecCfg.cpp``: the option ``--CnnModel`` (the model path; empty = off).
 
-It is idempotent (marked lines are not inserted twice) and refuses, changing nothing, when an
-expected line is not found. Nothing of HM is stored in codecnn: only these inserted lines.
+It is idempotent (marked lines are not inserted twice; marked lines of an older hm_bridge are brought
+up to date; a file whose content would not change, the two headers included, is not rewritten, so a
+second run does not make HM rebuild) and refuses, changing nothing, when an expected line is not found.
+Nothing of HM is stored in codecnn: only these inserted lines.
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ MARK = "// codecnn hm_bridge"
 CPP = Path(__file__).resolve().parent / "cpp"
 INCLUDE = f'#include "TLibCommon/codecnn_hm.h"  {MARK}'
 CALL = (
-    "codecnn_hm::filterLuma(pcPic->getPicYuvRec()->getAddr(COMPONENT_Y), "
+    "{ std::string cnnError; if (!codecnn_hm::filterLuma(pcPic->getPicYuvRec()->getAddr(COMPONENT_Y), "
     "pcPic->getPicYuvRec()->getStride(COMPONENT_Y), pcPic->getPicYuvRec()->getWidth(COMPONENT_Y), "
     "pcPic->getPicYuvRec()->getHeight(COMPONENT_Y), pcSlice->getSPS()->getBitDepth(CHANNEL_TYPE_LUMA), "
-    f"pcPic->getSlice(0)->getSliceQp());  {MARK}"
+    'pcPic->getSlice(0)->getSliceQp(), cnnError)) { std::fprintf(stderr, "\\nERROR: codecnn: %s\\n", '
+    f"cnnError.c_str()); std::exit(EXIT_FAILURE); }} }}  {MARK}"
 )
 OPTION = (
     '("CnnModel", codecnn_hm::modelPath(), std::string(""), "codecnn .cnnw luma filter applied after SAO '
@@ -73,8 +77,11 @@ EDITS = (
 def _plan(text: str, e: Edit, name: str) -> str:
     """The edited text of one file, or an error naming the missing anchor."""
     lines = text.split("\n")
-    if MARK in text:
-        return text
+    if MARK in text:  # patched before: the marked lines as this version writes them
+        for i, ln in enumerate(lines):
+            if MARK in ln and ln.strip() != INCLUDE:
+                lines[i] = re.match(r"^\s*", ln).group(0) + e.line
+        return "\n".join(lines)
     inc = [i for i, ln in enumerate(lines) if ln.strip() == e.after_include]
     if len(inc) != 1:
         raise CodecnnError(
@@ -111,8 +118,14 @@ def patch_hm(hm_dir: str | os.PathLike) -> list[str]:
         planned[p] = (text, _plan(text, e, e.file))  # every file is checked before any is written
     done = []
     for name in ("cnnw.h", "codecnn_hm.h"):
-        shutil.copy(CPP / name, src / "Lib" / "TLibCommon" / name)
-    done.append("copied cnnw.h and codecnn_hm.h into source/Lib/TLibCommon")
+        dst = src / "Lib" / "TLibCommon" / name
+        if dst.is_file() and dst.read_bytes() == (CPP / name).read_bytes():
+            done.append(f"{dst.relative_to(root)}: up to date")  # untouched: no new mtime, no HM rebuild
+            continue
+        tmp = dst.with_name(name + ".codecnn-tmp")
+        shutil.copy(CPP / name, tmp)
+        os.replace(tmp, dst)
+        done.append(f"{dst.relative_to(root)}: copied")
     for p, (old, new) in planned.items():
         if new == old:
             done.append(f"{p.relative_to(root)}: already patched")

@@ -23,6 +23,24 @@ from hm_bridge.format import graph_from_rdn, read_cnnw, run_graph, write_cnnw
 CPP = Path(__file__).resolve().parent.parent / "hm_bridge" / "cpp"
 GXX = shutil.which("g++")
 needs_gxx = pytest.mark.skipif(GXX is None, reason="needs a C++ compiler (g++) to build hm_bridge/cpp")
+COMPILERS = ("g++", "clang++")  # clang++ where installed: its warnings differ from g++'s
+STRICT = ["-std=c++11", "-Wall", "-Wextra", "-Wshadow", "-Werror"]  # what HM builds with, and more
+
+
+def _compiler(name):
+    exe = shutil.which(name)
+    if exe is None:
+        pytest.skip(f"{name} is not installed: this variant of the C++ builds is not run")
+    return exe
+
+
+def _build(compiler, opts, source, exe, include=()):
+    """Compile one C++ file with the strict warning flags (every warning an error); the compiler's
+    message on failure."""
+    cmd = [compiler, *STRICT, *opts, *(f"-I{d}" for d in include), "-o", str(exe), str(source)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stderr[-3000:]}"
+    return exe
 
 
 def _model(qp_map=False, separable=False, seed=0):
@@ -50,33 +68,24 @@ def checkpoint(tmp_path_factory):
     return p
 
 
-@pytest.fixture(scope="module")
-def tool(tmp_path_factory):
-    if GXX is None:
-        pytest.skip("needs a C++ compiler (g++)")
+@pytest.fixture(scope="module", params=COMPILERS)
+def tool(request, tmp_path_factory):
+    cxx = _compiler(request.param)
     d = tmp_path_factory.mktemp("cpp")
     out = {}
     opts = ["-O0", "-O3"]
     if _cpu_has("avx2", "fma"):  # the vector kernels of cnnw.h
         opts.append("-O3 -mavx2 -mfma")
     for opt in opts:
-        exe = d / f"cnnw_tool{opt.replace(' ', '')}"
-        subprocess.run(
-            [
-                GXX,
-                "-std=c++11",
-                *opt.split(),
-                "-Wall",
-                "-Wextra",
-                "-Werror",
-                "-o",
-                str(exe),
-                str(CPP / "cnnw_tool.cpp"),
-            ],
-            check=True,
-        )
-        out[opt] = exe
+        out[opt] = _build(cxx, opt.split(), CPP / "cnnw_tool.cpp", d / f"cnnw_tool{opt.replace(' ', '')}")
     return out
+
+
+@pytest.fixture(scope="module", params=COMPILERS)
+def load_check(request, tmp_path_factory):
+    """cnnw_load_check, built with the strict flags (by g++, and clang++ where installed)."""
+    cxx = _compiler(request.param)
+    return _build(cxx, ["-O1"], CPP / "cnnw_load_check.cpp", tmp_path_factory.mktemp("lc") / "check")
 
 
 def _cpu_has(*flags):
@@ -164,7 +173,7 @@ def test_loader_survives_truncated_and_flipped_files_under_asan(checkpoint, tmp_
     r = subprocess.run(
         [
             GXX,
-            "-std=c++11",
+            *STRICT,
             "-O1",
             "-g",
             "-fsanitize=address,undefined",
@@ -177,6 +186,7 @@ def test_loader_survives_truncated_and_flipped_files_under_asan(checkpoint, tmp_
         text=True,
     )
     if r.returncode != 0:
+        assert "[-W" not in r.stderr, r.stderr[-3000:]  # a warning (an error under -Werror) fails; no ASan skips
         pytest.skip(f"cannot build with -fsanitize=address: {r.stderr[-300:]}")
     good = tmp_path / "m.cnnw"
     CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(good)])
@@ -202,6 +212,44 @@ def test_loader_survives_truncated_and_flipped_files_under_asan(checkpoint, tmp_
     assert len(lines) == len(files) and lines[0] == "OK"
     assert all(line != "OK" for line in lines[1:62])  # every truncation is refused
     assert any("truncated" in line for line in lines) and any("bad magic" in line for line in lines)
+
+
+def _with_header(data: bytes, header: str) -> bytes:
+    """A .cnnw file with its JSON header replaced by ``header`` (the rest byte for byte)."""
+    hlen = int.from_bytes(data[12:16], "little")
+    h = header.encode()
+    return data[:12] + len(h).to_bytes(4, "little") + h + data[16 + hlen :]
+
+
+def test_cpp_reads_the_json_header_whatever_its_whitespace(load_check, checkpoint, tmp_path):
+    """The C++ loader reads the header's top-level "arch" and "context" as JSON, not as a substring that
+    depends on Python's json.dumps separators: any whitespace passes, a key nested in "config" does not count."""
+    good = tmp_path / "m.cnnw"
+    CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(good)])
+    data = good.read_bytes()
+    head = json.loads(data[16 : 16 + int.from_bytes(data[12:16], "little")])
+    no_arch = {k: v for k, v in head.items() if k != "arch"}
+    no_context = {k: v for k, v in head.items() if k != "context"}
+    cases = [
+        (json.dumps(head), "OK"),
+        (json.dumps(head, separators=(",", ":")), "OK"),
+        (json.dumps(head, indent="\t"), "OK"),
+        ("\r\n " + json.dumps(head, separators=(" ,\n", " :\t")) + " \n", "OK"),
+        (json.dumps(dict(head, note='"arch": "x", "context": 99 {[')), "OK"),  # escapes and brackets in strings
+        (json.dumps(dict(head, arch="rdn2")), "unknown architecture in header"),
+        (json.dumps(dict(no_arch, config=dict(head["config"], arch="rdn"))), "unknown architecture in header"),
+        (json.dumps(dict(no_context, config=dict(head["config"], context=2))), "header lacks a context"),
+        (json.dumps(dict(head, context="2")), "header lacks a context"),
+        ('{"arch": "rdn", "context": 2', "header lacks a context"),
+        (json.dumps(head) + " {}", "header lacks a context"),
+        ("", "header lacks a context"),
+    ]
+    files = []
+    for i, (text, _) in enumerate(cases):
+        files.append(tmp_path / f"h{i}.cnnw")
+        files[-1].write_bytes(_with_header(data, text))
+    r = subprocess.run([str(load_check), *map(str, files)], capture_output=True, text=True, check=True)
+    assert [ln.rsplit(".cnnw: ", 1)[-1] for ln in r.stdout.splitlines()] == [want for _, want in cases]
 
 
 def test_python_reader_refuses_damaged_files(checkpoint, tmp_path):
@@ -320,6 +368,145 @@ def test_cpp_int16_equals_python_twin(tool, int16_model, tmp_path, bit_depth):
             np.testing.assert_array_equal(luma[k], twin[k], err_msg=f"{opt} frame {k}")
 
 
+GLUE = r"""// HM's types as far as the line patch-hm inserts uses them (written here, not copied from HM).
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "TLibCommon/codecnn_hm.h"
+
+typedef short Pel;  // HM 16.x without RExt__HIGH_BIT_DEPTH_SUPPORT
+enum ComponentID { COMPONENT_Y };
+enum ChannelType { CHANNEL_TYPE_LUMA };
+struct TComPicYuv {
+  int width, height, margin, stride;
+  std::vector<Pel> buf;  // the picture inside a margin, as HM's
+  TComPicYuv(int w, int h)
+      : width(w), height(h), margin(16), stride(w + 32), buf(static_cast<size_t>(w + 32) * (h + 32), -1) {}
+  Pel *getAddr(ComponentID) { return &buf[static_cast<size_t>(margin) * stride + margin]; }
+  int getStride(ComponentID) const { return stride; }
+  int getWidth(ComponentID) const { return width; }
+  int getHeight(ComponentID) const { return height; }
+};
+struct TComSPS {
+  int bitDepth;
+  int getBitDepth(ChannelType) const { return bitDepth; }
+};
+struct TComSlice {
+  TComSPS sps;
+  int qp;
+  const TComSPS *getSPS() const { return &sps; }
+  int getSliceQp() const { return qp; }
+};
+struct TComPic {
+  TComPicYuv *rec;
+  TComSlice *slice;
+  TComPicYuv *getPicYuvRec() { return rec; }
+  TComSlice *getSlice(int) { return slice; }
+};
+
+static void afterSao(TComPic *pcPic, TComSlice *pcSlice) {
+@CALL@
+}
+
+// glue MODEL IN.u8 WIDTH HEIGHT BITDEPTH QP OUT.s16 (MODEL "": none); OUT is the whole buffer, margin included
+int main(int argc, char **argv) {
+  if (argc != 8) return 2;
+  codecnn_hm::modelPath() = argv[1];
+  const int w = std::atoi(argv[3]), h = std::atoi(argv[4]);
+  TComPicYuv rec(w, h);
+  TComSlice slice = {{std::atoi(argv[5])}, std::atoi(argv[6])};
+  TComPic pic = {&rec, &slice};
+  std::FILE *in = std::fopen(argv[2], "rb");
+  if (!in) return 2;
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) rec.getAddr(COMPONENT_Y)[y * rec.stride + x] = static_cast<Pel>(std::fgetc(in));
+  std::fclose(in);
+  afterSao(&pic, &slice);
+  std::FILE *out = std::fopen(argv[7], "wb");
+  std::fwrite(&rec.buf[0], sizeof(Pel), rec.buf.size(), out);
+  std::fclose(out);
+  return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("cxx", COMPILERS)
+def test_hm_glue_filters_and_lets_hm_report_errors(cxx, int16_model, tmp_path):
+    """The line patch-hm inserts into TEncGOP.cpp / TDecGop.cpp, compiled (strict flags) against the copied
+    headers and mock HM types: it filters in place exactly as the int16 twin, leaves the picture alone
+    without a model, and on a bad model prints the message and stops HM with a failure status."""
+    from hm_bridge.__main__ import main
+    from hm_bridge.fixed import filter_plane_int
+
+    compiler = _compiler(cxx)
+    hm = _fake_hm(tmp_path / "HM")
+    r = CliRunner().invoke(main, ["patch-hm", str(hm)])
+    assert r.exit_code == 0, r.output
+    calls = [
+        ln.strip()
+        for f in ("Lib/TLibEncoder/TEncGOP.cpp", "Lib/TLibDecoder/TDecGop.cpp")
+        for ln in (hm / "source" / f).read_text().splitlines()
+        if "codecnn_hm::filterLuma(" in ln
+    ]
+    assert len(calls) == 2 and calls[0] == calls[1]
+    src = tmp_path / "glue.cpp"
+    src.write_text(GLUE.replace("@CALL@", "  " + calls[0]))
+    exe = _build(compiler, ["-O1"], src, tmp_path / "glue", include=[hm / "source" / "Lib"])
+    plane = RawYuvReader(HM / "carphone" / "lf" / "qp27" / "recon.yuv", 176, 144).read(1).y
+    raw = tmp_path / "in.u8"
+    plane.astype(np.uint8).tofile(raw)
+
+    def run(model):
+        out = tmp_path / "out.s16"
+        res = subprocess.run(
+            [str(exe), str(model), str(raw), "176", "144", "8", "27", str(out)], capture_output=True, text=True
+        )
+        buf = np.fromfile(out, np.int16).reshape(144 + 32, 176 + 32) if res.returncode == 0 else None
+        if buf is not None:  # HM's margin is not touched
+            assert (buf[:16] == -1).all() and (buf[-16:] == -1).all() and (buf[:, :16] == -1).all()
+            assert (buf[:, -16:] == -1).all()
+            buf = buf[16:-16, 16:-16]
+        return res, buf
+
+    res, got = run(int16_model)
+    assert res.returncode == 0 and "codecnn: luma filter" in res.stdout, res.stderr
+    np.testing.assert_array_equal(got, filter_plane_int(read_cnnw(int16_model), plane, 8, 27))
+    assert (got != plane).any()
+    res, got = run("")
+    assert res.returncode == 0 and res.stdout == "" and res.stderr == ""
+    np.testing.assert_array_equal(got, plane)
+    res, _ = run(tmp_path / "missing.cnnw")
+    assert res.returncode == 1 and "ERROR: codecnn: cannot use --CnnModel" in res.stderr
+    assert "cannot open the model file" in res.stderr
+    bad = tmp_path / "bad.cnnw"
+    bad.write_bytes(int16_model.read_bytes()[:100])
+    res, _ = run(bad)
+    assert res.returncode == 1 and "truncated" in res.stderr, res.stderr
+
+
+def test_export_reports_max_change_and_identity(checkpoint, restoration_h5, tmp_path):
+    """The export report says how far the network moves samples: an untrained (identity) network is flagged."""
+    from hm_bridge.export import export_checkpoint
+
+    _, rep = export_checkpoint(checkpoint, tmp_path / "f.cnnw", calib=restoration_h5)
+    assert rep["ctus"] > 0 and rep["max_change"] >= 1 and rep["identity"] is False
+    assert isinstance(rep["max_change"], int)
+    _, rep16 = export_checkpoint(checkpoint, tmp_path / "q.cnnw", int16=True, calib=restoration_h5)
+    assert rep16["max_change"] >= 1 and rep16["identity"] is False and abs(rep16["max_change"] - rep["max_change"]) <= 2
+    assert read_cnnw(tmp_path / "q.cnnw").header["int16_report"]["max_change"] == rep16["max_change"]
+    assert export_checkpoint(checkpoint, tmp_path / "n.cnnw")[1] is None  # no CTUs at hand: nothing measured
+    m = _model(qp_map=True)
+    torch.nn.init.zeros_(m.last.weight)  # as RDN initialises it: the untrained network is the identity
+    ident = tmp_path / "ident.pt"
+    save_checkpoint(
+        ident, {"task": "ctu-restoration", "arch": "rdn", "config": m.config.__dict__, "state_dict": m.state_dict()}
+    )
+    for int16 in (False, True):
+        _, r = export_checkpoint(ident, tmp_path / f"i{int16}.cnnw", int16=int16, calib=restoration_h5)
+        assert r["max_change"] == 0 and r["identity"] is True, (int16, r)
+
+
 def test_onnx_export_checked_with_onnxruntime(checkpoint, tmp_path):
     pytest.importorskip("onnxruntime", reason="needs onnxruntime (pip install 'codecnn[onnx]')")
     import onnxruntime as ort
@@ -382,3 +569,30 @@ def test_patch_hm_is_idempotent_and_refuses_unknown_sources(tmp_path):
     assert (other / "source/Lib/TLibEncoder/TEncGOP.cpp").read_text() == untouched  # nothing half-done
     r = CliRunner().invoke(main, ["patch-hm", str(tmp_path)])
     assert r.exit_code == 2 and "not an HM checkout" in r.output
+
+
+def test_patch_hm_second_run_touches_nothing(tmp_path):
+    """A second run rewrites no file (same mtimes: no HM rebuild); lines of an older hm_bridge are updated."""
+    from hm_bridge.__main__ import main
+
+    hm = _fake_hm(tmp_path / "HM")
+    r = CliRunner().invoke(main, ["patch-hm", str(hm)])
+    assert r.exit_code == 0, r.output
+    files = [*(hm / "source").rglob("*.cpp"), *(hm / "source/Lib/TLibCommon").glob("*.h")]
+    assert len(files) == 6
+    subprocess.run(["touch", "-d", "@1000000000", *map(str, files)], check=True)  # as after an old build
+    before = {p: p.stat().st_mtime_ns for p in files}
+    r = CliRunner().invoke(main, ["patch-hm", str(hm)])
+    assert r.exit_code == 0 and "up to date" in r.output and "copied" not in r.output, r.output
+    assert {p: p.stat().st_mtime_ns for p in files} == before
+    enc = hm / "source/Lib/TLibEncoder/TEncGOP.cpp"
+    text = enc.read_text()
+    new_call = next(ln for ln in text.splitlines() if "filterLuma(" in ln)
+    old_call = "    codecnn_hm::filterLuma(a, b, c, d, e, f);  // codecnn hm_bridge"  # the void call of before
+    enc.write_text(text.replace(new_call, old_call))
+    (hm / "source/Lib/TLibCommon/cnnw.h").write_text("// an older cnnw.h\n")
+    r = CliRunner().invoke(main, ["patch-hm", str(hm)])
+    assert r.exit_code == 0, r.output
+    assert (
+        enc.read_text() == text and (hm / "source/Lib/TLibCommon/cnnw.h").read_bytes() == (CPP / "cnnw.h").read_bytes()
+    )

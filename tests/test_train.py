@@ -96,7 +96,7 @@ def test_resume_equals_uninterrupted(restoration_h5, tmp_path):
     common = ("--steps", "6", "--lr", "1e-3", "--ema", "0.9", "--val-every", "3")
     a, b = tmp_path / "a", tmp_path / "b"
     assert CliRunner().invoke(cli, _args(restoration_h5, a, *common)).exit_code == 0
-    r = CliRunner().invoke(cli, _args(restoration_h5, b, *common, "--time-limit", "0"))  # stops after step 1
+    r = CliRunner().invoke(cli, _args(restoration_h5, b, *common, "--time-limit", "1e-9"))  # stops after step 1
     assert r.exit_code == 0 and "time-limit" in r.output, r.output
     assert load_checkpoint(b / "last.pt")["step"] == 1
     r = CliRunner().invoke(cli, _args(restoration_h5, b, *common))
@@ -180,7 +180,25 @@ def test_bad_input(restoration_h5, tmp_path):
     r = CliRunner().invoke(cli, _args(other, tmp_path / "o", "--steps", "1"))
     assert r.exit_code == 2 and "not a codecnn ctu-restoration dataset" in r.output
     r = CliRunner().invoke(cli, [*_args(restoration_h5, tmp_path / "o", "--steps", "1"), "--blocks", "0"])
-    assert r.exit_code == 2 and "--blocks must be a positive integer" in r.output
+    assert r.exit_code == 2 and "'--blocks': 0 is not in the range x>=1" in r.output
+    with pytest.raises(CodecnnError, match="--blocks must be a positive integer"):  # the library's own check
+        RDNConfig(num_blocks=0)
+    for bad, message in [
+        (("--steps", "1", "--epochs", "1"), "--steps and --epochs both"),
+        (("--steps", "1", "--lr", "nan"), "'nan' is not a finite number"),
+        (("--steps", "1", "--lr", "inf"), "'inf' is not a finite number"),
+        (("--steps", "1", "--time-limit", "-5"), "'--time-limit': -5.0 is not in the range x>0"),
+        (("--epochs", "0"), "'--epochs': 0.0 is not in the range x>0"),
+        (("--steps", "1", "--ema", "1"), "'--ema': 1.0 is not in the range 0<=x<1"),
+        (("--steps", "1", "--qp", "52"), "'--qp': 52 is not in the range 0<=x<=51"),
+    ]:
+        r = CliRunner().invoke(cli, _args(restoration_h5, tmp_path / "o", *bad))
+        assert r.exit_code == 2 and message in r.output and len(r.output.strip().splitlines()) == 1, (bad, r.output)
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(CodecnnError, match="--loss 'l3'"):
+        TrainConfig(data="d.h5", out="o", steps=1, loss="l3")
+    with pytest.raises(ValueError, match="unknown loss 'l3'"):
+        masked_loss(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2), "l3")
     r = CliRunner().invoke(cli, _args(restoration_h5, tmp_path / "o"))
     assert r.exit_code == 2 and "--steps N or --epochs E" in r.output
     r = CliRunner().invoke(cli, _args(restoration_h5, tmp_path / "o", "--steps", "1", "--patch", "30"))

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from codecnn.data import schema
+from codecnn.data.ctu import CTU_SIZES
 from codecnn.encoders import STANDARD_QPS, check_qp, make_encoder
 from codecnn.errors import CodecnnError
 from codecnn.files import atomic_write, atomic_write_text
@@ -65,8 +66,8 @@ class BuildOptions:
             check_qp(qp)
         if len(set(self.qps)) != len(self.qps):
             raise CodecnnError(f"--qp values repeat: {list(self.qps)}")
-        if self.ctu not in (16, 32, 64, 128, 256):
-            raise CodecnnError(f"--ctu {self.ctu}: use 16, 32, 64, 128 or 256")
+        if self.ctu not in CTU_SIZES:
+            raise CodecnnError(f"--ctu {self.ctu}: use one of {', '.join(map(str, CTU_SIZES))}")
         if not 0 <= self.context <= self.ctu // 2:
             raise CodecnnError(f"--context {self.context}: use 0..{self.ctu // 2} pixels")
         if self.frame_step < 1:

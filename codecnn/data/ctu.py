@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+CTU_SIZES = (16, 32, 64, 128, 256)  # what the datasets, inference and cnnw.h accept
+
 
 def ctu_positions(height: int, width: int, ctu: int) -> list[tuple[int, int]]:
     """Top-left (y, x) of every CTU in raster order; the last row/column may stick out of the picture."""

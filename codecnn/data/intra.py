@@ -40,7 +40,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from codecnn.data import schema
-from codecnn.data.schema import SPLIT_CODES, open_dataset_info
+from codecnn.data.schema import SPLIT_CODES, LazyH5, open_dataset_info
 from codecnn.errors import CodecnnError
 from codecnn.files import atomic_write
 from codecnn.yuv import sample_peak
@@ -185,6 +185,15 @@ def write_unit(h5, u, src, recon, res, bar) -> int:
     return total
 
 
+def read_rows(dataset, rows: np.ndarray) -> np.ndarray:
+    """``dataset[rows]`` for sorted row indices, read run by run of consecutive rows (a split's rows are a
+    few long runs, since splits go by sequence): never the whole array of every split."""
+    if len(rows) == 0:
+        return np.empty((0, *dataset.shape[1:]), dataset.dtype)
+    runs = np.split(rows, np.flatnonzero(np.diff(rows) != 1) + 1)
+    return np.concatenate([dataset[int(run[0]) : int(run[-1]) + 1] for run in runs])
+
+
 def canvas(orig: np.ndarray, ref: np.ndarray, n: int, peak) -> np.ndarray:
     """The (..., 3, 2N+1, 2N+1) network input of blocks (see :mod:`codecnn.models.modenet`) from their
     ``orig`` patches (..., 2N+1, 2N+1), linear references ``ref`` (..., 4N+1) and sample peaks."""
@@ -204,7 +213,7 @@ def canvas(orig: np.ndarray, ref: np.ndarray, n: int, peak) -> np.ndarray:
     return c
 
 
-class IntraModeDataset(Dataset):
+class IntraModeDataset(LazyH5, Dataset):
     """Blocks of one split of an intra-modes dataset, indexed by ``(block_size, row)``."""
 
     def __init__(self, path: str | os.PathLike, split: str | None = "train", qps: tuple[int, ...] | None = None):
@@ -223,17 +232,9 @@ class IntraModeDataset(Dataset):
                         keep &= np.isin(f[g]["qp"][()], list(qps))
                     if keep.any():
                         self.rows[int(g[1:])] = np.flatnonzero(keep)
-        self._h5, self._pid = None, None
 
     def __len__(self) -> int:
         return int(sum(len(r) for r in self.rows.values()))
-
-    def _file(self):
-        import h5py
-
-        if self._h5 is None or self._pid != os.getpid():
-            self._h5, self._pid = h5py.File(self.path, "r"), os.getpid()
-        return self._h5
 
     def __getitem__(self, item) -> dict:
         n, k = item
@@ -252,24 +253,24 @@ class IntraModeDataset(Dataset):
         """Network inputs of all blocks of size ``n``, read in bulk (for evaluation)."""
         g = self._file()[f"n{n}"]
         r = self.rows[n]
-        peak = sample_peak(g["bit_depth"][()][r].astype(np.int64))
+        peak = sample_peak(read_rows(g["bit_depth"], r).astype(np.int64))
         return {
-            "input": torch.from_numpy(canvas(g["orig"][()][r], g["ref"][()][r], n, peak)),
+            "input": torch.from_numpy(canvas(read_rows(g["orig"], r), read_rows(g["ref"], r), n, peak)),
             "block_size": torch.full((len(r),), n),
-            "qp": torch.from_numpy(g["qp"][()][r].astype(np.int64)),
+            "qp": torch.from_numpy(read_rows(g["qp"], r).astype(np.int64)),
         }
 
     def arrays(self, n: int) -> dict:
         """The label arrays of the blocks of size ``n`` (for metrics)."""
         g = self._file()[f"n{n}"]
         r = self.rows[n]
-        key = g["seq"][()][r].astype(np.int64) * 1_000_000 + g["frame"][()][r] * 100 + g["qp"][()][r] + 1
+        picture = np.stack([read_rows(g[k], r).astype(np.int64) for k in ("seq", "frame", "qp")], 1)
         return {
-            "costs": g["costs"][()][r],
-            "best": g["best"][()][r].astype(np.int64),
-            "hadamard": g["hadamard"][()][r],
-            "pos": g["pos"][()][r],
-            "key": key,
+            "costs": read_rows(g["costs"], r),
+            "best": read_rows(g["best"], r).astype(np.int64),
+            "hadamard": read_rows(g["hadamard"], r),
+            "pos": read_rows(g["pos"], r),
+            "key": np.unique(picture, axis=0, return_inverse=True)[1].reshape(-1),  # one id per picture
         }
 
 

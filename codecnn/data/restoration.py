@@ -53,7 +53,7 @@ from torch.utils.data import Dataset, Sampler
 
 from codecnn.data import schema
 from codecnn.data.ctu import ctu_positions, cut_ctus
-from codecnn.data.schema import SPLIT_CODES, compression, open_dataset_info, set_attrs
+from codecnn.data.schema import SPLIT_CODES, LazyH5, compression, open_dataset_info, set_attrs
 from codecnn.errors import CodecnnError
 from codecnn.files import atomic_write
 from codecnn.yuv import sample_peak
@@ -190,7 +190,7 @@ class CropSpec:
     flip_v: bool = False
 
 
-class CTUDataset(Dataset):
+class CTUDataset(LazyH5, Dataset):
     """CTU samples of one split (and optionally some QPs) of a restoration dataset.
 
     Items are dicts of tensors: ``input`` 1 x (P+2c) x (P+2c) and ``target`` 1 x P x P in [0, 1]
@@ -222,19 +222,9 @@ class CTUDataset(Dataset):
             self.seq = f["seq"][()][self.indices]
             self.frame = f["frame"][()][self.indices]
             self.pos = f["pos"][()][self.indices]
-        self._h5 = None
-        self._pid = None
 
     def __len__(self) -> int:
         return len(self.indices)
-
-    def _file(self):
-        import h5py
-
-        if self._h5 is None or self._pid != os.getpid():
-            self._h5 = h5py.File(self.path, "r")
-            self._pid = os.getpid()
-        return self._h5
 
     def __getitem__(self, item) -> dict:
         spec = item if isinstance(item, CropSpec) else CropSpec(int(item))

@@ -126,3 +126,19 @@ def open_dataset_info(path: str | os.PathLike, kind: str | None = RESTORATION_KI
             loaded["build"] or {},
             attrs,
         )
+
+
+class LazyH5:
+    """Mixin for torch Datasets over a dataset file (``self.path``): :meth:`_file` opens it on first use
+    in each process, since an h5py handle must not cross a fork (as BasicSR's file client does)."""
+
+    path: str
+    _h5 = None
+    _pid = None
+
+    def _file(self):
+        import h5py
+
+        if self._h5 is None or self._pid != os.getpid():
+            self._h5, self._pid = h5py.File(self.path, "r"), os.getpid()
+        return self._h5

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from codecnn.errors import InvalidQPError
@@ -55,12 +54,6 @@ class EncodeResult:
     def kbps(self) -> float:
         """Average rate as HM prints it: bits x frame rate / frames / 1000."""
         return sum(self.bits) * float(self.info.fps) / len(self.bits) / 1000.0
-
-    def summary(self) -> dict:
-        """JSON-friendly provenance of this encode (no sample data)."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("info", "bitstream", "recon", "log")}
-        d["fps"] = str(self.info.fps)
-        return json.loads(json.dumps(d, default=str))
 
 
 class Encoder(ABC):

@@ -24,6 +24,7 @@ from codecnn.yuv import Frame, VideoInfo, YuvWriter
 
 HM_BIN_ENV = "CODECNN_HM_BIN"
 HM_CFG_ENV = "CODECNN_HM_CFG"
+LOG_PSNR_TOLERANCE = 5.1e-5  # HM logs PSNR with 4 decimals: a figure recomputed here matches within this
 
 _FLOAT = r"([-+]?(?:\d+\.?\d*|nan|inf))"
 _POC_RE = re.compile(

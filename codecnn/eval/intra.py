@@ -13,13 +13,18 @@ baselines on the same blocks:
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from codecnn.data.intra import IntraModeDataset
+from codecnn.errors import CodecnnError
+from codecnn.files import atomic_write_text
+from codecnn.hevc import HM_CTU
 
 KS = (1, 3, 8)
 HM_RMD_K = {4: 8, 8: 8, 16: 3, 32: 3}
@@ -41,7 +46,7 @@ def mpm_list(left: int, above: int) -> tuple[int, int, int]:
     return a, b, c
 
 
-def neighbour_mpms(pos: np.ndarray, best: np.ndarray, key: np.ndarray, n: int, ctu: int = 64) -> np.ndarray:
+def neighbour_mpms(pos: np.ndarray, best: np.ndarray, key: np.ndarray, n: int, ctu: int = HM_CTU) -> np.ndarray:
     """(B, 3) MPMs of each block from the labels of its left and above neighbours of the same size and
     frame (``key`` groups the blocks of one frame); a missing neighbour, or an above one in another CTU
     row (as HM), counts as DC."""
@@ -139,6 +144,23 @@ def render_mode_report(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def mode_table_lines(r: dict) -> list[str]:
+    """The console table of :func:`mode_metrics` results: per block size and overall, the network's recall
+    beside the two baselines."""
+    lines = [
+        f"{'N':>4} {'blocks':>7} {'top1':>6} {'top3':>6} {'top8':>6} {'cost+@3':>8} | "
+        f"{'HM RMD':>7} {'cost+':>7} | {'P+DC+MPM':>8} {'cost+':>7}"
+    ]
+    for n, v in rows_with_total(r):
+        net, rmd, mpm = v["network"], v["hm_rmd"], v["planar_dc_mpm"]
+        lines.append(
+            f"{n:>4} {v['blocks']:>7} {net['top1']:>6.3f} {net['top3']:>6.3f} {net['top8']:>6.3f} "
+            f"{net['cost_increase_top3']:>8.4f} | {rmd['recall']:>7.3f} {rmd['cost_increase']:>7.4f} | "
+            f"{mpm['recall']:>8.3f} {mpm['cost_increase']:>7.4f}"
+        )
+    return lines
+
+
 VAL_BATCH = 256
 
 
@@ -159,3 +181,30 @@ def mode_metrics(model: nn.Module, ds: IntraModeDataset, device: torch.device) -
         data[n] = ds.arrays(n)
     model.train()
     return evaluate_rankings(scores, data)
+
+
+def evaluate_checkpoint(checkpoint, data, split: str, out) -> tuple[dict, dict[str, Path]]:
+    """Evaluate a mode-network checkpoint on the ``split`` blocks of an intra-modes dataset (CPU); writes
+    ``results.json`` and ``report.md`` into ``out``; returns the results and the written paths."""
+    from codecnn.train.checkpoint import load_model
+
+    model, ckpt = load_model(checkpoint, task="intra-modes")
+    ds = IntraModeDataset(data, split)
+    if len(ds) == 0:
+        raise CodecnnError(f"{data}: no block in split {split!r}")
+    r = mode_metrics(model, ds, torch.device("cpu"))
+    r.update(
+        checkpoint=str(checkpoint),
+        step=ckpt.get("step"),
+        data=str(data),
+        split=split,
+        cost=str(ds.info.attrs.get("cost")),
+        loop=str(ds.info.attrs.get("loop")),
+    )
+    o = Path(out)
+    o.mkdir(parents=True, exist_ok=True)
+    written = {
+        "results": atomic_write_text(o / "results.json", json.dumps(r, indent=1)),
+        "report": atomic_write_text(o / "report.md", render_mode_report(r)),
+    }
+    return r, written

@@ -51,8 +51,34 @@ def _f(v, fmt="{:+.3f}", na="n/a"):
     return na if v is None else fmt.format(v)
 
 
-def _bd(b: dict) -> str:
+def format_bd(b: dict) -> str:
+    """A BD figure as text: ``-1.23 %``, or ``n/a (reason)``."""
     return f"n/a ({b['error']})" if "error" in b else f"{b['bd_rate']:+.2f} %"
+
+
+def summary_lines(results: dict, written: dict) -> list[str]:
+    """The console summary of an evaluation: per sequence and QP the rate, anchor PSNR and gains, BD-rates,
+    the averages, and the files written."""
+    s = results["summary"]
+    lines = [f"{'sequence':<16} {'QP':>3} {'kbps':>10} {'anchor Y':>9} {'gain':>8} {'switched':>9} {'CTUs on':>8}"]
+    for seq in results["sequences"]:
+        for q in seq["qps"]:
+            lines.append(
+                f"{seq['name']:<16} {q['qp']:>3} {q['kbps']:>10.2f} {q['anchor']['y']:>9.4f} "
+                f"{q['gain_y']:>+8.4f} {q['gain_y_switched']:>+9.4f} {100 * q['ctus_on']:>7.0f}%"
+            )
+        bd = seq["bd"]
+        lines.append(
+            f"{seq['name']:<16} BD-rate always on {format_bd(bd['always_on'])}, switched {format_bd(bd['switched'])}"
+        )
+    lines.append(f"average Y-PSNR gain: always on {s['gain_y']:+.4f} dB, CTU-switched {s['gain_y_switched']:+.4f} dB")
+    if s["gain_y"] < 0:
+        lines.append(
+            "note: always-on filtering is negative on average here; the CTU-switched figure is what a codec "
+            "with a per-CTU flag gets"
+        )
+    lines += [f"{name}: {path}" for name, path in written.items()]
+    return lines
 
 
 def render_markdown(results: dict) -> str:
@@ -109,7 +135,7 @@ def render_markdown(results: dict) -> str:
             f"## {seq['name']}" + (f" (class {seq['class']})" if seq.get("class") else ""),
             "",
             f"{seq['width']}x{seq['height']}, {seq['bit_depth']}-bit, {seq['fps']} fps; BD-rate always on "
-            f"{_bd(seq['bd']['always_on'])}, switched {_bd(seq['bd']['switched'])}",
+            f"{format_bd(seq['bd']['always_on'])}, switched {format_bd(seq['bd']['switched'])}",
             "",
             "| QP | frames | kbps | anchor Y | filtered Y | gain | switched Y | gain | CTUs on | anchor U | anchor V |",
             "|---|---|---|---|---|---|---|---|---|---|---|",

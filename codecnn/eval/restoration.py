@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import time
 from collections import defaultdict
 from collections.abc import Iterable
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -147,22 +149,25 @@ def evaluate(
     method: str = "pchip",
     convention: str = "max",
     device: str = "cpu",
+    batch: int = 2,
     source: str = "",
     progress: bool = False,
     filter_fn=None,
     precision: str = "float32",
 ) -> dict:
-    """Evaluate ``model`` on every run; the results dict that ``results.json`` holds."""
+    """Evaluate ``model`` on every run (``batch`` CTUs through the network at a time; a tqdm bar over the
+    runs with ``progress``); the results dict that ``results.json`` holds."""
     import bjontegaard
+    from tqdm import tqdm
 
     from codecnn.train.checkpoint import fingerprint_state
 
     t0 = time.perf_counter()
     by_seq: dict[str, dict] = {}
     encoder = None
-    for run in runs:
+    for run in tqdm(runs, desc="evaluate", unit="run", disable=not progress, leave=False):
         log.info("evaluating %s QP%d", run.sequence["name"], run.qp)
-        rec = evaluate_run(model, run, ctu, convention, device=device, filter_fn=filter_fn)
+        rec = evaluate_run(model, run, ctu, convention, batch, device, filter_fn)
         seq = by_seq.setdefault(run.sequence["name"], {**run.sequence, "qps": []})
         seq["qps"].append(rec)
         encoder = encoder or run.encoder
@@ -284,3 +289,70 @@ def restoration_metrics(model: nn.Module, ds: CTUDataset, device: torch.device, 
         "curves": {f"QP{q}": v["gain"] for q, v in table.items()},
         "curve_label": "val Y-PSNR gain (dB)",
     }
+
+
+def int16_filter(checkpoint: str | os.PathLike, calib: str | os.PathLike | None = None):
+    """The int16 fixed-point network HM runs (exported and calibrated as ``codecnn export --int16``) as a
+    ``filter_fn(plane, bit_depth, qp, ctu)`` for :func:`evaluate`, and the export's report."""
+    import tempfile
+
+    from hm_bridge.export import export_checkpoint
+    from hm_bridge.fixed import filter_plane_int
+    from hm_bridge.format import read_cnnw
+
+    with tempfile.TemporaryDirectory() as d:
+        path, report = export_checkpoint(checkpoint, Path(d) / "m16.cnnw", int16=True, calib=calib)
+        graph = read_cnnw(path)
+
+    def filter_fn(plane, bit_depth, qp, ctu):
+        return filter_plane_int(graph, plane, bit_depth, qp, ctu)
+
+    return filter_fn, report
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    make_runs,
+    *,
+    ctu: int | None = None,
+    method: str = "pchip",
+    convention: str = "max",
+    device: str = "auto",
+    batch: int = 2,
+    int16: bool = False,
+    calib: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> dict:
+    """Load a restoration checkpoint and evaluate it on the runs of ``make_runs(workdir) -> (runs, source)``
+    (see :func:`codecnn.eval.runs.select_runs`), in a temporary work folder; with ``int16``, through the
+    int16 network HM runs instead of PyTorch float. ``ctu`` defaults to the training data's CTU size."""
+    import tempfile
+
+    from codecnn.train.checkpoint import load_model
+    from codecnn.train.dist import pick_device
+
+    model, ckpt = load_model(checkpoint, task="ctu-restoration")
+    ckpt["path"] = str(checkpoint)
+    ctu = ctu or (ckpt.get("dataset") or {}).get("ctu") or 128
+    dev = pick_device(device)
+    model.to(dev)
+    filter_fn, int16_report = int16_filter(checkpoint, calib) if int16 else (None, None)
+    with tempfile.TemporaryDirectory(prefix="codecnn-eval-") as tmp:
+        runs, source = make_runs(Path(tmp))
+        results = evaluate(
+            model,
+            ckpt,
+            runs,
+            ctu=ctu,
+            method=method,
+            convention=convention,
+            device=str(dev),
+            batch=batch,
+            source=source,
+            progress=progress,
+            filter_fn=filter_fn,
+            precision="int16" if int16 else "float32",
+        )
+    if int16_report is not None:
+        results["int16_export"] = int16_report
+    return results

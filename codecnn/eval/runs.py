@@ -70,8 +70,18 @@ def encode_runs(specs, encoder, qps, start: int, frames: int | None, step: int, 
             )
 
 
-def dataset_runs(path: str | os.PathLike, split: str | None, workdir: Path) -> Iterator[Run]:
-    """Runs from a dataset's stored bitstreams (decoded again) and the recorded source frames."""
+def _check_qps(wanted, have, where: str) -> None:
+    missing = sorted(set(wanted) - set(have))
+    if missing:
+        raise CodecnnError(
+            f"{where} holds no QP {', '.join(map(str, missing))} (it has {', '.join(map(str, sorted(set(have))))}); "
+            "choose among those with --qp"
+        )
+
+
+def dataset_runs(path: str | os.PathLike, split: str | None, workdir: Path, qps=()) -> Iterator[Run]:
+    """Runs from a dataset's stored bitstreams (decoded again) and the recorded source frames; only the
+    QPs in ``qps`` when given."""
     import h5py
 
     from codecnn.data.schema import open_dataset_info
@@ -82,11 +92,14 @@ def dataset_runs(path: str | os.PathLike, split: str | None, workdir: Path) -> I
     seqs = [s for s in info.sequences if split is None or s["split"] == split]
     if not seqs:
         raise CodecnnError(f"{path}: no sequence in split {split!r}; choose --split train, val or test")
+    units = [u for u in info.units if any(u["seq"] == s["name"] for s in seqs)]
+    if qps:
+        _check_qps(qps, [u["qp"] for u in units], f"{path} (split {split})")
     for s in seqs:
         if not Path(s["source"]).is_file():
             raise CodecnnError(f"{path}: the source of {s['name']} ({s['source']}) is not here; evaluate with --yuv")
         spec = SequenceSpec(s["name"], s["source"], f"{s['width']}x{s['height']}", s["bit_depth"], s["fps"])
-        for u in (u for u in info.units if u["seq"] == s["name"]):
+        for u in (u for u in units if u["seq"] == s["name"] and (not qps or u["qp"] in qps)):
             with h5py.File(info.path, "r") as f:
                 stream = f["bitstreams"][f"{s['name']}_qp{u['qp']}"][()].tobytes()
             reader = spec.open()
@@ -106,17 +119,41 @@ def dataset_runs(path: str | os.PathLike, split: str | None, workdir: Path) -> I
 
 
 def hm_runs(
-    orig: str, recons: list[str], logs: list[str], size: str | None, bit_depth: int | None, fps: float | None
+    orig: str,
+    recons: list[str],
+    logs: list[str],
+    size: str | None,
+    bit_depth: int | None,
+    fps: float | None,
+    qps=(),
 ) -> Iterator[Run]:
-    """Runs from HM's own files: the source, HM's ``-o`` reconstruction and its log, per QP."""
-    from codecnn.encoders.hm import read_hm_log
+    """Runs from HM's own files: the source, HM's ``-o`` reconstruction and its log, per QP; only the QPs in
+    ``qps`` when given. Every log is read first, so a QP given twice or missing is refused before any work."""
+    from codecnn.encoders.hm import LOG_PSNR_TOLERANCE, read_hm_log
     from codecnn.yuv import open_video
 
     if len(recons) != len(logs):
         raise CodecnnError(f"give one --hm-log per --recon ({len(recons)} recon, {len(logs)} logs)")
+    if not recons:
+        raise CodecnnError("the HM route needs --recon and --hm-log (one pair per QP)")
+    logged = [read_hm_log(p) for p in logs]
+    coded = []
+    for log_path, hm in zip(logs, logged, strict=True):
+        picture_qps = {p.qp for p in hm.pictures}
+        if len(picture_qps) != 1:
+            raise CodecnnError(
+                f"{log_path}: pictures coded at several QPs {sorted(picture_qps)}; one QP per run is expected"
+            )
+        coded.append(picture_qps.pop())
+    repeated = sorted({q for q in coded if coded.count(q) > 1})
+    if repeated:
+        raise CodecnnError(f"QP {', '.join(map(str, repeated))} given twice (--recon/--hm-log): give each QP once")
+    if qps:
+        _check_qps(qps, coded, "the --hm-log files")
     src = open_video(orig, size, bit_depth, fps)
-    for recon_path, log_path in zip(recons, logs, strict=False):
-        hm = read_hm_log(log_path)
+    for recon_path, log_path, hm, qp in zip(recons, logs, logged, coded, strict=True):
+        if qps and qp not in qps:
+            continue
         rec = open_video(recon_path, size or f"{src.info.width}x{src.info.height}", src.info.bit_depth)
         if (rec.info.width, rec.info.height) != (src.info.width, src.info.height):
             raise CodecnnError(
@@ -133,24 +170,68 @@ def hm_runs(
                 f"{log_path} logs {n} pictures; {recon_path} holds {rec.info.num_frames} and {orig} "
                 f"{src.info.num_frames} frames: pass the files of the same run"
             )
-        qps = {p.qp for p in hm.pictures}
-        if len(qps) != 1:
-            raise CodecnnError(f"{log_path}: pictures coded at several QPs {sorted(qps)}; one QP per run is expected")
         rate = hm.frame_rate or (float(fps) if fps else float(src.info.fps))
         info = dataclasses.replace(src.info, fps=type(src.info.fps)(rate), num_frames=n)
         # HM's log PSNR uses the peak 255 << (bitDepth - 8): check the pairing with HM's own figures
         first = hm.pictures[0]
         mine = psnr_yuv(src.read(0), rec.read(0), src.info.bit_depth, "hm")
-        if abs(mine[0] - first.psnr_y) > 5.1e-5:  # the log has 4 decimals
+        if abs(mine[0] - first.psnr_y) > LOG_PSNR_TOLERANCE:
             raise CodecnnError(
                 f"{recon_path} does not match {log_path}: Y-PSNR of frame 0 is {mine[0]:.4f} dB here "
                 f"and {first.psnr_y:.4f} dB in HM's log; check --orig, --recon and --size"
             )
         yield Run(
             _seq_meta(Path(orig).name.rsplit(".", 1)[0], info, str(orig)),
-            qps.pop(),
+            qp,
             hm.bits,
             ((p.poc, src.read(p.poc), rec.read(p.poc)) for p in hm.pictures),
             [(p.psnr_y, p.psnr_u, p.psnr_v) for p in hm.pictures],
             {"encoder": "hm", "version": hm.version, "log": str(log_path)},
         )
+
+
+def select_runs(
+    workdir: Path,
+    *,
+    inputs=(),
+    seq_list=None,
+    seq_dir=None,
+    data=None,
+    split: str = "test",
+    orig=None,
+    recons=(),
+    hm_logs=(),
+    size=None,
+    bit_depth=None,
+    fps=None,
+    frames=None,
+    start: int = 0,
+    frame_step: int = 1,
+    qps=(),
+    encoder=None,
+) -> tuple[Iterator[Run], str]:
+    """The runs of ``codecnn evaluate`` and a label of their source, from exactly one of: sequences to encode
+    now (``inputs``/``seq_list`` with ``encoder``), a dataset's stored bitstreams (``data``), or HM's own
+    files (``orig``, ``recons``, ``hm_logs``). ``qps`` selects QPs on every source; the frame selection
+    (``frames``, ``start``, ``frame_step``) applies to fresh encodes only and is refused elsewhere."""
+    from codecnn.encoders import STANDARD_QPS
+    from codecnn.sequences import load_sequence_list, sequence_from_path
+
+    sources = [bool(inputs or seq_list), bool(data), bool(orig or recons or hm_logs)]
+    if sum(sources) != 1:
+        raise CodecnnError("give one source: --yuv/--list, or --data, or --orig with --recon and --hm-log")
+    if not sources[0] and (frames is not None or start != 0 or frame_step != 1):
+        raise CodecnnError(
+            "--frames, --start and --frame-step choose frames to encode; --data and HM's files are evaluated on "
+            "the frames they hold: drop those options"
+        )
+    if data:
+        return dataset_runs(data, split, workdir, qps), f"dataset {data} ({split})"
+    if orig or recons or hm_logs:
+        if not orig:
+            raise CodecnnError("the HM route needs --orig (the source YUV that HM encoded)")
+        return hm_runs(orig, list(recons), list(hm_logs), size, bit_depth, fps, qps), "HM files"
+    specs = load_sequence_list(seq_list, seq_dir) if seq_list else []
+    specs += [sequence_from_path(p, size, bit_depth, fps, "test") for p in inputs]
+    runs = encode_runs(specs, encoder, tuple(qps) or STANDARD_QPS, start, frames, frame_step, workdir)
+    return runs, encoder.name

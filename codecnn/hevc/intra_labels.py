@@ -21,9 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from codecnn.errors import CodecnnError
+from codecnn.hevc import HM_CTU
 from codecnn.hevc.intra import COSTS, NUM_MODES, check_block, hevc_transform_matrix, uses_filtered
-
-HM_CTU = 64
 
 
 def block_positions(height: int, width: int, n: int) -> np.ndarray:

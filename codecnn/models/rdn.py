@@ -115,11 +115,11 @@ class RDN(nn.Module):
         if head == "3x3":  # 132 -> 130 -> 128; the global residual is the 130x130 features' centre
             self.sfe1 = nn.Conv2d(cin, f, 3)
             self.sfe2 = nn.Conv2d(f, f, 3)
-            self._crop = 1
+            self.head_crop = 1
         else:  # one unpadded 5x5: 132 -> 128, then a padded 3x3
             self.sfe1 = nn.Conv2d(cin, f, 5)
             self.sfe2 = nn.Conv2d(f, f, 3, padding=1)
-            self._crop = 0
+            self.head_crop = 0
         self.blocks = nn.ModuleList(RDB(f, growth, num_layers, separable) for _ in range(num_blocks))
         self.gff = nn.Sequential(nn.Conv2d(num_blocks * f, f, 1), conv3x3(f, f, separable))
         self.last = nn.Conv2d(f, 1, 3, padding=1)
@@ -145,6 +145,6 @@ class RDN(nn.Module):
         for block in self.blocks:
             h = block(h)
             outs.append(h)
-        k = self._crop
+        k = self.head_crop
         g = self.gff(torch.cat(outs, 1)) + (f1[:, :, k:-k, k:-k] if k else f1)
         return centre + self.last(g)

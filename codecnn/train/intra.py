@@ -10,7 +10,7 @@ from codecnn.data.intra import KIND, BlockSizeStepSampler, IntraModeDataset
 from codecnn.errors import CodecnnError
 from codecnn.eval.intra import mode_metrics
 from codecnn.train.checkpoint import dataset_fingerprint
-from codecnn.train.trainer import TrainConfig
+from codecnn.train.config import TrainConfig
 
 TARGETS = ("best", "soft")
 SOFT_TAU = 0.1

@@ -13,9 +13,8 @@ from torch import nn
 from codecnn.data.restoration import KIND, CTUDataset, StepSampler
 from codecnn.eval.restoration import restoration_metrics
 from codecnn.train.checkpoint import dataset_fingerprint
-from codecnn.train.trainer import TrainConfig
+from codecnn.train.config import LOSSES, TrainConfig
 
-LOSSES = ("l1", "l2", "gain")
 VAL_BATCH = 16
 
 
@@ -33,6 +32,8 @@ def masked_loss(
     ``reference`` (the reconstruction), ``10 log10(MSE_out / MSE_ref)``: every patch counts by its
     relative improvement, so low-QP patches (small errors) are not drowned by high-QP ones as with L2.
     """
+    if kind not in LOSSES:
+        raise ValueError(f"unknown loss {kind!r}; use one of {', '.join(LOSSES)}")
     d = out.float() - target.float()
     e = d.abs() if kind == "l1" else d * d
     n = mask.flatten(1).sum(1).clamp_min(1.0)

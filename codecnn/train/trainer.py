@@ -22,52 +22,14 @@ import torch
 from torch import nn
 
 from codecnn.errors import CodecnnError
+from codecnn.files import check_output_dir
 from codecnn.models import build_model
 from codecnn.train import dist
 from codecnn.train.checkpoint import load_checkpoint, save_checkpoint
+from codecnn.train.config import TrainConfig
 from codecnn.train.logs import RunLog
 
 log = logging.getLogger(__name__)
-SCHEDULES = ("cosine", "step", "constant")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Options of a training run (stored in every checkpoint)."""
-
-    data: str
-    out: str
-    steps: int | None = None
-    epochs: float | None = None
-    time_limit: float | None = None
-    batch: int = 16
-    patch: int = 64
-    lr: float = 2e-4
-    schedule: str = "cosine"
-    loss: str = "l1"
-    seed: int = 0
-    val_every: int = 500
-    log_every: int = 10
-    ema: float = 0.0
-    device: str = "auto"
-    amp: bool = True
-    channels_last: bool = True
-    compile: bool = False
-    workers: int = 2
-    qps: tuple[int, ...] = ()
-    augment: bool = True
-    resume: bool = False
-    progress: bool = True
-
-    def __post_init__(self):
-        if self.schedule not in SCHEDULES:
-            raise CodecnnError(f"--schedule must be one of {', '.join(SCHEDULES)}")
-        if self.batch < 1 or self.lr <= 0 or self.val_every < 1 or self.log_every < 1:
-            raise CodecnnError("--batch, --lr, --val-every and --log-every must be positive")
-        if self.steps is not None and self.steps < 1:
-            raise CodecnnError("--steps must be at least 1")
-        if not 0.0 <= self.ema < 1.0:
-            raise CodecnnError("--ema is a decay in [0, 1), e.g. 0.999 (0: off)")
 
 
 class Task(Protocol):
@@ -143,9 +105,11 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
             raise CodecnnError(
                 f"{out} already holds a run (last.pt): pass --resume to continue it, or choose another --out"
             )
-        out.mkdir(parents=True, exist_ok=True)
-    train_ds, val_ds, ds_fingerprint = task.datasets(cfg)
+        check_output_dir(out, "--out")
+    train_ds, val_ds, ds_fingerprint = task.datasets(cfg)  # bad data or options stop here, before --out is made
     steps = total_steps(cfg, len(train_ds))
+    if info.main:
+        out.mkdir(parents=True, exist_ok=True)
     cuda = info.device.type == "cuda"
 
     torch.manual_seed(cfg.seed)

@@ -41,8 +41,16 @@ static const uint32_t kMaxDims = 4, kMaxNodes = 1u << 16, kMaxHeader = 1u << 20,
 static const uint64_t kMaxTensorValues = 1ull << 26;
 
 // Mirrors hm_bridge/format.py (INPUT, QP_PLANE, CONCAT, CONV2D, RELU, ADD, CROP).
-enum Op : uint32_t { OP_INPUT = 0, OP_QP_PLANE = 1, OP_CONCAT = 2, OP_CONV2D = 3, OP_RELU = 4, OP_ADD = 5,
-                     OP_CROP = 6, OP_COUNT = 7 };
+enum Op : uint32_t {
+  OP_INPUT = 0,
+  OP_QP_PLANE = 1,
+  OP_CONCAT = 2,
+  OP_CONV2D = 3,
+  OP_RELU = 4,
+  OP_ADD = 5,
+  OP_CROP = 6,
+  OP_COUNT = 7
+};
 
 struct Status {
   bool ok;
@@ -53,26 +61,31 @@ struct Status {
 
 struct Tensor {
   std::vector<uint32_t> dims;
-  std::vector<float> data;    // float32 models
-  std::vector<int32_t> idata; // int16 models: int16 weights or int32 biases, widened
-  int32_t frac;               // int16 models: power-of-two scale (fractional bits)
-  uint32_t dtype;             // int16 models: 1 int16, 2 int32
+  std::vector<float> data;     // float32 models
+  std::vector<int32_t> idata;  // int16 models: int16 weights or int32 biases, widened
+  int32_t frac;                // int16 models: power-of-two scale (fractional bits)
+  uint32_t dtype;              // int16 models: 1 int16, 2 int32
   Tensor() : frac(0), dtype(0) {}
 };
 
-// A C x H x W int16 buffer (int16 models).
-struct IBuffer {
+// A C x H x W buffer of samples T, as SADL's Tensor<T>: float (float32 models) or int16_t (int16 models,
+// where q is the power-of-two scale of the samples: value = sample / 2^q; float buffers keep q = 0).
+template <typename T>
+struct Buf {
   int c, h, w, q;
-  std::vector<int16_t> v;
-  IBuffer() : c(0), h(0), w(0), q(0) {}
-  IBuffer(int c_, int h_, int w_, int q_) : c(c_), h(h_), w(w_), q(q_), v(static_cast<size_t>(c_) * h_ * w_, 0) {}
+  std::vector<T> v;
+  Buf() : c(0), h(0), w(0), q(0) {}
+  Buf(int c_, int h_, int w_, int q_ = 0) : c(c_), h(h_), w(w_), q(q_), v(static_cast<size_t>(c_) * h_ * w_, T()) {}
+  // New dimensions on the storage it holds (a recycled vector): contents unspecified, every op overwrites.
   void reshape(int c_, int h_, int w_) {
     c = c_, h = h_, w = w_;
     v.resize(static_cast<size_t>(c_) * h_ * w_);
   }
-  int16_t *plane(int k) { return &v[static_cast<size_t>(k) * h * w]; }
-  const int16_t *plane(int k) const { return &v[static_cast<size_t>(k) * h * w]; }
+  T *plane(int k) { return &v[static_cast<size_t>(k) * h * w]; }
+  const T *plane(int k) const { return &v[static_cast<size_t>(k) * h * w]; }
 };
+typedef Buf<float> Buffer;     // float32 models
+typedef Buf<int16_t> IBuffer;  // int16 models
 
 // Integer helpers of hm_bridge/fixed.py: floor shift, round-half-up rescale, int16 saturation.
 inline int64_t floorShift(int64_t v, int s) { return v >= 0 ? (v >> s) : -((-v - 1) >> s) - 1; }
@@ -88,20 +101,85 @@ struct Node {
   uint32_t channels;  // inferred at load time
 };
 
-// A C x H x W float buffer.
-struct Buffer {
-  int c, h, w;
-  std::vector<float> v;
-  Buffer() : c(0), h(0), w(0) {}
-  Buffer(int c_, int h_, int w_) : c(c_), h(h_), w(w_), v(static_cast<size_t>(c_) * h_ * w_, 0.f) {}
-  // New dimensions on the storage it holds (a recycled vector): contents unspecified, every op overwrites.
-  void reshape(int c_, int h_, int w_) {
-    c = c_, h = h_, w = w_;
-    v.resize(static_cast<size_t>(c_) * h_ * w_);
+// A minimal reader of the JSON header (no JSON library): the raw text of the value of one top-level key,
+// whatever the whitespace between tokens; nested objects, arrays and strings (with escapes) are skipped.
+// A malformed header gives false, never a read out of bounds.
+namespace json {
+inline bool isSpace(char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r'; }
+
+inline size_t skipSpace(const std::string &s, size_t p) {
+  while (p < s.size() && isSpace(s[p])) ++p;
+  return p;
+}
+
+// p at an opening quote: the position after the closing one, or npos.
+inline size_t skipString(const std::string &s, size_t p) {
+  for (++p; p < s.size(); ++p) {
+    if (s[p] == '\\')
+      ++p;
+    else if (s[p] == '"')
+      return p + 1;
   }
-  float *plane(int k) { return &v[static_cast<size_t>(k) * h * w]; }
-  const float *plane(int k) const { return &v[static_cast<size_t>(k) * h * w]; }
-};
+  return std::string::npos;
+}
+
+// p at the first character of a value: the position after it, or npos.
+inline size_t skipValue(const std::string &s, size_t p) {
+  if (p >= s.size()) return std::string::npos;
+  if (s[p] == '"') return skipString(s, p);
+  if (s[p] == '{' || s[p] == '[') {
+    size_t depth = 0;
+    while (p < s.size()) {
+      const char ch = s[p];
+      if (ch == '"') {
+        p = skipString(s, p);
+        if (p == std::string::npos) return p;
+        continue;
+      }
+      if (ch == '{' || ch == '[') {
+        ++depth;
+      } else if (ch == '}' || ch == ']') {
+        if (--depth == 0) return p + 1;
+      }
+      ++p;
+    }
+    return std::string::npos;
+  }
+  size_t e = p;  // a number, true, false or null
+  while (e < s.size() && s[e] != ',' && s[e] != '}' && s[e] != ']' && !isSpace(s[e])) ++e;
+  return e == p ? std::string::npos : e;
+}
+
+// The raw text of the value of ``key`` in the top-level object ``s`` (a string keeps its quotes; a key
+// given twice: the last, as Python's json). False when the key is absent or ``s`` is not one object.
+inline bool topLevelValue(const std::string &s, const std::string &key, std::string &value) {
+  size_t p = skipSpace(s, 0);
+  if (p >= s.size() || s[p] != '{') return false;
+  p = skipSpace(s, p + 1);
+  bool found = false;
+  if (p < s.size() && s[p] == '}') return false;  // {}
+  while (p < s.size()) {
+    if (s[p] != '"') return false;
+    const size_t keyEnd = skipString(s, p);
+    if (keyEnd == std::string::npos) return false;
+    const bool match = s.compare(p + 1, keyEnd - p - 2, key) == 0;
+    p = skipSpace(s, keyEnd);
+    if (p >= s.size() || s[p] != ':') return false;
+    p = skipSpace(s, p + 1);
+    const size_t valueEnd = skipValue(s, p);
+    if (valueEnd == std::string::npos) return false;
+    if (match) {
+      value.assign(s, p, valueEnd - p);
+      found = true;
+    }
+    p = skipSpace(s, valueEnd);
+    if (p < s.size() && s[p] == '}') return found && skipSpace(s, p + 1) == s.size();
+    if (p >= s.size() || s[p] != ',') return false;
+    p = skipSpace(s, p + 1);
+  }
+  return false;
+}
+}  // namespace json
 
 class Reader {
  public:
@@ -164,8 +242,9 @@ class Model {
     const uint8_t *h;
     if (hlen > kMaxHeader || !r.bytes(hlen, h)) return Status::bad("truncated or oversized JSON header");
     header_.assign(reinterpret_cast<const char *>(h), hlen);
-    if (!jsonInt("context", context_) || context_ < 0 || context_ > 64) return Status::bad("header lacks a context");
-    if (header_.find("\"arch\": \"rdn\"") == std::string::npos) return Status::bad("unknown architecture in header");
+    std::string arch;
+    if (!headerInt("context", context_) || context_ < 0 || context_ > 64) return Status::bad("header lacks a context");
+    if (!headerString("arch", arch) || arch != "rdn") return Status::bad("unknown architecture in header");
     uint32_t nt;
     if (!r.u32(nt) || nt > kMaxNodes) return Status::bad("bad tensor count");
     for (uint32_t t = 0; t < nt; ++t) {
@@ -185,11 +264,11 @@ class Model {
         if (!r.i32(ten.frac) || !r.u32(ten.dtype) || (ten.dtype != 1 && ten.dtype != 2) || ten.frac < -32 ||
             ten.frac > 62)
           return Status::bad("tensor " + num(t) + ": bad int16 record");
-        const size_t size = ten.dtype == 1 ? 2 : 4;
-        if (!r.bytes(static_cast<size_t>(count) * size, p)) return Status::bad("truncated tensor data");
+        const size_t bytesPerValue = ten.dtype == 1 ? 2 : 4;
+        if (!r.bytes(static_cast<size_t>(count) * bytesPerValue, p)) return Status::bad("truncated tensor data");
         ten.idata.resize(static_cast<size_t>(count));
         for (size_t i = 0; i < ten.idata.size(); ++i) {
-          if (size == 2) {
+          if (bytesPerValue == 2) {
             uint16_t u = static_cast<uint16_t>(p[2 * i] | (p[2 * i + 1] << 8));
             int16_t v;
             std::memcpy(&v, &u, 2);
@@ -242,44 +321,45 @@ class Model {
     return Status::good();
   }
 
-  // Concat and crop move samples only: one implementation for float and int16 buffers (the int16
-  // runner checks and sets the scales).
-  template <typename Buf>
-  static Status concatInto(const std::vector<Buf> &vals, const Node &n, Buf &out) {
+  // Concat and crop move samples only: one implementation for float and int16 buffers (runGraph checks
+  // and sets the scales).
+  template <typename T>
+  static Status concatInto(const std::vector<Buf<T>> &vals, const Node &n, Buf<T> &out) {
     int c = 0;
-    const Buf &a0 = vals[n.inputs[0]];
+    const Buf<T> &a0 = vals[n.inputs[0]];
     for (size_t k = 0; k < n.inputs.size(); ++k) {
-      const Buf &a = vals[n.inputs[k]];
+      const Buf<T> &a = vals[n.inputs[k]];
       if (a.h != a0.h || a.w != a0.w) return Status::bad("concat of different sizes");
       c += a.c;
     }
     out.reshape(c, a0.h, a0.w);
     size_t off = 0;
     for (size_t k = 0; k < n.inputs.size(); ++k) {
-      const Buf &a = vals[n.inputs[k]];
+      const Buf<T> &a = vals[n.inputs[k]];
       std::copy(a.v.begin(), a.v.end(), out.v.begin() + off);
       off += a.v.size();
     }
     return Status::good();
   }
 
-  template <typename Buf>
-  static Status cropInto(const Buf &a, int k, Buf &out) {
+  template <typename T>
+  static Status cropInto(const Buf<T> &a, int k, Buf<T> &out) {
     if (k < 0 || a.h <= 2 * k || a.w <= 2 * k) return Status::bad("crop larger than the tile");
     out.reshape(a.c, a.h - 2 * k, a.w - 2 * k);
     for (int ch = 0; ch < a.c; ++ch)
       for (int y = 0; y < out.h; ++y)
         std::copy(a.plane(ch) + static_cast<size_t>(y + k) * a.w + k,
-                  a.plane(ch) + static_cast<size_t>(y + k) * a.w + k + out.w, out.plane(ch) + static_cast<size_t>(y) * out.w);
+                  a.plane(ch) + static_cast<size_t>(y + k) * a.w + k + out.w,
+                  out.plane(ch) + static_cast<size_t>(y) * out.w);
     return Status::good();
   }
 
   // out = the first input of node i: moved when node i is its last reader and reads it only once (no
-  // copy), else copied.
-  template <typename Buf>
-  void takeOrCopy(std::vector<Buf> &vals, const Node &n, size_t i, Buf &out) const {
+  // copy), else copied. The input tile (node 0) is never moved: the int16 path reads it again at the end.
+  template <typename T>
+  void takeOrCopy(std::vector<Buf<T>> &vals, const Node &n, size_t i, Buf<T> &out) const {
     const uint32_t in = n.inputs[0];
-    if (lastUse_[in] == i && std::count(n.inputs.begin(), n.inputs.end(), in) == 1)
+    if (in != 0 && lastUse_[in] == i && std::count(n.inputs.begin(), n.inputs.end(), in) == 1)
       std::swap(out, vals[in]);
     else
       out = vals[in];
@@ -287,120 +367,69 @@ class Model {
 
   // Runs the graph on one tile (1 x side x side, samples in [0, 1]); residual is (side - 2 context)^2.
   Status runTile(const float *tile, int side, int qp, std::vector<float> &residual) const {
-    std::vector<std::vector<float> > pool;
+    std::vector<std::vector<float>> pool;
     return runTile(tile, side, qp, residual, pool);
   }
 
   // The same, recycling node buffers through ``pool`` (kept by the caller across tiles: no allocation, no
   // zero fill and no page faults after the first tile).
   Status runTile(const float *tile, int side, int qp, std::vector<float> &residual,
-                 std::vector<std::vector<float> > &pool) const {
+                 std::vector<std::vector<float>> &pool) const {
     if (nodes_.empty()) return Status::bad("no model loaded");
     if (precision_ != kFloat32) return Status::bad("runTile needs a float32 model; use runTileInt");
     std::vector<Buffer> vals(nodes_.size());
-    for (size_t i = 0; i < nodes_.size(); ++i) {
-      const Node &n = nodes_[i];
-      Buffer &out = vals[i];
-      if (!pool.empty()) {
-        out.v.swap(pool.back());
-        pool.pop_back();
-      }
-      if (n.op == OP_INPUT) {
-        out.reshape(1, side, side);
-        std::copy(tile, tile + static_cast<size_t>(side) * side, out.v.begin());
-      } else if (n.op == OP_QP_PLANE) {
-        const Buffer &a = vals[n.inputs[0]];
-        out.reshape(1, a.h, a.w);
-        std::fill(out.v.begin(), out.v.end(), static_cast<float>(qp) / 51.0f);
-      } else if (n.op == OP_CONCAT) {
-        Status st = concatInto(vals, n, out);
-        if (!st.ok) return st;
-      } else if (n.op == OP_CONV2D) {
-        Status st = conv(n, vals[n.inputs[0]], out);
-        if (!st.ok) return st;
-      } else if (n.op == OP_RELU) {
-        takeOrCopy(vals, n, i, out);
-        for (size_t k = 0; k < out.v.size(); ++k) out.v[k] = out.v[k] > 0.f ? out.v[k] : 0.f;
-      } else if (n.op == OP_ADD) {
-        const Buffer &a = vals[n.inputs[0]], &b = vals[n.inputs[1]];
-        if (a.c != b.c || a.h != b.h || a.w != b.w) return Status::bad("add of different shapes");
-        takeOrCopy(vals, n, i, out);  // b stays valid: an input read twice is copied, not moved
-        for (size_t k = 0; k < out.v.size(); ++k) out.v[k] += b.v[k];
-      } else if (n.op == OP_CROP) {
-        Status st = cropInto(vals[n.inputs[0]], n.params[0], out);
-        if (!st.ok) return st;
-      }
-      for (size_t k = 0; k < n.inputs.size(); ++k)  // free what no later node reads
-        if (lastUse_[n.inputs[k]] == i) {
-          pool.push_back(std::vector<float>());
-          pool.back().swap(vals[n.inputs[k]].v);
-        }
-    }
+    Buffer &in = vals[0];
+    recycle(in, pool);
+    in.reshape(1, side, side);
+    std::copy(tile, tile + static_cast<size_t>(side) * side, in.v.begin());
+    Status st = runGraph(vals, qp, pool);
     const Buffer &res = vals.back();
-    int s = side - 2 * context_;
-    if (res.c != 1 || res.h != s || res.w != s) return Status::bad("the network output does not match the tile");
-    residual = res.v;
-    return Status::good();
+    const int s = side - 2 * context_;
+    if (st.ok && (res.c != 1 || res.h != s || res.w != s))
+      st = Status::bad("the network output does not match the tile");
+    if (st.ok) residual = res.v;
+    release(vals, pool);
+    return st;
   }
 
   // int16 models: runs one tile of integer samples (side x side) and writes the output samples
   // ((side - 2 context)^2, clipped to the bit depth), exactly as hm_bridge/fixed.py run_int_graph.
   Status runTileInt(const int32_t *samples, int side, int bitDepth, int qp, std::vector<int32_t> &outSamples) const {
+    std::vector<std::vector<int16_t>> pool;
+    return runTileInt(samples, side, bitDepth, qp, outSamples, pool);
+  }
+
+  // The same, recycling node buffers through ``pool`` (as runTile).
+  Status runTileInt(const int32_t *samples, int side, int bitDepth, int qp, std::vector<int32_t> &outSamples,
+                    std::vector<std::vector<int16_t>> &pool) const {
     if (nodes_.empty()) return Status::bad("no model loaded");
     if (precision_ != kInt16) return Status::bad("runTileInt needs an int16 model");
+    if (bitDepth < 1 || bitDepth > 16) return Status::bad("bad bit depth");
     const int64_t peak = (static_cast<int64_t>(1) << bitDepth) - 1;
     std::vector<IBuffer> vals(nodes_.size());
-    for (size_t i = 0; i < nodes_.size(); ++i) {
-      const Node &n = nodes_[i];
-      const int qo = n.params.back();
-      IBuffer &out = vals[i];
-      if (n.op == OP_INPUT) {
-        out = IBuffer(1, side, side, qo);
-        for (size_t k = 0; k < out.v.size(); ++k)
-          out.v[k] = sat16((static_cast<int64_t>(samples[k]) * (static_cast<int64_t>(1) << qo) + peak / 2) / peak);
-      } else if (n.op == OP_QP_PLANE) {
-        const IBuffer &a = vals[n.inputs[0]];
-        out = IBuffer(1, a.h, a.w, qo);
-        std::fill(out.v.begin(), out.v.end(), sat16((static_cast<int64_t>(qp) * (static_cast<int64_t>(1) << qo) + 25) / 51));
-      } else if (n.op == OP_CONCAT) {
-        for (size_t k = 0; k < n.inputs.size(); ++k)
-          if (vals[n.inputs[k]].q != qo) return Status::bad("concat of different scales");
-        Status st = concatInto(vals, n, out);
-        if (!st.ok) return st;
-        out.q = qo;
-      } else if (n.op == OP_CONV2D) {
-        Status st = convInt(n, vals[n.inputs[0]], out);
-        if (!st.ok) return st;
-      } else if (n.op == OP_RELU) {
-        takeOrCopy(vals, n, i, out);
-        for (size_t k = 0; k < out.v.size(); ++k) out.v[k] = out.v[k] > 0 ? out.v[k] : 0;
-      } else if (n.op == OP_ADD) {
-        const IBuffer &a = vals[n.inputs[0]], &b = vals[n.inputs[1]];
-        if (a.c != b.c || a.h != b.h || a.w != b.w) return Status::bad("add of different shapes");
-        out = IBuffer(a.c, a.h, a.w, qo);
-        for (size_t k = 0; k < out.v.size(); ++k)
-          out.v[k] = sat16(shiftRound(a.v[k], a.q - qo) + shiftRound(b.v[k], b.q - qo));
-      } else if (n.op == OP_CROP) {
-        Status st = cropInto(vals[n.inputs[0]], n.params[0], out);
-        if (!st.ok) return st;
-        out.q = vals[n.inputs[0]].q;
-      }
-      if (n.op == OP_INPUT) continue;  // the input is read again at the end (the centre)
-      for (size_t k = 0; k < n.inputs.size(); ++k)
-        if (lastUse_[n.inputs[k]] == i && n.inputs[k] != 0) std::vector<int16_t>().swap(vals[n.inputs[k]].v);
-    }
-    const IBuffer &res = vals.back(), &in = vals[0];
+    IBuffer &in = vals[0];
+    recycle(in, pool);
+    in.reshape(1, side, side);
+    in.q = outScale(nodes_[0]);
+    for (size_t k = 0; k < in.v.size(); ++k)
+      in.v[k] = sat16((static_cast<int64_t>(samples[k]) * (static_cast<int64_t>(1) << in.q) + peak / 2) / peak);
+    Status st = runGraph(vals, qp, pool);
+    const IBuffer &res = vals.back();
     const int c = context_, s = side - 2 * c, qin = in.q;
-    if (res.c != 1 || res.h != s || res.w != s) return Status::bad("the network output does not match the tile");
-    outSamples.resize(static_cast<size_t>(s) * s);
-    for (int y = 0; y < s; ++y)
-      for (int x = 0; x < s; ++x) {
-        int64_t v = static_cast<int64_t>(in.v[static_cast<size_t>(y + c) * side + x + c]) +
-                    shiftRound(res.v[static_cast<size_t>(y) * s + x], res.q - qin);
-        int64_t o = floorShift(v * peak + (static_cast<int64_t>(1) << (qin - 1)), qin);
-        outSamples[static_cast<size_t>(y) * s + x] = static_cast<int32_t>(o < 0 ? 0 : (o > peak ? peak : o));
-      }
-    return Status::good();
+    if (st.ok && (res.c != 1 || res.h != s || res.w != s))
+      st = Status::bad("the network output does not match the tile");
+    if (st.ok) {
+      outSamples.resize(static_cast<size_t>(s) * s);
+      for (int y = 0; y < s; ++y)
+        for (int x = 0; x < s; ++x) {
+          int64_t v = static_cast<int64_t>(in.v[static_cast<size_t>(y + c) * side + x + c]) +
+                      shiftRound(res.v[static_cast<size_t>(y) * s + x], res.q - qin);
+          int64_t o = floorShift(v * peak + (static_cast<int64_t>(1) << (qin - 1)), qin);
+          outSamples[static_cast<size_t>(y) * s + x] = static_cast<int32_t>(o < 0 ? 0 : (o > peak ? peak : o));
+        }
+    }
+    release(vals, pool);
+    return st;
   }
 
   // Filters a luma plane CTU by CTU (context edge-replicated at the picture edges, as codecnn's
@@ -412,39 +441,31 @@ class Model {
       return Status::bad("bad plane geometry or bit depth");
     const int c = context_, side = ctu + 2 * c;
     const float peak = static_cast<float>((1 << bitDepth) - 1);
+    const bool fixed = precision_ == kInt16;
     std::vector<Pel> out(static_cast<size_t>(width) * height);
     if (floatOut) floatOut->assign(static_cast<size_t>(width) * height, 0.f);
-    std::vector<float> tile(static_cast<size_t>(side) * side), res;
-    std::vector<std::vector<float> > pool;  // node buffers, recycled from tile to tile
-    std::vector<int32_t> itile(precision_ == kInt16 ? static_cast<size_t>(side) * side : 0), ires;
+    std::vector<float> tile(fixed ? 0 : static_cast<size_t>(side) * side), res;
+    std::vector<int32_t> itile(fixed ? static_cast<size_t>(side) * side : 0), ires;
+    std::vector<std::vector<float>> pool;  // node buffers, recycled from tile to tile
+    std::vector<std::vector<int16_t>> ipool;
     for (int y0 = 0; y0 < height; y0 += ctu) {
       for (int x0 = 0; x0 < width; x0 += ctu) {
-        if (precision_ == kInt16) {
-          for (int y = 0; y < side; ++y) {
-            int sy = std::min(std::max(y0 + y - c, 0), height - 1);
-            for (int x = 0; x < side; ++x) {
-              int sx = std::min(std::max(x0 + x - c, 0), width - 1);
-              itile[static_cast<size_t>(y) * side + x] = static_cast<int32_t>(src[sy * srcStride + sx]);
-            }
-          }
-          Status st = runTileInt(&itile[0], side, bitDepth, qp, ires);
+        const int hh = std::min(ctu, height - y0), ww = std::min(ctu, width - x0);
+        if (fixed) {
+          fillTile(src, srcStride, width, height, x0, y0, side, &itile[0], SampleToInt());
+          Status st = runTileInt(&itile[0], side, bitDepth, qp, ires, ipool);
           if (!st.ok) return st;
-          for (int y = 0; y < ctu && y0 + y < height; ++y)
-            for (int x = 0; x < ctu && x0 + x < width; ++x)
-              out[static_cast<size_t>(y0 + y) * width + x0 + x] = static_cast<Pel>(ires[static_cast<size_t>(y) * ctu + x]);
+          for (int y = 0; y < hh; ++y)
+            for (int x = 0; x < ww; ++x)
+              out[static_cast<size_t>(y0 + y) * width + x0 + x] =
+                  static_cast<Pel>(ires[static_cast<size_t>(y) * ctu + x]);
           continue;
         }
-        for (int y = 0; y < side; ++y) {
-          int sy = std::min(std::max(y0 + y - c, 0), height - 1);
-          for (int x = 0; x < side; ++x) {
-            int sx = std::min(std::max(x0 + x - c, 0), width - 1);
-            tile[static_cast<size_t>(y) * side + x] = static_cast<float>(src[sy * srcStride + sx]) / peak;
-          }
-        }
+        fillTile(src, srcStride, width, height, x0, y0, side, &tile[0], SampleToFloat(peak));
         Status st = runTile(&tile[0], side, qp, res, pool);
         if (!st.ok) return st;
-        for (int y = 0; y < ctu && y0 + y < height; ++y) {
-          for (int x = 0; x < ctu && x0 + x < width; ++x) {
+        for (int y = 0; y < hh; ++y) {
+          for (int x = 0; x < ww; ++x) {
             float v = tile[static_cast<size_t>(y + c) * side + x + c] + res[static_cast<size_t>(y) * ctu + x];
             if (floatOut) (*floatOut)[static_cast<size_t>(y0 + y) * width + x0 + x] = v;
             v = std::min(std::max(v, 0.f), 1.f) * peak;
@@ -454,27 +475,148 @@ class Model {
       }
     }
     for (int y = 0; y < height; ++y)
-      std::copy(&out[static_cast<size_t>(y) * width], &out[static_cast<size_t>(y) * width] + width, dst + y * dstStride);
+      std::copy(&out[static_cast<size_t>(y) * width], &out[static_cast<size_t>(y) * width] + width,
+                dst + y * dstStride);
     return Status::good();
   }
 
  private:
+  // Sample conversions for fillTile: a float in [0, 1] (float models), the integer sample (int16 models).
+  struct SampleToFloat {
+    float peak;
+    explicit SampleToFloat(float p) : peak(p) {}
+    template <typename Pel>
+    float operator()(Pel sample) const {
+      return static_cast<float>(sample) / peak;
+    }
+  };
+  struct SampleToInt {
+    template <typename Pel>
+    int32_t operator()(Pel sample) const {
+      return static_cast<int32_t>(sample);
+    }
+  };
+
+  // The one tile fill of both paths: the CTU at (x0, y0) with its context border, side x side samples,
+  // edge-replicated outside the picture (as hm_bridge.format.tile_plane and codecnn's datasets).
+  template <typename Pel, typename T, typename Convert>
+  void fillTile(const Pel *src, ptrdiff_t stride, int width, int height, int x0, int y0, int side, T *tile,
+                Convert convert) const {
+    for (int y = 0; y < side; ++y) {
+      const Pel *row = src + std::min(std::max(y0 + y - context_, 0), height - 1) * stride;
+      T *t = tile + static_cast<size_t>(y) * side;
+      for (int x = 0; x < side; ++x) t[x] = convert(row[std::min(std::max(x0 + x - context_, 0), width - 1)]);
+    }
+  }
+
+  // The output scale of a node: its last parameter in int16 models, 0 (unused) in float ones.
+  int outScale(const Node &n) const { return precision_ == kInt16 ? n.params.back() : 0; }
+
+  // A node buffer takes its storage from the pool when it has one.
+  template <typename T>
+  static void recycle(Buf<T> &b, std::vector<std::vector<T>> &pool) {
+    if (pool.empty()) return;
+    b.v.swap(pool.back());
+    pool.pop_back();
+  }
+
+  template <typename T>
+  static void toPool(Buf<T> &b, std::vector<std::vector<T>> &pool) {
+    if (b.v.capacity() == 0) return;
+    pool.push_back(std::vector<T>());
+    pool.back().swap(b.v);
+  }
+
+  // Every buffer of a finished tile goes back to the pool.
+  template <typename T>
+  static void release(std::vector<Buf<T>> &vals, std::vector<std::vector<T>> &pool) {
+    for (size_t i = 0; i < vals.size(); ++i) toPool(vals[i], pool);
+  }
+
+  // The per-type steps of runGraph, as overloads: the QP plane, add (out holds the first input, at scale
+  // aq) and the convolution (conv, below).
+  static void fillQp(Buffer &out, int qp) { std::fill(out.v.begin(), out.v.end(), static_cast<float>(qp) / 51.0f); }
+  static void fillQp(IBuffer &out, int qp) {
+    std::fill(out.v.begin(), out.v.end(),
+              sat16((static_cast<int64_t>(qp) * (static_cast<int64_t>(1) << out.q) + 25) / 51));
+  }
+  static void addInto(Buffer &out, int, const Buffer &b) {
+    for (size_t k = 0; k < out.v.size(); ++k) out.v[k] += b.v[k];
+  }
+  static void addInto(IBuffer &out, int aq, const IBuffer &b) {
+    for (size_t k = 0; k < out.v.size(); ++k)
+      out.v[k] = sat16(shiftRound(out.v[k], aq - out.q) + shiftRound(b.v[k], b.q - out.q));
+  }
+
+  // The graph on one tile, float or int16 (the one runner of runTile and runTileInt): vals[0] holds the
+  // input tile; nodes take their buffers from ``pool`` and give back those no later node reads.
+  template <typename T>
+  Status runGraph(std::vector<Buf<T>> &vals, int qp, std::vector<std::vector<T>> &pool) const {
+    for (size_t i = 1; i < nodes_.size(); ++i) {
+      const Node &n = nodes_[i];
+      const int qo = outScale(n);
+      Buf<T> &out = vals[i];
+      recycle(out, pool);
+      if (n.op == OP_QP_PLANE) {
+        const Buf<T> &a = vals[n.inputs[0]];
+        out.reshape(1, a.h, a.w);
+        out.q = qo;
+        fillQp(out, qp);
+      } else if (n.op == OP_CONCAT) {
+        for (size_t k = 0; k < n.inputs.size(); ++k)
+          if (vals[n.inputs[k]].q != qo) return Status::bad("concat of different scales");
+        Status st = concatInto(vals, n, out);
+        if (!st.ok) return st;
+        out.q = qo;
+      } else if (n.op == OP_CONV2D) {
+        Status st = conv(n, vals[n.inputs[0]], out);
+        if (!st.ok) return st;
+      } else if (n.op == OP_RELU) {
+        takeOrCopy(vals, n, i, out);
+        for (size_t k = 0; k < out.v.size(); ++k) out.v[k] = out.v[k] > T(0) ? out.v[k] : T(0);
+      } else if (n.op == OP_ADD) {
+        const Buf<T> &a = vals[n.inputs[0]], &b = vals[n.inputs[1]];
+        if (a.c != b.c || a.h != b.h || a.w != b.w) return Status::bad("add of different shapes");
+        const int aq = a.q;
+        takeOrCopy(vals, n, i, out);  // b stays valid: an input read twice is copied, not moved
+        out.q = qo;
+        addInto(out, aq, b);
+      } else if (n.op == OP_CROP) {
+        Status st = cropInto(vals[n.inputs[0]], n.params[0], out);
+        if (!st.ok) return st;
+        out.q = vals[n.inputs[0]].q;
+      }
+      for (size_t k = 0; k < n.inputs.size(); ++k)  // free what no later node reads (never the input tile)
+        if (lastUse_[n.inputs[k]] == i && n.inputs[k] != 0) toPool(vals[n.inputs[k]], pool);
+    }
+    return Status::good();
+  }
+
   static std::string num(uint64_t v) {
     std::ostringstream s;
     s << v;
     return s.str();
   }
 
-  bool jsonInt(const std::string &key, int &out) const {
-    std::string k = "\"" + key + "\":";
-    size_t p = header_.find(k);
-    if (p == std::string::npos) return false;
-    p += k.size();
-    while (p < header_.size() && header_[p] == ' ') ++p;
-    if (p >= header_.size() || header_[p] < '0' || header_[p] > '9') return false;
-    long v = 0;
-    while (p < header_.size() && header_[p] >= '0' && header_[p] <= '9' && v < 100000) v = v * 10 + (header_[p++] - '0');
-    out = static_cast<int>(v);
+  // The value of a top-level key of the JSON header: an integer, or a string without escapes.
+  bool headerInt(const char *key, int &out) const {
+    std::string v;
+    if (!json::topLevelValue(header_, key, v) || v.empty() || v.size() > 6) return false;
+    long n = 0;
+    for (size_t k = 0; k < v.size(); ++k) {
+      if (v[k] < '0' || v[k] > '9') return false;
+      n = n * 10 + (v[k] - '0');
+    }
+    out = static_cast<int>(n);
+    return true;
+  }
+
+  bool headerString(const char *key, std::string &out) const {
+    std::string v;
+    if (!json::topLevelValue(header_, key, v) || v.size() < 2 || v[0] != '"' || v[v.size() - 1] != '"' ||
+        v.find('\\') != std::string::npos)
+      return false;
+    out = v.substr(1, v.size() - 2);
     return true;
   }
 
@@ -496,8 +638,7 @@ class Model {
       case OP_RELU:
       case OP_CROP:
         if (n.inputs.size() != 1) return Status::bad(at + "needs one input");
-        if (n.op == OP_CROP && (n.params[0] < 0 || n.params[0] > 64))
-          return Status::bad(at + "bad crop");
+        if (n.op == OP_CROP && (n.params[0] < 0 || n.params[0] > 64)) return Status::bad(at + "bad crop");
         n.channels = n.op == OP_QP_PLANE ? 1 : nodes_[n.inputs[0]].channels;
         return Status::good();
       case OP_CONCAT: {
@@ -522,7 +663,8 @@ class Model {
         if (W.dims.size() != 4 || B.dims.size() != 1 || W.dims[2] != W.dims[3] || W.dims[2] == 0 || W.dims[2] > 15 ||
             B.dims[0] != W.dims[0] || W.dims[0] == 0 || W.dims[1] == 0)
           return Status::bad(at + "conv tensors have bad shapes");
-        if (extra && (W.dtype != 1 || B.dtype != 2)) return Status::bad(at + "int16 conv needs int16 weights, int32 bias");
+        if (extra && (W.dtype != 1 || B.dtype != 2))
+          return Status::bad(at + "int16 conv needs int16 weights, int32 bias");
         if (!extra && (W.data.empty() || B.data.empty())) return Status::bad(at + "float conv without float tensors");
         if (groups < 1 || pad < 0 || pad > 7 || W.dims[0] % static_cast<uint32_t>(groups) != 0 ||
             static_cast<uint64_t>(W.dims[1]) * static_cast<uint32_t>(groups) != nodes_[n.inputs[0]].channels)
@@ -542,8 +684,8 @@ class Model {
   static inline uint32_t product(int32_t w, int16_t s) { return static_cast<uint32_t>(w * static_cast<int32_t>(s)); }
 
   template <typename Sample, typename Weight, typename Acc>
-  static void accumulateConv(const Sample *in, int ih, int iw, const Weight *wco, int cin, int k, int pad, Acc *d, int oh,
-                             int ow) {
+  static void accumulateConv(const Sample *in, int ih, int iw, const Weight *wco, int cin, int k, int pad, Acc *d,
+                             int oh, int ow) {
     const size_t plane = static_cast<size_t>(ih) * iw, kk = static_cast<size_t>(k) * k;
     int ci = 0;
     for (; ci + 4 <= cin; ci += 4) {  // four input channels per pass over the output plane
@@ -614,8 +756,8 @@ class Model {
       float *o = out.plane(co);
       std::fill(o, o + static_cast<size_t>(oh) * ow, B.data[co]);
       const int g = co / cout_g;
-      accumulateConv(in.plane(g * cin_g), in.h, in.w, &W.data[static_cast<size_t>(co) * cin_g * k * k], cin_g, k, pad, o,
-                     oh, ow);
+      accumulateConv(in.plane(g * cin_g), in.h, in.w, &W.data[static_cast<size_t>(co) * cin_g * k * k], cin_g, k, pad,
+                     o, oh, ow);
     }
     return Status::good();
   }
@@ -643,9 +785,9 @@ class Model {
   // Direct convolution, register-blocked: 4 output channels x 24 (or 8) pixels of one output row stay in
   // 12 (or 4) AVX registers through all input channels and taps. Rows outermost, so the k input rows of
   // every channel stay in cache for all output channels. The input is copied once, zero-padded, so the
-  // inner loop has no bounds; weights are repacked per block of 4 output channels as [ci][ky][kx][4], read in sequence. Scratch
-  // memory is kept per thread between calls.
-  // K: the kernel size when known at compile time (3 and 1: the taps unroll), 0 for any.
+  // inner loop has no bounds; weights are repacked per block of 4 output channels as [ci][ky][kx][4], read in sequence.
+  // Scratch memory is kept per thread between calls. K: the kernel size when known at compile time (3 and 1: the taps
+  // unroll), 0 for any.
   template <int K>
   static void convAvx2(const float *in, int cin, int ih, int iw, int pad, const float *w, const float *bias, int cout,
                        int kr, Buffer &out) {
@@ -728,7 +870,8 @@ class Model {
     float *wq = &wbuf[0];
     while (reinterpret_cast<uintptr_t>(wq) % 32) ++wq;
     for (int co = 0; co < cout; ++co)
-      for (int c = 0; c < cin; ++c) wq[(static_cast<size_t>(co / 16) * cin + c) * 16 + co % 16] = w[static_cast<size_t>(co) * cin + c];
+      for (int c = 0; c < cin; ++c)
+        wq[(static_cast<size_t>(co / 16) * cin + c) * 16 + co % 16] = w[static_cast<size_t>(co) * cin + c];
     const size_t np = static_cast<size_t>(npix);
     float tmp[P * 16];
     for (int p0 = 0; p0 < npix; p0 += chunk) {
@@ -843,8 +986,8 @@ class Model {
   // 2^32 (madd included: its one overflow case, 2 x (-32768)^2, wraps the same way), so the result equals
   // the portable loop's exactly.
   template <int K>
-  static void convIntAvx2(const IBuffer &in, int pad, const int32_t *w, const int32_t *bias, int cout, int kr, int shift,
-                          IBuffer &out) {
+  static void convIntAvx2(const IBuffer &in, int pad, const int32_t *w, const int32_t *bias, int cout, int kr,
+                          int shift, IBuffer &out) {
     const int k = K ? K : kr;
     const int cin = in.c, ih = in.h, iw = in.w, oh = out.h, ow = out.w, owr = (ow + 7) / 8 * 8;
     const int pairs = (cin + 1) / 2, coutp = (cout + 3) / 4 * 4, ph = oh + k - 1, pw = owr + k - 1 + 8;
@@ -865,7 +1008,8 @@ class Model {
       for (int c = 0; c < cin; ++c)
         for (int t = 0; t < kk; ++t) {
           int32_t &slot = wp[(static_cast<size_t>(co / 4) * taps + static_cast<size_t>(c / 2) * kk + t) * 4 + co % 4];
-          const uint32_t v = static_cast<uint16_t>(static_cast<int16_t>(w[(static_cast<size_t>(co) * cin + c) * kk + t]));
+          const uint32_t v =
+              static_cast<uint16_t>(static_cast<int16_t>(w[(static_cast<size_t>(co) * cin + c) * kk + t]));
           slot = static_cast<int32_t>(static_cast<uint32_t>(slot) | (c % 2 ? v << 16 : v));
         }
     rowbuf.resize(static_cast<size_t>(coutp) * owr);
@@ -927,13 +1071,14 @@ class Model {
 #endif
 
   // int32 accumulation with two's-complement wrap (unsigned arithmetic: defined, order-independent).
-  Status convInt(const Node &n, const IBuffer &in, IBuffer &out) const {
+  Status conv(const Node &n, const IBuffer &in, IBuffer &out) const {
     const Tensor &W = tensors_[n.params[0]], &B = tensors_[n.params[1]];
     const int pad = n.params[2], groups = n.params[3], qo = n.params.back();
     const int cout = static_cast<int>(W.dims[0]), cin_g = static_cast<int>(W.dims[1]), k = static_cast<int>(W.dims[2]);
     const int oh = in.h + 2 * pad - k + 1, ow = in.w + 2 * pad - k + 1;
     if (oh <= 0 || ow <= 0) return Status::bad("convolution larger than the tile");
-    out = IBuffer(cout, oh, ow, qo);
+    out.reshape(cout, oh, ow);
+    out.q = qo;
     const int cout_g = cout / groups, shift = W.frac + in.q - qo;
 #ifdef CNNW_AVX2
     if (groups == 1) {

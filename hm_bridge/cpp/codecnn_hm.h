@@ -4,11 +4,22 @@
 // source/Lib/TLibCommon and inserts the calls. The model path comes from HM's own command line:
 // `--CnnModel=model.cnnw` on TAppEncoder and TAppDecoder (empty: no filtering, HM unchanged).
 // Use an int16 model (`codecnn export --int16`) so encoder and decoder agree on any machine.
+//
+// Nothing here stops the program: filterLuma returns false with a message, and the line patch-hm
+// inserts into HM prints it and exits (an encoder and a decoder that silently disagree would be worse
+// than no output), e.g.
+//   std::string err;
+//   if (!codecnn_hm::filterLuma(luma, stride, width, height, bitDepth, qp, err)) { print err; exit(1); }
+//
+// Threads: the model is loaded once, on the first call, by a function-local static (initialised
+// thread-safely by C++11); filtering only reads it, so filterLuma may be called from several threads at
+// once, on different planes. Set modelPath() (HM's option parser does) before the first call: later
+// changes are not seen.
 #ifndef CODECNN_HM_H
 #define CODECNN_HM_H
 
 #include <cstdio>
-#include <cstdlib>
+#include <cstdlib>  // std::exit and EXIT_FAILURE, for the line patch-hm inserts into HM
 #include <string>
 
 #include "cnnw.h"
@@ -21,38 +32,46 @@ inline std::string &modelPath() {
   return path;
 }
 
-// The model, loaded on first use; a model that fails to load stops the program with its message,
-// since an encoder and a decoder that silently disagree would be worse.
-inline const cnnw::Model *model() {
-  static cnnw::Model m;
-  static int state = 0;  // 0 not loaded, 1 loaded, 2 no model
-  if (state == 0) {
-    if (modelPath().empty()) {
-      state = 2;
-    } else {
-      cnnw::Status st = m.load(modelPath());
-      if (!st.ok) {
-        std::fprintf(stderr, "codecnn: cannot use --CnnModel: %s\n", st.message.c_str());
-        std::exit(EXIT_FAILURE);
-      }
-      std::fprintf(stdout, "codecnn: luma filter %s (%s) after SAO\n", modelPath().c_str(),
-                   m.isInt16() ? "int16" : "float32");
-      state = 1;
+// The model named by modelPath(), loaded once, with the outcome of loading it.
+struct Loaded {
+  cnnw::Model model;
+  cnnw::Status status;
+  bool active;  // a model was given and it loaded
+  explicit Loaded(const std::string &path) : status(cnnw::Status::good()), active(false) {
+    if (path.empty()) return;
+    status = model.load(path);
+    if (!status.ok) {
+      status.message = "cannot use --CnnModel: " + status.message;
+      return;
     }
+    active = true;
+    std::fprintf(stdout, "codecnn: luma filter %s (%s) after SAO\n", path.c_str(),
+                 model.isInt16() ? "int16" : "float32");
   }
-  return state == 1 ? &m : nullptr;
+};
+
+inline const Loaded &loaded() {
+  static const Loaded state(modelPath());  // C++11: initialised exactly once, even with threads
+  return state;
 }
 
 // Filters the reconstructed luma plane in place (HM's Pel samples, stride, size, bit depth, slice QP).
+// Returns true when it was filtered, or when no model is given (nothing to do); false, with ``error``
+// set, when the model cannot be loaded or filtering fails: the caller reports it and stops.
 template <typename Pel>
-inline void filterLuma(Pel *luma, int stride, int width, int height, int bitDepth, int qp) {
-  const cnnw::Model *m = model();
-  if (!m) return;
-  cnnw::Status st = m->filterPlane(luma, stride, luma, stride, width, height, bitDepth, qp);
-  if (!st.ok) {
-    std::fprintf(stderr, "codecnn: filtering failed: %s\n", st.message.c_str());
-    std::exit(EXIT_FAILURE);
+inline bool filterLuma(Pel *luma, int stride, int width, int height, int bitDepth, int qp, std::string &error) {
+  const Loaded &m = loaded();
+  if (!m.status.ok) {
+    error = m.status.message;
+    return false;
   }
+  if (!m.active) return true;
+  cnnw::Status st = m.model.filterPlane(luma, stride, luma, stride, width, height, bitDepth, qp);
+  if (!st.ok) {
+    error = "filtering failed: " + st.message;
+    return false;
+  }
+  return true;
 }
 
 }  // namespace codecnn_hm
