@@ -200,12 +200,27 @@ def make_dataset(
 
 @cli.command()
 @click.argument("dataset", type=click.Path())
-def info(dataset):
-    """Print a dataset's summary: shapes, splits, QPs, sequences, encoder and rates."""
-    from codecnn.data.inspect import describe_dataset
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Also read every chunk and re-decode every stored bitstream (CTU inputs compared with the decode).",
+)
+def info(dataset, verify):
+    """Print a dataset's summary: shapes, splits, QPs, sequences, encoder and rates.
 
-    for line in describe_dataset(dataset):
-        click.echo(line)
+    Opening checks the header and the layout (every array present, of one length, the right dtypes, the
+    meta JSON); --verify reads the whole file and exits with 2 if anything in it is damaged."""
+    from codecnn.data.inspect import describe_dataset, verify_dataset
+
+    _echo(describe_dataset(dataset))
+    if verify:
+        lines, problems = verify_dataset(dataset, progress=sys.stderr.isatty())
+        _echo(lines)
+        if problems:
+            _echo(f"damaged: {p}" for p in problems[:20])
+            more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
+            raise CodecnnError(f"{dataset}: {len(problems)} problem(s){more}; rebuild it with codecnn make-dataset")
+        click.echo("no problem found")
 
 
 @cli.group()
@@ -247,9 +262,9 @@ def train_rdn(blocks, layers, growth, features, qp_map, separable, head, **kw):
 
 @train.command("modenet")
 @train_options
-@click.option("--channels", type=POSITIVE, default=32, show_default=True, help="Conv channels.")
-@click.option("--depth", type=POSITIVE, default=4, show_default=True, help="Conv layers.")
-@click.option("--hidden", type=POSITIVE, default=128, show_default=True, help="Fully connected width.")
+@click.option("--channels", type=click.IntRange(1, 512), default=32, show_default=True, help="Conv channels.")
+@click.option("--depth", type=click.IntRange(1, 32), default=4, show_default=True, help="Conv layers.")
+@click.option("--hidden", type=click.IntRange(1, 4096), default=128, show_default=True, help="Fully connected width.")
 @click.option(
     "--target",
     type=click.Choice(["best", "soft"]),
@@ -300,14 +315,19 @@ def evaluate_modes(checkpoint, data, split, out):
 @cli.command("model-info")
 @click.argument("arch", type=click.Choice(["rdn"]))
 @rdn_options
-@click.option("--size", type=POSITIVE, default=128, show_default=True, help="Output block size for the MAC count.")
+@click.option(
+    "--size", type=click.IntRange(1, 4096), default=128, show_default=True, help="Output block size for the MAC count."
+)
 def model_info(arch, blocks, layers, growth, features, qp_map, separable, head, size):
     """Print a network's parameters and MACs per pixel, counted from its modules."""
+    import torch
+
     from codecnn.models import build_model
     from codecnn.models.complexity import describe_complexity
 
     config = rdn_config(blocks, layers, growth, features, qp_map, separable, head)
-    model = build_model(arch, config)
+    with torch.device("meta"):  # shapes only: no memory for the weights
+        model = build_model(arch, config)
     c = describe_complexity(model, size)
     click.echo(f"{arch} {config}")
     click.echo(f"parameters: {c['params']}")
@@ -461,6 +481,8 @@ def evaluate(
 def report(results, out):
     """Render (and merge) evaluation results: report.md, RD curves and gain-vs-QP plots."""
     from codecnn.eval.report import load_results, write_report
+
+    check_output_dir(out, "--out")
 
     merged = load_results(results)
     written = write_report(merged, out, write_json=len(results) > 1)

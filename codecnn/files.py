@@ -79,3 +79,19 @@ def check_output_file(path: str | os.PathLike, option: str = "--out") -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise CodecnnError(f"{option} {p}: the folder {parent} is not writable; choose another")
     return p
+
+
+def read_text_input(path: str | os.PathLike, what: str) -> str:
+    """The text of an input file the user names (a sequence list, a CSV, a results file): a clear error for a
+    missing file, a folder, or binary content, instead of a decoding traceback."""
+    p = Path(path)
+    if not p.is_file():
+        raise CodecnnError(f"{p}: no such file (expected {what})")
+    data = p.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CodecnnError(f"{p}: binary content, not a text file; give {what}") from None
+    if "\x00" in text:
+        raise CodecnnError(f"{p}: binary content, not a text file; give {what}")
+    return text

@@ -152,10 +152,14 @@ def verbosity(f):
 
 
 rdn_options = _stack(
-    click.option("--blocks", type=POSITIVE, default=4, show_default=True, help="Residual dense blocks."),
-    click.option("--layers", type=POSITIVE, default=6, show_default=True, help="Dense conv layers per block."),
-    click.option("--growth", type=POSITIVE, default=24, show_default=True, help="Growth rate (channels per layer)."),
-    click.option("--features", type=POSITIVE, default=32, show_default=True, help="Feature channels."),
+    click.option("--blocks", type=click.IntRange(1, 64), default=4, show_default=True, help="Residual dense blocks."),
+    click.option(
+        "--layers", type=click.IntRange(1, 32), default=6, show_default=True, help="Dense conv layers per block."
+    ),
+    click.option(
+        "--growth", type=click.IntRange(1, 256), default=24, show_default=True, help="Growth rate (channels per layer)."
+    ),
+    click.option("--features", type=click.IntRange(1, 512), default=32, show_default=True, help="Feature channels."),
     click.option("--qp-map", is_flag=True, help="QP as an extra input plane (one model for all QPs)."),
     click.option("--separable", is_flag=True, help="Depthwise 3x3 + pointwise 1x1 in place of each inner 3x3."),
     click.option(

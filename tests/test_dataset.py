@@ -161,10 +161,12 @@ def _build_cmd(src, out, *extra):
     ]
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_equals_uninterrupted(tmp_path, carphone_yuv):
     qps = [a for q in (22, 27, 32, 37, 42, 47) for a in ("--qp", str(q))]
     full = tmp_path / "full.h5"
-    subprocess.run(_build_cmd(carphone_yuv, full, *qps), check=True, capture_output=True)
+    r = subprocess.run(_build_cmd(carphone_yuv, full, *qps), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
     part = tmp_path / "part.h5"
     # a shell's background job inherits SIGINT as "ignored": give the build the default Ctrl-C behaviour
     proc = subprocess.Popen(
@@ -184,8 +186,8 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, carphone_yuv):
     assert not part.exists()  # nothing under the final name
     done = len(list(parts.glob("unit*.h5")))
     assert 1 <= done < 6
-    r = subprocess.run(_build_cmd(carphone_yuv, part, *qps, "--resume"), capture_output=True)
-    assert r.returncode == 0, r.stderr
+    r = subprocess.run(_build_cmd(carphone_yuv, part, *qps, "--resume"), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
     assert not parts.exists()
     with h5py.File(full, "r") as a, h5py.File(part, "r") as b:
         for k in ("input", "target", "qp", "frame", "pos", "valid", "seq", "split"):
@@ -214,6 +216,8 @@ def test_resume_refuses_other_options(tmp_path, carphone_yuv):
         ],
     )
     assert r.exit_code == 2 and "without --resume" in r.output
+    assert sorted(p.name for p in parts.iterdir()) == ["build.json"] and (parts / "build.json").read_text() == "{}"
+    assert not (tmp_path / "o.h5").exists()
 
 
 @pytest.mark.parametrize(
@@ -274,7 +278,8 @@ def test_bad_input_from_the_shell_has_no_traceback(tmp_path):
         text=True,
     )
     assert r.returncode == 2 and "Traceback" not in r.stderr and "no such file" in r.stderr
-    assert not os.path.exists(tmp_path / "o.h5")
+    assert r.stdout == "" and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert os.listdir(tmp_path) == []  # neither o.h5 nor its o.h5.parts build folder
 
 
 def test_info_rejects_other_files(tmp_path):

@@ -1,8 +1,11 @@
 """hm_bridge: the .cnnw format, the dependency-free C++ inference, and gains on HM's own outputs."""
 
 import json
+import logging
 import shutil
+import struct
 import subprocess
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +100,56 @@ def _cpu_has(*flags):
     return all(f in words for f in flags)
 
 
+def _export(checkpoint, out, *options) -> Path:
+    """``codecnn export`` (its exit status checked): the written file."""
+    r = CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(out), *options])
+    assert r.exit_code == 0 and "wrote" in r.output, r.output
+    return Path(out)
+
+
+@pytest.fixture(scope="module")
+def float_model(checkpoint, tmp_path_factory):
+    """The checkpoint exported as a float32 .cnnw file (version 2)."""
+    return _export(checkpoint, tmp_path_factory.mktemp("f") / "m.cnnw")
+
+
+def _reseal(data: bytes) -> bytes:
+    """A version 2 file with its CRC-32 recomputed (over the bytes from offset 12), as the writer does."""
+    return data[:8] + struct.pack("<I", zlib.crc32(data[12:])) + data[12:]
+
+
+def _as_v1(data: bytes) -> bytes:
+    """A version 2 file in the layout of version 1, as the version 1 writer wrote it: no checksum field."""
+    assert data[4:8] == struct.pack("<I", 2)
+    return data[:4] + struct.pack("<I", 1) + data[12:]
+
+
+def _tensor_spans(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) byte offsets of the values of every tensor of a version 2 file (walking its layout)."""
+    precision, hlen = struct.unpack_from("<II", data, 12)
+    pos = 20 + hlen
+    (count,) = struct.unpack_from("<I", data, pos)
+    pos += 4
+    spans = []
+    for _ in range(count):
+        (ndim,) = struct.unpack_from("<I", data, pos)
+        dims = struct.unpack_from(f"<{ndim}I", data, pos + 4)
+        pos += 4 + 4 * ndim
+        size = 4
+        if precision == 1:
+            size = 2 if struct.unpack_from("<iI", data, pos)[1] == 1 else 4
+            pos += 8
+        spans.append((pos, pos + size * int(np.prod(dims))))
+        pos = spans[-1][1]
+    return spans
+
+
+def _flip(data: bytes, pos: int, bit: int) -> bytes:
+    b = bytearray(data)
+    b[pos] ^= 1 << bit
+    return bytes(b)
+
+
 @pytest.mark.parametrize("variant", [{}, {"qp_map": True}, {"separable": True}])
 def test_graph_equals_pytorch(tmp_path, variant):
     m = _model(**variant)
@@ -110,9 +163,7 @@ def test_graph_equals_pytorch(tmp_path, variant):
 
 
 def test_export_command_and_python_runner(checkpoint, tmp_path):
-    out = tmp_path / "m.cnnw"
-    r = CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(out)])
-    assert r.exit_code == 0 and "wrote" in r.output, r.output
+    out = _export(checkpoint, tmp_path / "m.cnnw")
     assert out.read_bytes()[:4] == b"CNNW"
     g = read_cnnw(out)
     plane = RawYuvReader(HM / "carphone" / "lf" / "qp37" / "recon.yuv", 176, 144).read(0).y
@@ -126,6 +177,7 @@ def test_export_command_and_python_runner(checkpoint, tmp_path):
     assert r.exit_code == 2 and "no such checkpoint" in r.output
 
 
+@pytest.mark.slow
 @needs_gxx
 @pytest.mark.parametrize("bit_depth", [8, 10])
 def test_cpp_float_path_matches_pytorch(tool, checkpoint, tmp_path, bit_depth):
@@ -133,8 +185,7 @@ def test_cpp_float_path_matches_pytorch(tool, checkpoint, tmp_path, bit_depth):
     from codecnn.train.checkpoint import load_model
 
     model, _ = load_model(checkpoint)
-    cnnw = tmp_path / "m.cnnw"
-    CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(cnnw)])
+    cnnw = _export(checkpoint, tmp_path / "m.cnnw")
     src = HM / "carphone" / "lf" / "qp37" / "recon.yuv"
     raw = np.fromfile(src, np.uint8).reshape(8, -1)[:2]
     if bit_depth == 10:
@@ -168,7 +219,11 @@ def test_cpp_float_path_matches_pytorch(tool, checkpoint, tmp_path, bit_depth):
 
 
 @needs_gxx
-def test_loader_survives_truncated_and_flipped_files_under_asan(checkpoint, tmp_path):
+@pytest.mark.slow
+def test_loader_survives_truncated_and_flipped_files_under_asan(float_model, tmp_path):
+    """Truncated and bit-flipped files under ASan/UBSan: every one refused, never a crash. The checksum now
+    refuses each damaged version 2 file before its structure is read, so the parser's own checks are fuzzed
+    on files whose checksum is made right again after the flips, and on version 1 files (no checksum)."""
     exe = tmp_path / "check"
     r = subprocess.run(
         [
@@ -188,46 +243,59 @@ def test_loader_survives_truncated_and_flipped_files_under_asan(checkpoint, tmp_
     if r.returncode != 0:
         assert "[-W" not in r.stderr, r.stderr[-3000:]  # a warning (an error under -Werror) fails; no ASan skips
         pytest.skip(f"cannot build with -fsanitize=address: {r.stderr[-300:]}")
-    good = tmp_path / "m.cnnw"
-    CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(good)])
-    data = good.read_bytes()
+    data = float_model.read_bytes()
+    v1 = _as_v1(data)
     rng = np.random.default_rng(0)
-    files = [good]
-    for i, cut in enumerate(sorted(set(rng.integers(0, len(data), 60).tolist()) | {0, 3, 4, 8, 12, 16})):
-        p = tmp_path / f"t{i}.cnnw"
-        p.write_bytes(data[:cut])
-        files.append(p)
+    cases = [("good", data), ("good v1", v1)]
+    for cut in sorted(set(rng.integers(0, len(data), 60).tolist()) | {0, 3, 4, 8, 12, 16, 20}):
+        cases.append(("truncated", data[:cut]))
+    for cut in sorted(set(rng.integers(0, len(v1), 30).tolist()) | {8, 12, 16}):
+        cases.append(("truncated v1", v1[:cut]))
     for i in range(120):
-        b = bytearray(data)
-        for _ in range(int(rng.integers(1, 4))):
-            pos = int(rng.integers(0, min(len(b), 4096) if i % 2 else len(b)))
-            b[pos] ^= 1 << int(rng.integers(0, 8))
-        p = tmp_path / f"f{i}.cnnw"
-        p.write_bytes(bytes(b))
-        files.append(p)
+        n = int(rng.integers(1, 4))
+        spots = {(int(rng.integers(0, min(len(data), 4096) if i % 2 else len(data))), int(rng.integers(0, 8)))}
+        while len(spots) < n:  # distinct bits: two flips of one bit would give the good file back
+            spots.add((int(rng.integers(0, len(data))), int(rng.integers(0, 8))))
+        b = data
+        for pos, bit in spots:
+            b = _flip(b, pos, bit)
+        cases.append(("flipped" if min(pos for pos, _ in spots) >= 8 else "flipped head", b))
+        cases.append(("resealed", _reseal(b) if b[4:8] == data[4:8] else b))  # the parser's checks, fuzzed
+        cases.append(("flipped v1", _as_v1(b) if b[4:8] == data[4:8] else b))
+    files = []
+    for i, (_, b) in enumerate(cases):
+        files.append(tmp_path / f"c{i}.cnnw")
+        files[-1].write_bytes(b)
     r = subprocess.run([str(exe), *map(str, files)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "AddressSanitizer" not in r.stderr and "runtime error" not in r.stderr
     lines = r.stdout.splitlines()
-    assert len(lines) == len(files) and lines[0] == "OK"
-    assert all(line != "OK" for line in lines[1:62])  # every truncation is refused
+    assert len(lines) == len(files)
+    got = list(zip([kind for kind, _ in cases], lines, files, strict=True))
+    assert got[0][1] == "OK" and got[1][1].startswith("OK; ") and "re-export" in got[1][1]
+    for kind, line, f in got[2:]:
+        if kind in ("truncated", "flipped", "flipped head", "truncated v1"):
+            assert not line.startswith("OK"), (kind, f)  # every truncation and every bit flip is refused
+        if kind == "flipped" or (kind == "truncated" and f.stat().st_size >= 12):
+            assert line.startswith(f"{f}: the file is damaged: "), (kind, line)
     assert any("truncated" in line for line in lines) and any("bad magic" in line for line in lines)
+    refused = [line for kind, line, _ in got if kind == "resealed" and not line.startswith("OK")]
+    assert refused and not any("damaged" in line for line in refused)  # the parser's own checks refused these
 
 
 def _with_header(data: bytes, header: str) -> bytes:
-    """A .cnnw file with its JSON header replaced by ``header`` (the rest byte for byte)."""
-    hlen = int.from_bytes(data[12:16], "little")
+    """A version 2 .cnnw file with its JSON header replaced by ``header`` (the rest byte for byte; the
+    checksum made right)."""
+    hlen = int.from_bytes(data[16:20], "little")
     h = header.encode()
-    return data[:12] + len(h).to_bytes(4, "little") + h + data[16 + hlen :]
+    return _reseal(data[:16] + len(h).to_bytes(4, "little") + h + data[20 + hlen :])
 
 
-def test_cpp_reads_the_json_header_whatever_its_whitespace(load_check, checkpoint, tmp_path):
+def test_cpp_reads_the_json_header_whatever_its_whitespace(load_check, float_model, tmp_path):
     """The C++ loader reads the header's top-level "arch" and "context" as JSON, not as a substring that
     depends on Python's json.dumps separators: any whitespace passes, a key nested in "config" does not count."""
-    good = tmp_path / "m.cnnw"
-    CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(good)])
-    data = good.read_bytes()
-    head = json.loads(data[16 : 16 + int.from_bytes(data[12:16], "little")])
+    data = float_model.read_bytes()
+    head = json.loads(data[20 : 20 + int.from_bytes(data[16:20], "little")])
     no_arch = {k: v for k, v in head.items() if k != "arch"}
     no_context = {k: v for k, v in head.items() if k != "context"}
     cases = [
@@ -252,26 +320,95 @@ def test_cpp_reads_the_json_header_whatever_its_whitespace(load_check, checkpoin
     assert [ln.rsplit(".cnnw: ", 1)[-1] for ln in r.stdout.splitlines()] == [want for _, want in cases]
 
 
-def test_python_reader_refuses_damaged_files(checkpoint, tmp_path):
-    good = tmp_path / "m.cnnw"
-    CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(good)])
-    data = good.read_bytes()
+def test_python_reader_refuses_damaged_files(float_model, tmp_path):
+    data = float_model.read_bytes()
+    p = tmp_path / "bad.cnnw"
     for bad, msg in (
         (b"XXXX" + data[4:], "bad magic"),
-        (data[:4] + b"\x02" + data[5:], "version 2"),
-        (data[: len(data) // 2], "truncated"),
+        (data[:4] + b"\x03" + data[5:], "version 3; this reader knows versions 1, 2"),
+        (data[:4] + b"\x00" + data[5:], "version 0"),
+        (data[: len(data) // 2], "the file is damaged"),
+        (data[:10], "truncated"),
+        (data + b"\0", "the file is damaged"),
+        (_flip(data, 9, 0), "the file is damaged"),  # the checksum field itself
+        (_flip(data, 21, 3), "the file is damaged"),  # the JSON header
+        (_flip(data, len(data) - 1, 7), "the file is damaged"),  # the last node
+        (_reseal(data[: len(data) // 2]), "truncated"),  # checksum right: the structure is checked too
+        (_reseal(data + b"\0"), "trailing bytes"),
+        (_as_v1(data)[: len(data) // 2], "truncated"),
     ):
-        p = tmp_path / "bad.cnnw"
         p.write_bytes(bad)
-        with pytest.raises(CodecnnError, match=msg):
+        with pytest.raises(CodecnnError, match=msg) as e:
             read_cnnw(p)
+        assert str(e.value).startswith(f"{p}: ")
 
 
-def test_gain_on_hm_outputs(checkpoint, tmp_path):
+@pytest.mark.parametrize("int16", [False, True])
+def test_v2_file_round_trips_with_its_checksum(float_model, int16_model, tmp_path, int16):
+    src = int16_model if int16 else float_model
+    data = src.read_bytes()
+    assert data[:12] == b"CNNW" + struct.pack("<II", 2, zlib.crc32(data[12:]))  # version 2, CRC-32 of the rest
+    g = read_cnnw(src)
+    assert g.version == 2 and g.crc32 == zlib.crc32(data[12:])
+    again = write_cnnw(g, tmp_path / "again.cnnw")
+    assert again.read_bytes() == data and g.crc32 == zlib.crc32(data[12:])  # byte for byte, same checksum
+    h = read_cnnw(again)
+    assert h.header == g.header and h.nodes == g.nodes and getattr(h, "tensor_q", None) == getattr(g, "tensor_q", None)
+    for a, b in zip(h.tensors, g.tensors, strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+
+
+@needs_gxx
+def test_flipped_bit_in_the_weights_is_refused(load_check, float_model, int16_model, tmp_path):
+    """One flipped bit in any tensor (float32 and int16 files) is refused as a damaged file, naming the file,
+    by the Python reader and by the C++ loader; the good files load."""
+    rng = np.random.default_rng(1)
+    files = [float_model, int16_model]
+    for src in (float_model, int16_model):
+        data = src.read_bytes()
+        spans = _tensor_spans(data)
+        assert spans[-1][1] < len(data) - 16  # the node table follows
+        spots = [spans[0][0], spans[-1][1] - 1]  # the first and the last byte of the weights, and one per tensor
+        spots += [int(rng.integers(a, b)) for a, b in spans]
+        for k, pos in enumerate(spots):
+            f = tmp_path / f"{src.stem}_{k}.cnnw"
+            f.write_bytes(_flip(data, pos, int(rng.integers(0, 8))))
+            files.append(f)
+            with pytest.raises(CodecnnError, match="the file is damaged") as e:
+                read_cnnw(f)
+            assert str(e.value).startswith(f"{f}: ") and "export the model again" in str(e.value)
+    r = subprocess.run([str(load_check), *map(str, files)], capture_output=True, text=True, check=True)
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["OK", "OK"] and len(lines) == len(files)
+    for f, line in zip(files[2:], lines[2:], strict=True):
+        assert line.startswith(f"{f}: the file is damaged: its CRC-32 is 0x"), line
+
+
+def test_python_reads_a_v1_file_with_a_warning(float_model, int16_model, tmp_path, caplog):
+    for src in (float_model, int16_model):
+        v1 = tmp_path / f"{src.stem}_v1.cnnw"
+        v1.write_bytes(_as_v1(src.read_bytes()))
+        with caplog.at_level(logging.WARNING, logger="hm_bridge.format"):
+            caplog.clear()
+            g1 = read_cnnw(v1)
+        assert [r.levelno for r in caplog.records] == [logging.WARNING]
+        msg = caplog.records[0].getMessage()
+        assert msg.startswith(f"{v1}: .cnnw version 1 has no checksum") and "re-export" in msg
+        g2 = read_cnnw(src)
+        assert g1.version == 1 and g1.crc32 is None and g1.nodes == g2.nodes and g1.header == g2.header
+        for a, b in zip(g1.tensors, g2.tensors, strict=True):
+            np.testing.assert_array_equal(a, b)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="hm_bridge.format"):
+            read_cnnw(src)
+        assert not caplog.records  # version 2: no warning
+
+
+def test_gain_on_hm_outputs(float_model, tmp_path):
     from hm_bridge.__main__ import main
 
-    cnnw = tmp_path / "m.cnnw"
-    CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(cnnw)])
+    cnnw = float_model
     d = HM / "carphone" / "lf" / "qp32"
     r = CliRunner().invoke(
         main,
@@ -330,15 +467,14 @@ def int16_model(checkpoint, restoration_h5, tmp_path_factory):
     return out
 
 
-def test_int16_export_is_close_to_float(int16_model, checkpoint, tmp_path):
+def test_int16_export_is_close_to_float(int16_model, float_model):
     from hm_bridge.fixed import filter_plane_int
 
     g = read_cnnw(int16_model)
     rep = g.header["int16_report"]
     assert rep["ctus"] > 0 and abs(rep["loss_db"]) < 0.05
     assert all(isinstance(t, np.ndarray) and t.dtype in (np.int16, np.int32) for t in g.tensors)
-    fl = tmp_path / "f.cnnw"
-    CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(fl)])
+    fl = float_model
     plane = RawYuvReader(HM / "carphone" / "lf" / "qp37" / "recon.yuv", 176, 144).read(0).y
     a = filter_plane_int(g, plane, 8, 37)
     b = filter_plane_cnnw(read_cnnw(fl), plane, 8, 37)
@@ -366,6 +502,40 @@ def test_cpp_int16_equals_python_twin(tool, int16_model, tmp_path, bit_depth):
         luma = np.fromfile(lo, "<u2" if bit_depth == 10 else np.uint8).reshape(2, 144, 176)
         for k in range(2):
             np.testing.assert_array_equal(luma[k], twin[k], err_msg=f"{opt} frame {k}")
+
+
+@needs_gxx
+def test_cnnw_tool_prints_the_checksum_refuses_damage_and_warns_on_v1(tool, int16_model, tmp_path):
+    """cnnw_tool: the CRC-32 on stderr; a flipped weight bit: exit status 1 and the damaged-file message; the
+    same model as a version 1 file: a warning to re-export, and the same output samples."""
+    from hm_bridge.fixed import filter_plane_int
+
+    exe = tool["-O3"]
+    data = int16_model.read_bytes()
+    plane = np.fromfile(HM / "carphone" / "lf" / "qp32" / "recon.yuv", np.uint8)[: 176 * 144 * 3 // 2]
+    yuv = tmp_path / "in.yuv"
+    plane.tofile(yuv)
+
+    def run(model):
+        out = tmp_path / "out.raw"
+        out.unlink(missing_ok=True)
+        r = subprocess.run([str(exe), str(model), str(yuv), "176", "144", "8", "32", str(out)], capture_output=True)
+        return r.returncode, r.stderr.decode(), np.fromfile(out, np.uint8) if out.exists() else None
+
+    rc, err, got = run(int16_model)
+    assert rc == 0 and f"int16, .cnnw version 2, CRC-32 {zlib.crc32(data[12:]):#010x}" in err, err
+    want = filter_plane_int(read_cnnw(int16_model), plane[: 176 * 144].reshape(144, 176), 8, 32)
+    np.testing.assert_array_equal(got.reshape(144, 176), want)
+    v1 = tmp_path / "v1.cnnw"
+    v1.write_bytes(_as_v1(data))
+    rc, err, got1 = run(v1)
+    assert rc == 0 and f"{v1}: warning: .cnnw version 1 has no checksum" in err and "re-export" in err, err
+    assert "version 1, CRC-32 none" in err
+    np.testing.assert_array_equal(got1.reshape(144, 176), want)
+    damaged = tmp_path / "damaged.cnnw"
+    damaged.write_bytes(_flip(data, _tensor_spans(data)[-2][1] - 1, 7))  # the last weight of the last conv
+    rc, err, _ = run(damaged)
+    assert rc == 1 and err.startswith(f"error: {damaged}: the file is damaged: its CRC-32 is 0x"), err
 
 
 GLUE = r"""// HM's types as far as the line patch-hm inserts uses them (written here, not copied from HM).
@@ -470,9 +640,24 @@ def test_hm_glue_filters_and_lets_hm_report_errors(cxx, int16_model, tmp_path):
         return res, buf
 
     res, got = run(int16_model)
-    assert res.returncode == 0 and "codecnn: luma filter" in res.stdout, res.stderr
-    np.testing.assert_array_equal(got, filter_plane_int(read_cnnw(int16_model), plane, 8, 27))
+    data = int16_model.read_bytes()
+    crc = f"CRC-32 {zlib.crc32(data[12:]):#010x}"  # printed by encoder and decoder alike: compare the two
+    assert res.returncode == 0 and f"codecnn: luma filter {int16_model} (int16, {crc}) after SAO" in res.stdout
+    assert res.stderr == "", res.stderr
+    want = filter_plane_int(read_cnnw(int16_model), plane, 8, 27)
+    np.testing.assert_array_equal(got, want)
     assert (got != plane).any()
+    v1 = tmp_path / "v1.cnnw"
+    v1.write_bytes(_as_v1(data))
+    res, got = run(v1)  # version 1: used, with a warning
+    assert res.returncode == 0 and "(int16, no checksum)" in res.stdout, res.stderr
+    assert f"codecnn: {v1}: warning: .cnnw version 1 has no checksum" in res.stderr and "re-export" in res.stderr
+    np.testing.assert_array_equal(got, want)
+    damaged = tmp_path / "damaged.cnnw"
+    damaged.write_bytes(_flip(data, _tensor_spans(data)[3][0] + 1, 2))
+    res, _ = run(damaged)
+    assert res.returncode == 1
+    assert f"ERROR: codecnn: cannot use --CnnModel: {damaged}: the file is damaged" in res.stderr, res.stderr
     res, got = run("")
     assert res.returncode == 0 and res.stdout == "" and res.stderr == ""
     np.testing.assert_array_equal(got, plane)
@@ -480,11 +665,15 @@ def test_hm_glue_filters_and_lets_hm_report_errors(cxx, int16_model, tmp_path):
     assert res.returncode == 1 and "ERROR: codecnn: cannot use --CnnModel" in res.stderr
     assert "cannot open the model file" in res.stderr
     bad = tmp_path / "bad.cnnw"
-    bad.write_bytes(int16_model.read_bytes()[:100])
+    bad.write_bytes(_reseal(data[:100]))  # truncated, its checksum made right: the structure is checked too
     res, _ = run(bad)
     assert res.returncode == 1 and "truncated" in res.stderr, res.stderr
+    bad.write_bytes(data[:100])
+    res, _ = run(bad)
+    assert res.returncode == 1 and "the file is damaged" in res.stderr, res.stderr
 
 
+@pytest.mark.slow
 def test_export_reports_max_change_and_identity(checkpoint, restoration_h5, tmp_path):
     """The export report says how far the network moves samples: an untrained (identity) network is flagged."""
     from hm_bridge.export import export_checkpoint

@@ -23,7 +23,9 @@ SIZES = (4, 8, 16, 32)
 
 
 def _fixture(n):
-    return np.load(DATA / "hm_intra" / f"hm_intra_n{n}.npz")
+    """HM's arrays for block size n, read once (an NpzFile would decompress a whole array on every index)."""
+    with np.load(DATA / "hm_intra" / f"hm_intra_n{n}.npz") as f:
+        return dict(f)
 
 
 @pytest.mark.parametrize("n", SIZES)

@@ -1,5 +1,7 @@
 """Intra-mode datasets (real encodes) and the mode-prediction CNN trained through the shared trainer."""
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -9,7 +11,6 @@ from click.testing import CliRunner
 
 from codecnn.cli import cli
 from codecnn.data.intra import IntraModeDataset, canvas
-from codecnn.eval.intra import mpm_list
 from codecnn.hevc.intra import intra_predictions, transform_costs
 from codecnn.models import build_model
 from codecnn.train.checkpoint import load_model
@@ -94,6 +95,44 @@ def test_soft_targets_prefer_cheaper_modes():
     assert t.shape == (1, 35) and t[0, 0] > t[0, 1] > t[0, 2] and abs(float(t.sum()) - 1) < 1e-6
 
 
+def _printed_table(output: str) -> dict[str, list[str]]:
+    """The rows of the mode table a command printed (train modenet, evaluate-modes), by their first column."""
+    lines = output.splitlines()
+    i = next(k for k, ln in enumerate(lines) if ln.split()[:5] == ["N", "blocks", "top1", "top3", "top8"])
+    rows = {}
+    for ln in lines[i + 1 :]:
+        cells = ln.replace("|", " ").split()
+        if len(cells) != 10:
+            break
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def _assert_table_shows(output: str, r: dict) -> None:
+    """The printed table holds one row per block size, then the pooled row "all", with r's figures."""
+    per = r["per_size"]
+    rows = _printed_table(output)
+    assert list(rows) == ["4", "8", "16", "32", "all"] == [*per, "all"]
+    want = {**per, "all": {**r["overall"], "blocks": sum(v["blocks"] for v in per.values())}}
+    for n, cells in rows.items():
+        net, rmd, mpm = want[n]["network"], want[n]["hm_rmd"], want[n]["planar_dc_mpm"]
+        assert cells == [
+            str(want[n]["blocks"]),
+            f"{net['top1']:.3f}",
+            f"{net['top3']:.3f}",
+            f"{net['top8']:.3f}",
+            f"{net['cost_increase_top3']:.4f}",
+            f"{rmd['recall']:.3f}",
+            f"{rmd['cost_increase']:.4f}",
+            f"{mpm['recall']:.3f}",
+            f"{mpm['cost_increase']:.4f}",
+        ], n
+
+
+VAL_BLOCKS = {n: (144 // n) * (176 // n) for n in (4, 8, 16, 32)}  # one 176x144 frame in the val split
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["best", "soft"])
 def test_few_real_steps_lower_the_loss(modes_h5, tmp_path, target):
     out = tmp_path / target
@@ -125,7 +164,10 @@ def test_few_real_steps_lower_the_loss(modes_h5, tmp_path, target):
     ]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
-    assert "HM RMD" in r.output and "all" in r.output
+    val = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if '"val"' in x]
+    assert val[-1]["step"] == 40
+    assert {n: v["blocks"] for n, v in val[-1]["per_size"].items()} == {str(n): b for n, b in VAL_BLOCKS.items()}
+    _assert_table_shows(r.output, val[-1])  # the last validation, as logged
     ds = IntraModeDataset(modes_h5, "train")
     b = torch.utils.data.default_collate([ds[(8, k)] for k in range(len(ds.rows[8]))])
     torch.manual_seed(0)
@@ -140,34 +182,30 @@ def test_few_real_steps_lower_the_loss(modes_h5, tmp_path, target):
 
 def test_evaluate_modes_report(modes_h5, tmp_path):
     run = tmp_path / "run"
-    assert (
-        CliRunner()
-        .invoke(
-            cli,
-            [
-                "train",
-                "modenet",
-                "--data",
-                str(modes_h5),
-                "--out",
-                str(run),
-                "--steps",
-                "2",
-                "--batch",
-                "8",
-                "--workers",
-                "0",
-                "--channels",
-                "4",
-                "--depth",
-                "1",
-                "--hidden",
-                "8",
-            ],
-        )
-        .exit_code
-        == 0
+    r = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "modenet",
+            "--data",
+            str(modes_h5),
+            "--out",
+            str(run),
+            "--steps",
+            "2",
+            "--batch",
+            "8",
+            "--workers",
+            "0",
+            "--channels",
+            "4",
+            "--depth",
+            "1",
+            "--hidden",
+            "8",
+        ],
     )
+    assert r.exit_code == 0, r.output
     out = tmp_path / "rep"
     r = CliRunner().invoke(
         cli,
@@ -184,26 +222,47 @@ def test_evaluate_modes_report(modes_h5, tmp_path):
         ],
     )
     assert r.exit_code == 0, r.output
-    import json
-
     res = json.loads((out / "results.json").read_text())
-    assert set(res["per_size"]) == {"4", "8", "16", "32"}
-    for v in res["per_size"].values():
-        net = v["network"]
-        assert 0 <= net["top1"] <= net["top3"] <= net["top8"] <= 1
-        assert net["cost_increase_top1"] >= net["cost_increase_top3"] >= net["cost_increase_top8"] >= 0
-        assert v["hm_rmd"]["modes"] in (3, 8) and 0 <= v["hm_rmd"]["recall"] <= 1
-    assert "HM RMD recall" in (out / "report.md").read_text()
+    assert res["split"] == "val" and res["cost"] == "dct" and res["loop"] == "closed"
+    _assert_table_shows(r.output, res)
+    assert sorted(p.name for p in out.iterdir()) == ["report.md", "results.json"]
+    report = (out / "report.md").read_text().splitlines()
+    assert [ln.split(" | ")[0] for ln in report if ln.startswith("| ") and ln[2].isalnum()] == [
+        "| N",
+        "| 4",
+        "| 8",
+        "| 16",
+        "| 32",
+        "| all",
+    ]
+    # figures recomputed here from the stored labels and the network's logits
+    model, _ = load_model(run / "last.pt", task="intra-modes")
+    ds = IntraModeDataset(modes_h5, "val")
+    with h5py.File(modes_h5, "r") as f:
+        for n in (4, 8, 16, 32):
+            v = res["per_size"][str(n)]
+            g = f[f"n{n}"]
+            val = g["split"][()] == 1
+            best, hadamard = g["best"][()][val], g["hadamard"][()][val]
+            assert v["blocks"] == len(best) == VAL_BLOCKS[n]
+            k = 8 if n <= 8 else 3  # HM's rough mode decision: 8 modes at 4x4 and 8x8, 3 above
+            rmd = [m in np.argsort(h, kind="stable")[:k] for m, h in zip(best, hadamard, strict=True)]
+            assert v["hm_rmd"]["modes"] == k and v["hm_rmd"]["recall"] == pytest.approx(np.mean(rmd), abs=1e-12)
+            assert 3 <= v["planar_dc_mpm"]["modes"] <= 5
+            b = ds.inputs(n)
+            with torch.no_grad():
+                top1 = model(b["input"], b["block_size"], b["qp"]).argmax(1).numpy() == best
+            assert v["network"]["top1"] == pytest.approx(top1.mean(), abs=1e-12)
+            net = v["network"]
+            assert net["top1"] <= net["top3"] <= net["top8"] <= 1
+            assert net["cost_increase_top1"] >= net["cost_increase_top3"] >= net["cost_increase_top8"] >= 0
+    x = tmp_path / "x"
     r = CliRunner().invoke(
-        cli, ["evaluate", "--checkpoint", str(run / "last.pt"), "--data", str(modes_h5), "--out", str(tmp_path / "x")]
+        cli, ["evaluate", "--checkpoint", str(run / "last.pt"), "--data", str(modes_h5), "--out", str(x)]
     )
-    assert r.exit_code == 2 and "'intra-modes' checkpoint" in r.output
-
-
-def test_mpm_derivation():
-    assert mpm_list(0, 0) == (0, 1, 26) and mpm_list(1, 1) == (0, 1, 26)
-    assert mpm_list(10, 10) == (10, 9, 11) and mpm_list(2, 2) == (2, 33, 3) and mpm_list(34, 34) == (34, 33, 3)
-    assert mpm_list(10, 26) == (10, 26, 0) and mpm_list(0, 26) == (0, 26, 1) and mpm_list(0, 1) == (0, 1, 26)
+    assert r.exit_code == 2
+    assert f"{run / 'last.pt'}: a 'intra-modes' checkpoint (modenet), but a 'ctu-restoration' one is needed" in r.output
+    assert not x.exists()
 
 
 def test_wrong_dataset_kind_for_modenet(restoration_h5, tmp_path):
@@ -211,3 +270,4 @@ def test_wrong_dataset_kind_for_modenet(restoration_h5, tmp_path):
         cli, ["train", "modenet", "--data", str(restoration_h5), "--out", str(tmp_path / "m"), "--steps", "1"]
     )
     assert r.exit_code == 2 and "not a codecnn intra-modes dataset" in r.output
+    assert not (tmp_path / "m").exists()  # no run folder for a refused run

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from click.testing import CliRunner
 from codecnn.cli import cli
 from codecnn.data.restoration import CTUDataset, StepSampler
 from codecnn.errors import CodecnnError
-from codecnn.models import RDNConfig
+from codecnn.models import RDNConfig, build_model
 from codecnn.train.checkpoint import load_checkpoint, load_model
 from codecnn.train.restoration import RestorationTask, masked_loss
 from codecnn.train.trainer import TrainConfig, train
@@ -44,10 +45,6 @@ def _args(data, out, *extra):
     ]
 
 
-def _state(path):
-    return load_checkpoint(path)["state_dict"]
-
-
 def test_data_pipeline_crops_masks_and_flips(restoration_h5):
     ds = CTUDataset(restoration_h5, "train", patch=32)
     assert len(ds) == 4 * 9 * 2
@@ -71,6 +68,7 @@ def test_data_pipeline_crops_masks_and_flips(restoration_h5):
     assert torch.equal(full["target"][0] * 255, torch.from_numpy(raw).float())
 
 
+@pytest.mark.slow
 def test_few_real_steps_lower_the_loss(restoration_h5, tmp_path):
     out = tmp_path / "run"
     r = CliRunner().invoke(cli, _args(restoration_h5, out, "--steps", "60", "--lr", "1e-3", "--loss", "l2"))
@@ -92,10 +90,12 @@ def test_few_real_steps_lower_the_loss(restoration_h5, tmp_path):
     assert (out / "curves.png").stat().st_size > 1000 and (out / "best.pt").exists()
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(restoration_h5, tmp_path):
     common = ("--steps", "6", "--lr", "1e-3", "--ema", "0.9", "--val-every", "3")
     a, b = tmp_path / "a", tmp_path / "b"
-    assert CliRunner().invoke(cli, _args(restoration_h5, a, *common)).exit_code == 0
+    r = CliRunner().invoke(cli, _args(restoration_h5, a, *common))
+    assert r.exit_code == 0, r.output
     r = CliRunner().invoke(cli, _args(restoration_h5, b, *common, "--time-limit", "1e-9"))  # stops after step 1
     assert r.exit_code == 0 and "time-limit" in r.output, r.output
     assert load_checkpoint(b / "last.pt")["step"] == 1
@@ -112,10 +112,13 @@ def test_resume_equals_uninterrupted(restoration_h5, tmp_path):
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.slow
 def test_ddp_gloo_two_processes_equal_one(restoration_h5, tmp_path):
-    common = ["--steps", "3", "--lr", "1e-3", "--device", "cpu", "--batch", "4"]
+    lr = 1e-3
+    common = ["--steps", "3", "--lr", str(lr), "--device", "cpu", "--batch", "4"]
     single = tmp_path / "single"
-    assert CliRunner().invoke(cli, _args(restoration_h5, single, *common)).exit_code == 0
+    r = CliRunner().invoke(cli, _args(restoration_h5, single, *common))
+    assert r.exit_code == 0, r.output
     ddp = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(
@@ -137,8 +140,16 @@ def test_ddp_gloo_two_processes_equal_one(restoration_h5, tmp_path):
         timeout=300,
     )
     assert r.returncode == 0, r.stderr[-2000:]
-    sa, sb = _state(single / "last.pt"), _state(ddp / "last.pt")
-    assert any(not torch.equal(sa[k], load_checkpoint(single / "last.pt")["state_dict"][k] * 0) for k in sa)
+    ca, cb = load_checkpoint(single / "last.pt"), load_checkpoint(ddp / "last.pt")
+    assert ca["step"] == cb["step"] == 3
+    sa, sb = ca["state_dict"], cb["state_dict"]
+    # the weights both runs started from: the trainer seeds with TrainConfig.seed (0), then builds the model
+    torch.manual_seed(0)
+    init = build_model("rdn", ca["config"]).state_dict()
+    assert sa.keys() == init.keys() and not init["last.weight"].any()  # RDN starts as the identity
+    for k in sa:  # training moved every tensor, each weight by at most about lr per Adam step
+        moved = float((sa[k] - init[k]).abs().max())
+        assert 0 < moved <= 3 * lr * 1.5, (k, moved)
     for k in sa:
         torch.testing.assert_close(sa[k], sb[k], rtol=1e-5, atol=1e-6)
 
@@ -166,8 +177,10 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(restoration_h5, tm
         cli, _args(restoration_h5, out, "--steps", "50", "--lr", "1e12", "--val-every", "1", "--no-augment")
     )
     assert r.exit_code == 2, r.output
-    assert "non-finite training loss" in r.output and "last.pt" in r.output
+    failed = int(re.search(r"non-finite training loss at step (\d+); stopped", r.output).group(1))
+    assert f"The last good checkpoint is kept ({out / 'last.pt'})" in r.output
     good = load_checkpoint(out / "last.pt")
+    assert good["step"] == failed - 1  # validated and saved every step: the one before the failure
     assert all(torch.isfinite(v).all() for v in good["state_dict"].values())
 
 
@@ -180,7 +193,7 @@ def test_bad_input(restoration_h5, tmp_path):
     r = CliRunner().invoke(cli, _args(other, tmp_path / "o", "--steps", "1"))
     assert r.exit_code == 2 and "not a codecnn ctu-restoration dataset" in r.output
     r = CliRunner().invoke(cli, [*_args(restoration_h5, tmp_path / "o", "--steps", "1"), "--blocks", "0"])
-    assert r.exit_code == 2 and "'--blocks': 0 is not in the range x>=1" in r.output
+    assert r.exit_code == 2 and "'--blocks': 0 is not in the range 1<=x<=64" in r.output
     with pytest.raises(CodecnnError, match="--blocks must be a positive integer"):  # the library's own check
         RDNConfig(num_blocks=0)
     for bad, message in [
@@ -203,6 +216,7 @@ def test_bad_input(restoration_h5, tmp_path):
     assert r.exit_code == 2 and "--steps N or --epochs E" in r.output
     r = CliRunner().invoke(cli, _args(restoration_h5, tmp_path / "o", "--steps", "1", "--patch", "30"))
     assert r.exit_code == 2 and "multiple of 8" in r.output
+    assert not (tmp_path / "o").exists()  # no refused run made its folder
 
 
 def test_checkpoint_loading_is_safe(tmp_path):

@@ -182,6 +182,8 @@ def build_dataset(
     manifest = {"options": options.to_json(), "sequences": seq_meta}
 
     parts = parts_dir(out)
+    if resume and out.exists() and not parts.exists():
+        return _finished(out, manifest, t0)
     _prepare_parts(parts, manifest, resume)
     stage_seconds = 0.0
     units: list[_Unit] = []
@@ -222,18 +224,21 @@ def build_dataset(
     todo = [u for u in units if not Path(u.shard).exists()]
     if resume and len(todo) < len(units):
         log.info("resuming: %d of %d encodes already done", len(units) - len(todo), len(units))
-    with _Interrupts() as interrupts:
-        if jobs > 1 and len(todo) > 1:
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
-                bar = _bar(total=len(todo), desc="encodes", enabled=progress)
-                for _ in pool.map(_run_unit, todo):
-                    bar.update(1)
+    try:
+        with _Interrupts() as interrupts:
+            if jobs > 1 and len(todo) > 1:
+                with ProcessPoolExecutor(max_workers=jobs) as pool:
+                    bar = _bar(total=len(todo), desc="encodes", enabled=progress)
+                    for _ in pool.map(_run_unit, todo):
+                        bar.update(1)
+                        interrupts.check()
+                    bar.close()
+            else:
+                for u in todo:
+                    _run_unit(u)
                     interrupts.check()
-                bar.close()
-        else:
-            for u in todo:
-                _run_unit(u)
-                interrupts.check()
+    except CodecnnError as e:
+        raise CodecnnError(f"{e}{_keep_or_drop(parts, units)}") from None
 
     tm = time.perf_counter()
     records = _task_module(options.task).merge_shards(
@@ -246,6 +251,30 @@ def build_dataset(
     return BuildSummary(
         out, sum(r["samples"] for r in records), out.stat().st_size, time.perf_counter() - t0, enc, other, records
     )
+
+
+def _keep_or_drop(parts: Path, units: list) -> str:
+    """After a failed (not interrupted) build: keep the parts folder when finished encodes in it can be
+    reused by ``--resume`` and say so; otherwise remove it. Returns the sentence to add to the error."""
+    done = sum(Path(u.shard).exists() for u in units)
+    if done:
+        return f" ({done} of {len(units)} encodes finished and kept in {parts}: fix the cause and rerun with --resume)"
+    shutil.rmtree(parts, ignore_errors=True)
+    return ""
+
+
+def _finished(out: Path, manifest: dict, t0: float) -> BuildSummary:
+    """``--resume`` on a dataset that is already complete: nothing to do if it was built from the same inputs
+    and options, a refusal otherwise (it is never silently rebuilt)."""
+    info = schema.open_dataset_info(out, kind=None)
+    same = json.loads(json.dumps(manifest)) == {"options": info.build, "sequences": info.sequences}
+    if not same:
+        raise CodecnnError(
+            f"--resume: {out} is a finished dataset built from other inputs or options; drop --resume to rebuild "
+            "it, or choose another --out"
+        )
+    log.info("%s is already complete: nothing to resume", out)
+    return BuildSummary(out, info.num_samples, out.stat().st_size, time.perf_counter() - t0, 0.0, 0.0, info.units)
 
 
 class _Interrupts:

@@ -61,6 +61,21 @@ COLUMNS = {  # name -> (dtype, trailing shape as a function of N)
 }
 
 
+def check_layout(f, path: Path, attrs: dict, meta: dict) -> tuple[int, np.dtype]:
+    """Check an open intra-modes dataset against the schema above (every block-size group, its arrays,
+    their shapes, dtypes and lengths); returns (blocks, sample dtype)."""
+    total, dtypes = 0, set()
+    for name in _size_groups(f):
+        n = int(name[1:])
+        columns = {"orig": (None, (2 * n + 1, 2 * n + 1))}
+        columns.update({k: (dt, shape(n)) for k, (dt, shape) in COLUMNS.items()})
+        total += schema.check_columns(f[name], path, columns, prefix=f"{name}/")
+        dtypes.add(f[name]["orig"].dtype)
+    if len(dtypes) > 1 or not dtypes <= {np.dtype(np.uint8), np.dtype("<u2")}:
+        raise schema.damaged(path, f"block samples are {sorted(map(str, dtypes))}, expected one of uint8, uint16")
+    return total, (dtypes.pop() if dtypes else np.dtype(np.uint8))
+
+
 def _append(group, name: str, data: np.ndarray) -> None:
     if name not in group:
         group.create_dataset(
@@ -238,15 +253,15 @@ class IntraModeDataset(LazyH5, Dataset):
 
     def __getitem__(self, item) -> dict:
         n, k = item
-        g = self._file()[f"n{n}"]
         i = int(self.rows[n][k])
-        peak = float(sample_peak(int(g["bit_depth"][i])))
+        g = f"n{n}/"
+        peak = float(sample_peak(int(self.read(g + "bit_depth", i))))
         return {
-            "input": torch.from_numpy(canvas(g["orig"][i], g["ref"][i], n, peak)),
+            "input": torch.from_numpy(canvas(self.read(g + "orig", i), self.read(g + "ref", i), n, peak)),
             "block_size": torch.tensor(n),
-            "qp": torch.tensor(int(g["qp"][i])),
-            "best": torch.tensor(int(g["best"][i])),
-            "costs": torch.from_numpy(g["costs"][i].astype(np.float32)),
+            "qp": torch.tensor(int(self.read(g + "qp", i))),
+            "best": torch.tensor(int(self.read(g + "best", i))),
+            "costs": torch.from_numpy(self.read(g + "costs", i).astype(np.float32)),
         }
 
     def inputs(self, n: int) -> dict:

@@ -71,6 +71,39 @@ PER_SAMPLE = {  # name -> (dtype, trailing shape)
 }
 
 
+SAMPLE_DTYPES = (np.dtype(np.uint8), np.dtype("<u2"))
+
+
+def check_layout(f, path: Path, attrs: dict, meta: dict) -> tuple[int, np.dtype]:
+    """Check an open CTU dataset against the schema above (attributes, every array, their lengths and
+    dtypes, the split codes, the sequence indices and the units' sample ranges); returns (samples, dtype)."""
+    from codecnn.data.ctu import CTU_SIZES
+
+    try:
+        ctu, context = int(attrs["ctu"]), int(attrs["context"])
+    except (KeyError, TypeError, ValueError):
+        raise schema.damaged(path, "the ctu/context attributes are missing") from None
+    if ctu not in CTU_SIZES or not 0 <= context <= ctu // 2:
+        raise schema.damaged(path, f"CTU {ctu} with context {context} is not a layout codecnn writes")
+    side = ctu + 2 * context
+    columns = {"input": (None, (side, side)), "target": (None, (ctu, ctu)), **PER_SAMPLE}
+    n = schema.check_columns(f, path, columns)
+    dtype = f["target"].dtype
+    if dtype not in SAMPLE_DTYPES or f["input"].dtype != dtype:
+        raise schema.damaged(path, f"samples are {f['input'].dtype}/{dtype}, expected uint8 or uint16 for both")
+    split = f["split"][()]
+    if split.size and not np.isin(split, list(SPLIT_CODES.values())).all():
+        raise schema.damaged(path, "array split holds codes other than 0, 1, 2")
+    seq = f["seq"][()]
+    if seq.size and (seq.min() < 0 or seq.max() >= len(meta["sequences"])):
+        raise schema.damaged(path, f"array seq points past the {len(meta['sequences'])} sequences of meta/sequences")
+    for u in meta["units"]:
+        a, b = u.get("sample_range", (0, 0))
+        if not 0 <= a <= b <= n:
+            raise schema.damaged(path, f"unit {u['seq']} QP{u.get('qp')} claims samples {a}..{b} of {n}")
+    return n, dtype
+
+
 def create_datasets(h5, ctu: int, context: int, dtype: np.dtype, n: int = 0) -> None:
     """Create the sample datasets (resizable, chunked one sample a chunk) in an open h5py file."""
     side = ctu + 2 * context
@@ -228,13 +261,13 @@ class CTUDataset(LazyH5, Dataset):
 
     def __getitem__(self, item) -> dict:
         spec = item if isinstance(item, CropSpec) else CropSpec(int(item))
-        f = self._file()
         i = int(self.indices[spec.index])
         p, c = self.patch, self.context
-        bd = int(f["bit_depth"][i])
+        bd = int(self.read("bit_depth", i))
         peak = float(sample_peak(bd))
-        inp = f["input"][i, spec.y : spec.y + p + 2 * c, spec.x : spec.x + p + 2 * c].astype(np.float32) / peak
-        tgt = f["target"][i, spec.y : spec.y + p, spec.x : spec.x + p].astype(np.float32) / peak
+        inp = self.read("input", i, slice(spec.y, spec.y + p + 2 * c), slice(spec.x, spec.x + p + 2 * c))
+        tgt = self.read("target", i, slice(spec.y, spec.y + p), slice(spec.x, spec.x + p))
+        inp, tgt = inp.astype(np.float32) / peak, tgt.astype(np.float32) / peak
         vh, vw = (int(v) for v in self.valid[spec.index])
         mask = np.zeros((p, p), np.float32)
         mask[: max(0, vh - spec.y), : max(0, vw - spec.x)] = 1.0

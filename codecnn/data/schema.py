@@ -100,7 +100,7 @@ def open_dataset_info(path: str | os.PathLike, kind: str | None = RESTORATION_KI
         attrs = dict(f.attrs)
         if attrs.get("kind") != kind and not (kind is None and attrs.get("kind") in KINDS):
             raise CodecnnError(
-                f"{p}: not a codecnn {kind or 'dataset'} dataset (kind={attrs.get('kind')!r}); "
+                f"{p}: not a codecnn {kind + ' ' if kind else ''}dataset (kind={attrs.get('kind')!r}); "
                 "build one with codecnn make-dataset"
             )
         version = int(attrs.get("schema_version", 0))
@@ -108,24 +108,76 @@ def open_dataset_info(path: str | os.PathLike, kind: str | None = RESTORATION_KI
             raise CodecnnError(
                 f"{p}: schema version {version} is newer than this codecnn reads ({SCHEMA_VERSION}); upgrade codecnn"
             )
-        meta = f.get("meta", {})
-        loaded = {k: json.loads(meta[k][()]) if k in meta else None for k in META}
-        if "target" in f:
-            n, dtype = int(f["target"].shape[0]), f["target"].dtype
+        loaded = _read_meta(f, p)
+        if attrs.get("kind") == RESTORATION_KIND:
+            from codecnn.data.restoration import check_layout
         else:
-            n, dtype = int(attrs.get("num_samples", 0)), np.dtype(attrs.get("sample_dtype", "u1"))
+            from codecnn.data.intra import check_layout
+        n, dtype = check_layout(f, p, attrs, loaded)
         return DatasetInfo(
             p,
             n,
             int(attrs["ctu"]) if "ctu" in attrs else None,
             int(attrs["context"]) if "context" in attrs else None,
             dtype,
-            loaded["sequences"] or [],
-            loaded["encoder"] or {},
-            loaded["units"] or [],
-            loaded["build"] or {},
+            loaded["sequences"],
+            loaded["encoder"],
+            loaded["units"],
+            loaded["build"],
             attrs,
         )
+
+
+def damaged(path: Path, what: str) -> CodecnnError:
+    """The error for a dataset file that opens but does not hold what its schema says."""
+    return CodecnnError(
+        f"{path}: {what}: the file is damaged or was not written by codecnn; rebuild it with codecnn make-dataset"
+    )
+
+
+def _read_meta(f, path: Path) -> dict:
+    """The ``meta`` JSON strings, each present and of the expected shape."""
+    import h5py
+
+    meta = f.get("meta")
+    if not isinstance(meta, h5py.Group):
+        raise damaged(path, "no meta group")
+    out = {}
+    for k in META:
+        if k not in meta:
+            raise damaged(path, f"meta/{k} is missing")
+        try:
+            raw = meta[k][()]
+            v = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+        except (ValueError, TypeError, UnicodeDecodeError, OSError):
+            raise damaged(path, f"meta/{k} is not valid JSON") from None
+        want = dict if k in ("encoder", "build") else list
+        if not isinstance(v, want) or (want is list and not all(isinstance(x, dict) for x in v)):
+            raise damaged(path, f"meta/{k} is not a JSON {'object' if want is dict else 'list of objects'}")
+        out[k] = v
+    for k, key in (("sequences", "name"), ("units", "seq")):
+        if any(key not in x for x in out[k]):
+            raise damaged(path, f"an entry of meta/{k} has no {key!r}")
+    return out
+
+
+def check_columns(group, path: Path, columns: dict, prefix: str = "") -> int:
+    """Every per-sample array of ``columns`` (name -> (dtype, trailing shape)) present in ``group``, of
+    that dtype and shape, all of one length; returns the length."""
+    import h5py
+
+    lengths = {}
+    for name, (dt, shape) in columns.items():
+        d = group.get(name)
+        if not isinstance(d, h5py.Dataset):
+            raise damaged(path, f"array {prefix}{name} is missing")
+        if d.ndim < 1 or tuple(d.shape[1:]) != tuple(shape) or (dt is not None and d.dtype != np.dtype(dt)):
+            raise damaged(path, f"array {prefix}{name} is {d.dtype}{tuple(d.shape)}, expected {dt} (N, {shape})")
+        lengths[name] = d.shape[0]
+    if len(set(lengths.values())) > 1:
+        desc = ", ".join(f"{prefix}{k} {v}" for k, v in lengths.items())
+        raise damaged(path, f"per-sample arrays differ in length ({desc})")
+    return next(iter(lengths.values()), 0)
 
 
 class LazyH5:
@@ -142,3 +194,15 @@ class LazyH5:
         if self._h5 is None or self._pid != os.getpid():
             self._h5, self._pid = h5py.File(self.path, "r"), os.getpid()
         return self._h5
+
+    def read(self, name: str, index: int, *where):
+        """``file[name][index, *where]``; a failed read (e.g. a corrupt compressed chunk) becomes a one-line
+        error naming the file, the array and the sample."""
+        try:
+            return self._file()[name][(index, *where)]
+        except (OSError, ValueError, KeyError) as e:
+            detail = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            raise CodecnnError(
+                f"{self.path}: cannot read sample {index} of array {name} ({detail}): the file is damaged; "
+                "codecnn info --verify lists every bad sample, codecnn make-dataset rebuilds it"
+            ) from None

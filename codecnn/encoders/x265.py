@@ -22,7 +22,7 @@ from pathlib import Path
 
 from codecnn.encoders._capture import capture_fd2, tail
 from codecnn.encoders.base import Encoder, EncodeResult, check_qp
-from codecnn.errors import EncoderError
+from codecnn.errors import CodecnnError, EncoderError
 from codecnn.hevc.syntax import slice_qps
 from codecnn.yuv import Frame, VideoInfo, YuvWriter
 
@@ -32,6 +32,9 @@ TUNES = ("none", "psnr", "ssim", "grain", "zerolatency", "fastdecode")
 
 def _pix_fmt(bit_depth: int) -> str:
     return "yuv420p" if bit_depth == 8 else "yuv420p10le"
+
+
+MIN_SIZE = 16  # libx265 refuses smaller pictures (avcodec_open2 fails with EINVAL)
 
 
 class X265Encoder(Encoder):
@@ -95,6 +98,11 @@ class X265Encoder(Encoder):
         import av
 
         check_qp(qp)
+        if min(info.width, info.height) < MIN_SIZE:
+            raise EncoderError(
+                f"x265 cannot encode {info.width}x{info.height} pictures: width and height must be at least "
+                f"{MIN_SIZE}; use a larger source (or pad it)"
+            )
         work = Path(workdir)
         work.mkdir(parents=True, exist_ok=True)
         stream_path, recon_path = work / "stream.hevc", work / "recon.yuv"
@@ -181,13 +189,17 @@ def _read_csv_psnr(path: Path) -> list[tuple[float, float, float]] | None:
         return None
 
 
-def decode_hevc(bitstream: bytes | str | os.PathLike, bit_depth: int):
-    """Decode an Annex-B HEVC stream (bytes or a file) with PyAV; yield the pictures as frames."""
+def decode_hevc(bitstream: bytes | str | os.PathLike, bit_depth: int, name: str = "the HEVC bitstream"):
+    """Decode an Annex-B HEVC stream (bytes or a file) with PyAV; yield the pictures as frames. A stream that
+    does not decode raises :class:`CodecnnError` naming it (``name``)."""
     import io
 
     import av
 
     data = bitstream if isinstance(bitstream, bytes) else Path(bitstream).read_bytes()
-    with av.open(io.BytesIO(data), format="hevc") as c:
-        for vf in c.decode(video=0):
-            yield Frame.from_i420(vf.to_ndarray(format=_pix_fmt(bit_depth)), bit_depth)
+    try:
+        with av.open(io.BytesIO(data), format="hevc") as c:
+            for vf in c.decode(video=0):
+                yield Frame.from_i420(vf.to_ndarray(format=_pix_fmt(bit_depth)), bit_depth)
+    except (av.FFmpegError, ValueError) as e:
+        raise CodecnnError(f"{name} does not decode ({e}); the file holding it is damaged") from None

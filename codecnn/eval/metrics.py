@@ -121,15 +121,14 @@ def psnr_yuv_weighted(y: float, u: float, v: float, weights: tuple[int, int, int
 def read_rd_csv(path) -> list[tuple[float, float]]:
     """RD points from a CSV file with a header ``rate,psnr`` (one point a row)."""
     import csv
+    import io
     from pathlib import Path
 
     from codecnn.errors import CodecnnError
+    from codecnn.files import read_text_input
 
     p = Path(path)
-    if not p.is_file():
-        raise CodecnnError(f"{p}: no such file")
-    with open(p, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = list(csv.DictReader(io.StringIO(read_text_input(p, "a CSV file with the header 'rate,psnr'"), newline="")))
     try:
         return [(float(r["rate"]), float(r["psnr"])) for r in rows]
     except (KeyError, TypeError, ValueError):

@@ -7,7 +7,48 @@ import os
 from pathlib import Path
 
 from codecnn.errors import CodecnnError
-from codecnn.files import atomic_write_text
+from codecnn.files import atomic_write_text, read_text_input
+
+_QP_RECORD = {
+    "qp": int,
+    "frames": int,
+    "kbps": float,
+    "kbps_switched": float,
+    "gain_y": float,
+    "gain_y_switched": float,
+    "ctus_on": float,
+    "anchor": dict,
+    "filtered": dict,
+    "switched": dict,
+}
+
+
+def check_results(r, path) -> None:
+    """Refuse JSON that is not a codecnn evaluation results object (checked as deep as rendering reads)."""
+
+    def bad(what: str) -> CodecnnError:
+        return CodecnnError(f"{path}: not a codecnn evaluation results file ({what}); give a results.json of evaluate")
+
+    if not isinstance(r, dict) or r.get("kind") != "codecnn-evaluation":
+        raise bad("no 'kind': 'codecnn-evaluation'")
+    for key, typ in (("sequences", list), ("checkpoint", dict), ("bd_method", str), ("versions", dict)):
+        if not isinstance(r.get(key), typ):
+            raise bad(f"{key!r} missing or not a {typ.__name__}")
+    for s in r["sequences"]:
+        if not isinstance(s, dict) or not isinstance(s.get("name"), str) or not isinstance(s.get("qps"), list):
+            raise bad("a sequence without a name or QP records")
+        if not isinstance(s.get("bd"), dict) or not all(
+            isinstance(s["bd"].get(k), dict) for k in ("always_on", "switched")
+        ):
+            raise bad(f"sequence {s['name']} has no BD records")
+        for q in s["qps"]:
+            for key, typ in _QP_RECORD.items():
+                v = q.get(key) if isinstance(q, dict) else None
+                if not isinstance(v, typ) and not (typ is float and isinstance(v, int) and not isinstance(v, bool)):
+                    raise bad(f"sequence {s['name']}: a QP record's {key!r} is missing or not a {typ.__name__}")
+            for kind in ("anchor", "filtered", "switched"):
+                if not all(isinstance(q[kind].get(c), int | float) for c in ("y", "u", "v")):
+                    raise bad(f"sequence {s['name']} QP{q['qp']}: {kind} PSNR missing")
 
 
 def load_results(paths) -> dict:
@@ -17,14 +58,11 @@ def load_results(paths) -> dict:
     loaded = []
     for p in paths:
         p = Path(p)
-        if not p.is_file():
-            raise CodecnnError(f"{p}: no such results file")
         try:
-            r = json.loads(p.read_text())
+            r = json.loads(read_text_input(p, "a results.json written by codecnn evaluate"))
         except json.JSONDecodeError as e:
             raise CodecnnError(f"{p}: not JSON ({e})") from None
-        if r.get("kind") != "codecnn-evaluation":
-            raise CodecnnError(f"{p}: not a codecnn evaluation results file")
+        check_results(r, p)
         loaded.append(r)
     if not loaded:
         raise CodecnnError("give at least one results.json")

@@ -106,7 +106,7 @@ def dataset_runs(path: str | os.PathLike, split: str | None, workdir: Path, qps=
             vinfo = dataclasses.replace(reader.info, num_frames=len(u["frames"]))
             wanted = set(u["frames"])
             origs = (fr for i, fr in reader.frames(min(u["frames"])) if i in wanted)
-            decoded = decode_hevc(stream, s["bit_depth"])
+            decoded = decode_hevc(stream, s["bit_depth"], f"{path}: bitstream {s['name']}_qp{u['qp']}")
             frames = ((fi, o, r) for fi, o, r in zip(u["frames"], origs, decoded, strict=False))
             yield Run(
                 _seq_meta(s["name"], vinfo, s["source"], s.get("class")),

@@ -46,10 +46,14 @@ def rdb_macs_per_pixel(il: int, g: int, n: int, ol: int, kernel_area: int = 9) -
 
 
 def describe_complexity(model: nn.Module, size: int = 128) -> dict:
-    """Parameters and MACs per output pixel for a ``size`` x ``size`` output (one CTU)."""
+    """Parameters and MACs per output pixel for a ``size`` x ``size`` output (one CTU). The forward pass runs
+    on PyTorch's meta device (shapes only): no memory is allocated whatever ``size`` is."""
+    import copy
+
     c = getattr(model, "context", 0)
     cin = getattr(getattr(model, "config", None), "in_channels", 1)
-    x = torch.zeros(1, 1, size + 2 * c, size + 2 * c)
-    args = (x, torch.full((1,), 32)) if cin > 1 else (x,)
-    macs = count_macs(model, *args)
+    shapes_only = copy.deepcopy(model).to("meta")
+    x = torch.zeros(1, 1, size + 2 * c, size + 2 * c, device="meta")
+    args = (x, torch.full((1,), 32, device="meta")) if cin > 1 else (x,)
+    macs = count_macs(shapes_only, *args)
     return {"params": count_params(model), "macs_per_pixel": macs / (size * size), "output": size}

@@ -43,6 +43,14 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     return p
 
 
+def _first_words(e: Exception, limit: int) -> str:
+    """The first line of an exception's message, cut at a word boundary within ``limit`` characters."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
+
+
 def load_checkpoint(path: str | os.PathLike, task: str | None = None) -> dict:
     """Load and check a codecnn checkpoint; clear errors for missing, damaged, foreign or unsafe files."""
     p = Path(path)
@@ -53,13 +61,14 @@ def load_checkpoint(path: str | os.PathLike, task: str | None = None) -> dict:
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
         raise CodecnnError(
-            f"{p}: refused: it holds Python objects that could run code ({first[:120]}); "
+            f"{p}: refused: it holds Python objects that could run code ({_first_words(e, 120)}); "
             "only codecnn checkpoints are loaded"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise CodecnnError(f"{p}: not a readable checkpoint (damaged or not a torch file: {str(e)[:100]})") from None
+        raise CodecnnError(
+            f"{p}: not a readable checkpoint (damaged or not a torch file: {_first_words(e, 100)})"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CodecnnError(f"{p}: not a codecnn checkpoint (no '{FORMAT}' marker)")
     if int(ckpt.get("version", 0)) > VERSION:
@@ -77,8 +86,25 @@ def load_model(path: str | os.PathLike, task: str | None = None, ema: bool = Tru
     from codecnn.models import build_model
 
     ckpt = load_checkpoint(path, task)
-    model = build_model(ckpt["arch"], ckpt["config"])
+    if not isinstance(ckpt.get("config"), dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise CodecnnError(f"{path}: the checkpoint has no model config or no weights; it is damaged")
+    try:
+        model = build_model(ckpt["arch"], ckpt["config"])
+    except (TypeError, ValueError) as e:
+        raise CodecnnError(f"{path}: its config does not build a {ckpt.get('arch')} model ({e})") from None
     state = ckpt["ema"] if ema and ckpt.get("ema") else ckpt["state_dict"]
+    mine = model.state_dict()
+    missing = sorted(set(mine) - set(state))
+    unexpected = sorted(set(state) - set(mine))
+    wrong = [k for k in sorted(set(mine) & set(state)) if tuple(state[k].shape) != tuple(mine[k].shape)]
+    if missing or unexpected or wrong:
+        what = [f"{k} is {tuple(state[k].shape)}, the config makes {tuple(mine[k].shape)}" for k in wrong[:2]]
+        what += [f"no weights for {', '.join(missing[:3])}"] if missing else []
+        what += [f"weights the config has no place for: {', '.join(unexpected[:3])}"] if unexpected else []
+        raise CodecnnError(
+            f"{path}: its config ({ckpt['arch']} {ckpt['config']}) does not match its weights: {'; '.join(what)}; "
+            "the checkpoint was edited or damaged"
+        )
     model.load_state_dict(state)
     return model.eval(), ckpt
 

@@ -71,6 +71,16 @@ def _lr_lambda(schedule: str, total: int):
     return lambda s: 1.0
 
 
+def _next_batch(it) -> dict:
+    """The next batch; a :class:`CodecnnError` raised in a DataLoader worker (which torch re-raises wrapped
+    in the worker's traceback) comes back as its own one-line message."""
+    try:
+        return next(it)
+    except CodecnnError as e:
+        last = str(e).strip().splitlines()[-1] if str(e).strip() else ""
+        raise CodecnnError(last.removeprefix(f"{CodecnnError.__module__}.{CodecnnError.__name__}: ")) from None
+
+
 def total_steps(cfg: TrainConfig, train_len: int) -> int:
     if cfg.steps is not None:
         return cfg.steps
@@ -218,7 +228,7 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
     model.train()
     it = iter(loader)
     while step < steps:
-        batch = {k: v.to(info.device, non_blocking=True) for k, v in next(it).items()}
+        batch = {k: v.to(info.device, non_blocking=True) for k, v in _next_batch(it).items()}
         if cfg.channels_last:
             batch["input"] = batch["input"].contiguous(memory_format=torch.channels_last)
         with torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=cuda and cfg.amp):

@@ -13,11 +13,22 @@ from pathlib import Path
 import numpy as np
 
 from codecnn.errors import CodecnnError
-from codecnn.yuv.frame import RAW_SUFFIXES, Y4M_SUFFIXES, Frame, VideoInfo, check_bit_depth
+from codecnn.yuv.frame import RAW_SUFFIXES, Y4M_SUFFIXES, Frame, VideoInfo, check_bit_depth, sample_peak
 from codecnn.yuv.names import check_420_geometry, ntsc, parse_name, parse_size
 
 _BYTES = np.dtype(np.uint8)
 log = logging.getLogger(__name__)
+
+
+def _check_range(samples: np.ndarray, bit_depth: int, path: Path, index: int) -> None:
+    """Samples stored in 16 bits must fit the bit depth (an 8-bit file read as 10-bit does not)."""
+    if samples.dtype.itemsize > 1:
+        top = int(samples.max(initial=0))
+        if top > sample_peak(bit_depth):
+            raise CodecnnError(
+                f"{path}: frame {index} holds sample value {top}, above the {bit_depth}-bit maximum "
+                f"{sample_peak(bit_depth)}: the file is not {bit_depth}-bit; check --bit-depth (or the name)"
+            )
 
 
 class VideoReader:
@@ -45,8 +56,16 @@ class VideoReader:
             )
         if count is not None and count < 1:
             raise CodecnnError(f"--frames must be at least 1 (got {count})")
-        stop = n if count is None else min(n, start + count * step)
-        return range(start, stop, step)
+        if count is None:
+            return range(start, n, step)
+        last = start + (count - 1) * step
+        if last >= n:
+            fit = (n - 1 - start) // step + 1
+            raise CodecnnError(
+                f"{self.path}: {count} frame(s) from frame {start} every {step} need frame {last}, but the file has "
+                f"{n} (indices 0..{n - 1}); ask for at most --frames {fit}"
+            )
+        return range(start, last + 1, step)
 
     def frames(self, start: int = 0, count: int | None = None, step: int = 1) -> Iterator[tuple[int, Frame]]:
         """Yield ``(index, frame)`` for the selected frames, reading one frame at a time."""
@@ -110,6 +129,7 @@ class RawYuvReader(VideoReader):
             raise IndexError(index)
         nb = self.info.frame_bytes
         buf = self._file.read(index * nb, nb, self.info.dtype)
+        _check_range(buf, self.info.bit_depth, self.path, index)
         return Frame.from_buffer(buf, self.info.width, self.info.height, self.info.bit_depth)
 
     def close(self) -> None:
@@ -177,6 +197,7 @@ class Y4mReader(VideoReader):
         if self._file.read(start, 6).tobytes() != b"FRAME\n":
             raise CodecnnError(f"{self.path}: frame {index} does not start with a bare 'FRAME' line")
         data = self._file.read(start + 6, self.info.frame_bytes, self.info.dtype)
+        _check_range(data, self.info.bit_depth, self.path, index)
         return Frame.from_buffer(data, self.info.width, self.info.height, self.info.bit_depth)
 
     def close(self) -> None:

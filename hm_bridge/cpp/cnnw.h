@@ -9,7 +9,14 @@
 //   cnnw::Model model;
 //   cnnw::Status st = model.load("model.cnnw");
 //   if (!st.ok) { /* st.message says why */ }
+//   if (!st.message.empty()) { /* loaded, with a warning to print (a version 1 file) */ }
 //   st = model.filterPlane(src, srcStride, dst, dstStride, width, height, bitDepth, qp);
+//
+// Integrity: a version 2 file carries a CRC-32 (zlib's, as Python's zlib.crc32) of every byte after the
+// checksum field (file offset 12 to the end: header, tensors, nodes). load() verifies it before reading
+// anything else and refuses a mismatch ("the file is damaged ..."), so flipped bits in the weights never
+// filter. checksum() gives it (HM's glue prints it at load, so encoder and decoder logs can be compared).
+// Version 1 files (no checksum field) still load, with a warning in the returned Status's message.
 //
 // Every count, dimension, index and length read from a file is checked before use: a damaged or
 // truncated file gives a Status with a message, never a crash or an out-of-bounds read. Nothing aborts.
@@ -35,7 +42,9 @@
 
 namespace cnnw {
 
-static const uint32_t kVersion = 1;
+static const uint32_t kVersion = 2;        // written by hm_bridge/format.py; has the checksum
+static const uint32_t kLegacyVersion = 1;  // still read, with a warning: no checksum
+static const size_t kCheckedFrom = 12;     // the CRC-32 (at offset 8) covers the bytes from here to the end
 static const uint32_t kFloat32 = 0, kInt16 = 1;
 static const uint32_t kMaxDims = 4, kMaxNodes = 1u << 16, kMaxHeader = 1u << 20, kMaxParams = 64;
 static const uint64_t kMaxTensorValues = 1ull << 26;
@@ -52,6 +61,7 @@ enum Op : uint32_t {
   OP_COUNT = 7
 };
 
+// ok: message empty, or a warning for the caller to print (load of a version 1 file); not ok: the error.
 struct Status {
   bool ok;
   std::string message;
@@ -86,6 +96,26 @@ struct Buf {
 };
 typedef Buf<float> Buffer;     // float32 models
 typedef Buf<int16_t> IBuffer;  // int16 models
+
+// CRC-32 exactly as zlib's crc32() and Python's zlib.crc32 (reflected polynomial 0xEDB88320, initial
+// value and final XOR 0xFFFFFFFF), table-driven, one byte at a time. Pass a previous result as ``crc`` to
+// continue over more data.
+inline uint32_t crc32(const uint8_t *data, size_t size, uint32_t crc = 0) {
+  struct Table {
+    uint32_t entry[256];
+    Table() {
+      for (uint32_t i = 0; i < 256; ++i) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; ++k) c = (c & 1u) ? 0xEDB88320u ^ (c >> 1) : (c >> 1);
+        entry[i] = c;
+      }
+    }
+  };
+  static const Table table;  // C++11: initialised once, thread-safely
+  crc = ~crc;
+  for (size_t i = 0; i < size; ++i) crc = table.entry[(crc ^ data[i]) & 0xFFu] ^ (crc >> 8);
+  return ~crc;
+}
 
 // Integer helpers of hm_bridge/fixed.py: floor shift, round-half-up rescale, int16 saturation.
 inline int64_t floorShift(int64_t v, int s) { return v >= 0 ? (v >> s) : -((-v - 1) >> s) - 1; }
@@ -212,31 +242,66 @@ class Reader {
 
 class Model {
  public:
-  Model() : context_(0), precision_(kFloat32) {}
+  Model() : context_(0), precision_(kFloat32), version_(0), checksum_(0) {}
   bool isInt16() const { return precision_ == kInt16; }
 
   int context() const { return context_; }
   const std::string &header() const { return header_; }
+  // The loaded file's format version, and its CRC-32 (hasChecksum(): false for a version 1 file, whose
+  // checksum() is 0). Print it to check that an encoder and a decoder run the same weights.
+  uint32_t version() const { return version_; }
+  bool hasChecksum() const { return version_ >= 2; }
+  uint32_t checksum() const { return checksum_; }
+  // The checksum as tools print it (and as Python's f"{crc:#010x}"), e.g. "0x1a2b3c4d".
+  std::string checksumHex() const { return hex(checksum_); }
 
+  // Loads a .cnnw file. Not ok: the message names the file and says why (e.g. "PATH: the file is damaged
+  // ..."). Ok with a non-empty message: loaded, with a warning naming the file for the caller to print.
   Status load(const std::string &path) {
     std::ifstream f(path.c_str(), std::ios::binary);
     if (!f) return Status::bad(path + ": cannot open the model file");
     std::vector<uint8_t> data((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
     Status st = loadFromMemory(data.empty() ? nullptr : &data[0], data.size());
-    if (!st.ok) st.message = path + ": " + st.message;
+    if (!st.message.empty()) st.message = path + ": " + st.message;
     return st;
   }
 
+  // As load(), from bytes in memory; on failure the model is left empty (nothing runs).
   Status loadFromMemory(const uint8_t *data, size_t size) {
+    Status st = parse(data, size);
+    if (!st.ok) {
+      tensors_.clear();
+      nodes_.clear();
+      lastUse_.clear();
+      header_.clear();
+      version_ = checksum_ = 0;
+    }
+    return st;
+  }
+
+ private:
+  Status parse(const uint8_t *data, size_t size) {
     tensors_.clear();
     nodes_.clear();
+    version_ = checksum_ = 0;
     static const uint8_t empty = 0;
     Reader r(data ? data : &empty, data ? size : 0);
     const uint8_t *magic;
     if (!r.bytes(4, magic) || std::memcmp(magic, "CNNW", 4) != 0) return Status::bad("not a .cnnw file (bad magic)");
     uint32_t version, precision, hlen;
-    if (!r.u32(version) || !r.u32(precision) || !r.u32(hlen)) return Status::bad("truncated header");
-    if (version != kVersion) return Status::bad("unsupported .cnnw version " + num(version));
+    if (!r.u32(version)) return Status::bad("truncated header");
+    if (version != kVersion && version != kLegacyVersion)
+      return Status::bad("unsupported .cnnw version " + num(version) + " (this reader knows versions 1 and 2)");
+    uint32_t stored = 0;
+    if (version >= 2) {  // the checksum before anything else: a damaged file is refused as such
+      if (!r.u32(stored)) return Status::bad("truncated header");
+      const uint32_t actual = crc32(data + kCheckedFrom, r.remaining());
+      if (actual != stored)
+        return Status::bad("the file is damaged: its CRC-32 is " + hex(actual) + " but " + hex(stored) +
+                           " was written with it (altered or truncated after export); export the model again or "
+                           "copy it again");
+    }
+    if (!r.u32(precision) || !r.u32(hlen)) return Status::bad("truncated header");
     if (precision != kFloat32 && precision != kInt16) return Status::bad("unsupported precision " + num(precision));
     precision_ = precision;
     const uint8_t *h;
@@ -318,9 +383,16 @@ class Model {
     lastUse_.assign(nodes_.size(), 0);
     for (size_t i = 0; i < nodes_.size(); ++i)
       for (size_t k = 0; k < nodes_[i].inputs.size(); ++k) lastUse_[nodes_[i].inputs[k]] = i;
+    version_ = version;
+    checksum_ = stored;
+    if (version == kLegacyVersion)
+      return Status{true,
+                    "warning: .cnnw version 1 has no checksum, so damage to its weights cannot be detected; "
+                    "re-export it (codecnn export) to write version 2"};
     return Status::good();
   }
 
+ public:
   // Concat and crop move samples only: one implementation for float and int16 buffers (runGraph checks
   // and sets the scales).
   template <typename T>
@@ -596,6 +668,14 @@ class Model {
     std::ostringstream s;
     s << v;
     return s.str();
+  }
+
+  // "0x" and 8 lower-case hex digits (Python's f"{v:#010x}").
+  static std::string hex(uint32_t v) {
+    static const char digits[] = "0123456789abcdef";
+    std::string s = "0x";
+    for (int shift = 28; shift >= 0; shift -= 4) s += digits[(v >> shift) & 15u];
+    return s;
   }
 
   // The value of a top-level key of the JSON header: an integer, or a string without escapes.
@@ -1113,6 +1193,8 @@ class Model {
   std::string header_;
   int context_;
   uint32_t precision_;
+  uint32_t version_;   // of the loaded file (0: none loaded)
+  uint32_t checksum_;  // its CRC-32 (version 2), else 0
 };
 
 }  // namespace cnnw

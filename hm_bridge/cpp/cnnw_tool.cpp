@@ -2,6 +2,8 @@
 //   cnnw_tool MODEL.cnnw IN.yuv WIDTH HEIGHT BITDEPTH QP OUT_LUMA.raw [FLOAT_OUT.f32]
 // Reads every frame (8-bit: bytes; above: 16-bit little-endian), writes the filtered luma planes in the
 // same sample format, and optionally the unrounded float outputs (float32, [0, 1] units) for checks.
+// On stderr: the model's precision, format version and CRC-32 (compare it with the one HM prints), a
+// load warning (a version 1 file, without checksum) if any, or the error (a damaged file: exit status 1).
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -21,6 +23,9 @@ int main(int argc, char **argv) {
     std::cerr << "error: " << st.message << "\n";
     return 1;
   }
+  if (!st.message.empty()) std::cerr << st.message << "\n";  // a warning: loaded anyway
+  std::cerr << "model " << argv[1] << ": " << (model.isInt16() ? "int16" : "float32") << ", .cnnw version "
+            << model.version() << ", CRC-32 " << (model.hasChecksum() ? model.checksumHex() : "none") << "\n";
   const int w = std::atoi(argv[3]), h = std::atoi(argv[4]), bd = std::atoi(argv[5]), qp = std::atoi(argv[6]);
   const int bytes = bd > 8 ? 2 : 1;
   std::ifstream in(argv[2], std::ios::binary);

@@ -11,6 +11,11 @@
 //   std::string err;
 //   if (!codecnn_hm::filterLuma(luma, stride, width, height, bitDepth, qp, err)) { print err; exit(1); }
 //
+// Integrity: the loader verifies the model file's CRC-32 (a damaged file is refused like a missing one:
+// HM stops) and the load line prints it, "codecnn: luma filter rdn16.cnnw (int16, CRC-32 0x1a2b3c4d) after
+// SAO", in the encoder's and the decoder's output alike: equal checksums, same weights. A version 1 file
+// (no checksum) is used with a warning on stderr asking to re-export it.
+//
 // Threads: the model is loaded once, on the first call, by a function-local static (initialised
 // thread-safely by C++11); filtering only reads it, so filterLuma may be called from several threads at
 // once, on different planes. Set modelPath() (HM's option parser does) before the first call: later
@@ -45,8 +50,10 @@ struct Loaded {
       return;
     }
     active = true;
-    std::fprintf(stdout, "codecnn: luma filter %s (%s) after SAO\n", path.c_str(),
-                 model.isInt16() ? "int16" : "float32");
+    if (!status.message.empty()) std::fprintf(stderr, "codecnn: %s\n", status.message.c_str());  // a warning
+    const std::string crc = model.hasChecksum() ? "CRC-32 " + model.checksumHex() : "no checksum";
+    std::fprintf(stdout, "codecnn: luma filter %s (%s, %s) after SAO\n", path.c_str(),
+                 model.isInt16() ? "int16" : "float32", crc.c_str());
   }
 };
 

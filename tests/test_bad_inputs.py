@@ -1,0 +1,498 @@
+"""Every bad input refused: one line naming the problem and the fix, exit code 2, no traceback, nothing left
+behind. One test per class of bad input (damaged datasets, checkpoints that contradict themselves, numbers
+that are not numbers, frames that do not exist, output paths, binary text inputs, impossible option
+combinations), plus property-based fuzzing of the readers and the option parsing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import string
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import HM
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from codecnn.cli import cli
+from codecnn.errors import CodecnnError
+from codecnn.models import RDN
+from codecnn.train.checkpoint import load_checkpoint, save_checkpoint
+
+
+def run(*argv):
+    """Invoke the CLI; return (exit code, output)."""
+    r = CliRunner().invoke(cli, [str(a) for a in argv])
+    return r.exit_code, r.output
+
+
+def refused(argv, message, *, leaves=()):
+    """The command exits 2 with one line on stderr holding ``message``, no traceback anywhere, and ``leaves``
+    do not exist. (A command may have printed progress on stdout before the input was found bad.)"""
+    r = CliRunner().invoke(cli, [str(a) for a in argv])
+    out = r.output
+    assert r.exit_code == 2, out
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error")]
+    assert "Traceback" not in out and len(errors) == 1 and r.stderr.strip().endswith(errors[0]), out
+    assert message in errors[0], out
+    for p in leaves:
+        assert not os.path.exists(p), f"{p} was left behind"
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, restoration_h5):
+    torch.manual_seed(0)
+    m = RDN(num_blocks=1, num_layers=2, growth=4, num_features=8)
+    torch.nn.init.normal_(m.last.weight, std=0.02)
+    p = tmp_path_factory.mktemp("ck") / "m.pt"
+    save_checkpoint(
+        p,
+        {
+            "task": "ctu-restoration",
+            "arch": "rdn",
+            "config": m.config.__dict__,
+            "state_dict": m.state_dict(),
+            "step": 1,
+            "dataset": {"ctu": 64, "path": str(restoration_h5)},
+        },
+    )
+    return p
+
+
+def damaged_copy(src, tmp_path, edit):
+    p = tmp_path / "damaged.h5"
+    shutil.copy(src, p)
+    with h5py.File(p, "r+") as f:
+        edit(f)
+    return p
+
+
+# -- 1. damaged or inconsistent datasets ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda f: f.__delitem__("valid"), "array valid is missing"),
+        (lambda f: f.__delitem__("target"), "array target is missing"),
+        (
+            lambda f: (f["meta"].__delitem__("units"), f["meta"].create_dataset("units", data="{not json")),
+            "meta/units is not valid JSON",
+        ),
+        (
+            lambda f: (f["meta"].__delitem__("sequences"), f["meta"].create_dataset("sequences", data="[1, 2]")),
+            "meta/sequences is not a JSON list of objects",
+        ),
+        (lambda f: f["qp"].resize((f["qp"].shape[0] - 1,)), "per-sample arrays differ in length"),
+        (lambda f: f["split"].__setitem__(0, 7), "split holds codes other than 0, 1, 2"),
+        (lambda f: f["seq"].__setitem__(0, 99), "seq points past the"),
+    ],
+)
+def test_inconsistent_dataset_is_refused_by_every_reader(restoration_h5, checkpoint, tmp_path, edit, message):
+    bad = damaged_copy(restoration_h5, tmp_path, edit)
+    refused(["info", bad], message)
+    refused(
+        ["train", "rdn", "--data", bad, "--out", tmp_path / "run", "--steps", "1"], message, leaves=[tmp_path / "run"]
+    )
+    refused(
+        ["evaluate", "--checkpoint", checkpoint, "--data", bad, "--out", tmp_path / "ev"],
+        message,
+        leaves=[tmp_path / "ev"],
+    )
+
+
+def _corrupt_chunk(path, name, index):
+    """Overwrite the compressed bytes of one chunk in place (the file still opens)."""
+    with h5py.File(path, "r") as f:
+        offset = f[name].id.get_chunk_info_by_coord((index, 0, 0)).byte_offset
+    with open(path, "r+b") as fh:
+        fh.seek(offset + 2)
+        fh.write(b"\xde\xad\xbe\xef" * 8)
+
+
+def test_corrupt_chunk_named_by_training_and_by_verify(restoration_h5, tmp_path):
+    bad = tmp_path / "bad.h5"
+    shutil.copy(restoration_h5, bad)
+    with h5py.File(bad, "r") as f:
+        train_rows = np.flatnonzero(f["split"][()] == 0)
+    _corrupt_chunk(bad, "input", int(train_rows[0]))
+    out = refused(["info", bad, "--verify"], "problem(s)")
+    code, full = run("info", bad, "--verify")
+    assert f"damaged: input[{int(train_rows[0])}:" in full
+    # training reads every train sample within its first steps (2 samples a step, workers 0 and 1)
+    steps = str(len(train_rows))
+    for workers in ("0", "1"):
+        out = refused(
+            [
+                "train",
+                "rdn",
+                "--data",
+                bad,
+                "--out",
+                tmp_path / f"r{workers}",
+                "--steps",
+                steps,
+                "--batch",
+                "2",
+                "--patch",
+                "16",
+                "--blocks",
+                "1",
+                "--layers",
+                "1",
+                "--growth",
+                "2",
+                "--features",
+                "4",
+                "--workers",
+                workers,
+                "--val-every",
+                "1000",
+            ],
+            f"cannot read sample {int(train_rows[0])} of array input",
+        )
+        assert str(bad) in out and "info --verify" in out
+
+
+def test_bitstream_that_no_longer_decodes(restoration_h5, checkpoint, tmp_path):
+    def edit(f):
+        name = next(k for k in f["bitstreams"] if k.startswith("bikes"))
+        data = f["bitstreams"][name][()]
+        del f["bitstreams"][name]
+        f["bitstreams"].create_dataset(name, data=np.full_like(data, 0x5A))
+
+    bad = damaged_copy(restoration_h5, tmp_path, edit)
+    code, out = run("info", bad, "--verify")
+    assert code == 2 and "damaged: " in out and "bikes_qp" in out and "does not decode" in out, out
+    refused(
+        ["evaluate", "--checkpoint", checkpoint, "--data", bad, "--split", "val", "--out", tmp_path / "ev"],
+        "does not decode",
+        leaves=[tmp_path / "ev"],
+    )
+
+
+def test_verify_passes_on_a_whole_dataset(restoration_h5):
+    code, out = run("info", restoration_h5, "--verify")
+    assert code == 0 and "no problem found" in out and "bitstreams decoded" in out, out
+
+
+# -- 2. a checkpoint whose config does not match its weights ----------------------------------------------
+
+
+def test_checkpoint_config_contradicting_its_weights(checkpoint, restoration_h5, tmp_path):
+    ck = load_checkpoint(checkpoint)
+    ck["config"]["growth"] = 6
+    edited = tmp_path / "edited.pt"
+    save_checkpoint(edited, {k: v for k, v in ck.items() if k not in ("format", "version", "versions")})
+    msg = "does not match its weights"
+    refused(
+        ["evaluate", "--checkpoint", edited, "--data", restoration_h5, "--split", "val", "--out", tmp_path / "e"],
+        msg,
+        leaves=[tmp_path / "e"],
+    )
+    out = refused(["export", edited, "--out", tmp_path / "m.cnnw"], msg, leaves=[tmp_path / "m.cnnw"])
+    assert str(edited) in out and "growth" in out or "is (" in out
+
+
+# -- 3. numbers that are not numbers, or not sensible ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (
+            ["make-dataset", "--yuv", "{yuv}", "--fps", "0", "--out", "{tmp}/o.h5"],
+            "'--fps': 0.0 is not in the range x>0",
+        ),
+        (["make-dataset", "--yuv", "{yuv}", "--fps", "nan", "--out", "{tmp}/o.h5"], "'nan' is not a finite number"),
+        (["make-dataset", "--yuv", "{yuv}", "--fps", "inf", "--out", "{tmp}/o.h5"], "'inf' is not a finite number"),
+        (
+            ["make-dataset", "--yuv", "{yuv}", "--ctu", "0", "--out", "{tmp}/o.h5"],
+            "'0' is not one of 16, 32, 64, 128, 256",
+        ),
+        (
+            ["make-dataset", "--yuv", "{yuv}", "--context", "-1", "--out", "{tmp}/o.h5"],
+            "'--context': -1 is not in the range x>=0",
+        ),
+        (["evaluate", "--checkpoint", "{ck}", "--data", "{h5}", "--ctu", "0", "--out", "{tmp}/e"], "'0' is not one of"),
+        (
+            ["evaluate", "--checkpoint", "{ck}", "--data", "{h5}", "--batch", "0", "--out", "{tmp}/e"],
+            "'--batch': 0 is not in the range x>=1",
+        ),
+        (["model-info", "rdn", "--size", "0"], "'--size': 0 is not in the range 1<=x<=4096"),
+        (["model-info", "rdn", "--growth", "-3"], "'--growth': -3 is not in the range 1<=x<=256"),
+        (["bench-train", "--data", "{h5}", "--batch", "0"], "'--batch': 0 is not in the range x>=1"),
+        (["bench-train", "--data", "{h5}", "--workers", "-1"], "'--workers': -1 is not in the range x>=0"),
+        (["bench-train", "--data", "{h5}", "--steps", "0"], "'--steps': 0 is not in the range x>=1"),
+        (
+            ["train", "rdn", "--data", "{h5}", "--out", "{tmp}/r", "--epochs", "0"],
+            "'--epochs': 0.0 is not in the range x>0",
+        ),
+        (
+            ["train", "rdn", "--data", "{h5}", "--out", "{tmp}/r", "--steps", "2", "--epochs", "1"],
+            "--steps and --epochs both",
+        ),
+        (
+            ["train", "rdn", "--data", "{h5}", "--out", "{tmp}/r", "--steps", "2", "--time-limit", "-1"],
+            "not in the range x>0",
+        ),
+        (
+            ["train", "rdn", "--data", "{h5}", "--out", "{tmp}/r", "--steps", "2", "--lr", "nan"],
+            "'nan' is not a finite number",
+        ),
+    ],
+)
+def test_numbers_refused_with_their_range(argv, message, restoration_h5, checkpoint, carphone_yuv, tmp_path):
+    args = [a.format(yuv=carphone_yuv, tmp=tmp_path, ck=checkpoint, h5=restoration_h5) for a in argv]
+    refused(args, message, leaves=[tmp_path / "o.h5", tmp_path / "e", tmp_path / "r"])
+
+
+def test_hm_bridge_gain_refuses_a_bad_ctu(tmp_path):
+    from hm_bridge.__main__ import main
+
+    r = CliRunner().invoke(main, ["gain", "--orig", "o", "--recon", "r", "--log", "l", "--model", "m", "--ctu", "0"])
+    assert r.exit_code == 2 and "'0' is not one of 16, 32, 64, 128, 256" in r.output
+    assert len(r.output.strip().splitlines()) == 1, r.output
+
+
+# -- 4. frames that do not exist ----------------------------------------------------------------------------
+
+
+def test_frames_that_do_not_exist(carphone_yuv, tmp_path):
+    out = tmp_path / "o.h5"
+    refused(
+        ["make-dataset", "--yuv", carphone_yuv, "--frames", "100", "--out", out],
+        "ask for at most --frames 8",
+        leaves=[out, f"{out}.parts"],
+    )
+    refused(
+        ["make-dataset", "--yuv", carphone_yuv, "--start", "7", "--frames", "3", "--out", out],
+        "ask for at most --frames 1",
+        leaves=[out, f"{out}.parts"],
+    )
+    refused(["make-dataset", "--yuv", carphone_yuv, "--start", "8", "--out", out], "beyond the end", leaves=[out])
+    # an 8-bit file read as 10-bit: the pairs of bytes make samples above 1023
+    refused(
+        ["make-dataset", "--yuv", carphone_yuv, "--bit-depth", "10", "--out", out],
+        "above the 10-bit maximum 1023",
+        leaves=[out, f"{out}.parts"],
+    )
+
+
+# -- 5. output paths ------------------------------------------------------------------------------------------
+
+
+def test_output_paths_checked_before_any_work(carphone_yuv, checkpoint, restoration_h5, tmp_path):
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    a_dir = tmp_path / "dir"
+    a_dir.mkdir()
+    encode = ["make-dataset", "--yuv", carphone_yuv, "--frames", "1", "--qp", "37", "--out"]
+    refused([*encode, a_dir], "that is a folder")
+    refused([*encode, tmp_path / "missing" / "o.h5"], "does not exist; create it first")
+    refused([*encode, a_file / "o.h5"], "is a file, not a folder")
+    ev = ["evaluate", "--checkpoint", checkpoint, "--data", restoration_h5, "--split", "val", "--out"]
+    refused([*ev, a_file], "a file of that name exists")
+    refused([*ev, a_file / "sub"], "is a file, so no folder can be made under it")
+    refused(["train", "rdn", "--data", restoration_h5, "--out", a_file, "--steps", "1"], "a file of that name exists")
+    refused(["export", checkpoint, "--out", a_dir], "that is a folder")
+    refused(["report", tmp_path / "r.json", "--out", a_file], "a file of that name exists")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "file.txt"]  # no .tmp, no run folder
+
+
+def test_failed_build_keeps_parts_only_when_resume_can_use_them(tmp_path, carphone_yuv):
+    tiny = tmp_path / "tiny_8x8.yuv"  # x265 refuses pictures under 16x16: the first encode fails
+    tiny.write_bytes(bytes(8 * 8 * 3 // 2 * 2))
+    out = tmp_path / "o.h5"
+    refused(
+        ["make-dataset", "--yuv", tiny, "--size", "8x8", "--qp", "37", "--out", out],
+        "x265 cannot encode 8x8 pictures",
+        leaves=[out, f"{out}.parts"],
+    )
+    # one sequence encodes, the next fails: its finished shard is kept for --resume, and said so
+    listing = tmp_path / "l.toml"
+    listing.write_text(
+        f'[list]\nname = "l"\n[[sequence]]\nname = "c"\nfile = "{carphone_yuv}"\nsize = "176x144"\nframes = 1\n'
+        f'[[sequence]]\nname = "t"\nfile = "{tiny}"\nsize = "8x8"\nframes = 1\n'
+    )
+    code, text = run(
+        "make-dataset", "--list", listing, "--seq-dir", "/", "--qp", "37", "--preset", "ultrafast", "--out", out
+    )
+    assert code == 2 and "1 of 2 encodes finished and kept" in text and "--resume" in text, text
+    assert (tmp_path / "o.h5.parts").is_dir() and not out.exists()
+
+
+# -- 6. text inputs that are binary ----------------------------------------------------------------------------
+
+
+def test_binary_text_inputs(tmp_path, carphone_yuv):
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(bytes(range(256)) * 4)
+    refused(["make-dataset", "--list", blob, "--out", tmp_path / "o.h5"], "binary content, not a text file")
+    refused(["bd-rate", blob, blob], "binary content, not a text file")
+    refused(["report", blob, "--out", tmp_path / "r"], "binary content, not a text file", leaves=[tmp_path / "r"])
+    for doc in ([1, 2], {"kind": "codecnn-evaluation"}, {"kind": "codecnn-evaluation", "sequences": [{"name": "x"}]}):
+        p = tmp_path / "r.json"
+        p.write_text(json.dumps(doc))
+        refused(
+            ["report", p, "--out", tmp_path / "r"], "not a codecnn evaluation results file", leaves=[tmp_path / "r"]
+        )
+    listing = tmp_path / "l.toml"
+    listing.write_text(f'[list]\nname = "l"\n[[sequence]]\nname = "c"\nfile = "{carphone_yuv}"\nsize = "176by144"\n')
+    refused(
+        ["make-dataset", "--list", listing, "--seq-dir", "/", "--out", tmp_path / "o.h5"],
+        f"{listing}: sequence c: size = '176by144'",
+    )
+
+
+# -- 7. option combinations that cannot work ----------------------------------------------------------------------
+
+
+def test_impossible_combinations(checkpoint, restoration_h5, carphone_yuv, tmp_path):
+    refused(
+        ["export", checkpoint, "--out", tmp_path / "m.onnx", "--onnx", "--int16"],
+        "give one of them",
+        leaves=[tmp_path / "m.onnx"],
+    )
+    refused(
+        ["evaluate", "--checkpoint", checkpoint, "--data", restoration_h5, "--frames", "2", "--out", tmp_path / "e"],
+        "drop those options",
+        leaves=[tmp_path / "e"],
+    )
+    lf = HM / "carphone" / "lf"
+    hm = ["evaluate", "--checkpoint", checkpoint, "--orig", HM / "carphone" / "orig.yuv", "--size", "176x144"]
+    pair = ["--recon", lf / "qp32" / "recon.yuv", "--hm-log", lf / "qp32" / "encoder.log"]
+    refused([*hm, *pair, *pair, "--out", tmp_path / "e"], "QP 32 given twice", leaves=[tmp_path / "e"])
+    refused([*hm, *pair, "--qp", "37", "--out", tmp_path / "e"], "holds no QP 37", leaves=[tmp_path / "e"])
+    out = tmp_path / "o.h5"
+    base = ["make-dataset", "--yuv", carphone_yuv, "--frames", "1", "--qp", "37", "--preset", "ultrafast", "--out", out]
+    assert run(*base)[0] == 0
+    before = out.read_bytes()
+    code, text = run(*base, "--resume")
+    assert code == 0 and out.read_bytes() == before, text  # same options: nothing to do
+    refused([*base[:-2], "--qp", "32", "--out", out, "--resume"], "built from other inputs or options")
+    assert out.read_bytes() == before
+
+
+def test_evaluate_honours_qp_on_a_dataset(checkpoint, restoration_h5, tmp_path):
+    code, out = run(
+        "evaluate",
+        "--checkpoint",
+        checkpoint,
+        "--data",
+        restoration_h5,
+        "--split",
+        "val",
+        "--qp",
+        "37",
+        "--out",
+        tmp_path / "e",
+    )
+    assert code == 0, out
+    results = json.loads((tmp_path / "e" / "results.json").read_text())
+    assert [q["qp"] for s in results["sequences"] for q in s["qps"]] == [37]
+    refused(
+        [
+            "evaluate",
+            "--checkpoint",
+            checkpoint,
+            "--data",
+            restoration_h5,
+            "--split",
+            "val",
+            "--qp",
+            "22",
+            "--out",
+            tmp_path / "e2",
+        ],
+        "holds no QP 22 (it has 32, 37)",
+        leaves=[tmp_path / "e2"],
+    )
+
+
+# -- fuzzing: the readers and the option parsing never end in a traceback -------------------------------------------
+
+
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@FUZZ
+@given(data=st.binary(max_size=2000))
+def test_fuzz_y4m_reader(tmp_path, data):
+    from codecnn.yuv import open_video
+
+    p = tmp_path / "f.y4m"
+    p.write_bytes(b"YUV4MPEG2 " + data)
+    try:
+        with open_video(p) as r:
+            for _ in r.frames():
+                pass
+    except CodecnnError:
+        pass
+
+
+@FUZZ
+@given(text=st.text(max_size=400))
+def test_fuzz_sequence_list(tmp_path, text):
+    from codecnn.sequences import load_sequence_list
+
+    p = tmp_path / "l.toml"
+    p.write_text(text)
+    try:
+        load_sequence_list(p, tmp_path)
+    except CodecnnError:
+        pass
+
+
+@FUZZ
+@given(
+    rows=st.lists(st.tuples(st.text(string.printable, max_size=8), st.text(string.printable, max_size=8)), max_size=6)
+)
+def test_fuzz_bd_rate_csv(tmp_path, rows):
+    a = tmp_path / "a.csv"
+    a.write_text("rate,psnr\n" + "".join(f"{r},{q}\n" for r, q in rows))
+    code, out = run("bd-rate", a, a)
+    assert code in (0, 2) and "Traceback" not in out, out
+
+
+@FUZZ
+@given(text=st.text(max_size=30))
+def test_fuzz_size_and_names(text):
+    from codecnn.yuv import parse_name, parse_size
+
+    parse_name(text)
+    try:
+        w, h = parse_size(text)
+        assert w >= 0 and h >= 0
+    except CodecnnError:
+        pass
+
+
+@FUZZ
+@given(
+    option=st.sampled_from(["--size", "--blocks", "--growth", "--features", "--layers"]),
+    value=st.one_of(st.text(max_size=12), st.integers(-5, 10**6).map(str), st.floats().map(str)),
+)
+def test_fuzz_model_info_options(option, value):
+    code, out = run("model-info", "rdn", option, value)
+    assert code in (0, 2) and "Traceback" not in out, out
+    if code == 2:
+        assert len(out.strip().splitlines()) == 1, out
+
+
+@FUZZ
+@given(
+    option=st.sampled_from(["--fps", "--qp", "--frames", "--start", "--frame-step", "--ctu", "--context", "--jobs"]),
+    value=st.one_of(st.text(max_size=12), st.integers(-5, 300).map(str), st.floats().map(str)),
+)
+def test_fuzz_make_dataset_options(tmp_path, option, value):
+    out = tmp_path / "o.h5"
+    code, text = run("make-dataset", "--yuv", tmp_path / "missing.yuv", option, value, "--out", out)
+    assert code == 2 and "Traceback" not in text and len(text.strip().splitlines()) == 1, text
+    assert not out.exists()
