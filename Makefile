@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/codecnn info $(DEMO_DIR)/samples.h5
 	rm -rf $(DEMO_DIR)/run
 	$(BIN)/codecnn train rdn --data $(DEMO_DIR)/samples.h5 --out $(DEMO_DIR)/run --blocks 2 --layers 4 --growth 16 \
-	  --features 32 --qp-map --loss l2 --lr 5e-4 --batch 16 --patch 64 --steps 2000 --val-every 100 \
+	  --features 32 --qp-map --loss l2 --lr 5e-4 --batch 16 --patch 64 --val-every 100 \
 	  --time-limit $(DEMO_TRAIN_SECONDS) --workers 1
 	$(BIN)/codecnn evaluate --checkpoint $(DEMO_DIR)/run/best.pt --data $(DEMO_DIR)/samples.h5 --split test \
 	  --out $(DEMO_DIR)/report

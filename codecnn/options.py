@@ -219,6 +219,11 @@ train_options = _stack(
     click.option("--workers", type=COUNT, default=2, show_default=True, help="DataLoader workers."),
     click.option("--qp", "qps", type=QP, multiple=True, help="Train on these QPs only (a per-QP model)."),
     click.option("--resume", is_flag=True, help="Continue the run in --out from last.pt."),
+    click.option(
+        "--init",
+        type=click.Path(),
+        help="Start from the weights of this checkpoint (same architecture and config): fine-tuning.",
+    ),
 )
 
 restoration_train_options = _stack(

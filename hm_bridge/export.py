@@ -9,6 +9,7 @@ import numpy as np
 
 from codecnn.data.ctu import tile_plane
 from codecnn.errors import CodecnnError
+from codecnn.eval.metrics import psnr_from_mse
 from codecnn.files import atomic_write_bytes
 from codecnn.yuv import sample_peak
 from hm_bridge.format import Graph, graph_from_rdn, run_graph, write_cnnw
@@ -45,7 +46,7 @@ def export_checkpoint(
         if not int16:
             return write_cnnw(g, out), None
         raise CodecnnError("int16 export needs real CTUs to calibrate on: pass --calib DATA.h5 (a codecnn dataset)")
-    inputs, targets, qps, bds = calibration_ctus(data)
+    inputs, targets, qps, bds = calibration_ctus(data, context=int(g.header["context"]))
     peaks = sample_peak(bds).astype(np.float32)
     from hm_bridge.fixed import quantise_graph, run_int_graph
 
@@ -65,24 +66,30 @@ def export_checkpoint(
             iq = run_int_graph(q, x, int(bd), int(qp))
             err_q += float(np.mean((iq - t.astype(np.int64)) ** 2) / pk**2)
             change_q = max(change_q, int(np.abs(iq - centre).max()))
-    report = {"ctus": len(inputs), "psnr_float": -10 * np.log10(err_f / len(inputs)), "calibration": str(data)}
+    report = {"ctus": len(inputs), "psnr_float": psnr_from_mse(err_f / len(inputs)), "calibration": str(data)}
     if q is None:
         report.update(max_change=change_f, identity=change_f == 0)
         return write_cnnw(g, out), report
-    report["psnr_int16"] = -10 * np.log10(err_q / len(inputs))
+    report["psnr_int16"] = psnr_from_mse(err_q / len(inputs))
     report["loss_db"] = report["psnr_float"] - report["psnr_int16"]
     report.update(max_change=change_q, identity=change_q == 0)
     q.header["int16_report"] = report
     return write_cnnw(q, out), report
 
 
-def calibration_ctus(path: str | os.PathLike, count: int = CALIB_CTUS):
-    """Up to ``count`` CTUs (input, target, QP, bit depth) spread over a dataset's val (else train) split."""
+def calibration_ctus(path: str | os.PathLike, count: int = CALIB_CTUS, context: int | None = None):
+    """Up to ``count`` CTUs (input, target, QP, bit depth) spread over a dataset's val (else train) split;
+    with ``context``, the dataset's CTUs must carry that context border (the network's)."""
     import h5py
 
     from codecnn.data.schema import SPLIT_CODES, open_dataset_info
 
-    open_dataset_info(path)
+    info = open_dataset_info(path)
+    if context is not None and info.context != context:
+        raise CodecnnError(
+            f"{path}: its CTUs carry a {info.context}-pixel context but the network consumes {context}; "
+            f"calibrate on a dataset built with --context {context} (--calib DATA.h5)"
+        )
     with h5py.File(path, "r") as f:
         split = f["split"][()]
         rows = np.flatnonzero(split == SPLIT_CODES["val"])

@@ -496,3 +496,30 @@ def test_fuzz_make_dataset_options(tmp_path, option, value):
     code, text = run("make-dataset", "--yuv", tmp_path / "missing.yuv", option, value, "--out", out)
     assert code == 2 and "Traceback" not in text and len(text.strip().splitlines()) == 1, text
     assert not out.exists()
+
+
+def test_int16_calibration_on_a_dataset_of_another_context(checkpoint, carphone_yuv, tmp_path):
+    other = tmp_path / "ctx0.h5"
+    code, out = run(
+        "make-dataset",
+        "--yuv",
+        carphone_yuv,
+        "--frames",
+        "1",
+        "--qp",
+        "37",
+        "--preset",
+        "ultrafast",
+        "--context",
+        "0",
+        "--ctu",
+        "64",
+        "--out",
+        other,
+    )
+    assert code == 0, out
+    refused(
+        ["export", checkpoint, "--out", tmp_path / "m.cnnw", "--int16", "--calib", other],
+        "carry a 0-pixel context but the network consumes 2",
+        leaves=[tmp_path / "m.cnnw"],
+    )

@@ -405,6 +405,7 @@ def test_python_reads_a_v1_file_with_a_warning(float_model, int16_model, tmp_pat
         assert not caplog.records  # version 2: no warning
 
 
+@pytest.mark.slow
 def test_gain_on_hm_outputs(float_model, tmp_path):
     from hm_bridge.__main__ import main
 

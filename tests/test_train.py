@@ -92,24 +92,50 @@ def test_few_real_steps_lower_the_loss(restoration_h5, tmp_path):
 
 @pytest.mark.slow
 def test_resume_equals_uninterrupted(restoration_h5, tmp_path):
-    common = ("--steps", "6", "--lr", "1e-3", "--ema", "0.9", "--val-every", "3")
+    """A run killed mid-way (a crash: SIGKILL after its first checkpoint) and resumed gives the weights, EMA and
+    log of the uninterrupted run, bit for bit on CPU."""
+    import time
+
+    common = ("--steps", "40", "--lr", "1e-3", "--ema", "0.9", "--val-every", "3")
     a, b = tmp_path / "a", tmp_path / "b"
     r = CliRunner().invoke(cli, _args(restoration_h5, a, *common))
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(cli, _args(restoration_h5, b, *common, "--time-limit", "1e-9"))  # stops after step 1
-    assert r.exit_code == 0 and "time-limit" in r.output, r.output
-    assert load_checkpoint(b / "last.pt")["step"] == 1
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codecnn", *_args(restoration_h5, b, *common)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not (b / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    killed_at = load_checkpoint(b / "last.pt")["step"]
+    assert 3 <= killed_at < 40 and killed_at % 3 == 0
     r = CliRunner().invoke(cli, _args(restoration_h5, b, *common))
     assert r.exit_code == 2 and "--resume" in r.output  # will not overwrite a run silently
     r = CliRunner().invoke(cli, _args(restoration_h5, b, *common, "--resume"))
     assert r.exit_code == 0, r.output
     ca, cb = load_checkpoint(a / "last.pt"), load_checkpoint(b / "last.pt")
-    assert cb["step"] == 6
+    assert cb["step"] == 40
     for k in ca["state_dict"]:
         assert torch.equal(ca["state_dict"][k], cb["state_dict"][k]), k
         assert torch.equal(ca["ema"][k], cb["ema"][k]), k
     steps = [json.loads(x)["step"] for x in (b / "log.jsonl").read_text().splitlines() if '"train"' in x]
-    assert steps == [1, 2, 3, 4, 5, 6]
+    assert steps == list(range(1, 41))  # what the killed process logged past its checkpoint is dropped
+
+
+def test_time_limit_shapes_the_schedule(restoration_h5, tmp_path):
+    """--time-limit without --steps: the cosine runs over the time budget, so the run ends annealed."""
+    out = tmp_path / "t"
+    r = CliRunner().invoke(cli, _args(restoration_h5, out, "--time-limit", "4", "--lr", "1e-3"))
+    assert r.exit_code == 0 and "(time-limit)" in r.output, r.output
+    rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if '"train"' in x]
+    assert len(rows) > 3
+    assert rows[0]["lr"] > 0.9e-3 and rows[-1]["lr"] < 0.05e-3  # from the peak to (nearly) zero
+    assert all(x["lr"] >= y["lr"] for x, y in zip(rows, rows[1:], strict=False))
+    ck = load_checkpoint(out / "last.pt")
+    assert ck["elapsed"] >= 4 and ck["step"] == rows[-1]["step"]
 
 
 @pytest.mark.slow
@@ -213,7 +239,7 @@ def test_bad_input(restoration_h5, tmp_path):
     with pytest.raises(ValueError, match="unknown loss 'l3'"):
         masked_loss(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2), "l3")
     r = CliRunner().invoke(cli, _args(restoration_h5, tmp_path / "o"))
-    assert r.exit_code == 2 and "--steps N or --epochs E" in r.output
+    assert r.exit_code == 2 and "say how long to train: --steps N, --epochs E or --time-limit SECONDS" in r.output
     r = CliRunner().invoke(cli, _args(restoration_h5, tmp_path / "o", "--steps", "1", "--patch", "30"))
     assert r.exit_code == 2 and "multiple of 8" in r.output
     assert not (tmp_path / "o").exists()  # no refused run made its folder

@@ -38,6 +38,7 @@ class TrainConfig:
     qps: tuple[int, ...] = ()
     augment: bool = True
     resume: bool = False
+    init: str | None = None  # a checkpoint whose weights start the run (fine-tuning)
     progress: bool = True
 
     def __post_init__(self):
@@ -59,6 +60,8 @@ class TrainConfig:
             raise CodecnnError(f"--epochs {self.epochs}: give a positive number of epochs")
         if self.time_limit is not None and self.time_limit <= 0:
             raise CodecnnError(f"--time-limit {self.time_limit}: give a positive number of seconds")
+        if self.init is not None and self.resume:
+            raise CodecnnError("--init starts a new run from other weights, --resume continues this one: give one")
         if self.patch < 0 or self.workers < 0:
             raise CodecnnError("--patch and --workers cannot be negative")
         if not 0.0 <= self.ema < 1.0:

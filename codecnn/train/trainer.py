@@ -62,12 +62,21 @@ class EMA:
                 self.state[k].copy_(v)
 
 
-def _lr_lambda(schedule: str, total: int):
+def _lr_lambda(schedule: str, total: float, time_fraction=None):
+    """The learning-rate factor at step ``s`` of ``total``. With ``time_fraction`` (a function giving the
+    share of the time budget spent), the schedule follows whichever of steps and time is further along, so
+    a run stopped by ``--time-limit`` ends annealed; without it, it is a function of the step alone (a
+    resumed run and an uninterrupted one then see the same rates)."""
+
+    def done(s: int) -> float:
+        by_steps = min(s, total) / total
+        return max(by_steps, min(1.0, time_fraction())) if time_fraction is not None else by_steps
+
     if schedule == "cosine":
-        return lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total) / total))
-    if schedule == "step":
-        every = max(1, total // 3)
-        return lambda s: 0.5 ** (s // every)
+        return lambda s: 0.5 * (1.0 + math.cos(math.pi * done(s)))
+    if schedule == "step":  # halve at each third of the run
+        every = max(1, int(total) // 3) if math.isfinite(total) else None
+        return lambda s: 0.5 ** max(s // every if every else 0, int(3 * done(s)) if time_fraction else 0)
     return lambda s: 1.0
 
 
@@ -81,12 +90,16 @@ def _next_batch(it) -> dict:
         raise CodecnnError(last.removeprefix(f"{CodecnnError.__module__}.{CodecnnError.__name__}: ")) from None
 
 
-def total_steps(cfg: TrainConfig, train_len: int) -> int:
+def total_steps(cfg: TrainConfig, train_len: int) -> float:
+    """Steps of the run: ``--steps``, or ``--epochs`` over the train split, or endless (``math.inf``) when only
+    ``--time-limit`` bounds it."""
     if cfg.steps is not None:
         return cfg.steps
     if cfg.epochs is not None:
         return max(1, math.ceil(cfg.epochs * train_len / cfg.batch))
-    raise CodecnnError("say how long to train: --steps N or --epochs E (and optionally --time-limit SECONDS)")
+    if cfg.time_limit is not None:
+        return math.inf
+    raise CodecnnError("say how long to train: --steps N, --epochs E or --time-limit SECONDS")
 
 
 @dataclass
@@ -118,8 +131,6 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
         check_output_dir(out, "--out")
     train_ds, val_ds, ds_fingerprint = task.datasets(cfg)  # bad data or options stop here, before --out is made
     steps = total_steps(cfg, len(train_ds))
-    if info.main:
-        out.mkdir(parents=True, exist_ok=True)
     cuda = info.device.type == "cuda"
 
     torch.manual_seed(cfg.seed)
@@ -127,10 +138,31 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
     if cfg.channels_last:  # faster for oneDNN on CPUs as well as for cuDNN
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.schedule, steps))
+    clock = {"start": time.perf_counter(), "before": 0.0}  # "before": seconds trained by earlier invocations
+
+    def elapsed() -> float:
+        return clock["before"] + time.perf_counter() - clock["start"]
+
+    time_fraction = (lambda: elapsed() / cfg.time_limit) if cfg.time_limit is not None else None
+    lr_lambda = _lr_lambda(cfg.schedule, steps, time_fraction)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
     step, best, last_val = 0, None, None
 
+    if cfg.init is not None:
+        from codecnn.train.checkpoint import load_model
+
+        start, start_ckpt = load_model(cfg.init, task.kind)
+        if start_ckpt["arch"] != arch or start_ckpt["config"] != dataclasses.asdict(model_config):
+            raise CodecnnError(
+                f"--init {cfg.init}: a {start_ckpt['arch']} {start_ckpt['config']} network; train the same "
+                "architecture and options to start from it"
+            )
+        model.load_state_dict(start.state_dict())
+        if ema is not None:
+            ema = EMA(model, cfg.ema)
+        if info.main:
+            log.info("starting from the weights of %s (step %s)", cfg.init, start_ckpt.get("step"))
     if cfg.resume and last_path.exists():
         ckpt = load_checkpoint(last_path, task.kind)
         if ckpt["arch"] != arch or ckpt["config"] != dataclasses.asdict(model_config):
@@ -145,13 +177,18 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
             )
         model.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
         if ema is not None and ckpt.get("ema"):
             ema.state = {k: v.to(info.device) for k, v in ckpt["ema"].items()}
         step, best, last_val = ckpt["step"], ckpt.get("best_score"), ckpt.get("metrics")
+        clock["before"] = float(ckpt.get("elapsed", 0.0))
+        # the schedule of this invocation's options, at the resumed step (the same rates as an uninterrupted run
+        # with these options; a run stopped by its time limit and resumed with more time picks up from there)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda, last_epoch=step - 1)
         torch.set_rng_state(ckpt["rng"]["torch"])
         if info.main:
-            log.info("resuming %s at step %d of %d", out, step, steps)
+            log.info("resuming %s at step %d of %s", out, step, steps)
+    if info.main:  # everything is checked: the run folder can be made
+        out.mkdir(parents=True, exist_ok=True)
     runlog = RunLog(out, resume_step=step) if info.main else None
 
     net = model
@@ -160,7 +197,7 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
     if cfg.compile:
         net = torch.compile(net)
 
-    sampler = task.sampler(train_ds, cfg, step, steps, info)
+    sampler = task.sampler(train_ds, cfg, step, steps if math.isfinite(steps) else None, info)
     loader = torch.utils.data.DataLoader(
         train_ds,
         batch_size=cfg.batch // info.world,
@@ -182,6 +219,7 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "step": step,
+                "elapsed": elapsed(),
                 "rng": {"torch": torch.get_rng_state()},
                 "dataset": {
                     "path": str(cfg.data),
@@ -215,7 +253,7 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
     from tqdm import tqdm
 
     bar = tqdm(
-        total=steps,
+        total=steps if math.isfinite(steps) else None,
         initial=step,
         desc=f"train {arch}",
         disable=not (info.main and cfg.progress),
@@ -223,22 +261,33 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
         file=sys.stderr,
     )
     t_start = time.perf_counter()
+    clock["start"] = t_start
     t_log, n_log = t_start, 0
     stopped = "done"
     model.train()
     it = iter(loader)
+    # The loss is checked on the device and read back only at log, validation and checkpoint steps: no
+    # device-to-host synchronisation inside the step. Weights are saved only after a check passed.
+    nonfinite = torch.zeros((), dtype=torch.bool, device=info.device)
+    checked = step
+
+    def check_finite() -> None:
+        nonlocal checked
+        if dist.any_true(bool(nonfinite), info):
+            where = f"at step {step}" if checked + 1 == step else f"between steps {checked + 1} and {step}"
+            raise CodecnnError(
+                f"non-finite training loss {where}; stopped. The last good checkpoint is kept "
+                f"({last_path if last_path.exists() else 'none yet'}); lower --lr or check the data"
+            )
+        checked = step
+
     while step < steps:
         batch = {k: v.to(info.device, non_blocking=True) for k, v in _next_batch(it).items()}
         if cfg.channels_last:
             batch["input"] = batch["input"].contiguous(memory_format=torch.channels_last)
         with torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=cuda and cfg.amp):
             loss = task.loss(net, batch, cfg)
-        if dist.any_true(not bool(torch.isfinite(loss.detach()).all()), info):
-            raise CodecnnError(
-                f"non-finite training loss at step {step + 1}; stopped. The last good checkpoint "
-                f"is kept ({last_path if last_path.exists() else 'none yet'}); lower --lr "
-                "or check the data"
-            )
+        nonfinite |= ~torch.isfinite(loss.detach())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -248,6 +297,8 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
         step += 1
         n_log += batch["input"].shape[0] * info.world
         bar.update(1)
+        if step % cfg.log_every == 0 or step == steps:
+            check_finite()
         if info.main and (step % cfg.log_every == 0 or step == steps):
             now = time.perf_counter()
             rate = n_log / max(now - t_log, 1e-9)
@@ -263,9 +314,10 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
             )
             bar.set_postfix(loss=f"{float(loss.detach()):.4g}", samples_s=f"{rate:.1f}")
             t_log, n_log = now, 0
-        out_of_time = cfg.time_limit is not None and time.perf_counter() - t_start >= cfg.time_limit
+        out_of_time = cfg.time_limit is not None and elapsed() >= cfg.time_limit
         out_of_time = dist.any_true(out_of_time, info)
         if step % cfg.val_every == 0 or step == steps or out_of_time:
+            check_finite()
             validate()
             if info.main:
                 checkpoint(last_path, last_val)
