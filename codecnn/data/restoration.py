@@ -350,3 +350,184 @@ class StepSampler(Sampler):
         if self.steps is None:
             raise TypeError("endless sampler")
         return (self.steps - self.start) * (self.batch // self.world)
+
+
+CACHE_MODES = ("auto", "ram", "device", "off")
+CACHE_SHARE = 0.25  # --cache auto: cache the split when it takes at most this share of physical memory
+
+
+def physical_memory() -> int | None:
+    """Bytes of physical memory (os.sysconf, else /proc/meminfo), None where neither says."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def cache_nbytes(ds: CTUDataset) -> int:
+    """Bytes the split's CTUs (input and target, in their native integer type) take once decompressed."""
+    import h5py
+
+    with h5py.File(ds.path, "r") as f:
+        per = f["input"].dtype.itemsize * (int(np.prod(f["input"].shape[1:])) + int(np.prod(f["target"].shape[1:])))
+    return per * len(ds)
+
+
+def resolve_cache(mode: str, nbytes: int, copies: int = 1, total: int | None = None) -> tuple[str, str]:
+    """The cache mode to use for ``--cache mode`` and why. ``auto`` is ``ram`` when ``copies`` caches of
+    ``nbytes`` (one per process on this host) fit in :data:`CACHE_SHARE` of physical memory, else ``off``."""
+    if mode not in CACHE_MODES:
+        raise CodecnnError(f"--cache {mode!r}: use one of {', '.join(CACHE_MODES)}")
+    if mode != "auto":
+        return mode, f"--cache {mode}"
+    total = physical_memory() if total is None else total
+    need = nbytes * copies
+    share = f"{CACHE_SHARE:.0%} of {total / 2**30:.1f} GiB physical memory" if total else ""
+    if total and need <= CACHE_SHARE * total:
+        return "ram", f"the split's samples ({need / 2**20:.0f} MiB) fit in {share}"
+    why = f"more than {share}" if total else "physical memory is unknown"
+    return "off", f"the split's samples ({need / 2**20:.0f} MiB x{copies}) are {why}; reading them from the file"
+
+
+class CTUCache:
+    """A split's CTUs decompressed once into one contiguous array each (input, target: native uint8/uint16),
+    with batched crops: one :meth:`batch` per step gives what the DataLoader would collate from
+    ``ds[spec]`` for the step's :class:`CropSpec` s, bit for bit (integer crops are exact, the division by
+    the peak is one correctly rounded fp32 division either way).
+
+    ``device``: where the arrays live (a CUDA device for ``--cache device``; the CPU otherwise, pinned
+    when ``pin`` so batches go to the GPU asynchronously).
+    """
+
+    def __init__(self, ds: CTUDataset, device: torch.device | str = "cpu", pin: bool = False, block: int = 256):
+        import h5py
+
+        self.ds, self.patch, self.context = ds, ds.patch, ds.context
+        self.device = torch.device(device)
+        n = len(ds)
+        with h5py.File(ds.path, "r") as f:
+            d_in, d_t = f["input"], f["target"]
+            inp = np.empty((n, *d_in.shape[1:]), d_in.dtype)
+            tgt = np.empty((n, *d_t.shape[1:]), d_t.dtype)
+            bd = f["bit_depth"][()][ds.indices]
+            # contiguous runs of file indices, read a block at a time (HDF5 decompresses the chunks)
+            breaks = np.flatnonzero(np.diff(ds.indices) != 1) + 1
+            for run in np.split(np.arange(n), breaks):
+                for a in range(0, len(run), block):
+                    j0, j1 = int(run[a]), int(run[min(a + block, len(run)) - 1]) + 1
+                    i0 = int(ds.indices[j0])
+                    try:
+                        d_in.read_direct(inp, np.s_[i0 : i0 + j1 - j0], np.s_[j0:j1])
+                        d_t.read_direct(tgt, np.s_[i0 : i0 + j1 - j0], np.s_[j0:j1])
+                    except (OSError, ValueError) as e:
+                        raise CodecnnError(
+                            f"{ds.path}: cannot read samples {i0}..{i0 + j1 - j0 - 1} ({e}): the file is damaged; "
+                            "codecnn info --verify lists every bad sample"
+                        ) from None
+        self.nbytes = inp.nbytes + tgt.nbytes
+        self.input, self.target = torch.from_numpy(inp), torch.from_numpy(tgt)
+        if self.device.type != "cpu":
+            self.input, self.target = self.input.to(self.device), self.target.to(self.device)
+        elif pin:
+            self.input, self.target = self.input.pin_memory(), self.target.pin_memory()
+        self._np = (self.input.numpy(), self.target.numpy()) if self.device.type == "cpu" else None
+        self.peak = torch.from_numpy(((1 << bd.astype(np.int64)) - 1).astype(np.float32))
+        self.bit_depth = torch.from_numpy(bd.astype(np.int64))
+        self.valid = torch.from_numpy(ds.valid.astype(np.int64))
+        self.qp = torch.from_numpy(ds.qp.astype(np.int64))
+        self.seq = torch.from_numpy(ds.seq.astype(np.int64))
+        self.frame = torch.from_numpy(ds.frame.astype(np.int64))
+        self._buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.pin = pin and self.device.type == "cpu"
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def _gather_cpu(self, specs: list[CropSpec]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each sample's crop, flips included, as a strided numpy view copied into one batch array."""
+        p, c, b = self.patch, self.context, len(specs)
+        s = p + 2 * c
+        if b not in self._buffers:
+            self._buffers = {b: (np.empty((b, s, s), self._np[0].dtype), np.empty((b, p, p), self._np[1].dtype))}
+        bi, bt = self._buffers[b]
+        src_i, src_t = self._np
+        for k, sp in enumerate(specs):
+            v = slice(None, None, -1 if sp.flip_v else 1)
+            h = slice(None, None, -1 if sp.flip_h else 1)
+            bi[k] = src_i[sp.index, sp.y : sp.y + s, sp.x : sp.x + s][v, h]
+            bt[k] = src_t[sp.index, sp.y : sp.y + p, sp.x : sp.x + p][v, h]
+        return torch.from_numpy(bi), torch.from_numpy(bt)
+
+    def _gather_index(self, specs: list[CropSpec], idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One index gather for the batch (on the cache's device): rows and columns reversed where flipped."""
+        p, c = self.patch, self.context
+        dev = self.device
+        y = torch.tensor([sp.y for sp in specs], device=dev)
+        x = torch.tensor([sp.x for sp in specs], device=dev)
+        fv = torch.tensor([sp.flip_v for sp in specs], device=dev)
+        fh = torch.tensor([sp.flip_h for sp in specs], device=dev)
+
+        def lines(off, flip, n):
+            r = torch.arange(n, device=dev)
+            return off[:, None] + torch.where(flip[:, None], n - 1 - r, r)
+
+        i = idx.to(dev)[:, None, None]
+        s = p + 2 * c
+        inp = self.input[i, lines(y, fv, s)[:, :, None], lines(x, fh, s)[:, None, :]]
+        tgt = self.target[i, lines(y, fv, p)[:, :, None], lines(x, fh, p)[:, None, :]]
+        return inp, tgt
+
+    def batch(self, specs: list[CropSpec]) -> dict:
+        """The collated batch of ``ds[spec] for spec in specs`` (same keys, dtypes and shapes)."""
+        p = self.patch
+        idx = torch.tensor([sp.index for sp in specs])
+        if self._np is not None:
+            inp, tgt = self._gather_cpu(specs)
+        else:
+            inp, tgt = self._gather_index(specs, idx)
+        dev = inp.device
+        peak = self.peak[idx].to(dev)[:, None, None, None]
+        if dev.type == "cpu":  # numpy: one thread, no parallel region (torch's would wait on busy cores)
+            pk = peak.numpy()
+            inp = torch.from_numpy(np.divide(inp.numpy()[:, None], pk, dtype=np.float32))
+            tgt = torch.from_numpy(np.divide(tgt.numpy()[:, None], pk, dtype=np.float32))
+        else:
+            inp = inp[:, None].float().div_(peak)
+            tgt = tgt[:, None].float().div_(peak)
+        # a pixel is picture when its row/column in the CTU is below the valid height/width; flips move it
+        y = torch.tensor([sp.y for sp in specs])
+        x = torch.tensor([sp.x for sp in specs])
+        fv = torch.tensor([sp.flip_v for sp in specs])
+        fh = torch.tensor([sp.flip_h for sp in specs])
+        r = torch.arange(p)
+        rows = y[:, None] + torch.where(fv[:, None], p - 1 - r, r)
+        cols = x[:, None] + torch.where(fh[:, None], p - 1 - r, r)
+        valid = self.valid[idx]
+        mask = (rows < valid[:, :1])[:, :, None] & (cols < valid[:, 1:])[:, None, :]
+        out = {
+            "input": inp,
+            "target": tgt,
+            "mask": mask[:, None].to(dev, torch.float32),
+            "qp": self.qp[idx],
+            "bit_depth": self.bit_depth[idx],
+            "seq": self.seq[idx],
+            "frame": self.frame[idx],
+        }
+        if self.pin:
+            out = {k: v.pin_memory() for k, v in out.items()}
+        return out
+
+    def batches(self, sampler: StepSampler):
+        """The batches of the sampler's steps, in order (what a DataLoader over ``sampler`` would yield)."""
+        step = sampler.start
+        while sampler.steps is None or step < sampler.steps:
+            yield self.batch(sampler.batch_specs(step))
+            step += 1

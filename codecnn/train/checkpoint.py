@@ -52,8 +52,11 @@ def _first_words(e: Exception, limit: int) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike, task: str | None = None) -> dict:
-    """Load and check a codecnn checkpoint; clear errors for missing, damaged, foreign or unsafe files."""
-    p = Path(path)
+    """Load and check a codecnn checkpoint (a path, or ``zoo:NAME`` for a shipped one); clear errors for
+    missing, damaged, foreign or unsafe files."""
+    from codecnn.zoo import resolve
+
+    p = resolve(path)
     if not p.is_file():
         raise CodecnnError(f"{p}: no such checkpoint")
     if not zipfile.is_zipfile(p):

@@ -1,0 +1,211 @@
+"""``codecnn evaluate``, ``evaluate-modes``, ``report`` and ``bd-rate``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from codecnn.cli.group import cli, echo_lines
+from codecnn.errors import CodecnnError
+from codecnn.eval.report import summary_lines
+from codecnn.files import check_output_dir
+from codecnn.options import (
+    CTU_SIZE,
+    POSITIVE,
+    encoder_options,
+    encoder_settings,
+    frame_options,
+    geometry_options,
+    verbosity,
+)
+
+
+@cli.command()
+@click.option("--checkpoint", required=True, type=click.Path(), help="A restoration checkpoint (best.pt, last.pt).")
+@click.option("--yuv", "inputs", multiple=True, type=click.Path(), help="Sequence to encode and evaluate; repeatable.")
+@click.option("--list", "seq_list", type=click.Path(), help="A sequence list (datasets/*.toml).")
+@click.option("--seq-dir", type=click.Path(), help="Folder holding the files of --list.")
+@click.option("--data", type=click.Path(), help="Reuse a dataset's bitstreams instead of encoding.")
+@click.option(
+    "--split",
+    type=click.Choice(["train", "val", "test"]),
+    default="test",
+    show_default=True,
+    help="Which sequences of --data.",
+)
+@click.option("--orig", type=click.Path(), help="HM route: the source YUV that HM encoded.")
+@click.option("--recon", "recons", multiple=True, type=click.Path(), help="HM route: HM's -o file, one per QP.")
+@click.option("--hm-log", "hm_logs", multiple=True, type=click.Path(), help="HM route: HM's log, one per --recon.")
+@geometry_options
+@frame_options
+@encoder_options
+@click.option("--ctu", type=CTU_SIZE, help="CTU size for filtering and switching (default: the training data's).")
+@click.option("--batch", type=POSITIVE, default=2, show_default=True, help="CTUs per network call (raise it on a GPU).")
+@click.option(
+    "--method",
+    type=click.Choice(["pchip", "cubic", "akima"]),
+    default="pchip",
+    show_default=True,
+    help="BD interpolation (pchip = JVET CTC sheet, cubic = VCEG-M33).",
+)
+@click.option(
+    "--psnr-peak",
+    type=click.Choice(["max", "hm"]),
+    default="max",
+    show_default=True,
+    help="PSNR peak above 8 bits: (1<<bd)-1, or HM's 255<<(bd-8).",
+)
+@click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--int16",
+    is_flag=True,
+    help="Filter with the int16 fixed-point network HM runs (hm_bridge), "
+    "calibrated on --calib or the training data, instead of PyTorch float.",
+)
+@click.option("--calib", type=click.Path(), help="Dataset to calibrate --int16 on (default: the training data).")
+@click.option("--out", required=True, type=click.Path(), help="Report folder: results.json, report.md, PNGs.")
+@verbosity
+def evaluate(
+    checkpoint,
+    inputs,
+    seq_list,
+    seq_dir,
+    data,
+    split,
+    orig,
+    recons,
+    hm_logs,
+    size,
+    bit_depth,
+    fps,
+    frames,
+    start,
+    frame_step,
+    qps,
+    encoder,
+    preset,
+    tune,
+    no_deblock,
+    no_sao,
+    hm_bin,
+    hm_cfg,
+    ctu,
+    batch,
+    method,
+    psnr_peak,
+    device,
+    int16,
+    calib,
+    out,
+):
+    """Measure a restoration network's PSNR gains and BD-rates against the codec's reconstruction.
+
+    Sources (one of): --yuv/--list (encoded now with --encoder), --data (a dataset's stored bitstreams,
+    no re-encoding), or HM's own files (--orig, and --recon/--hm-log per QP; rates from HM's log).
+
+    \b
+    Examples:
+      codecnn evaluate --checkpoint runs/rdn/best.pt --data samples.h5 --split test --out report/
+      codecnn evaluate --checkpoint best.pt --yuv BQMall_832x480_60.yuv --frames 8 --out report/
+      codecnn evaluate --checkpoint best.pt --orig orig.yuv --size 176x144 \\
+          --recon qp22/recon.yuv --hm-log qp22/encoder.log --recon qp27/recon.yuv --hm-log qp27/encoder.log ...
+    """
+    from codecnn.encoders import make_encoder
+    from codecnn.eval.report import write_report
+    from codecnn.eval.restoration import evaluate_checkpoint
+    from codecnn.eval.runs import select_runs
+
+    settings = encoder_settings(encoder, preset, tune, no_deblock, no_sao, hm_bin, hm_cfg)
+    check_output_dir(out, "--out")
+
+    def make_runs(workdir):
+        return select_runs(
+            workdir,
+            inputs=inputs,
+            seq_list=seq_list,
+            seq_dir=seq_dir,
+            data=data,
+            split=split,
+            orig=orig,
+            recons=recons,
+            hm_logs=hm_logs,
+            size=size,
+            bit_depth=bit_depth,
+            fps=fps,
+            frames=frames,
+            start=start,
+            frame_step=frame_step,
+            qps=qps,
+            encoder=make_encoder(encoder, **dict(settings)) if inputs or seq_list else None,
+        )
+
+    results = evaluate_checkpoint(
+        checkpoint,
+        make_runs,
+        ctu=ctu,
+        method=method,
+        convention=psnr_peak,
+        device=device,
+        batch=batch,
+        int16=int16,
+        calib=calib,
+        progress=sys.stderr.isatty(),
+    )
+    rep = results.get("int16_export")
+    if rep:
+        click.echo(f"int16 network: {rep['loss_db']:+.4f} dB against float on {rep['ctus']} calibration CTUs")
+    written = write_report(results, out)
+    echo_lines(summary_lines(results, written))
+
+
+@cli.command("evaluate-modes")
+@click.option("--checkpoint", required=True, type=click.Path())
+@click.option("--data", required=True, type=click.Path(), help="An intra-modes dataset.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
+@click.option("--out", required=True, type=click.Path(), help="Folder for results.json and report.md.")
+def evaluate_modes(checkpoint, data, split, out):
+    """Top-1/3/8 recall of the best mode and the cost increase of a top-k search, per block size, beside
+    HM's rough mode decision and planar+DC+MPM on the same blocks."""
+    from codecnn.eval.intra import evaluate_checkpoint, mode_table_lines
+
+    check_output_dir(out, "--out")
+    r, written = evaluate_checkpoint(checkpoint, data, split, out)
+    echo_lines(mode_table_lines(r))
+    for name, path in written.items():
+        click.echo(f"{name}: {path}")
+
+
+@cli.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="Folder for report.md, the plots and merged results.")
+def report(results, out):
+    """Render (and merge) evaluation results: report.md, RD curves and gain-vs-QP plots."""
+    from codecnn.eval.report import load_results, write_report
+
+    check_output_dir(out, "--out")
+
+    merged = load_results(results)
+    written = write_report(merged, out, write_json=len(results) > 1)
+    echo_lines(summary_lines(merged, written))
+
+
+@cli.command("bd-rate")
+@click.argument("anchor", type=click.Path())
+@click.argument("test", type=click.Path())
+@click.option("--method", type=click.Choice(["pchip", "cubic", "akima"]), default="pchip", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (bd_rate, bd_psnr, method, ...).")
+def bd_rate_cmd(anchor, test, method, as_json):
+    """BD-rate (%) and BD-PSNR (dB) of TEST against ANCHOR: CSV files with a header `rate,psnr`."""
+    import json
+
+    from codecnn.eval.metrics import BDError, bd_rate, read_rd_csv
+
+    try:
+        r = bd_rate(read_rd_csv(anchor), read_rd_csv(test), method)
+    except BDError as e:
+        raise CodecnnError(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(r))
+    else:
+        click.echo(f"BD-rate {r['bd_rate']:+.4f} %  BD-PSNR {r['bd_psnr']:+.4f} dB  ({method}, {r['implementation']})")

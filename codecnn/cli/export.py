@@ -1,0 +1,51 @@
+"""``codecnn export``: a checkpoint to a ``.cnnw`` file for HM (or ONNX)."""
+
+from __future__ import annotations
+
+import click
+
+from codecnn.cli.group import cli
+from codecnn.errors import CodecnnError
+from codecnn.files import check_output_file
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="The .cnnw file to write.")
+@click.option("--int16", is_flag=True, help="int16 fixed point (bit-exact across machines), calibrated on real CTUs.")
+@click.option("--calib", type=click.Path(), help="Dataset to calibrate --int16 on (default: the training data).")
+@click.option("--onnx", "as_onnx", is_flag=True, help="Write ONNX instead (checked against PyTorch with onnxruntime).")
+def export(checkpoint, out, int16, calib, as_onnx):
+    """Export a restoration checkpoint for HM: a versioned .cnnw file read by hm_bridge/cpp/cnnw.h."""
+    from hm_bridge.export import MAX_LOSS_DB, export_checkpoint, export_onnx
+
+    if as_onnx and int16:
+        raise CodecnnError("--onnx writes a float ONNX model and --int16 an int16 .cnnw file: give one of them")
+    check_output_file(out, "--out")
+    if as_onnx:
+        r = export_onnx(checkpoint, out)
+        click.echo(
+            f"wrote {r['path']} (ONNX; onnxruntime {r['onnxruntime']} vs PyTorch: max |diff| {r['max_abs_diff']:.2e})"
+        )
+        return
+    p, report = export_checkpoint(checkpoint, out, int16, calib)
+    click.echo(f"wrote {p} ({p.stat().st_size} bytes, {'int16' if int16 else 'float32'})")
+    if not report:
+        return
+    if int16:
+        click.echo(
+            f"on {report['ctus']} real CTUs: float {report['psnr_float']:.4f} dB, int16 "
+            f"{report['psnr_int16']:.4f} dB, loss {report['loss_db']:+.4f} dB"
+        )
+        if report["loss_db"] > MAX_LOSS_DB:
+            click.echo(
+                f"warning: the int16 model loses {report['loss_db']:.4f} dB against the float one (> {MAX_LOSS_DB} dB)",
+                err=True,
+            )
+    click.echo(f"largest change the network makes to a sample on {report['ctus']} CTUs: {report['max_change']}")
+    if report["identity"]:
+        click.echo(
+            "warning: the network changes no sample (an untrained or identity network): encoder/decoder checks "
+            "with it pass trivially",
+            err=True,
+        )

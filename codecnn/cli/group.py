@@ -1,0 +1,53 @@
+"""The ``codecnn`` click group and how every command reports bad input (one line, exit code 2)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from codecnn import __version__
+from codecnn.errors import CodecnnError
+
+
+class UserError(click.ClickException):
+    """A one-line message and exit code 2, no traceback."""
+
+    exit_code = 2
+
+
+class CodecnnGroup(click.Group):
+    """A click group whose commands turn :class:`CodecnnError` and click's own usage errors (a bad option
+    value, a missing option) into :class:`UserError` (exit 2, one line), and Ctrl-C into exit 130 with a
+    word on ``--resume``; its subgroups are of the same class; ``python -m hm_bridge`` uses it too."""
+
+    group_class = type  # subgroups (``train``) behave the same
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except CodecnnError as e:
+            raise UserError(str(e)) from None
+        except click.UsageError as e:
+            if isinstance(e, UserError):
+                raise
+            where = e.ctx.command_path if e.ctx is not None else ctx.command_path
+            raise UserError(f"{e.format_message()} ({where} --help lists the options)") from None
+        except KeyboardInterrupt:
+            click.echo("codecnn: interrupted; finished work is kept: rerun with --resume to continue", err=True)
+            sys.exit(130)
+
+
+def echo_lines(lines) -> None:
+    for line in lines:
+        click.echo(line)
+
+
+@click.group(cls=CodecnnGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="codecnn")
+def cli():
+    """codecnn: CNN restoration and intra-mode prediction inside an HEVC codec."""
+
+
+def main() -> None:
+    cli(prog_name="codecnn")

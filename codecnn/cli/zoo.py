@@ -1,0 +1,35 @@
+"""``codecnn zoo``: the pretrained networks shipped with codecnn."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from codecnn.cli.group import cli
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list (every entry with its results).")
+def zoo(as_json):
+    """List the shipped pretrained networks with their measured held-out results.
+
+    Use one with --checkpoint zoo:NAME (evaluate), export zoo:NAME, or train ... --init zoo:NAME.
+    """
+    from codecnn.zoo import entries
+
+    items = entries()
+    if as_json:
+        click.echo(json.dumps(items))
+        return
+    if not items:
+        click.echo("no shipped models in this installation")
+    for e in items:
+        click.echo(
+            f"zoo:{e['name']}  ({e['setting']}, {e.get('arch')} {e.get('params', '?')} parameters, "
+            f"{e.get('kmac_per_pixel', '?')} kMAC/pixel)"
+        )
+        for line in e.get("summary", []):
+            click.echo(f"    {line}")
+        click.echo(f"    trained: {e.get('trained', {}).get('command', '?')}")
+        click.echo(f"    sha256 {e['sha256']}")

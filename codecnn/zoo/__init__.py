@@ -1,0 +1,71 @@
+"""Pretrained networks shipped inside the package (as CompressAI's zoo), each produced by codecnn's own
+``train`` command and listed in ``index.json`` with the exact command, data, machine and time that made it,
+its ``log.jsonl``, the SHA-256 of its weights file and its measured held-out results.
+
+``zoo:NAME`` names an entry wherever a checkpoint is read (``evaluate``, ``export``, ``train --init``);
+:func:`resolve` turns it into the packaged file after checking its SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from codecnn.errors import CodecnnError
+
+ZOO_DIR = Path(__file__).parent
+PREFIX = "zoo:"
+SETTINGS = ("in-loop", "post-filter", "intra-modes")
+
+
+def entries() -> list[dict]:
+    """Every shipped entry of ``index.json`` (name, setting, file, sha256, results, provenance)."""
+    index = ZOO_DIR / "index.json"
+    if not index.is_file():
+        return []
+    return json.loads(index.read_text())
+
+
+def sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve(spec: str | os.PathLike) -> Path:
+    """A checkpoint path: ``zoo:NAME`` becomes the shipped file (its SHA-256 checked); anything else is
+    returned as a path."""
+    text = str(spec)
+    if not text.startswith(PREFIX):
+        return Path(spec)
+    name = text[len(PREFIX) :]
+    known = {e["name"]: e for e in entries()}
+    if name not in known:
+        raise CodecnnError(
+            f"{text}: no such shipped model; codecnn zoo lists them ({', '.join(sorted(known)) or 'none'})"
+        )
+    e = known[name]
+    path = ZOO_DIR / e["file"]
+    if not path.is_file():
+        raise CodecnnError(f"{text}: its file {path} is missing from the installed package; reinstall codecnn")
+    if sha256(path) != e["sha256"]:
+        raise CodecnnError(f"{text}: {path} does not match its SHA-256 in the zoo index; reinstall codecnn")
+    return path
+
+
+def pack_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """A weights-only copy of a training checkpoint for shipping: the EMA weights where the run kept them,
+    no optimizer state; config, step, dataset and training options kept (a self-describing checkpoint that
+    ``load_model`` reads and ``train --init`` starts from)."""
+    from codecnn.train.checkpoint import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(checkpoint)
+    keep = ("task", "arch", "config", "step", "elapsed", "dataset", "train_config", "best_score", "metrics")
+    payload = {k: ck[k] for k in keep if k in ck}
+    payload["state_dict"] = ck["ema"] if ck.get("ema") else ck["state_dict"]
+    payload["ema"] = None
+    return save_checkpoint(out, payload)
