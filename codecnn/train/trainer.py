@@ -45,6 +45,9 @@ class Task(Protocol):
 
     def validate(self, model: nn.Module, val_ds, device: torch.device, cfg: TrainConfig) -> dict: ...
 
+    # optional: ``cached_batches(train_ds, sampler, cfg, info)`` -> an iterator of the sampler's batches from an
+    # in-memory cache (``--cache``), or None to read through the DataLoader
+
 
 class EMA:
     """Exponential moving average of a model's floating-point state (decay per step)."""
@@ -198,14 +201,17 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
         net = torch.compile(net)
 
     sampler = task.sampler(train_ds, cfg, step, steps if math.isfinite(steps) else None, info)
-    loader = torch.utils.data.DataLoader(
-        train_ds,
-        batch_size=cfg.batch // info.world,
-        sampler=sampler,
-        num_workers=cfg.workers,
-        pin_memory=cuda,
-        persistent_workers=cfg.workers > 0,
-    )
+    cached = getattr(task, "cached_batches", None)
+    batches = cached(train_ds, sampler, cfg, info) if cached is not None else None
+    if batches is None:
+        batches = torch.utils.data.DataLoader(
+            train_ds,
+            batch_size=cfg.batch // info.world,
+            sampler=sampler,
+            num_workers=cfg.workers,
+            pin_memory=cuda,
+            persistent_workers=cfg.workers > 0,
+        )
 
     def checkpoint(path: Path, metrics: dict | None) -> None:
         save_checkpoint(
@@ -265,7 +271,7 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
     t_log, n_log = t_start, 0
     stopped = "done"
     model.train()
-    it = iter(loader)
+    it = iter(batches)
     # The loss is checked on the device and read back only at log, validation and checkpoint steps: no
     # device-to-host synchronisation inside the step. Weights are saved only after a check passed.
     nonfinite = torch.zeros((), dtype=torch.bool, device=info.device)

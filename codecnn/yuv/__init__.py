@@ -25,6 +25,7 @@ from codecnn.yuv.frame import (
     sample_dtype,
     sample_peak,
 )
+from codecnn.yuv.images import IMAGE_SUFFIXES, ImageReader, rgb_to_yuv420  # noqa: E402  (after readers)
 from codecnn.yuv.names import parse_name, parse_size
 from codecnn.yuv.readers import ContainerReader, RawYuvReader, VideoReader, Y4mReader, open_video
 from codecnn.yuv.writers import YuvWriter, stage_frames, write_video, y4m_writer
@@ -34,6 +35,8 @@ __all__ = [
     "SUPPORTED_BIT_DEPTHS",
     "Y4M_SUFFIXES",
     "ContainerReader",
+    "IMAGE_SUFFIXES",
+    "ImageReader",
     "Frame",
     "RawYuvReader",
     "VideoInfo",
@@ -44,6 +47,7 @@ __all__ = [
     "open_video",
     "parse_name",
     "parse_size",
+    "rgb_to_yuv420",
     "sample_dtype",
     "sample_peak",
     "stage_frames",

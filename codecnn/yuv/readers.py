@@ -258,7 +258,8 @@ def open_video(
     bit_depth: int | None = None,
     fps: float | Fraction | None = None,
 ) -> VideoReader:
-    """Open ``path`` by its suffix: raw YUV, Y4M, or any container PyAV reads.
+    """Open ``path`` by its suffix: raw YUV, Y4M, a still image (one frame, :mod:`codecnn.yuv.images`), or
+    any container PyAV reads.
 
     For raw YUV, ``size``/``bit_depth``/``fps`` override what the file name says; the size must come
     from one of the two.
@@ -269,6 +270,10 @@ def open_video(
     suffix = p.suffix.lower()
     if suffix in Y4M_SUFFIXES:
         return Y4mReader(p)
+    from codecnn.yuv.images import IMAGE_SUFFIXES, ImageReader
+
+    if suffix in IMAGE_SUFFIXES:
+        return ImageReader(p, Fraction(fps) if fps is not None else None)
     if suffix not in RAW_SUFFIXES:
         return ContainerReader(p)
     hints = parse_name(p.name)
