@@ -380,3 +380,29 @@ def test_mode_table_lines_hand_computed(two_sizes):
         ["16", "1", "0.000", "1.000", "1.000", "0.0000", "|", "0.000", "0.1000", "|", "1.000", "0.0000"],
         ["all", "3", "0.333", "1.000", "1.000", "0.0000", "|", "0.333", "0.2000", "|", "0.667", "0.3333"],
     ]
+
+
+def test_pruned_rmd_by_hand():
+    from codecnn.eval.intra import pruned_rmd, pruned_rmd_metrics
+
+    h = np.arange(100, 135, dtype=np.int64)  # Hadamard SATD rises with the mode number...
+    h[[20, 21, 22]] = [1, 2, 3]  # ...except three modes
+    costs = np.full(35, 10.0)
+    costs[22] = 5.0  # the label's best mode
+    scores = np.zeros(35)
+    scores[[5, 22, 7]] = [3.0, 2.0, 1.0]  # the network ranks 5, then 22, then 7
+    mpm = np.array([[0, 1, 26]])
+    d = {"hadamard": h[None], "costs": costs[None], "best": np.array([22])}
+    full, evals = pruned_rmd(scores[None], h[None], mpm, 16, None)
+    assert full == [[0, 1, 20, 21, 22, 26]] and evals.tolist() == [35]  # 3 kept at 16x16, MPMs added
+    lists, evals = pruned_rmd(scores[None], h[None], mpm, 16, 1)
+    assert lists == [[0, 1, 5, 26]] and evals.tolist() == [4]  # {5} + MPMs evaluated; 0, 1, 5 kept
+    lists, evals = pruned_rmd(scores[None], h[None], mpm, 16, 2)
+    assert lists == [[0, 1, 22, 26]] and evals.tolist() == [5]
+    lists, _ = pruned_rmd(scores[None], h[None], mpm, 4, 2)  # 8 kept at 4x4: all five evaluated modes stay
+    assert lists == [[0, 1, 5, 22, 26]]
+    m = pruned_rmd_metrics(scores[None], d, mpm, 16)
+    assert m["full"] == {"recall": 1.0, "cost_increase": 0.0, "modes": 6.0, "satd_evaluations": 35.0}
+    assert m["1"]["recall"] == 0.0 and m["1"]["cost_increase"] == 1.0 and m["1"]["satd_evaluations"] == 4.0
+    assert m["2"]["recall"] == 1.0 and m["2"]["recall_vs_full"] == 1.0 and m["2"]["satd_evaluations"] == 5.0
+    assert m["8"]["satd_evaluations"] == 9.0  # top 8: 5, 22, 7, then ties 0..4; with MPMs 0, 1, 26: 9 modes

@@ -167,11 +167,13 @@ def evaluate(
 def evaluate_modes(checkpoint, data, split, out):
     """Top-1/3/8 recall of the best mode and the cost increase of a top-k search, per block size, beside
     HM's rough mode decision and planar+DC+MPM on the same blocks."""
-    from codecnn.eval.intra import evaluate_checkpoint, mode_table_lines
+    from codecnn.eval.intra import evaluate_checkpoint, mode_table_lines, pruned_table_lines
 
     check_output_dir(out, "--out")
     r, written = evaluate_checkpoint(checkpoint, data, split, out)
     echo_lines(mode_table_lines(r))
+    click.echo("pruned rough mode decision (network top k + MPMs, HM's candidate count):")
+    echo_lines(pruned_table_lines(r))
     for name, path in written.items():
         click.echo(f"{name}: {path}")
 

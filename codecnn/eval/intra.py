@@ -82,6 +82,41 @@ def ranking_metrics(scores: np.ndarray, costs: np.ndarray, best: np.ndarray) -> 
     return out
 
 
+PRUNE_KS = (1, 2, 3, 4, 6, 8)
+
+
+def pruned_rmd(scores: np.ndarray, hadamard: np.ndarray, mpm: np.ndarray, n: int, k: int | None):
+    """HM's rough mode decision restricted to the network's top ``k`` modes plus the MPMs (``k=None``: all 35
+    modes, HM's own RMD): Hadamard SATD is evaluated on those modes only, the ``HM_RMD_K[n]`` of lowest
+    SATD are kept (ties to the lower mode, as HM) and the MPMs are added, as HM's list for the full RD search.
+    Returns (the candidate lists, the number of SATD evaluations of each block)."""
+    keep = HM_RMD_K[n]
+    order = np.argsort(-scores, axis=1, kind="stable") if k is not None else None
+    lists, evals = [], []
+    for i, h in enumerate(hadamard):
+        allowed = np.arange(h.shape[0]) if k is None else np.array(sorted({*order[i, :k].tolist(), *mpm[i]}))
+        kept = allowed[np.argsort(h[allowed], kind="stable")[:keep]]
+        lists.append(sorted({*kept.tolist(), *mpm[i].tolist()}))
+        evals.append(len(allowed))
+    return lists, np.array(evals, np.float64)
+
+
+def pruned_rmd_metrics(scores: np.ndarray, d: dict, mpm: np.ndarray, n: int) -> dict:
+    """The encoder's question: recall of the label's best mode, cost increase and SATD evaluations of the
+    pruned RMD for each k in :data:`PRUNE_KS`, beside HM's full 35-mode RMD (``full``), both with the MPMs
+    added. ``recall_vs_full`` is the share of the full RMD's recall kept."""
+    lists, evals = pruned_rmd(scores, d["hadamard"], mpm, n, None)
+    full = {**candidate_metrics(lists, d["costs"], d["best"]), "satd_evaluations": float(evals.mean())}
+    out = {"full": full}
+    for k in PRUNE_KS:
+        lists, evals = pruned_rmd(scores, d["hadamard"], mpm, n, k)
+        m = candidate_metrics(lists, d["costs"], d["best"])
+        m["satd_evaluations"] = float(evals.mean())
+        m["recall_vs_full"] = m["recall"] / full["recall"] if full["recall"] else float("nan")
+        out[str(k)] = m
+    return out
+
+
 def evaluate_rankings(scores: dict[int, np.ndarray], data: dict[int, dict]) -> dict:
     """Metrics per block size and overall (pooled over all blocks) of the network and the baselines.
 
@@ -101,18 +136,30 @@ def evaluate_rankings(scores: dict[int, np.ndarray], data: dict[int, dict]) -> d
             "network": net,
             "hm_rmd": candidate_metrics(rmd, d["costs"], d["best"]),
             "planar_dc_mpm": candidate_metrics(pdm, d["costs"], d["best"]),
+            "pruned_rmd": pruned_rmd_metrics(scores[n], d, mpm, n),
         }
         w = len(d["best"])
+        pooled["pruned_rmd"].append((w, per[str(n)]["pruned_rmd"]))
         for name, v in (
             ("network", net),
             ("hm_rmd", per[str(n)]["hm_rmd"]),
             ("planar_dc_mpm", per[str(n)]["planar_dc_mpm"]),
         ):
             pooled[name].append((w, v))
-    overall = {}
-    for name, items in pooled.items():
+
+    def pool(items):
         total = sum(w for w, _ in items)
-        overall[name] = {k: sum(w * v[k] for w, v in items) / total for k in items[0][1]}
+        return {
+            k: pool([(w, v[k]) for w, v in items])
+            if isinstance(items[0][1][k], dict)
+            else sum(w * v[k] for w, v in items) / total
+            for k in items[0][1]
+        }
+
+    overall = {name: pool(items) for name, items in pooled.items()}
+    for v in overall["pruned_rmd"].values():  # a ratio of pooled recalls, not a pooled ratio
+        if "recall_vs_full" in v:
+            v["recall_vs_full"] = v["recall"] / overall["pruned_rmd"]["full"]["recall"]
     return {"per_size": per, "overall": overall}
 
 
@@ -141,7 +188,32 @@ def render_mode_report(r: dict) -> str:
             f"{a['cost_increase_top1']:.4f} | {a['cost_increase_top3']:.4f} | {a['cost_increase_top8']:.4f} | "
             f"{b['recall']:.3f} | {b['cost_increase']:.4f} | {c['recall']:.3f} | {c['cost_increase']:.4f} |"
         )
+    lines += [
+        "",
+        "## Pruned rough mode decision",
+        "",
+        "Hadamard SATD over the network's top k modes plus the three MPMs only, HM's candidate count kept (8 for "
+        "4x4/8x8, 3 above), MPMs added; k = 35 is HM's full RMD. SATD = Hadamard evaluations per block.",
+        "",
+        "```",
+        *pruned_table_lines(r),
+        "```",
+    ]
     return "\n".join(lines) + "\n"
+
+
+def pruned_table_lines(r: dict) -> list[str]:
+    """The pruned-RMD table: per block size and overall, for each k, recall of the best mode (and its share of
+    the full RMD's), cost increase and Hadamard SATD evaluations per block."""
+    lines = [f"{'N':>4} {'k':>4} {'SATD':>6} {'recall':>7} {'of full':>8} {'cost+':>8}"]
+    for n, v in rows_with_total(r):
+        p = v["pruned_rmd"]
+        for k, m in [("35", p["full"]), *((k, p[str(k)]) for k in PRUNE_KS)]:
+            share = f"{m['recall_vs_full']:>8.3f}" if "recall_vs_full" in m else f"{'(full)':>8}"
+            lines.append(
+                f"{n:>4} {k:>4} {m['satd_evaluations']:>6.1f} {m['recall']:>7.3f} {share} {m['cost_increase']:>8.4f}"
+            )
+    return lines
 
 
 def mode_table_lines(r: dict) -> list[str]:
