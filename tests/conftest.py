@@ -69,3 +69,21 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("cuda"):
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory, restoration_h5) -> Path:
+    """A small RDN restoration checkpoint (CTU 64; its last convolution made non-zero so it filters), trained
+    on nothing: its dataset entry points at ``restoration_h5`` for int16 calibration."""
+    import torch
+
+    from codecnn.models import RDN
+    from codecnn.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    m = RDN(num_blocks=1, num_layers=2, growth=4, num_features=8)
+    torch.nn.init.normal_(m.last.weight, std=0.02)
+    p = tmp_path_factory.mktemp("ck") / "m.pt"
+    state = {"task": "ctu-restoration", "arch": "rdn", "config": m.config.__dict__, "state_dict": m.state_dict()}
+    save_checkpoint(p, {**state, "step": 1, "dataset": {"ctu": 64, "path": str(restoration_h5)}})
+    return p

@@ -13,7 +13,6 @@ import string
 import h5py
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from conftest import HM
 from hypothesis import HealthCheck, given, settings
@@ -21,7 +20,6 @@ from hypothesis import strategies as st
 
 from codecnn.cli import cli
 from codecnn.errors import CodecnnError
-from codecnn.models import RDN
 from codecnn.train.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -43,26 +41,6 @@ def refused(argv, message, *, leaves=()):
     for p in leaves:
         assert not os.path.exists(p), f"{p} was left behind"
     return out
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, restoration_h5):
-    torch.manual_seed(0)
-    m = RDN(num_blocks=1, num_layers=2, growth=4, num_features=8)
-    torch.nn.init.normal_(m.last.weight, std=0.02)
-    p = tmp_path_factory.mktemp("ck") / "m.pt"
-    save_checkpoint(
-        p,
-        {
-            "task": "ctu-restoration",
-            "arch": "rdn",
-            "config": m.config.__dict__,
-            "state_dict": m.state_dict(),
-            "step": 1,
-            "dataset": {"ctu": 64, "path": str(restoration_h5)},
-        },
-    )
-    return p
 
 
 def damaged_copy(src, tmp_path, edit):

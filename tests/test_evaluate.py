@@ -5,14 +5,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from conftest import HM
 
 from codecnn.cli import cli
 from codecnn.eval.metrics import bd_rate, psnr
 from codecnn.eval.restoration import switch_ctus
-from codecnn.models import RDN
 from codecnn.train.checkpoint import save_checkpoint
 from codecnn.yuv import RawYuvReader
 
@@ -62,26 +60,6 @@ def test_switching_never_loses_and_beats_always_on_per_ctu():
             sl = (slice(y, y + 64), slice(x, x + 64))
             e = lambda p, sl=sl: ((p[sl].astype(int) - orig[sl]) ** 2).sum()  # noqa: E731
             assert e(switched) == min(e(anchor), e(filtered))
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    m = RDN(num_blocks=1, num_layers=2, growth=4, num_features=8)
-    torch.nn.init.normal_(m.last.weight, std=0.02)
-    p = tmp_path_factory.mktemp("ck") / "m.pt"
-    save_checkpoint(
-        p,
-        {
-            "task": "ctu-restoration",
-            "arch": "rdn",
-            "config": m.config.__dict__,
-            "state_dict": m.state_dict(),
-            "step": 1,
-            "dataset": {"ctu": 64},
-        },
-    )
-    return p
 
 
 REPORT_FILES = ["gain_vs_qp.png", "rd_orig.png", "report.md", "results.json"]  # what evaluate writes (HM route)
