@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import numpy as np
 import torch
@@ -26,6 +25,7 @@ import torch
 from codecnn.eval.inference import filter_plane
 from codecnn.models import RDN
 from codecnn.models.complexity import count_macs
+from codecnn.train.bench import matmul_rate, timed  # shared with codecnn bench-train
 
 MEMORY_CHILD = r"""
 def vmhwm_mib():  # peak RSS of this process image (ru_maxrss carries the parent's across exec)
@@ -41,19 +41,6 @@ filter_plane(m, plane, 10)
 print(json.dumps({"peak_mib": vmhwm_mib(),
                   "plane_mib": plane.nbytes / 2**20}))
 """
-
-
-def timed(fn, reps: int) -> float:
-    fn()
-    t = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - t) / reps
-
-
-def matmul_rate(n: int = 2048) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n**3 / timed(lambda: a @ b, 5)
 
 
 def train_rate(batch: int = 16, patch: int = 64, reps: int = 4) -> float:

@@ -218,3 +218,80 @@ def test_int16_evaluation_tracks_float(checkpoint, restoration_h5, tmp_path):
     for qf, qi in zip(runs["float"]["sequences"][0]["qps"], runs["int16"]["sequences"][0]["qps"], strict=True):
         assert qi["anchor"] == qf["anchor"]
         assert abs(qi["gain_y"] - qf["gain_y"]) < 0.05 and qi["gain_y"] != qf["gain_y"]
+
+
+def test_post_filter_against_the_loop_filters_on_hm_files(checkpoint, tmp_path):
+    """--vs-loop-filters on HM 16.20's own files: the network filters the reconstruction coded without
+    deblocking and SAO (nolf); the anchor is HM with both on (lf), each at the rate of its own log."""
+    from codecnn.encoders import read_hm_log
+
+    car = HM / "carphone"
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--orig", str(car / "orig.yuv"), "--size", "176x144"]
+    for qp in (22, 27, 32, 37):
+        n, a = car / "nolf" / f"qp{qp}", car / "lf" / f"qp{qp}"
+        args += ["--recon", str(n / "recon.yuv"), "--hm-log", str(n / "encoder.log")]
+        args += ["--anchor-recon", str(a / "recon.yuv"), "--anchor-log", str(a / "encoder.log")]
+    out = tmp_path / "pf"
+    r = CliRunner().invoke(cli, [*args, "--vs-loop-filters", "--psnr-peak", "hm", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("post-filter setting:")
+    res = json.loads((out / "results.json").read_text())
+    assert res["setting"] == "post-filter" and res["source"].startswith("HM files (loop filters off)")
+    (seq,) = res["sequences"]
+    for q in seq["qps"]:
+        lf = read_hm_log(car / "lf" / f"qp{q['qp']}" / "encoder.log").summary
+        nolf = read_hm_log(car / "nolf" / f"qp{q['qp']}" / "encoder.log").summary
+        assert q["kbps"] == pytest.approx(lf.kbps, abs=5e-3)  # the anchor's rate: filters on
+        assert q["kbps_filtered"] == pytest.approx(nolf.kbps, abs=5e-3)  # the network's input's rate
+        assert q["anchor"]["y"] == pytest.approx(lf.psnr_y, abs=5e-4)  # HM's own figures (4 decimals, mean)
+        assert q["unfiltered"]["y"] == pytest.approx(nolf.psnr_y, abs=5e-4)
+        assert q["kbps"] > q["kbps_filtered"]  # the loop filters cost bits here (SAO parameters)
+    bd = seq["bd"]["switched"]  # (the untrained test network's always-on curve may not overlap the anchor's)
+    assert sorted(p[0] for p in bd["anchor"]) == sorted(q["kbps"] for q in seq["qps"])
+    assert sorted(p[0] for p in bd["test"]) == sorted(q["kbps_switched"] for q in seq["qps"])
+    anchor = [(q["kbps"], q["anchor"]["y"]) for q in seq["qps"]]
+    want = bd_rate(anchor, [(q["kbps_switched"], q["switched"]["y"]) for q in seq["qps"]])
+    assert bd["bd_rate"] == pytest.approx(want["bd_rate"])
+    assert "post-filter setting" in (out / "report.md").read_text()
+    # refused: an anchor without the setting, the setting with a dataset, a missing anchor, filters switched off
+    for extra, message in [
+        (["--anchor-recon", "x.yuv"], "--anchor-recon/--anchor-log are the anchor of --vs-loop-filters"),
+        (["--vs-loop-filters", "--no-sao"], "drop --no-deblock/--no-sao"),
+    ]:
+        r = CliRunner().invoke(cli, [*args[:11], *extra, "--out", str(tmp_path / "x")])
+        assert r.exit_code == 2 and message in r.output, r.output
+    r = CliRunner().invoke(cli, [*args[:11], "--vs-loop-filters", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "needs --anchor-recon and --anchor-log" in r.output, r.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_post_filter_with_fresh_encodes(checkpoint, carphone_yuv, tmp_path):
+    out = tmp_path / "pf"
+    r = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(checkpoint),
+            "--yuv",
+            str(carphone_yuv),
+            "--frames",
+            "2",
+            "--qp",
+            "32",
+            "--qp",
+            "37",
+            "--preset",
+            "ultrafast",
+            "--vs-loop-filters",
+            "--out",
+            str(out),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "results.json").read_text())
+    for q in res["sequences"][0]["qps"]:
+        assert q["frames"] == 2 and q["kbps"] != q["kbps_filtered"]  # two real encodes, two rates
+        assert q["anchor"]["y"] != q["unfiltered"]["y"]
+    enc = res["encoder"]
+    assert enc["deblock"] is False and enc["sao"] is False  # the encode the network filters

@@ -37,6 +37,21 @@ from codecnn.options import (
 @click.option("--orig", type=click.Path(), help="HM route: the source YUV that HM encoded.")
 @click.option("--recon", "recons", multiple=True, type=click.Path(), help="HM route: HM's -o file, one per QP.")
 @click.option("--hm-log", "hm_logs", multiple=True, type=click.Path(), help="HM route: HM's log, one per --recon.")
+@click.option(
+    "--vs-loop-filters",
+    is_flag=True,
+    help="Post-filter setting (VRCNN, DCAD): the network filters a reconstruction coded with deblocking and SAO "
+    "off and is compared with the codec with both on, each at its own rate (encodes both, or reads "
+    "--anchor-recon/--anchor-log beside the HM files).",
+)
+@click.option(
+    "--anchor-recon",
+    "anchor_recons",
+    multiple=True,
+    type=click.Path(),
+    help="HM route, post-filter: HM's -o with filters on.",
+)
+@click.option("--anchor-log", "anchor_logs", multiple=True, type=click.Path(), help="HM route, post-filter: its log.")
 @geometry_options
 @frame_options
 @encoder_options
@@ -76,6 +91,9 @@ def evaluate(
     orig,
     recons,
     hm_logs,
+    vs_loop_filters,
+    anchor_recons,
+    anchor_logs,
     size,
     bit_depth,
     fps,
@@ -116,7 +134,18 @@ def evaluate(
     from codecnn.eval.restoration import evaluate_checkpoint
     from codecnn.eval.runs import select_runs
 
-    settings = encoder_settings(encoder, preset, tune, no_deblock, no_sao, hm_bin, hm_cfg)
+    if (anchor_recons or anchor_logs) and not vs_loop_filters:
+        raise CodecnnError("--anchor-recon/--anchor-log are the anchor of --vs-loop-filters: add it, or drop them")
+    if vs_loop_filters and (no_deblock or no_sao):
+        raise CodecnnError(
+            "--vs-loop-filters codes the network's input without deblocking and SAO and the anchor with "
+            "both: drop --no-deblock/--no-sao"
+        )
+    encodes = bool(inputs or seq_list)
+    settings = encoder_settings(
+        encoder, preset, tune, vs_loop_filters or no_deblock, vs_loop_filters or no_sao, hm_bin, hm_cfg
+    )
+    anchor_settings = encoder_settings(encoder, preset, tune, False, False, hm_bin, hm_cfg)
     check_output_dir(out, "--out")
 
     def make_runs(workdir):
@@ -137,7 +166,11 @@ def evaluate(
             start=start,
             frame_step=frame_step,
             qps=qps,
-            encoder=make_encoder(encoder, **dict(settings)) if inputs or seq_list else None,
+            encoder=make_encoder(encoder, **dict(settings)) if encodes else None,
+            vs_loop_filters=vs_loop_filters,
+            anchor_encoder=make_encoder(encoder, **dict(anchor_settings)) if encodes and vs_loop_filters else None,
+            anchor_recons=anchor_recons,
+            anchor_logs=anchor_logs,
         )
 
     results = evaluate_checkpoint(

@@ -17,6 +17,7 @@ from codecnn.options import (
     train_options,
     verbosity,
 )
+from codecnn.train.config import CACHES
 
 
 @cli.group()
@@ -124,8 +125,15 @@ def model_info(arch, blocks, layers, growth, features, qp_map, separable, head, 
 @click.option("--workers", type=COUNT, default=2, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--steps", type=POSITIVE, default=4, show_default=True, help="Timed steps per measurement.")
+@click.option(
+    "--cache",
+    type=click.Choice(CACHES),
+    default="auto",
+    show_default=True,
+    help="Crop batches from the train split in memory (as train --cache), or read through the DataLoader (off).",
+)
 def bench_train_cmd(
-    data, blocks, layers, growth, features, qp_map, separable, head, batch, patch, workers, device, steps
+    data, blocks, layers, growth, features, qp_map, separable, head, batch, patch, workers, device, steps, cache
 ):
     """Measure samples/s of the data pipeline alone, the model step alone, and the full loop."""
     from codecnn.train.bench import bench_train
@@ -133,9 +141,26 @@ def bench_train_cmd(
 
     config = rdn_config(blocks, layers, growth, features, qp_map, separable, head)
     dev = pick_device(device)
-    r = bench_train(data, "rdn", config, batch, patch, workers, str(dev), steps=steps)
-    click.echo(f"device {dev}, batch {batch}, patch {patch}, {workers} workers")
+    r = bench_train(data, "rdn", config, batch, patch, workers, str(dev), steps=steps, cache=cache)
+    pipeline = f"{workers} workers" if r["cache"] == "off" else f"cache {r['cache']}"
+    click.echo(f"device {dev}, batch {batch}, patch {patch}, {pipeline} ({r['cache_why']})")
     click.echo(f"data pipeline alone : {r['data']:8.1f} samples/s")
     click.echo(f"model step alone    : {r['model']:8.1f} samples/s")
-    click.echo(f"full loop           : {r['loop']:8.1f} samples/s")
+    click.echo(f"full loop           : {r['loop']:8.1f} samples/s   ({r['loop'] / r['model']:.1%} of the model step)")
+    ratio = r["model_flops"] / r["gemm_flops"]
+    click.echo(
+        f"model step          : {r['model_flops'] / 1e12:8.4f} TFLOP/s, {ratio:.2f} of the fp32 GEMM rate "
+        f"({r['gemm_flops'] / 1e12:.3f} TFLOP/s, 2048^3 matmul)"
+    )
+    if "cache_bytes" in r:
+        cache_mib = r["cache_bytes"] / 2**20
+        line = f"cache               : {cache_mib:8.0f} MiB, decompressed in {r['cache_load_s']:.1f} s"
+        if r["peak_rss"] is not None and r["base_rss"] is not None:
+            peak = r["peak_rss"] / 2**20
+            base = r["base_rss"] / 2**20
+            line += (
+                f"; peak host memory {peak:.0f} MiB = cache + {peak - cache_mib:.0f} MiB overhead "
+                f"({base:.0f} MiB before the cache: interpreter, torch, h5py)"
+            )
+        click.echo(line)
     click.echo(f"bottleneck: {r['bottleneck']}")

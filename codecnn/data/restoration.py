@@ -428,6 +428,9 @@ class CTUCache:
                         d_in.read_direct(inp, np.s_[i0 : i0 + j1 - j0], np.s_[j0:j1])
                         d_t.read_direct(tgt, np.s_[i0 : i0 + j1 - j0], np.s_[j0:j1])
                     except (OSError, ValueError) as e:
+                        for name in ("input", "target"):  # find the sample and array to name (raises)
+                            for i in range(i0, i0 + j1 - j0):
+                                ds.read(name, i)
                         raise CodecnnError(
                             f"{ds.path}: cannot read samples {i0}..{i0 + j1 - j0 - 1} ({e}): the file is damaged; "
                             "codecnn info --verify lists every bad sample"

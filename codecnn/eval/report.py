@@ -94,11 +94,19 @@ def format_bd(b: dict) -> str:
     return f"n/a ({b['error']})" if "error" in b else f"{b['bd_rate']:+.2f} %"
 
 
+POST_FILTER_NOTE = (
+    "post-filter setting: the network filters the reconstruction coded with deblocking and SAO off; the anchor is "
+    "the codec with both on, at its own rate (kbps and anchor Y are the anchor's; gains are at different rates, "
+    "the BD-rates compare the curves)"
+)
+
+
 def summary_lines(results: dict, written: dict) -> list[str]:
     """The console summary of an evaluation: per sequence and QP the rate, anchor PSNR and gains, BD-rates,
     the averages, and the files written."""
     s = results["summary"]
-    lines = [f"{'sequence':<16} {'QP':>3} {'kbps':>10} {'anchor Y':>9} {'gain':>8} {'switched':>9} {'CTUs on':>8}"]
+    lines = [POST_FILTER_NOTE] if results.get("setting") == "post-filter" else []
+    lines.append(f"{'sequence':<16} {'QP':>3} {'kbps':>10} {'anchor Y':>9} {'gain':>8} {'switched':>9} {'CTUs on':>8}")
     for seq in results["sequences"]:
         for q in seq["qps"]:
             lines.append(
@@ -123,6 +131,8 @@ def render_markdown(results: dict) -> str:
     s = results["summary"]
     ck = results["checkpoint"]
     lines = ["# codecnn evaluation", ""]
+    if results.get("setting") == "post-filter":
+        lines += [f"**{POST_FILTER_NOTE}.**", ""]
     lines.append(
         f"- checkpoint: {ck.get('path')} ({ck.get('arch')}, step {ck.get('step')}, weights {ck.get('fingerprint')})"
         if "arch" in ck

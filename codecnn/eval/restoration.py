@@ -63,12 +63,29 @@ def switch_ctus(orig: np.ndarray, anchor: np.ndarray, filtered: np.ndarray, ctu:
 
 
 def evaluate_run(
-    model, run: Run, ctu: int = 128, convention: str = "max", batch: int = 2, device: str = "cpu", filter_fn=None
+    model,
+    run: Run,
+    ctu: int = 128,
+    convention: str = "max",
+    batch: int = 2,
+    device: str = "cpu",
+    filter_fn=None,
+    anchor_run: Run | None = None,
 ) -> dict:
     """Measure one run frame by frame (see the module docstring); returns its QP record.
-    ``filter_fn(plane, bit_depth, qp, ctu)`` replaces the PyTorch model (e.g. the int16 twin)."""
+    ``filter_fn(plane, bit_depth, qp, ctu)`` replaces the PyTorch model (e.g. the int16 twin).
+
+    ``anchor_run`` (the post-filter setting, VRCNN/DCAD): ``run`` is coded with deblocking and SAO off and
+    is the network's input; the anchor is ``anchor_run``, the same pictures coded with both on, at its own
+    rate. The anchor's PSNR and bits come from it; the input's own PSNR is kept as ``unfiltered``."""
     bd = run.sequence["bit_depth"]
     frames = []
+    if anchor_run is not None and (anchor_run.sequence["name"], anchor_run.qp) != (run.sequence["name"], run.qp):
+        raise CodecnnError(
+            f"the anchor run {anchor_run.sequence['name']} QP{anchor_run.qp} does not pair with "
+            f"{run.sequence['name']} QP{run.qp}: give the anchor files in the same order"
+        )
+    anchors = iter(anchor_run.frames) if anchor_run is not None else None
     for k, (index, orig, recon) in enumerate(run.frames):
         if orig.y.shape != recon.y.shape:
             raise CodecnnError(
@@ -93,6 +110,16 @@ def evaluate_run(
         }
         if run.encoder_psnr is not None:
             rec["encoder_anchor"] = dict(zip(PLANES, run.encoder_psnr[k], strict=False))
+        if anchors is not None:
+            a_index, a_orig, a_recon = next(anchors, (None, None, None))
+            if a_index != index or not np.array_equal(a_orig.y, orig.y):
+                raise CodecnnError(
+                    f"{run.sequence['name']} QP{run.qp}: the anchor's frame {a_index} is not frame {index} of the "
+                    "network's input: the two encodes must hold the same pictures"
+                )
+            rec["unfiltered"] = rec["anchor"]
+            rec["anchor"] = dict(zip(PLANES, psnr_yuv(orig, a_recon, bd, convention), strict=True))
+            rec["anchor_bits"] = int(anchor_run.bits[k])
         frames.append(rec)
     if len(frames) != len(run.bits):
         raise CodecnnError(f"{run.sequence['name']} QP{run.qp}: {len(frames)} frames for {len(run.bits)} coded ones")
@@ -105,17 +132,22 @@ def summarise_qp(run: Run, frames: list[dict]) -> dict:
     n = len(frames)
     kbps = sum(f["bits"] for f in frames) * fps / n / 1000.0
     flag_kbps = sum(f["ctus"] for f in frames) * fps / n / 1000.0
-    mean = {
-        kind: {p: float(np.mean([f[kind][p] for f in frames])) for p in PLANES}
-        for kind in ("anchor", "filtered", "switched")
-    }
+    post = bool(frames) and "unfiltered" in frames[0]
+    kinds = ("anchor", "filtered", "switched", "unfiltered") if post else ("anchor", "filtered", "switched")
+    mean = {kind: {p: float(np.mean([f[kind][p] for f in frames])) for p in PLANES} for kind in kinds}
     for m in mean.values():
         m["yuv"] = psnr_yuv_weighted(m["y"], m["u"], m["v"])
+    rates = {"kbps": kbps, "kbps_switched": kbps + flag_kbps}
+    if post:  # the anchor (filters on) at its own rate; the network's input and output at the input's rate
+        rates = {
+            "kbps": sum(f["anchor_bits"] for f in frames) * fps / n / 1000.0,
+            "kbps_filtered": kbps,
+            "kbps_switched": kbps + flag_kbps,
+        }
     rec = {
         "qp": run.qp,
         "frames": n,
-        "kbps": kbps,
-        "kbps_switched": kbps + flag_kbps,
+        **rates,
         **mean,
         "gain_y": mean["filtered"]["y"] - mean["anchor"]["y"],
         "gain_y_switched": mean["switched"]["y"] - mean["anchor"]["y"],
@@ -132,7 +164,7 @@ def sequence_bd(qps: list[dict], method: str) -> dict:
     anchor = [(q["kbps"], q["anchor"]["y"]) for q in qps]
     out = {}
     for name, rate_key, kind in (("always_on", "kbps", "filtered"), ("switched", "kbps_switched", "switched")):
-        test = [(q[rate_key], q[kind]["y"]) for q in qps]
+        test = [(q.get("kbps_filtered", q["kbps"]) if kind == "filtered" else q[rate_key], q[kind]["y"]) for q in qps]
         try:
             out[name] = bd_rate(anchor, test, method)
         except BDError as e:
@@ -154,9 +186,12 @@ def evaluate(
     progress: bool = False,
     filter_fn=None,
     precision: str = "float32",
+    anchor_runs: Iterable[Run] | None = None,
 ) -> dict:
     """Evaluate ``model`` on every run (``batch`` CTUs through the network at a time; a tqdm bar over the
-    runs with ``progress``); the results dict that ``results.json`` holds."""
+    runs with ``progress``); the results dict that ``results.json`` holds. With ``anchor_runs`` (one per run,
+    in the same order: the same pictures coded with deblocking and SAO on), the post-filter setting: the
+    network replaces the loop filters and is compared with that anchor at its own rate."""
     import bjontegaard
     from tqdm import tqdm
 
@@ -165,9 +200,13 @@ def evaluate(
     t0 = time.perf_counter()
     by_seq: dict[str, dict] = {}
     encoder = None
+    anchors = iter(anchor_runs) if anchor_runs is not None else None
     for run in tqdm(runs, desc="evaluate", unit="run", disable=not progress, leave=False):
         log.info("evaluating %s QP%d", run.sequence["name"], run.qp)
-        rec = evaluate_run(model, run, ctu, convention, batch, device, filter_fn)
+        anchor = next(anchors, None) if anchors is not None else None
+        if anchors is not None and anchor is None:
+            raise CodecnnError(f"no anchor run (filters on) for {run.sequence['name']} QP{run.qp}")
+        rec = evaluate_run(model, run, ctu, convention, batch, device, filter_fn, anchor)
         seq = by_seq.setdefault(run.sequence["name"], {**run.sequence, "qps": []})
         seq["qps"].append(rec)
         encoder = encoder or run.encoder
@@ -193,6 +232,7 @@ def evaluate(
         "source": source,
         "ctu": ctu,
         "precision": precision,
+        "setting": "post-filter" if anchor_runs is not None else "in-loop",
         "psnr_peak": convention,
         "bd_method": method,
         "seconds": time.perf_counter() - t0,
@@ -338,7 +378,7 @@ def evaluate_checkpoint(
     model.to(dev)
     filter_fn, int16_report = int16_filter(checkpoint, calib) if int16 else (None, None)
     with tempfile.TemporaryDirectory(prefix="codecnn-eval-") as tmp:
-        runs, source = make_runs(Path(tmp))
+        runs, source, *anchors = make_runs(Path(tmp))
         results = evaluate(
             model,
             ckpt,
@@ -352,6 +392,7 @@ def evaluate_checkpoint(
             progress=progress,
             filter_fn=filter_fn,
             precision="int16" if int16 else "float32",
+            anchor_runs=anchors[0] if anchors else None,
         )
     if int16_report is not None:
         results["int16_export"] = int16_report

@@ -209,11 +209,19 @@ def select_runs(
     frame_step: int = 1,
     qps=(),
     encoder=None,
-) -> tuple[Iterator[Run], str]:
+    vs_loop_filters: bool = False,
+    anchor_encoder=None,
+    anchor_recons=(),
+    anchor_logs=(),
+) -> tuple[Iterator[Run], str] | tuple[Iterator[Run], str, Iterator[Run]]:
     """The runs of ``codecnn evaluate`` and a label of their source, from exactly one of: sequences to encode
     now (``inputs``/``seq_list`` with ``encoder``), a dataset's stored bitstreams (``data``), or HM's own
     files (``orig``, ``recons``, ``hm_logs``). ``qps`` selects QPs on every source; the frame selection
-    (``frames``, ``start``, ``frame_step``) applies to fresh encodes only and is refused elsewhere."""
+    (``frames``, ``start``, ``frame_step``) applies to fresh encodes only and is refused elsewhere.
+
+    The post-filter setting adds anchor runs (the same pictures coded with deblocking and SAO on; the runs
+    above are then the network's input, coded with both off): ``anchor_encoder`` for fresh encodes,
+    ``anchor_recons``/``anchor_logs`` for HM's files; the result is then (runs, source, anchor runs)."""
     from codecnn.encoders import STANDARD_QPS
     from codecnn.sequences import load_sequence_list, sequence_from_path
 
@@ -225,13 +233,28 @@ def select_runs(
             "--frames, --start and --frame-step choose frames to encode; --data and HM's files are evaluated on "
             "the frames they hold: drop those options"
         )
+    post = vs_loop_filters or anchor_encoder is not None or bool(anchor_recons or anchor_logs)
     if data:
+        if post:
+            raise CodecnnError("the post-filter comparison encodes now or reads HM's files; --data is not supported")
         return dataset_runs(data, split, workdir, qps), f"dataset {data} ({split})"
     if orig or recons or hm_logs:
         if not orig:
             raise CodecnnError("the HM route needs --orig (the source YUV that HM encoded)")
-        return hm_runs(orig, list(recons), list(hm_logs), size, bit_depth, fps, qps), "HM files"
+        runs = hm_runs(orig, list(recons), list(hm_logs), size, bit_depth, fps, qps)
+        if not post:
+            return runs, "HM files"
+        if not anchor_recons:
+            raise CodecnnError("the post-filter comparison on HM's files needs --anchor-recon and --anchor-log")
+        anchors = hm_runs(orig, list(anchor_recons), list(anchor_logs), size, bit_depth, fps, qps)
+        return runs, "HM files (loop filters off) against HM files (on)", anchors
     specs = load_sequence_list(seq_list, seq_dir) if seq_list else []
     specs += [sequence_from_path(p, size, bit_depth, fps, "test") for p in inputs]
-    runs = encode_runs(specs, encoder, tuple(qps) or STANDARD_QPS, start, frames, frame_step, workdir)
-    return runs, encoder.name
+    chosen = tuple(qps) or STANDARD_QPS
+    runs = encode_runs(specs, encoder, chosen, start, frames, frame_step, workdir)
+    if not post:
+        return runs, encoder.name
+    if anchor_encoder is None:
+        raise CodecnnError("the post-filter comparison needs the anchor's encoder (loop filters on)")
+    anchors = encode_runs(specs, anchor_encoder, chosen, start, frames, frame_step, workdir / "anchor")
+    return runs, f"{encoder.name} (loop filters off) against {anchor_encoder.name} (on)", anchors
