@@ -64,8 +64,10 @@ def label_blocks(
     cost: str = "dct",
     ctu: int = HM_CTU,
     with_hadamard: bool = True,
+    threads: int | None = None,
 ) -> BlockLabels:
-    """Label every N x N block of ``orig`` with references taken from ``ref`` (same size)."""
+    """Label every N x N block of ``orig`` with references taken from ``ref`` (same size), on ``threads``
+    threads (default: all cores)."""
     from codecnn.hevc import _intra_kernel as kern
 
     check_block(n, bit_depth)
@@ -98,5 +100,6 @@ def label_blocks(
         best,
         rank,
         had if with_hadamard else had[:0],
+        threads=threads,
     )
     return BlockLabels(n, pos.astype(np.int32), costs, best, rank, had, raw)
