@@ -136,6 +136,10 @@ def test_time_limit_shapes_the_schedule(restoration_h5, tmp_path):
     assert all(x["lr"] >= y["lr"] for x, y in zip(rows, rows[1:], strict=False))
     ck = load_checkpoint(out / "last.pt")
     assert ck["elapsed"] >= 4 and ck["step"] == rows[-1]["step"]
+    (val,) = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if '"val"' in x]
+    frames = sum(v["frames"] for v in val["per_qp"].values())
+    assert val["frames"] == frames and val["ctus"] > 0 and val["score_se"] >= 0  # the validation's size and noise
+    assert "(standard error)" in r.output and f"validation: {frames} frames" in r.output
 
 
 @pytest.mark.slow

@@ -49,10 +49,14 @@ def train_rdn(blocks, layers, growth, features, qp_map, separable, head, **kw):
     click.echo(f"rdn {config}: {c['params']} parameters, {c['macs_per_pixel'] / 1e3:.1f} kMAC/pixel")
     result = run(RestorationTask(config.context), "rdn", config, cfg)
     if result.last_val is not None:
-        for qp, v in result.last_val["per_qp"].items():
+        val = result.last_val
+        click.echo(f"validation: {val.get('frames')} frames, {val.get('ctus')} CTUs (the val split)")
+        for qp, v in val["per_qp"].items():
             click.echo(
-                f"  val QP{qp}: input {v['psnr_in']:.3f} dB, output {v['psnr_out']:.3f} dB, gain {v['gain']:+.3f} dB"
+                f"  val QP{qp}: input {v['psnr_in']:.3f} dB, output {v['psnr_out']:.3f} dB, gain {v['gain']:+.3f} "
+                f"+- {v.get('gain_se', 0):.3f} dB"
             )
+        click.echo(f"  mean gain {val['score']:+.4f} +- {val.get('score_se', 0):.4f} dB (standard error)")
     best = f"{result.best_score:+.4f} dB" if result.best_score is not None else "n/a (no val split)"
     click.echo(f"stopped at step {result.step} ({result.stopped}); best val gain {best}; checkpoints in {result.out}")
 

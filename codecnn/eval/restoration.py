@@ -290,7 +290,8 @@ def quantise(x: torch.Tensor, bit_depth: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def restoration_metrics(model: nn.Module, ds: CTUDataset, device: torch.device, amp: bool = True) -> dict:
-    """Per-QP mean frame Y-PSNR of input and output against the target, and the gain (see module doc)."""
+    """Per-QP mean frame Y-PSNR of input and output against the target, and the gain (see module doc), with
+    the gain's standard error over the frames; the score (mean gain over the QPs) and its standard error."""
     model.eval()
     c = ds.context
     sse = defaultdict(lambda: [0.0, 0.0, 0])  # (seq, frame, qp) -> [sse_in, sse_out, pixels]
@@ -320,11 +321,17 @@ def restoration_metrics(model: nn.Module, ds: CTUDataset, device: torch.device, 
     for qp in sorted(per_qp):
         pin, pout = per_qp[qp]
         mi, mo = sum(pin) / len(pin), sum(pout) / len(pout)
-        table[str(qp)] = {"psnr_in": mi, "psnr_out": mo, "gain": mo - mi, "frames": len(pin)}
+        gains = np.array(pout) - np.array(pin)
+        se = float(gains.std(ddof=1) / np.sqrt(len(gains))) if len(gains) > 1 else 0.0
+        table[str(qp)] = {"psnr_in": mi, "psnr_out": mo, "gain": mo - mi, "gain_se": se, "frames": len(pin)}
     score = sum(v["gain"] for v in table.values()) / max(1, len(table))
+    score_se = float(np.sqrt(sum(v["gain_se"] ** 2 for v in table.values()))) / max(1, len(table))
     model.train()
     return {
         "score": score,
+        "score_se": score_se,  # the standard error of the score over the validation frames
+        "frames": sum(v["frames"] for v in table.values()),
+        "ctus": len(ds),
         "per_qp": table,
         "curves": {f"QP{q}": v["gain"] for q, v in table.items()},
         "curve_label": "val Y-PSNR gain (dB)",

@@ -251,7 +251,9 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
         model.train()
         last_val = result
         runlog.append({"kind": "val", "step": step, **result})
-        if best is None or result["score"] > best:
+        # best.pt changes only for a gain above the validation set's noise (the score's standard error, where
+        # the task measures it): a checkpoint is not picked on a difference the validation cannot resolve
+        if best is None or result["score"] > best + result.get("score_se", 0.0):
             best = result["score"]
             checkpoint(best_path, result)
         return result
