@@ -37,6 +37,8 @@ setup(
     ],
     extras_require={
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
+        # make-dataset --dask: units on a Dask cluster (codecnn.data.cluster); imported only when asked for
+        "cluster": ["dask[distributed]>=2024.1"],
         # ruff and clang-format are pinned: their formatters' output is part of `make lint`
         "test": [
             "pytest>=7",
@@ -45,6 +47,7 @@ setup(
             "clang-format==23.1.5",
             "onnx>=1.15",
             "onnxruntime>=1.17",
+            "dask[distributed]>=2024.1",  # the Dask tests run a real scheduler and workers on loopback
         ],
     },
     entry_points={"console_scripts": ["codecnn=codecnn.cli:main"]},

@@ -5,7 +5,12 @@ Prints the time spent in the encoder (x265 encode + decode of the bitstream) and
 builds the dataset again from four times as many frames, each in a fresh process, and prints both peak
 memories (target: independent of the sequence length: the build streams frame by frame).
 
+With ``--dask ADDRESS`` (e.g. ``local:2``) it instead builds the same units three ways, ``--jobs 1``,
+``--jobs 2`` and ``--dask ADDRESS``, and prints each one's wall time, its speed-up over ``--jobs 1`` and
+parallel efficiency (speed-up / workers), and the build's own figure (sum of encode times / their wall time).
+
     python scripts/bench_dataset.py [--frames 6] [--preset medium]
+    python scripts/bench_dataset.py --dask local:2 [--frames 6] [--preset medium]
 """
 
 from __future__ import annotations
@@ -23,20 +28,22 @@ import json, sys, logging
 from codecnn.data.build import BuildOptions, build_dataset
 from codecnn.sequences import load_sequence_list
 frames, preset, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+jobs, dask = int(sys.argv[4]), (sys.argv[5] or None)
 spec = [s for s in load_sequence_list("datasets/samples.toml") if s.name == "bigbuckbunny"]
 opts = BuildOptions(encoder_options=(("deblock", True), ("preset", preset), ("sao", True), ("tune", "psnr")),
                     frames=frames)
-s = build_dataset(spec, out, opts, progress=False)
+s = build_dataset(spec, out, opts, progress=False, jobs=jobs, dask=dask)
 print(json.dumps({"samples": s.samples, "seconds": s.seconds, "encoder": s.encoder_seconds,
-                  "other": s.other_seconds, "mb": s.bytes / 1e6,
-                  "peak_mib": vmhwm_mib()}))
+                  "other": s.other_seconds, "mb": s.bytes / 1e6, "peak_mib": vmhwm_mib(),
+                  "unit_sum": sum(t for _, t in s.timings), "run_seconds": s.run_seconds,
+                  "workers": len({w for w, _ in s.timings})}))
 """
 
 
-def run(frames: int, preset: str) -> dict:
+def run(frames: int, preset: str, jobs: int = 1, dask: str = "") -> dict:
     with tempfile.TemporaryDirectory() as d:
         r = subprocess.run(
-            [sys.executable, "-c", CHILD, str(frames), preset, f"{d}/bench.h5"],
+            [sys.executable, "-c", CHILD, str(frames), preset, f"{d}/bench.h5", str(jobs), dask],
             capture_output=True,
             text=True,
             check=True,
@@ -48,7 +55,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=6)
     ap.add_argument("--preset", default="medium")
+    ap.add_argument("--dask", help="compare --jobs 1, --jobs 2 and --dask ADDRESS (e.g. local:2) on the same units")
     a = ap.parse_args()
+    if a.dask:
+        parallel(a.frames, a.preset, a.dask)
+        return
     one = run(a.frames, a.preset)
     print(
         f"bigbuckbunny 1280x720, {a.frames} frames x 4 QPs, x265 preset {a.preset}: {one['samples']} samples, "
@@ -62,6 +73,20 @@ def main() -> None:
         f"peak memory: {a.frames} frames {one['peak_mib']:.0f} MiB, {4 * a.frames} frames {four['peak_mib']:.0f} MiB"
         f"   (ratio {four['peak_mib'] / one['peak_mib']:.2f}, target ~1.0)"
     )
+
+
+def parallel(frames: int, preset: str, dask: str) -> None:
+    runs = [("--jobs 1", run(frames, preset)), ("--jobs 2", run(frames, preset, jobs=2))]
+    runs.append((f"--dask {dask}", run(frames, preset, dask=dask)))
+    base = runs[0][1]["seconds"]
+    print(f"bigbuckbunny 1280x720, {frames} frames x 4 QPs (4 units), x265 preset {preset}: {base:.2f} s with --jobs 1")
+    print(f"{'':18} {'wall s':>8} {'speed-up':>9} {'efficiency':>10} {'units: sum/wall':>16}")
+    for name, r in runs:
+        n = max(r["workers"], 1)
+        own = f"{r['unit_sum'] / r['run_seconds']:.2f}" if r["workers"] else "-"
+        speed = base / r["seconds"]
+        print(f"{name:18} {r['seconds']:8.2f} {speed:9.2f} {speed / n:10.2f} {own:>16}")
+    print("(wall: the whole build, Dask cluster start-up and merge included; efficiency: speed-up / workers)")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,12 @@ from codecnn.options import (
 )
 @click.option("--out", type=click.Path(), help="Output .h5 (default: NAME.h5 in the current folder).")
 @click.option("--jobs", type=POSITIVE, default=1, show_default=True, help="Encodes run in parallel.")
+@click.option(
+    "--dask",
+    metavar="ADDRESS",
+    help="Run the encodes on a Dask cluster: a scheduler (tcp://HOST:8786) or local:N worker processes. "
+    "--out's folder must be on storage every worker sees. Needs pip install codecnn[cluster].",
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted build of the same --out.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --split auto.")
 @click.option(
@@ -97,6 +103,7 @@ def make_dataset(
     split,
     out,
     jobs,
+    dask,
     resume,
     seed,
     task,
@@ -115,11 +122,14 @@ def make_dataset(
       codecnn make-dataset --yuv BasketballDrive_1920x1080_50.yuv
       codecnn make-dataset --list datasets/samples.toml --frames 8 --out samples.h5
       codecnn make-dataset --list datasets/jctvc.toml --seq-dir /data/ctc --jobs 2
+      codecnn make-dataset --list datasets/jctvc.toml --seq-dir /shared/ctc --out /shared/j.h5 --dask tcp://head:8786
     """
     from codecnn.data.build import BuildOptions, build_dataset
     from codecnn.encoders import STANDARD_QPS
     from codecnn.sequences import assign_auto_splits, load_sequence_list, sequence_from_path
 
+    if dask is not None and jobs > 1:
+        raise CodecnnError("--dask and --jobs run the encodes in different ways: give one of them")
     if not inputs and not seq_list:
         raise CodecnnError("no input: give --yuv FILE (repeatable) or --list datasets/NAME.toml")
     specs = load_sequence_list(seq_list, seq_dir) if seq_list else []
@@ -148,7 +158,7 @@ def make_dataset(
         intra_cost=intra_cost,
         intra_loop=intra_loop,
     )
-    summary = build_dataset(specs, out, options, jobs=jobs, resume=resume, progress=sys.stderr.isatty())
+    summary = build_dataset(specs, out, options, jobs=jobs, resume=resume, progress=sys.stderr.isatty(), dask=dask)
     for line in summary.lines():
         click.echo(line)
 

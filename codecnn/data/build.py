@@ -90,13 +90,21 @@ class BuildSummary:
     encoder_seconds: float
     other_seconds: float
     units: list = field(default_factory=list)
+    timings: list = field(default_factory=list)  # (worker, seconds) per unit run in parallel (--jobs, --dask)
+    run_seconds: float = 0.0  # wall time of those units
 
     def lines(self) -> list[str]:
         ratio = self.other_seconds / self.encoder_seconds if self.encoder_seconds else float("nan")
+        speed = []
+        if self.timings:
+            from codecnn.data.cluster import speed_lines
+
+            speed = speed_lines(self.timings, self.run_seconds)
         return [
             f"wrote {self.path}: {self.samples} samples, {self.bytes / 1e6:.1f} MB, {len(self.units)} encodes",
             f"time {self.seconds:.1f} s: encoder {self.encoder_seconds:.1f} s, everything else "
             f"{self.other_seconds:.1f} s (ratio {ratio:.3f})",
+            *speed,
         ]
 
 
@@ -136,10 +144,20 @@ def build_dataset(
     jobs: int = 1,
     resume: bool = False,
     progress: bool = True,
+    dask: str | None = None,
 ) -> BuildSummary:
-    """Encode every sequence at every QP, cut CTUs and write one HDF5 dataset (see :mod:`.schema`)."""
+    """Encode every sequence at every QP, cut CTUs and write one HDF5 dataset (see :mod:`.schema`).
+
+    ``dask``: run the units on a Dask cluster (``tcp://HOST:PORT`` of a running scheduler, or ``local:N``);
+    see :mod:`codecnn.data.cluster`."""
     t0 = time.perf_counter()
     out = Path(out)
+    if dask is not None:
+        from codecnn.data.cluster import check_address
+
+        if jobs > 1:
+            raise CodecnnError("--dask and --jobs run the encodes in different ways: give one of them")
+        check_address(dask)
     if not specs:
         raise CodecnnError("no input sequence: give --yuv FILE or --list LIST")
     names = [s.name for s in specs]
@@ -184,6 +202,40 @@ def build_dataset(
     parts = parts_dir(out)
     if resume and out.exists() and not parts.exists():
         return _finished(out, manifest, t0)
+    with _cluster(dask) as runner:  # connects before anything is written: an unreachable scheduler leaves no trace
+        return _build(
+            specs,
+            out,
+            options,
+            jobs,
+            resume,
+            progress,
+            runner,
+            t0,
+            parts,
+            manifest,
+            readers,
+            selections,
+            encoder,
+            dtype,
+        )
+
+
+def _cluster(dask: str | None):
+    if dask is None:
+        import contextlib
+
+        return contextlib.nullcontext()
+    from codecnn.data.cluster import DaskRunner
+
+    return DaskRunner(dask)
+
+
+def _build(
+    specs, out, options, jobs, resume, progress, runner, t0, parts, manifest, readers, selections, encoder, dtype
+):
+    """The encodes (in this process, a ``--jobs`` pool or on the Dask ``runner``) and the merge."""
+    seq_meta = manifest["sequences"]
     _prepare_parts(parts, manifest, resume)
     stage_seconds = 0.0
     units: list[_Unit] = []
@@ -216,7 +268,7 @@ def build_dataset(
                     dtype.str,
                     str(parts / f"unit{k:04d}.h5"),
                     str(parts / "work" / f"unit{k:04d}"),
-                    progress and jobs == 1,
+                    progress and jobs == 1 and runner is None,
                 )
             )
         reader.close()
@@ -224,12 +276,21 @@ def build_dataset(
     todo = [u for u in units if not Path(u.shard).exists()]
     if resume and len(todo) < len(units):
         log.info("resuming: %d of %d encodes already done", len(units) - len(todo), len(units))
+    timings: list[tuple[str, float]] = []
+    tr = time.perf_counter()
     try:
         with _Interrupts() as interrupts:
-            if jobs > 1 and len(todo) > 1:
+            if runner is not None:
+                runner.check_shared(parts)
+                bar = _bar(total=len(todo), desc="encodes", enabled=progress)
+                timings = runner.map(_run_unit, todo, on_done=lambda: bar.update(1))
+                bar.close()
+                interrupts.check()
+            elif jobs > 1 and len(todo) > 1:
                 with ProcessPoolExecutor(max_workers=jobs) as pool:
                     bar = _bar(total=len(todo), desc="encodes", enabled=progress)
-                    for _ in pool.map(_run_unit, todo):
+                    for t in pool.map(_timed_unit, todo):
+                        timings.append(t)
                         bar.update(1)
                         interrupts.check()
                     bar.close()
@@ -239,6 +300,7 @@ def build_dataset(
                     interrupts.check()
     except CodecnnError as e:
         raise CodecnnError(f"{e}{_keep_or_drop(parts, units)}") from None
+    run_seconds = time.perf_counter() - tr
 
     tm = time.perf_counter()
     records = _task_module(options.task).merge_shards(
@@ -249,7 +311,15 @@ def build_dataset(
     enc = sum(r["encode_seconds"] for r in records)
     other = sum(r["cut_seconds"] for r in records) + stage_seconds + merge_seconds
     return BuildSummary(
-        out, sum(r["samples"] for r in records), out.stat().st_size, time.perf_counter() - t0, enc, other, records
+        out,
+        sum(r["samples"] for r in records),
+        out.stat().st_size,
+        time.perf_counter() - t0,
+        enc,
+        other,
+        records,
+        timings,
+        run_seconds,
     )
 
 
@@ -330,6 +400,13 @@ def _bar(total: int, desc: str, enabled: bool):
     # a duplicate of the terminal's stderr: the encoder's log capture redirects fd 2, not this one
     stream = os.fdopen(os.dup(sys.stderr.fileno()), "w") if enabled else None
     return tqdm(total=total, desc=desc, disable=not enabled, file=stream, leave=False, dynamic_ncols=True)
+
+
+def _timed_unit(u: _Unit) -> tuple[str, float]:
+    """``_run_unit`` in a ``--jobs`` process: (worker, seconds)."""
+    t0 = time.perf_counter()
+    _run_unit(u)
+    return f"pid {os.getpid()}", time.perf_counter() - t0
 
 
 def _run_unit(u: _Unit) -> None:

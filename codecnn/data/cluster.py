@@ -1,0 +1,188 @@
+"""Running dataset units on a Dask cluster (``codecnn make-dataset --dask``).
+
+``--dask tcp://HOST:8786`` uses a running scheduler; ``--dask local:N`` starts a ``LocalCluster`` of N worker
+processes (one thread each) and closes it at the end. Each (sequence, QP) unit is one Dask task running the
+ordinary unit function: the worker reads the sequence and writes its shard into ``OUT.parts/`` by path, so
+that folder must be on storage every worker sees (checked at start-up with a marker file). Only the small
+unit descriptions travel through the scheduler; the merge runs where codecnn was started.
+
+A worker that dies mid-unit is replaced and its unit rescheduled by Dask (shards are written under a
+temporary name and renamed, so a half-written one never enters the merge). A unit that fails for its own
+reason (an encoder error) fails the build once the other units have finished.
+
+Dask is optional: ``pip install codecnn[cluster]``. It is imported only when ``--dask`` is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from codecnn.errors import CodecnnError
+
+log = logging.getLogger(__name__)
+CONNECT_TIMEOUT = 5  # seconds to reach a scheduler
+INSTALL = 'pip install "codecnn[cluster]"'
+
+
+def _import_distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise CodecnnError(f"--dask needs Dask's distributed scheduler: {INSTALL}") from None
+    return distributed
+
+
+def check_address(address: str) -> str:
+    """Validate ``--dask``'s value early (no import, no connection): ``local:N`` or ``[tcp://]HOST:PORT``."""
+    if address.startswith("local:"):
+        n = address.split(":", 1)[1]
+        if not n.isdigit() or int(n) < 1:
+            raise CodecnnError(f"--dask {address}: give local:N with N >= 1 worker processes")
+        return address
+    if not re.fullmatch(r"(\w+://)?[^\s/:]+:\d+", address):
+        raise CodecnnError(f"--dask {address}: give a scheduler address (tcp://HOST:8786) or local:N")
+    return address
+
+
+class DaskRunner:
+    """A client on the cluster named by ``address`` (a context manager: ``local:N`` clusters are closed on exit)."""
+
+    def __init__(self, address: str):
+        self.address = check_address(address)
+        distributed = _import_distributed()
+        self.cluster = None
+        # Dask's own INFO chatter (workers starting, connections) would flood codecnn's log; keep its warnings
+        self._dask_log = logging.getLogger("distributed")
+        self._old_level = self._dask_log.level
+        self._dask_log.setLevel(max(self._old_level, logging.WARNING))
+        try:
+            if address.startswith("local:"):
+                n = int(address.split(":", 1)[1])
+                self.cluster = distributed.LocalCluster(
+                    n_workers=n, processes=True, threads_per_worker=1, dashboard_address=None
+                )
+                self.client = distributed.Client(self.cluster, timeout=CONNECT_TIMEOUT)
+            else:
+                self.client = distributed.Client(address, timeout=CONNECT_TIMEOUT)
+        except (OSError, TimeoutError) as e:
+            self.close()
+            detail = " ".join(str(e).split()) or type(e).__name__
+            raise CodecnnError(
+                f"--dask {address}: no Dask scheduler answered within {CONNECT_TIMEOUT} s ({detail[:160]}); "
+                "start one (dask scheduler) or use --dask local:N"
+            ) from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def close(self) -> None:
+        client, self.client = getattr(self, "client", None), None
+        if client is not None:
+            client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+            self.cluster = None
+        self._dask_log.setLevel(self._old_level)
+
+    def workers(self) -> list[str]:
+        return sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+
+    def check_shared(self, folder: Path) -> None:
+        """Every worker must see ``folder`` (where the shards go) at the same path: write a marker file there
+        and ask each worker whether it exists."""
+        workers = self.workers()
+        if not workers:
+            raise CodecnnError(f"--dask {self.address}: the scheduler has no workers; start some (dask worker ADDRESS)")
+        folder = Path(folder).absolute()
+        marker = folder / f".dask-check-{uuid.uuid4().hex}"
+        marker.write_text("codecnn\n")
+        try:
+            seen = self.client.run(os.path.exists, str(marker))
+        finally:
+            marker.unlink(missing_ok=True)
+        blind = sorted(w for w, ok in seen.items() if not ok)
+        if blind:
+            raise CodecnnError(
+                f"--dask: {len(blind)} of {len(seen)} workers ({', '.join(blind[:3])}) cannot see {folder}; "
+                "the output folder must be on storage every worker mounts at the same path (e.g. NFS)"
+            )
+
+    def map(self, fn: Callable, units: Iterable, on_done: Callable[[], None] = lambda: None) -> list[tuple[str, float]]:
+        """Run ``fn(unit)`` for every unit, one task each. Returns (worker, seconds) per unit in the given order.
+        A unit that raises fails the whole run with its error, after the other units have finished."""
+        distributed = _import_distributed()
+        units = list(units)
+        token = uuid.uuid4().hex[:8]
+        futures = [
+            self.client.submit(
+                _task, fn, _absolute(u), token, key=f"codecnn-unit{i:04d}-{token}", pure=False, retries=0
+            )
+            for i, u in enumerate(units)
+        ]
+        index = {f.key: i for i, f in enumerate(futures)}
+        results: list = [None] * len(units)
+        first_error: BaseException | None = None
+        for fut in distributed.as_completed(futures):
+            try:
+                results[index[fut.key]] = fut.result()
+            except CodecnnError as e:
+                first_error = first_error or e
+            except distributed.KilledWorker as e:
+                first_error = first_error or CodecnnError(
+                    f"--dask: the workers running one encode died too often ({' '.join(str(e).split())[:200]})"
+                )
+            on_done()
+        if first_error is not None:
+            raise first_error
+        return results
+
+
+def _absolute(unit):
+    """The unit with its file paths made absolute: a worker's current folder is not ours."""
+    import dataclasses
+
+    def ab(p):
+        return os.path.abspath(p) if p else p
+
+    spec = dataclasses.replace(unit.spec, path=ab(unit.spec.path))
+    return dataclasses.replace(unit, spec=spec, staged=ab(unit.staged), shard=ab(unit.shard), workdir=ab(unit.workdir))
+
+
+def _task(fn: Callable, unit, token: str) -> tuple[str, float]:
+    """The Dask task: one unit, in its own work folder per attempt (a killed attempt's encoder process may
+    outlive its worker), timed. Returns (worker address, seconds)."""
+    import dataclasses
+
+    from distributed import get_worker
+
+    t0 = time.perf_counter()
+    attempt = dataclasses.replace(unit, workdir=f"{unit.workdir}-{token}-{uuid.uuid4().hex[:6]}")
+    fn(attempt)
+    return get_worker().address, time.perf_counter() - t0
+
+
+def speed_lines(timings: list[tuple[str, float]], wall: float) -> list[str]:
+    """Summary lines: time per worker and the speed-up (sum of unit times / wall time of the units)."""
+    per: dict[str, list[float]] = {}
+    for w, s in timings:
+        per.setdefault(w, []).append(s)
+    total = sum(s for _, s in timings)
+    lines = [
+        f"  worker {w}: {sum(v):.1f} s in {len(v)} encode{'s' if len(v) != 1 else ''}" for w, v in sorted(per.items())
+    ]
+    speed = total / wall if wall > 0 else float("nan")
+    lines.append(
+        f"speed-up {speed:.2f} on {len(per)} worker{'s' if len(per) != 1 else ''} "
+        f"(sum of encode times {total:.1f} s / wall {wall:.1f} s)"
+    )
+    return lines
