@@ -195,7 +195,8 @@ train_options = _stack(
         "--time-limit",
         type=Real(min=0, min_open=True),
         metavar="SECONDS",
-        help="Stop (and checkpoint) after this long.",
+        help="Training time budget: the learning-rate schedule runs over it and the run stops (with a checkpoint) "
+        "when it is spent; counted across --resume.",
     ),
     click.option("--batch", type=POSITIVE, default=16, show_default=True, help="Global batch size."),
     click.option("--lr", type=Real(min=0, min_open=True), default=2e-4, show_default=True, help="Adam learning rate."),
@@ -254,7 +255,7 @@ restoration_train_options = _stack(
 
 
 def train_config(*, no_amp: bool, no_channels_last: bool, compile_: bool, qps, no_augment: bool = False, **kw):
-    """A :class:`codecnn.train.trainer.TrainConfig` from the training options (keywords only)."""
+    """A :class:`codecnn.train.config.TrainConfig` from the training options (keywords only)."""
     return TrainConfig(
         amp=not no_amp,
         channels_last=not no_channels_last,

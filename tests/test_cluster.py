@@ -146,3 +146,67 @@ def test_dask_and_jobs_refused(carphone_yuv, tmp_path):
     r = _make(carphone_yuv, "out.h5", "--dask", "local:2", "--jobs", "2", cwd=tmp_path)
     assert r.returncode == 2 and "--dask and --jobs" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+# evaluate --dask: the fresh encodes on the cluster, the filtering and measuring here
+
+EVAL_FAST = ["--frames", "2", "--qp", "32", "--qp", "37", "--preset", "ultrafast", "--device", "cpu"]
+EVAL_VOLATILE = {"created", "seconds", "path", "paths", "log"}
+
+
+def _evaluate(checkpoint, yuv, out, *extra, cwd=None, timeout=300):
+    cmd = [sys.executable, "-m", "codecnn", "evaluate", "--checkpoint", str(checkpoint), "--yuv", str(yuv)]
+    cmd += [*EVAL_FAST, "--out", str(out), *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def _figures(x):
+    """results.json without timings, creation time and paths."""
+    if isinstance(x, dict):
+        return {k: _figures(v) for k, v in x.items() if k not in EVAL_VOLATILE and not k.endswith("seconds")}
+    if isinstance(x, list):
+        return [_figures(v) for v in x]
+    return x
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("extra", "keep"), [([], False), (["--vs-loop-filters"], True)], ids=["plain-tempdir", "vs-loop-filters-work-dir"]
+)
+def test_evaluate_on_local_cluster_equals_in_process(checkpoint, carphone_yuv, tmp_path, extra, keep):
+    """The same results.json figures with the encodes on a LocalCluster (in a temporary folder, or --work-dir)."""
+    ref = _evaluate(checkpoint, carphone_yuv, tmp_path / "ref", *extra)
+    assert ref.returncode == 0, ref.stderr
+    work = tmp_path / "work"
+    kept = ["--work-dir", str(work)] if keep else []
+    r = _evaluate(checkpoint, carphone_yuv, tmp_path / "dask", "--dask", "local:2", *kept, *extra)
+    assert r.returncode == 0, r.stderr
+    a = json.loads((tmp_path / "ref" / "results.json").read_text())
+    b = json.loads((tmp_path / "dask" / "results.json").read_text())
+    assert _figures(a) == _figures(b)
+    assert a["sequences"] and _figures(a["sequences"]) == _figures(b["sequences"])
+    if keep:  # the workers' encodes, the anchor's beside them
+        assert any(p.name.startswith("carphone_176x144_30_qp37") for p in work.iterdir())
+        assert any(p.name.startswith("carphone_176x144_30_qp32") for p in (work / "anchor").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--data", "x.h5"], "nothing to encode"),
+        (["--dask", "tcp://127.0.0.1:1"], "--work-dir"),
+        (["--dask", "local:0"], "local:N"),
+    ],
+    ids=["data", "remote-without-work-dir", "bad-address"],
+)
+def test_evaluate_dask_refusals_one_line(checkpoint, carphone_yuv, tmp_path, extra, message):
+    if extra[0] == "--data":
+        extra = [*extra, "--dask", "local:2"]
+        cmd = [sys.executable, "-m", "codecnn", "evaluate", "--checkpoint", str(checkpoint), *extra, "--out", "o"]
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    else:
+        r = _evaluate(checkpoint, carphone_yuv, "o", *extra, cwd=tmp_path, timeout=60)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []

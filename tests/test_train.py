@@ -100,10 +100,13 @@ def test_resume_equals_uninterrupted(restoration_h5, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     r = CliRunner().invoke(cli, _args(restoration_h5, a, *common))
     assert r.exit_code == 0, r.output
+    # the same thread count as this process (another test may have changed it): CPU results depend on it
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen(
         [sys.executable, "-m", "codecnn", *_args(restoration_h5, b, *common)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )
     deadline = time.monotonic() + 120
     while not (b / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from pathlib import Path
 
 import click
 
@@ -79,6 +81,18 @@ from codecnn.options import (
     "calibrated on --calib or the training data, instead of PyTorch float.",
 )
 @click.option("--calib", type=click.Path(), help="Dataset to calibrate --int16 on (default: the training data).")
+@click.option(
+    "--dask",
+    metavar="ADDRESS",
+    help="Run the fresh encodes (--yuv/--list) on a Dask cluster: a scheduler (tcp://HOST:8786) or local:N worker "
+    "processes; the filtering and measuring stay here. A scheduler needs --work-dir on storage every worker sees. "
+    "Needs pip install codecnn[cluster].",
+)
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False),
+    help="Folder for the encodes' files (bitstreams, reconstructions), kept, instead of a temporary folder.",
+)
 @click.option("--out", required=True, type=click.Path(), help="Report folder: results.json, report.md, PNGs.")
 @verbosity
 def evaluate(
@@ -115,6 +129,8 @@ def evaluate(
     device,
     int16,
     calib,
+    dask,
+    work_dir,
     out,
 ):
     """Measure a restoration network's PSNR gains and BD-rates against the codec's reconstruction.
@@ -126,6 +142,8 @@ def evaluate(
     Examples:
       codecnn evaluate --checkpoint runs/rdn/best.pt --data samples.h5 --split test --out report/
       codecnn evaluate --checkpoint best.pt --yuv BQMall_832x480_60.yuv --frames 8 --out report/
+      codecnn evaluate --checkpoint best.pt --list datasets/jctvc.toml --seq-dir /shared/ctc \\
+          --dask tcp://head:8786 --work-dir /shared/eval-work --out report/
       codecnn evaluate --checkpoint best.pt --orig orig.yuv --size 176x144 \\
           --recon qp22/recon.yuv --hm-log qp22/encoder.log --recon qp27/recon.yuv --hm-log qp27/encoder.log ...
     """
@@ -142,6 +160,19 @@ def evaluate(
             "both: drop --no-deblock/--no-sao"
         )
     encodes = bool(inputs or seq_list)
+    if dask is not None:
+        from codecnn.data.cluster import check_address
+
+        check_address(dask)
+        if data or orig or recons or hm_logs:
+            raise CodecnnError("--dask runs fresh encodes (--yuv/--list); --data and HM's files have nothing to encode")
+        if not dask.startswith("local:") and not work_dir:
+            raise CodecnnError(
+                f"--dask {dask}: the workers write the encodes into the work folder; give --work-dir on storage "
+                "every worker sees (e.g. NFS)"
+            )
+    if work_dir:
+        check_output_dir(work_dir, "--work-dir")
     settings = encoder_settings(
         encoder, preset, tune, vs_loop_filters or no_deblock, vs_loop_filters or no_sao, hm_bin, hm_cfg
     )
@@ -149,6 +180,9 @@ def evaluate(
     check_output_dir(out, "--out")
 
     def make_runs(workdir):
+        if work_dir:
+            workdir = Path(work_dir).absolute()
+            workdir.mkdir(parents=True, exist_ok=True)
         return select_runs(
             workdir,
             inputs=inputs,
@@ -171,20 +205,29 @@ def evaluate(
             anchor_encoder=make_encoder(encoder, **dict(anchor_settings)) if encodes and vs_loop_filters else None,
             anchor_recons=anchor_recons,
             anchor_logs=anchor_logs,
+            runner=runner,
+            encoder_args=(encoder, settings),
+            anchor_encoder_args=(encoder, anchor_settings),
         )
 
-    results = evaluate_checkpoint(
-        checkpoint,
-        make_runs,
-        ctu=ctu,
-        method=method,
-        convention=psnr_peak,
-        device=device,
-        batch=batch,
-        int16=int16,
-        calib=calib,
-        progress=sys.stderr.isatty(),
-    )
+    runner = None
+    with contextlib.ExitStack() as stack:
+        if dask is not None:  # connects before any work: an unreachable scheduler fails at once
+            from codecnn.data.cluster import DaskRunner
+
+            runner = stack.enter_context(DaskRunner(dask))
+        results = evaluate_checkpoint(
+            checkpoint,
+            make_runs,
+            ctu=ctu,
+            method=method,
+            convention=psnr_peak,
+            device=device,
+            batch=batch,
+            int16=int16,
+            calib=calib,
+            progress=sys.stderr.isatty(),
+        )
     rep = results.get("int16_export")
     if rep:
         click.echo(f"int16 network: {rep['loss_db']:+.4f} dB against float on {rep['ctus']} calibration CTUs")

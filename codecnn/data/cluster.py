@@ -1,4 +1,5 @@
-"""Running dataset units on a Dask cluster (``codecnn make-dataset --dask``).
+"""Running dataset units on a Dask cluster (``codecnn make-dataset --dask``; ``codecnn evaluate --dask`` runs its
+fresh encodes the same way, see :func:`codecnn.eval.runs.cluster_encode_runs`).
 
 ``--dask tcp://HOST:8786`` uses a running scheduler; ``--dask local:N`` starts a ``LocalCluster`` of N worker
 processes (one thread each) and closes it at the end. Each (sequence, QP) unit is one Dask task running the
@@ -120,6 +121,11 @@ class DaskRunner:
     def map(self, fn: Callable, units: Iterable, on_done: Callable[[], None] = lambda: None) -> list[tuple[str, float]]:
         """Run ``fn(unit)`` for every unit, one task each. Returns (worker, seconds) per unit in the given order.
         A unit that raises fails the whole run with its error, after the other units have finished."""
+        return [(w, s) for w, s, _ in self.run_all(fn, units, on_done)]
+
+    def run_all(self, fn: Callable, units: Iterable, on_done: Callable[[], None] = lambda: None) -> list[tuple]:
+        """As :meth:`map`, with what ``fn`` returned: (worker, seconds, value) per unit in the given order (the
+        value travels back through the scheduler: keep it small)."""
         distributed = _import_distributed()
         units = list(units)
         token = uuid.uuid4().hex[:8]
@@ -141,6 +147,11 @@ class DaskRunner:
                 first_error = first_error or CodecnnError(
                     f"--dask: the workers running one encode died too often ({' '.join(str(e).split())[:200]})"
                 )
+            except Exception as e:  # a worker-side failure of its own (a locked or full disk, permissions, ...)
+                detail = " ".join(str(e).split())[:200]
+                first_error = first_error or CodecnnError(
+                    f"--dask: one encode failed on its worker: {type(e).__name__}: {detail}"
+                )
             on_done()
         if first_error is not None:
             raise first_error
@@ -154,21 +165,24 @@ def _absolute(unit):
     def ab(p):
         return os.path.abspath(p) if p else p
 
-    spec = dataclasses.replace(unit.spec, path=ab(unit.spec.path))
-    return dataclasses.replace(unit, spec=spec, staged=ab(unit.staged), shard=ab(unit.shard), workdir=ab(unit.workdir))
+    names = {f.name for f in dataclasses.fields(unit)}
+    changes = {k: ab(getattr(unit, k)) for k in ("staged", "shard", "workdir") if k in names}
+    if "spec" in names:
+        changes["spec"] = dataclasses.replace(unit.spec, path=ab(unit.spec.path))
+    return dataclasses.replace(unit, **changes)
 
 
-def _task(fn: Callable, unit, token: str) -> tuple[str, float]:
+def _task(fn: Callable, unit, token: str) -> tuple[str, float, object]:
     """The Dask task: one unit, in its own work folder per attempt (a killed attempt's encoder process may
-    outlive its worker), timed. Returns (worker address, seconds)."""
+    outlive its worker), timed. Returns (worker address, seconds, what ``fn`` returned)."""
     import dataclasses
 
     from distributed import get_worker
 
     t0 = time.perf_counter()
     attempt = dataclasses.replace(unit, workdir=f"{unit.workdir}-{token}-{uuid.uuid4().hex[:6]}")
-    fn(attempt)
-    return get_worker().address, time.perf_counter() - t0
+    value = fn(attempt)
+    return get_worker().address, time.perf_counter() - t0, value
 
 
 def speed_lines(timings: list[tuple[str, float]], wall: float) -> list[str]:

@@ -56,6 +56,7 @@ from codecnn.data.ctu import ctu_positions, cut_ctus
 from codecnn.data.schema import SPLIT_CODES, LazyH5, compression, open_dataset_info, set_attrs
 from codecnn.errors import CodecnnError
 from codecnn.files import atomic_write
+from codecnn.train.config import CACHES
 from codecnn.yuv import sample_peak
 
 KIND = schema.RESTORATION_KIND
@@ -352,7 +353,6 @@ class StepSampler(Sampler):
         return (self.steps - self.start) * (self.batch // self.world)
 
 
-CACHE_MODES = ("auto", "ram", "device", "off")
 CACHE_SHARE = 0.25  # --cache auto: cache the split when it takes at most this share of physical memory
 
 
@@ -384,8 +384,8 @@ def cache_nbytes(ds: CTUDataset) -> int:
 def resolve_cache(mode: str, nbytes: int, copies: int = 1, total: int | None = None) -> tuple[str, str]:
     """The cache mode to use for ``--cache mode`` and why. ``auto`` is ``ram`` when ``copies`` caches of
     ``nbytes`` (one per process on this host) fit in :data:`CACHE_SHARE` of physical memory, else ``off``."""
-    if mode not in CACHE_MODES:
-        raise CodecnnError(f"--cache {mode!r}: use one of {', '.join(CACHE_MODES)}")
+    if mode not in CACHES:
+        raise CodecnnError(f"--cache {mode!r}: use one of {', '.join(CACHES)}")
     if mode != "auto":
         return mode, f"--cache {mode}"
     total = physical_memory() if total is None else total
@@ -442,7 +442,7 @@ class CTUCache:
         elif pin:
             self.input, self.target = self.input.pin_memory(), self.target.pin_memory()
         self._np = (self.input.numpy(), self.target.numpy()) if self.device.type == "cpu" else None
-        self._peak = ((1 << bd.astype(np.int64)) - 1).astype(np.float32)
+        self._peak = sample_peak(bd.astype(np.int64)).astype(np.float32)
         cols = {"qp": ds.qp, "bit_depth": bd, "seq": ds.seq, "frame": ds.frame}
         self._columns = {k: v.astype(np.int64) for k, v in cols.items()}  # as torch.tensor(int) collates them
         self._buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}

@@ -159,7 +159,8 @@ def evaluate_rankings(scores: dict[int, np.ndarray], data: dict[int, dict]) -> d
     overall = {name: pool(items) for name, items in pooled.items()}
     for v in overall["pruned_rmd"].values():  # a ratio of pooled recalls, not a pooled ratio
         if "recall_vs_full" in v:
-            v["recall_vs_full"] = v["recall"] / overall["pruned_rmd"]["full"]["recall"]
+            full = overall["pruned_rmd"]["full"]["recall"]
+            v["recall_vs_full"] = v["recall"] / full if full else float("nan")
     return {"per_size": per, "overall": overall}
 
 

@@ -313,6 +313,7 @@ def restoration_metrics(model: nn.Module, ds: CTUDataset, device: torch.device, 
             acc[0] += float(e_in[k])
             acc[1] += float(e_out[k])
             acc[2] += int(n[k])
+    frame_gains = [psnr_from_mse(b / n) - psnr_from_mse(a / n) for _, (a, b, n) in sorted(sse.items())]
     per_qp = defaultdict(lambda: [[], []])
     for (_, _, qp), (a, b, n) in sse.items():
         per_qp[qp][0].append(psnr_from_mse(a / n))  # samples are in [0, 1]: the peak is 1
@@ -332,6 +333,7 @@ def restoration_metrics(model: nn.Module, ds: CTUDataset, device: torch.device, 
         "score_se": score_se,  # the standard error of the score over the validation frames
         "frames": sum(v["frames"] for v in table.values()),
         "ctus": len(ds),
+        "frame_gains": frame_gains,  # per (sequence, frame, QP), in that order: for paired comparisons
         "per_qp": table,
         "curves": {f"QP{q}": v["gain"] for q, v in table.items()},
         "curve_label": "val Y-PSNR gain (dB)",

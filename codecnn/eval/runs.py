@@ -9,6 +9,7 @@ decoded reconstruction and the bits of every frame.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from pathlib import Path
 from codecnn.errors import CodecnnError
 from codecnn.eval.metrics import psnr_yuv
 from codecnn.yuv import Frame, VideoInfo, stage_frames
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,6 +62,131 @@ def encode_runs(specs, encoder, qps, start: int, frames: int | None, step: int, 
         info = dataclasses.replace(reader.info, num_frames=len(indices))
         for qp in qps:
             res = encoder.encode((reader.read(i) for i in indices), info, qp, workdir / f"{spec.name}_qp{qp}")
+            recon = res.open_recon()
+            yield Run(
+                _seq_meta(spec.name, info, spec.path, spec.cls),
+                qp,
+                res.bits,
+                ((shown[k], reader.read(i), recon.read(k)) for k, i in enumerate(indices)),
+                res.encoder_psnr,
+                res.settings,
+            )
+
+
+@dataclass(frozen=True)
+class EncodeUnit:
+    """One fresh encode run as a Dask task: the encoder travels as ``make_encoder``'s (name, options) and is
+    built again on the worker; the frames are read there from the source, or from ``staged`` (a raw copy of
+    a container's selected frames). The outputs go into ``workdir``, which every worker must see."""
+
+    spec: object  # codecnn.sequences.SequenceSpec
+    staged: str | None
+    info: VideoInfo  # of the selection: num_frames = len(read_indices)
+    read_indices: tuple[int, ...]
+    qp: int
+    encoder: tuple[str, tuple[tuple[str, object], ...]]
+    workdir: str
+
+
+def encode_unit(unit: EncodeUnit):
+    """Run one :class:`EncodeUnit` (on a worker): returns the encoder's :class:`EncodeResult`, whose
+    bitstream and reconstruction lie in the unit's work folder."""
+    from codecnn.encoders import make_encoder
+    from codecnn.yuv import RawYuvReader
+
+    name, options = unit.encoder
+    encoder = make_encoder(name, **dict(options))
+    if unit.staged:
+        reader = RawYuvReader(unit.staged, unit.info.width, unit.info.height, unit.info.bit_depth, unit.info.fps)
+    else:
+        reader = unit.spec.open()
+    try:
+        return encoder.encode((reader.read(i) for i in unit.read_indices), unit.info, unit.qp, unit.workdir)
+    finally:
+        reader.close()
+
+
+def _portable_options(options) -> tuple[tuple[str, object], ...]:
+    """Encoder options with the files they name made absolute: a worker's current folder is not ours."""
+    out = []
+    for k, v in options:
+        if v is not None and (k == "cfg" or (k == "binary" and os.sep in str(v))):
+            v = os.path.abspath(v)
+        out.append((k, v))
+    return tuple(out)
+
+
+def cluster_encode_runs(specs, encoders, qps, start: int, frames: int | None, step: int, runner) -> list[Iterator[Run]]:
+    """:func:`encode_runs` on a Dask cluster: ``encoders`` is a list of ((name, options), work folder), one per
+    series of runs (the network's input, then the anchor with ``--vs-loop-filters``). Every (sequence, QP)
+    encode of every series is one task on ``runner`` (a :class:`codecnn.data.cluster.DaskRunner`); they all
+    run first, writing into the work folders (checked to be visible to every worker). Returns one iterator of
+    runs per series, in :func:`encode_runs`' order, that read the originals and each reconstruction from disk
+    here."""
+    import time
+
+    from codecnn.data.cluster import speed_lines
+    from codecnn.yuv import RawYuvReader
+
+    sources = []  # (spec, staged, info, read indices, shown indices) per sequence
+    stage_dir = Path(encoders[0][1]).absolute()
+    for si, spec in enumerate(specs):
+        reader = spec.open()
+        try:
+            sel = reader.select(start, frames if frames is not None else spec.frames, step)
+            if reader.random_access:
+                staged, indices, info = None, tuple(sel), reader.info
+            else:
+                stage_dir.mkdir(parents=True, exist_ok=True)
+                staged = str(stage_frames(reader, sel, stage_dir / f"src{si}.yuv"))
+                indices = tuple(range(len(sel)))
+                staged_reader = RawYuvReader(
+                    staged, reader.info.width, reader.info.height, reader.info.bit_depth, reader.info.fps
+                )
+                info = staged_reader.info
+                staged_reader.close()
+        finally:
+            reader.close()
+        sources.append((spec, staged, dataclasses.replace(info, num_frames=len(indices)), indices, tuple(sel)))
+    units = []
+    for (name, options), workdir in encoders:
+        workdir = Path(workdir).absolute()
+        workdir.mkdir(parents=True, exist_ok=True)
+        runner.check_shared(workdir)
+        for spec, staged, info, indices, _ in sources:
+            for qp in qps:
+                units.append(
+                    EncodeUnit(
+                        spec,
+                        staged,
+                        info,
+                        indices,
+                        qp,
+                        (name, _portable_options(options)),
+                        str(workdir / f"{spec.name}_qp{qp}"),
+                    )
+                )
+    t0 = time.perf_counter()
+    done = runner.run_all(encode_unit, units)
+    for line in speed_lines([(w, s) for w, s, _ in done], time.perf_counter() - t0):
+        log.info("%s", line)
+    results = iter([res for _, _, res in done])
+    series = []
+    for _ in encoders:
+        mine = [[next(results) for _ in qps] for _ in sources]
+        series.append(_runs_from_results(sources, qps, mine))
+    return series
+
+
+def _runs_from_results(sources, qps, results) -> Iterator[Run]:
+    from codecnn.yuv import RawYuvReader
+
+    for (spec, staged, info, indices, shown), per_qp in zip(sources, results, strict=True):
+        if staged:
+            reader = RawYuvReader(staged, info.width, info.height, info.bit_depth, info.fps)
+        else:
+            reader = spec.open()
+        for qp, res in zip(qps, per_qp, strict=True):
             recon = res.open_recon()
             yield Run(
                 _seq_meta(spec.name, info, spec.path, spec.cls),
@@ -213,6 +341,9 @@ def select_runs(
     anchor_encoder=None,
     anchor_recons=(),
     anchor_logs=(),
+    runner=None,
+    encoder_args=None,
+    anchor_encoder_args=None,
 ) -> tuple[Iterator[Run], str] | tuple[Iterator[Run], str, Iterator[Run]]:
     """The runs of ``codecnn evaluate`` and a label of their source, from exactly one of: sequences to encode
     now (``inputs``/``seq_list`` with ``encoder``), a dataset's stored bitstreams (``data``), or HM's own
@@ -221,13 +352,18 @@ def select_runs(
 
     The post-filter setting adds anchor runs (the same pictures coded with deblocking and SAO on; the runs
     above are then the network's input, coded with both off): ``anchor_encoder`` for fresh encodes,
-    ``anchor_recons``/``anchor_logs`` for HM's files; the result is then (runs, source, anchor runs)."""
+    ``anchor_recons``/``anchor_logs`` for HM's files; the result is then (runs, source, anchor runs).
+
+    ``runner`` (a :class:`codecnn.data.cluster.DaskRunner`) runs the fresh encodes on a Dask cluster; the
+    encoders then travel as ``encoder_args``/``anchor_encoder_args``, ``make_encoder``'s (name, options)."""
     from codecnn.encoders import STANDARD_QPS
     from codecnn.sequences import load_sequence_list, sequence_from_path
 
     sources = [bool(inputs or seq_list), bool(data), bool(orig or recons or hm_logs)]
     if sum(sources) != 1:
         raise CodecnnError("give one source: --yuv/--list, or --data, or --orig with --recon and --hm-log")
+    if runner is not None and not sources[0]:
+        raise CodecnnError("--dask runs fresh encodes (--yuv/--list); --data and HM's files have nothing to encode")
     if not sources[0] and (frames is not None or start != 0 or frame_step != 1):
         raise CodecnnError(
             "--frames, --start and --frame-step choose frames to encode; --data and HM's files are evaluated on "
@@ -251,10 +387,17 @@ def select_runs(
     specs = load_sequence_list(seq_list, seq_dir) if seq_list else []
     specs += [sequence_from_path(p, size, bit_depth, fps, "test") for p in inputs]
     chosen = tuple(qps) or STANDARD_QPS
-    runs = encode_runs(specs, encoder, chosen, start, frames, frame_step, workdir)
+    if post and anchor_encoder is None:
+        raise CodecnnError("the post-filter comparison needs the anchor's encoder (loop filters on)")
+    if runner is not None:
+        series = [(encoder_args, workdir)] + ([(anchor_encoder_args, workdir / "anchor")] if post else [])
+        runs, *anchor_series = cluster_encode_runs(specs, series, chosen, start, frames, frame_step, runner)
+    else:
+        runs = encode_runs(specs, encoder, chosen, start, frames, frame_step, workdir)
     if not post:
         return runs, encoder.name
-    if anchor_encoder is None:
-        raise CodecnnError("the post-filter comparison needs the anchor's encoder (loop filters on)")
-    anchors = encode_runs(specs, anchor_encoder, chosen, start, frames, frame_step, workdir / "anchor")
+    if runner is not None:
+        anchors = anchor_series[0]
+    else:
+        anchors = encode_runs(specs, anchor_encoder, chosen, start, frames, frame_step, workdir / "anchor")
     return runs, f"{encoder.name} (loop filters off) against {anchor_encoder.name} (on)", anchors

@@ -65,6 +65,15 @@ def any_true(flag: bool, info: DistInfo) -> bool:
     return bool(t.item() > 0)
 
 
+def agreed_max(value: float, info: DistInfo) -> float:
+    """The largest of every rank's ``value``, on every rank (e.g. the time spent: one clock for all ranks)."""
+    if info.world == 1:
+        return value
+    t = torch.tensor([float(value)], dtype=torch.float64, device=info.device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return float(t.item())
+
+
 def barrier(info: DistInfo) -> None:
     if info.world > 1:
         torch.distributed.barrier()

@@ -18,8 +18,11 @@ class RunLog:
         self.records: list[dict] = []
         if self.path.exists():
             for line in self.path.read_text().splitlines():
-                if line.strip():
+                try:
                     r = json.loads(line)
+                except json.JSONDecodeError:  # blank, or cut off by a crash mid-write
+                    continue
+                if isinstance(r, dict):
                     if resume_step is None or r.get("step", 0) <= resume_step:
                         self.records.append(r)
             self._rewrite()  # drop what a crashed run logged after its last checkpoint

@@ -12,12 +12,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import re
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -83,6 +85,17 @@ def _lr_lambda(schedule: str, total: float, time_fraction=None):
     return lambda s: 1.0
 
 
+def _better(result: dict, best: float, best_frames: list | None) -> bool:
+    """Is a validation result better than the best so far by more than the validation set can resolve? With
+    per-frame gains (restoration), the mean of the paired per-frame differences must exceed its standard
+    error; otherwise (or without the best's frames) the score must simply be higher."""
+    frames = result.get("frame_gains")
+    if not frames or not best_frames or len(frames) != len(best_frames) or len(frames) < 2:
+        return result["score"] > best
+    d = np.asarray(frames) - np.asarray(best_frames)
+    return float(d.mean()) > float(d.std(ddof=1) / np.sqrt(len(d)))
+
+
 def _next_batch(it) -> dict:
     """The next batch; a :class:`CodecnnError` raised in a DataLoader worker (which torch re-raises wrapped
     in the worker's traceback) comes back as its own one-line message."""
@@ -90,7 +103,7 @@ def _next_batch(it) -> dict:
         return next(it)
     except CodecnnError as e:
         last = str(e).strip().splitlines()[-1] if str(e).strip() else ""
-        raise CodecnnError(last.removeprefix(f"{CodecnnError.__module__}.{CodecnnError.__name__}: ")) from None
+        raise CodecnnError(re.sub(r"^codecnn\.errors\.\w+: ", "", last)) from None
 
 
 def total_steps(cfg: TrainConfig, train_len: int) -> float:
@@ -146,11 +159,14 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
     def elapsed() -> float:
         return clock["before"] + time.perf_counter() - clock["start"]
 
-    time_fraction = (lambda: elapsed() / cfg.time_limit) if cfg.time_limit is not None else None
+    # the schedule reads the time agreed by all ranks at the last step (rank clocks differ; DDP ranks must
+    # apply the same learning rate), kept in clock["agreed"]
+    clock["agreed"] = 0.0
+    time_fraction = (lambda: clock["agreed"] / cfg.time_limit) if cfg.time_limit is not None else None
     lr_lambda = _lr_lambda(cfg.schedule, steps, time_fraction)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
-    step, best, last_val = 0, None, None
+    step, best, last_val, best_frames = 0, None, None, None
 
     if cfg.init is not None:
         from codecnn.train.checkpoint import load_model
@@ -183,7 +199,11 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
         if ema is not None and ckpt.get("ema"):
             ema.state = {k: v.to(info.device) for k, v in ckpt["ema"].items()}
         step, best, last_val = ckpt["step"], ckpt.get("best_score"), ckpt.get("metrics")
+        best_frames = ckpt.get("best_frame_gains")
         clock["before"] = float(ckpt.get("elapsed", 0.0))
+        clock["agreed"] = clock["before"]
+        for g in optimizer.param_groups:  # this invocation's --lr, not the saved one
+            g["initial_lr"] = g["lr"] = cfg.lr
         # the schedule of this invocation's options, at the resumed step (the same rates as an uninterrupted run
         # with these options; a run stopped by its time limit and resumed with more time picks up from there)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda, last_epoch=step - 1)
@@ -235,12 +255,13 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
                 },
                 "train_config": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()},
                 "best_score": best,
+                "best_frame_gains": best_frames,
                 "metrics": metrics,
             },
         )
 
     def validate() -> dict | None:
-        nonlocal best, last_val
+        nonlocal best, last_val, best_frames
         if val_ds is None or not info.main:
             return None
         eval_model = model
@@ -251,10 +272,8 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
         model.train()
         last_val = result
         runlog.append({"kind": "val", "step": step, **result})
-        # best.pt changes only for a gain above the validation set's noise (the score's standard error, where
-        # the task measures it): a checkpoint is not picked on a difference the validation cannot resolve
-        if best is None or result["score"] > best + result.get("score_se", 0.0):
-            best = result["score"]
+        if best is None or _better(result, best, best_frames):
+            best, best_frames = result["score"], result.get("frame_gains")
             checkpoint(best_path, result)
         return result
 
@@ -289,6 +308,10 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
             )
         checked = step
 
+    if cfg.time_limit is not None and clock["agreed"] >= cfg.time_limit:
+        bar.close()  # a resumed run whose time budget is spent: nothing to do (give a larger --time-limit)
+        log.info("%s has used its --time-limit of %s s: nothing to do", out, cfg.time_limit)
+        return TrainResult(out, step, best, "time-limit", last_val)
     while step < steps:
         batch = {k: v.to(info.device, non_blocking=True) for k, v in _next_batch(it).items()}
         if cfg.channels_last:
@@ -299,6 +322,8 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if cfg.time_limit is not None:
+            clock["agreed"] = dist.agreed_max(elapsed(), info)
         scheduler.step()
         if ema is not None:
             ema.update(model)
@@ -322,8 +347,7 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
             )
             bar.set_postfix(loss=f"{float(loss.detach()):.4g}", samples_s=f"{rate:.1f}")
             t_log, n_log = now, 0
-        out_of_time = cfg.time_limit is not None and elapsed() >= cfg.time_limit
-        out_of_time = dist.any_true(out_of_time, info)
+        out_of_time = cfg.time_limit is not None and clock["agreed"] >= cfg.time_limit  # the same on every rank
         if step % cfg.val_every == 0 or step == steps or out_of_time:
             check_finite()
             validate()

@@ -68,7 +68,7 @@ class ImageReader(VideoReader):
                         "8-bit RGB or grey first"
                     )
                 self._rgb = np.asarray(im.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as e:
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
             raise CodecnnError(f"{self.path}: not a readable image ({e})") from None
         h, w = self._rgb.shape[:2]
         h2, w2 = h - h % 2, w - w % 2

@@ -570,7 +570,7 @@ class Model {
   };
 
   // The one tile fill of both paths: the CTU at (x0, y0) with its context border, side x side samples,
-  // edge-replicated outside the picture (as hm_bridge.format.tile_plane and codecnn's datasets).
+  // edge-replicated outside the picture (as codecnn.data.ctu.tile_plane and codecnn's datasets).
   template <typename Pel, typename T, typename Convert>
   void fillTile(const Pel *src, ptrdiff_t stride, int width, int height, int x0, int y0, int side, T *tile,
                 Convert convert) const {
