@@ -10,7 +10,7 @@ With ``--dask ADDRESS`` (e.g. ``local:2``) it instead builds the same units thre
 parallel efficiency (speed-up / workers), and the build's own figure (sum of encode times / their wall time).
 
     python scripts/bench_dataset.py [--frames 6] [--preset medium]
-    python scripts/bench_dataset.py --dask local:2 [--frames 6] [--preset medium]
+    python scripts/bench_dataset.py --dask local:2 [--frames 6] [--preset medium] [--hm-like]
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ import json, sys, logging
 from codecnn.data.build import BuildOptions, build_dataset
 from codecnn.sequences import load_sequence_list
 frames, preset, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-jobs, dask = int(sys.argv[4]), (sys.argv[5] or None)
+jobs, dask, threads = int(sys.argv[4]), (sys.argv[5] or None), int(sys.argv[6])
 spec = [s for s in load_sequence_list("datasets/samples.toml") if s.name == "bigbuckbunny"]
-opts = BuildOptions(encoder_options=(("deblock", True), ("preset", preset), ("sao", True), ("tune", "psnr")),
-                    frames=frames)
+enc = (("deblock", True), ("preset", preset), ("sao", True), ("tune", "psnr"))
+opts = BuildOptions(encoder_options=enc + ((("threads", threads),) if threads else ()), frames=frames)
 s = build_dataset(spec, out, opts, progress=False, jobs=jobs, dask=dask)
 print(json.dumps({"samples": s.samples, "seconds": s.seconds, "encoder": s.encoder_seconds,
                   "other": s.other_seconds, "mb": s.bytes / 1e6, "peak_mib": vmhwm_mib(),
@@ -40,10 +40,10 @@ print(json.dumps({"samples": s.samples, "seconds": s.seconds, "encoder": s.encod
 """
 
 
-def run(frames: int, preset: str, jobs: int = 1, dask: str = "") -> dict:
+def run(frames: int, preset: str, jobs: int = 1, dask: str = "", threads: int = 0) -> dict:
     with tempfile.TemporaryDirectory() as d:
         r = subprocess.run(
-            [sys.executable, "-c", CHILD, str(frames), preset, f"{d}/bench.h5", str(jobs), dask],
+            [sys.executable, "-c", CHILD, str(frames), preset, f"{d}/bench.h5", str(jobs), dask, str(threads)],
             capture_output=True,
             text=True,
             check=True,
@@ -56,9 +56,12 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=6)
     ap.add_argument("--preset", default="medium")
     ap.add_argument("--dask", help="compare --jobs 1, --jobs 2 and --dask ADDRESS (e.g. local:2) on the same units")
+    ap.add_argument(
+        "--hm-like", action="store_true", help="with --dask: single-threaded x265 units, as HM's encodes are"
+    )
     a = ap.parse_args()
     if a.dask:
-        parallel(a.frames, a.preset, a.dask)
+        parallel(a.frames, a.preset, a.dask, 1 if a.hm_like else 0)
         return
     one = run(a.frames, a.preset)
     print(
@@ -75,11 +78,15 @@ def main() -> None:
     )
 
 
-def parallel(frames: int, preset: str, dask: str) -> None:
-    runs = [("--jobs 1", run(frames, preset)), ("--jobs 2", run(frames, preset, jobs=2))]
-    runs.append((f"--dask {dask}", run(frames, preset, dask=dask)))
+def parallel(frames: int, preset: str, dask: str, threads: int = 0) -> None:
+    runs = [("--jobs 1", run(frames, preset, threads=threads)), ("--jobs 2", run(frames, preset, 2, threads=threads))]
+    runs.append((f"--dask {dask}", run(frames, preset, dask=dask, threads=threads)))
     base = runs[0][1]["seconds"]
-    print(f"bigbuckbunny 1280x720, {frames} frames x 4 QPs (4 units), x265 preset {preset}: {base:.2f} s with --jobs 1")
+    kind = "single-threaded (HM-like) " if threads else ""
+    print(
+        f"bigbuckbunny 1280x720, {frames} frames x 4 QPs (4 units), {kind}x265 preset {preset}: "
+        f"{base:.2f} s with --jobs 1"
+    )
     print(f"{'':18} {'wall s':>8} {'speed-up':>9} {'efficiency':>10} {'units: sum/wall':>16}")
     for name, r in runs:
         n = max(r["workers"], 1)
