@@ -1,0 +1,47 @@
+"""The shipped pretrained networks: every index entry loads, matches its SHA-256, carries its provenance and
+results, and is usable wherever a checkpoint is read (zoo:NAME)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from codecnn.cli import cli
+from codecnn.errors import CodecnnError
+from codecnn.train.checkpoint import load_model
+from codecnn.zoo import ZOO_DIR, entries, resolve, sha256
+
+
+def test_every_shipped_model_loads_and_matches_its_index():
+    items = entries()
+    assert any(e["setting"] == "in-loop" for e in items)  # at least the in-loop RDN is shipped
+    for e in items:
+        path = resolve(f"zoo:{e['name']}")
+        assert path == ZOO_DIR / e["file"] and sha256(path) == e["sha256"]
+        model, ck = load_model(f"zoo:{e['name']}")
+        assert ck["arch"] == e["arch"] and ck["config"] == e["config"] and ck.get("optimizer") is None
+        assert sum(p.numel() for p in model.parameters()) == e["params"]
+        assert (ZOO_DIR / e["log"]).is_file() and e["trained"]["command"] and e["trained"]["machine"]
+        for r in e["results"]:
+            assert r["label"] and r["sequences"] and r["qps"] and isinstance(r["gain_y"], float)
+
+
+def test_zoo_command_and_unknown_names():
+    r = CliRunner().invoke(cli, ["zoo", "--json"])
+    assert r.exit_code == 0, r.output
+    listed = json.loads(r.output)
+    assert [e["name"] for e in listed] == [e["name"] for e in entries()]
+    assert all({"name", "setting", "sha256", "results"} <= set(e) for e in listed)
+    r = CliRunner().invoke(cli, ["zoo"])
+    assert r.exit_code == 0 and all(f"zoo:{e['name']}" in r.output for e in listed)
+    with pytest.raises(CodecnnError, match="no such shipped model"):
+        resolve("zoo:nope")
+
+
+def test_export_a_shipped_model(tmp_path):
+    name = next(e["name"] for e in entries() if e["setting"] == "in-loop")
+    out = tmp_path / "m.cnnw"
+    r = CliRunner().invoke(cli, ["export", f"zoo:{name}", "--out", str(out)])
+    assert r.exit_code == 0 and out.stat().st_size > 1000, r.output
