@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from codecnn.errors import CodecnnError
-from codecnn.yuv.frame import Frame, VideoInfo
+from codecnn.yuv.frame import Frame, VideoInfo, sample_peak
 from codecnn.yuv.readers import VideoReader
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".ppm", ".pgm", ".webp")
@@ -32,7 +32,8 @@ KR, KB = 0.2126, 0.0722  # BT.709
 
 def rgb_to_yuv420(rgb: np.ndarray) -> Frame:
     """An 8-bit 4:2:0 :class:`Frame` from an H x W x 3 uint8 RGB array (even H and W), BT.709 limited range."""
-    x = rgb.astype(np.float64) / 255.0
+    top = sample_peak(8)  # Pillow's 8-bit RGB in, 8-bit 4:2:0 out
+    x = rgb.astype(np.float64) / top
     r, g, b = x[..., 0], x[..., 1], x[..., 2]
     y = KR * r + (1.0 - KR - KB) * g + KB * b
     cb = (b - y) / (2.0 * (1.0 - KB))
@@ -43,7 +44,7 @@ def rgb_to_yuv420(rgb: np.ndarray) -> Frame:
         return c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
 
     def q(v, offset, scale):
-        return np.clip(np.rint(offset + scale * v), 0, 255).astype(np.uint8)
+        return np.clip(np.rint(offset + scale * v), 0, top).astype(np.uint8)
 
     return Frame(q(y, 16, 219), q(sub(cb), 128, 224), q(sub(cr), 128, 224))
 
