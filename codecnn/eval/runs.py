@@ -46,6 +46,20 @@ def _seq_meta(name: str, info: VideoInfo, source: str, cls: str | None = None) -
     }
 
 
+def _encoded_run(spec, info: VideoInfo, qp: int, res, reader, indices: list, shown: list) -> Run:
+    """The run of one finished encode: the source frames ``indices`` of ``reader`` (shown as frames ``shown``)
+    beside the encode's reconstruction, with its bits, PSNR and settings."""
+    recon = res.open_recon()
+    return Run(
+        _seq_meta(spec.name, info, spec.path, spec.cls),
+        qp,
+        res.bits,
+        ((shown[k], reader.read(i), recon.read(k)) for k, i in enumerate(indices)),
+        res.encoder_psnr,
+        res.settings,
+    )
+
+
 def encode_runs(specs, encoder, qps, start: int, frames: int | None, step: int, workdir: Path) -> Iterator[Run]:
     """Fresh all-intra encodes of every sequence at every QP."""
     for si, spec in enumerate(specs):
@@ -62,15 +76,7 @@ def encode_runs(specs, encoder, qps, start: int, frames: int | None, step: int, 
         info = dataclasses.replace(reader.info, num_frames=len(indices))
         for qp in qps:
             res = encoder.encode((reader.read(i) for i in indices), info, qp, workdir / f"{spec.name}_qp{qp}")
-            recon = res.open_recon()
-            yield Run(
-                _seq_meta(spec.name, info, spec.path, spec.cls),
-                qp,
-                res.bits,
-                ((shown[k], reader.read(i), recon.read(k)) for k, i in enumerate(indices)),
-                res.encoder_psnr,
-                res.settings,
-            )
+            yield _encoded_run(spec, info, qp, res, reader, indices, shown)
 
 
 @dataclass(frozen=True)
@@ -187,15 +193,7 @@ def _runs_from_results(sources, qps, results) -> Iterator[Run]:
         else:
             reader = spec.open()
         for qp, res in zip(qps, per_qp, strict=True):
-            recon = res.open_recon()
-            yield Run(
-                _seq_meta(spec.name, info, spec.path, spec.cls),
-                qp,
-                res.bits,
-                ((shown[k], reader.read(i), recon.read(k)) for k, i in enumerate(indices)),
-                res.encoder_psnr,
-                res.settings,
-            )
+            yield _encoded_run(spec, info, qp, res, reader, indices, shown)
 
 
 def _check_qps(wanted, have, where: str) -> None:
