@@ -381,11 +381,16 @@ def cache_nbytes(ds: CTUDataset) -> int:
     return per * len(ds)
 
 
-def resolve_cache(mode: str, nbytes: int, copies: int = 1, total: int | None = None) -> tuple[str, str]:
+def resolve_cache(
+    mode: str, nbytes: int, copies: int = 1, total: int | None = None, device: torch.device | str = "cpu"
+) -> tuple[str, str]:
     """The cache mode to use for ``--cache mode`` and why. ``auto`` is ``ram`` when ``copies`` caches of
-    ``nbytes`` (one per process on this host) fit in :data:`CACHE_SHARE` of physical memory, else ``off``."""
+    ``nbytes`` (one per process on this host) fit in :data:`CACHE_SHARE` of physical memory, else ``off``;
+    ``device`` on a CPU ``device`` is ``ram``."""
     if mode not in CACHES:
         raise CodecnnError(f"--cache {mode!r}: use one of {', '.join(CACHES)}")
+    if mode == "device" and torch.device(device).type != "cuda":
+        return "ram", "--cache device on a CPU: the device is host memory"
     if mode != "auto":
         return mode, f"--cache {mode}"
     total = physical_memory() if total is None else total
@@ -406,6 +411,14 @@ class CTUCache:
     ``device``: where the arrays live (a CUDA device for ``--cache device``; the CPU otherwise, pinned
     when ``pin`` so batches go to the GPU asynchronously).
     """
+
+    @classmethod
+    def for_mode(cls, ds: CTUDataset, mode: str, device: torch.device | str) -> CTUCache:
+        """The cache of a resolved ``mode`` (``ram`` or ``device``) for training on ``device``: on the device
+        itself, or in host memory (pinned when the device is a GPU)."""
+        device = torch.device(device)
+        cuda = device.type == "cuda"
+        return cls(ds, device if mode == "device" else "cpu", pin=cuda and mode == "ram")
 
     def __init__(self, ds: CTUDataset, device: torch.device | str = "cpu", pin: bool = False, block: int = 256):
         import h5py

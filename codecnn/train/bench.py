@@ -68,9 +68,7 @@ def bench_train(
     fp32 matmul on the same device, and the bottleneck."""
     dev = torch.device(device)
     ds = CTUDataset(data, "train", patch=patch)
-    mode, why = resolve_cache(cache, cache_nbytes(ds))
-    if mode == "device" and dev.type != "cuda":
-        mode, why = "ram", "--cache device on a CPU: the device is host memory"
+    mode, why = resolve_cache(cache, cache_nbytes(ds), device=dev)
     sampler = StepSampler(ds, batch, 0, steps=None)
     cached = None
     if mode == "off":
@@ -81,7 +79,7 @@ def bench_train(
     else:
         base = peak_rss_bytes()
         t = time.perf_counter()
-        cached = CTUCache(ds, dev if mode == "device" else "cpu", pin=dev.type == "cuda" and mode == "ram")
+        cached = CTUCache.for_mode(ds, mode, dev)
         load_s = time.perf_counter() - t
         it = cached.batches(sampler)
     data_rate = _rate(batch * steps, lambda: [next(it) for _ in range(steps)], reps=3 if cached is None else 30)

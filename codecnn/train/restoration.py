@@ -88,15 +88,12 @@ class RestorationTask:
         single-process run). The ``auto`` memory rule counts one copy per process on this host.
         """
         copies = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        mode, why = resolve_cache(cfg.cache, cache_nbytes(train_ds), copies)
-        cuda = info.device.type == "cuda"
-        if mode == "device" and not cuda:
-            mode, why = "ram", "--cache device on a CPU: the device is host memory"
+        mode, why = resolve_cache(cfg.cache, cache_nbytes(train_ds), copies, device=info.device)
         if info.main:
             log.info("train data cache: %s (%s)", mode, why)
         if mode == "off":
             return None
-        cache = CTUCache(train_ds, info.device if mode == "device" else "cpu", pin=cuda and mode == "ram")
+        cache = CTUCache.for_mode(train_ds, mode, info.device)
         if info.main:
             log.info("cached %d train CTUs: %.0f MiB", len(cache), cache.nbytes / 2**20)
         return cache.batches(sampler)
