@@ -8,8 +8,10 @@ import math
 import click
 
 from codecnn.data.ctu import CTU_SIZES
-from codecnn.encoders import STANDARD_QPS
+from codecnn.encoders import CONFIGS, STANDARD_QPS
+from codecnn.encoders.base import SLICE_LETTERS
 from codecnn.encoders.x265 import PRESETS, TUNES
+from codecnn.errors import CodecnnError
 from codecnn.hevc import MAX_QP
 from codecnn.train.config import CACHES, LOSSES, SCHEDULES, TrainConfig
 
@@ -111,6 +113,14 @@ encoder_options = _stack(
         show_default=True,
         help="x265 tuning (psnr: no psycho-visual tools).",
     ),
+    click.option(
+        "--config",
+        "test_config",
+        type=click.Choice(CONFIGS),
+        default="ai",
+        show_default=True,
+        help="CTC test condition: ai all intra, ra random access, ldb low delay B (HM only), ldp low delay P.",
+    ),
     click.option("--no-deblock", is_flag=True, help="Switch the deblocking filter off."),
     click.option("--no-sao", is_flag=True, help="Switch SAO off."),
     click.option(
@@ -125,11 +135,27 @@ encoder_options = _stack(
 )
 
 
+def check_config_frames(config: str, frame_step: int) -> None:
+    """Inter coding (``--config`` ra, ldb, ldp) needs consecutive frames."""
+    if config != "ai" and frame_step > 1:
+        raise CodecnnError(
+            f"--frame-step {frame_step} with --config {config}: inter coding needs consecutive frames; "
+            "drop --frame-step (or use --config ai)"
+        )
+
+
 def encoder_settings(
-    encoder: str, preset: str, tune: str, no_deblock: bool, no_sao: bool, hm_bin: str | None, hm_cfg: str | None
+    encoder: str,
+    preset: str,
+    tune: str,
+    no_deblock: bool,
+    no_sao: bool,
+    hm_bin: str | None,
+    hm_cfg: str | None,
+    config: str = "ai",
 ) -> tuple[tuple[str, object], ...]:
     """The keyword options of :func:`codecnn.encoders.make_encoder` from the CLI's encoder options."""
-    common = {"deblock": not no_deblock, "sao": not no_sao}
+    common = {"deblock": not no_deblock, "sao": not no_sao, "config": config}
     if encoder == "hm":
         common.update(binary=hm_bin, cfg=hm_cfg)
     else:
@@ -251,7 +277,23 @@ restoration_train_options = _stack(
         help="gain: minus the per-patch PSNR gain over the reconstruction (balances QPs).",
     ),
     click.option("--no-augment", is_flag=True, help="No random flips."),
+    click.option(
+        "--slice-types",
+        callback=lambda ctx, param, v: parse_slice_types(v),
+        metavar="I,P,B",
+        help="Train on pictures of these slice types only, e.g. I or B,P (datasets of --config ra/ldb/ldp).",
+    ),
 )
+
+
+def parse_slice_types(text: str | None) -> tuple[int, ...]:
+    """``"B,P"`` -> ``(0, 1)`` (H.265 slice_type codes); None -> ()."""
+    if not text:
+        return ()
+    letters = [t.strip().upper() for t in text.split(",") if t.strip()]
+    if not letters or any(t not in SLICE_LETTERS for t in letters):
+        raise click.BadParameter(f"{text!r}: give slice types among I, P, B separated by commas, e.g. B,P")
+    return tuple(sorted({SLICE_LETTERS.index(t) for t in letters}))
 
 
 def train_config(*, no_amp: bool, no_channels_last: bool, compile_: bool, qps, no_augment: bool = False, **kw):

@@ -14,6 +14,7 @@ from codecnn.options import (
     COUNT,
     CTU_SIZE,
     POSITIVE,
+    check_config_frames,
     encoder_options,
     encoder_settings,
     frame_options,
@@ -94,6 +95,7 @@ def make_dataset(
     encoder,
     preset,
     tune,
+    test_config,
     no_deblock,
     no_sao,
     hm_bin,
@@ -110,7 +112,7 @@ def make_dataset(
     intra_cost,
     intra_loop,
 ):
-    """Encode sequences all-intra at each QP and cut CTU samples into an HDF5 dataset.
+    """Encode sequences at each QP (all intra, or --config ra/ldb/ldp) and cut CTU samples into an HDF5 dataset.
 
     Each sample is the reconstructed luma CTU with its context border (132x132 for CTU 128, context 2)
     and the original 128x128 luma target, with QP, bit depth, sequence, frame and position. With
@@ -121,6 +123,7 @@ def make_dataset(
     Examples:
       codecnn make-dataset --yuv BasketballDrive_1920x1080_50.yuv
       codecnn make-dataset --list datasets/samples.toml --frames 8 --out samples.h5
+      codecnn make-dataset --list datasets/samples.toml --frames 17 --config ra --out samples-ra.h5
       codecnn make-dataset --list datasets/jctvc.toml --seq-dir /data/ctc --jobs 2
       codecnn make-dataset --list datasets/jctvc.toml --seq-dir /shared/ctc --out /shared/j.h5 --dask tcp://head:8786
     """
@@ -130,6 +133,9 @@ def make_dataset(
 
     if dask is not None and jobs > 1:
         raise CodecnnError("--dask and --jobs run the encodes in different ways: give one of them")
+    check_config_frames(test_config, frame_step)
+    if test_config != "ai" and task == "intra-modes":
+        raise CodecnnError("--task intra-modes labels all-intra pictures: drop --config (or use --config ai)")
     if not inputs and not seq_list:
         raise CodecnnError("no input: give --yuv FILE (repeatable) or --list datasets/NAME.toml")
     specs = load_sequence_list(seq_list, seq_dir) if seq_list else []
@@ -147,7 +153,7 @@ def make_dataset(
     options = BuildOptions(
         qps=tuple(qps) or STANDARD_QPS,
         encoder=encoder,
-        encoder_options=encoder_settings(encoder, preset, tune, no_deblock, no_sao, hm_bin, hm_cfg),
+        encoder_options=encoder_settings(encoder, preset, tune, no_deblock, no_sao, hm_bin, hm_cfg, test_config),
         start=start,
         frames=frames,
         frame_step=frame_step,

@@ -15,6 +15,7 @@ from codecnn.files import check_output_dir
 from codecnn.options import (
     CTU_SIZE,
     POSITIVE,
+    check_config_frames,
     encoder_options,
     encoder_settings,
     frame_options,
@@ -118,6 +119,7 @@ def evaluate(
     encoder,
     preset,
     tune,
+    test_config,
     no_deblock,
     no_sao,
     hm_bin,
@@ -160,6 +162,11 @@ def evaluate(
             "both: drop --no-deblock/--no-sao"
         )
     encodes = bool(inputs or seq_list)
+    check_config_frames(test_config, frame_step)
+    if test_config != "ai" and not encodes:
+        raise CodecnnError(
+            f"--config {test_config} sets up fresh encodes (--yuv/--list); a dataset or HM's files bring their own"
+        )
     if dask is not None:
         from codecnn.data.cluster import check_address
 
@@ -174,9 +181,9 @@ def evaluate(
     if work_dir:
         check_output_dir(work_dir, "--work-dir")
     settings = encoder_settings(
-        encoder, preset, tune, vs_loop_filters or no_deblock, vs_loop_filters or no_sao, hm_bin, hm_cfg
+        encoder, preset, tune, vs_loop_filters or no_deblock, vs_loop_filters or no_sao, hm_bin, hm_cfg, test_config
     )
-    anchor_settings = encoder_settings(encoder, preset, tune, False, False, hm_bin, hm_cfg)
+    anchor_settings = encoder_settings(encoder, preset, tune, False, False, hm_bin, hm_cfg, test_config)
     check_output_dir(out, "--out")
 
     def make_runs(workdir):

@@ -451,6 +451,11 @@ def _run_unit(u: _Unit) -> None:
                 coded_qp=res.coded_qp,
                 encoder_psnr=res.encoder_psnr,
                 encoder=res.settings,
+                config=res.config,
+                slice_type=res.slice_type,
+                poc=res.poc,
+                temporal_id=res.temporal_id,
+                coding_index=res.coding_index,
             )
         h5.attrs["unit"] = json.dumps(record)
     if recon is not None:

@@ -16,7 +16,15 @@ frame      int32 (N,)           frame index in the source sequence
 pos        int32 (N, 2)         (y, x) of the CTU's top-left luma sample in the picture
 valid      int16 (N, 2)         (h, w): rows/columns of ``target`` inside the picture
 split      uint8 (N,)           0 train, 1 val, 2 test (the sequence's split: never mixed within a sequence)
+slice_type uint8 (N,)           the picture's slice type: 0 B, 1 P, 2 I (H.265 Table 7-7)
+poc        int32 (N,)           the picture's picture order count, from the bitstream (HM: its log)
+layer      uint8 (N,)           depth in the coding hierarchy (random access: 0-3 in the GOP of 8; else 0)
 =========  ===================  ===========================================================================
+
+Frames are stored in display order whatever the coding order (``--config ra`` codes B pictures ahead of
+time); ``meta/units`` gives each unit's bits per picture in that same display order, with the coding
+order, slice types, POCs and temporal ids beside them. Files written before the test conditions existed
+lack ``slice_type``/``poc``/``layer``: readers take them as all-intra (I, POC 0, layer 0).
 
 Picture edges: CTUs on the right and bottom edges, and every context border that crosses the picture
 edge, are **padded by edge replication** (what a codec's padding and a filter's inference both do).
@@ -69,7 +77,20 @@ PER_SAMPLE = {  # name -> (dtype, trailing shape)
     "pos": ("i4", (2,)),
     "valid": ("i2", (2,)),
     "split": ("u1", ()),
+    "slice_type": ("u1", ()),
+    "poc": ("i4", ()),
+    "layer": ("u1", ()),
 }
+INTER_COLUMNS = ("slice_type", "poc", "layer")  # optional on read (all intra before they existed)
+ALL_INTRA = {"slice_type": 2, "poc": 0, "layer": 0}
+
+
+def read_column(f, name: str) -> np.ndarray:
+    """A per-sample array of an open dataset; the inter columns of an older all-intra file as constants."""
+    if name in INTER_COLUMNS and name not in f:
+        dt, _ = PER_SAMPLE[name]
+        return np.full(f["qp"].shape[0], ALL_INTRA[name], np.dtype(dt))
+    return f[name][()]
 
 
 SAMPLE_DTYPES = (np.dtype(np.uint8), np.dtype("<u2"))
@@ -87,7 +108,8 @@ def check_layout(f, path: Path, attrs: dict, meta: dict) -> tuple[int, np.dtype]
     if ctu not in CTU_SIZES or not 0 <= context <= ctu // 2:
         raise schema.damaged(path, f"CTU {ctu} with context {context} is not a layout codecnn writes")
     side = ctu + 2 * context
-    columns = {"input": (None, (side, side)), "target": (None, (ctu, ctu)), **PER_SAMPLE}
+    present = {k: v for k, v in PER_SAMPLE.items() if k not in INTER_COLUMNS or k in f}
+    columns = {"input": (None, (side, side)), "target": (None, (ctu, ctu)), **present}
     n = schema.check_columns(f, path, columns)
     dtype = f["target"].dtype
     if dtype not in SAMPLE_DTYPES or f["input"].dtype != dtype:
@@ -149,6 +171,7 @@ def write_unit(h5, u, src, recon, res, bar) -> int:
     per_frame = len(ctu_positions(u.info.height, u.info.width, ctu))
     total = per_frame * len(u.read_indices)
     columns = {name: np.zeros((total, *shape), dt) for name, (dt, shape) in PER_SAMPLE.items()}
+    layers = res.layers()
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         create_datasets(h5, ctu, ctx, np.dtype(u.dtype), total)
         d_in, d_t = h5["input"], h5["target"]
@@ -160,6 +183,8 @@ def write_unit(h5, u, src, recon, res, bar) -> int:
             rows = slice(n, n + per_frame)
             columns["pos"][rows], columns["valid"][rows] = pos, valid
             columns["qp"][rows], columns["frame"][rows] = res.coded_qp[j], fi
+            columns["slice_type"][rows], columns["poc"][rows] = res.slice_type[j], res.poc[j]
+            columns["layer"][rows] = layers[j]
             bar.update(1)
     columns["bit_depth"][:], columns["seq"][:], columns["split"][:] = u.info.bit_depth, u.seq_index, u.split
     for name, arr in columns.items():
@@ -234,7 +259,12 @@ class CTUDataset(LazyH5, Dataset):
     """
 
     def __init__(
-        self, path: str | os.PathLike, split: str | None = "train", qps: tuple[int, ...] | None = None, patch: int = 0
+        self,
+        path: str | os.PathLike,
+        split: str | None = "train",
+        qps: tuple[int, ...] | None = None,
+        patch: int = 0,
+        slice_types: tuple[int, ...] | None = None,
     ):
         import h5py
 
@@ -250,6 +280,8 @@ class CTUDataset(LazyH5, Dataset):
                 keep &= f["split"][()] == SPLIT_CODES[split]
             if qps:
                 keep &= np.isin(f["qp"][()], list(qps))
+            if slice_types:
+                keep &= np.isin(read_column(f, "slice_type"), list(slice_types))
             self.indices = np.flatnonzero(keep)
             self.valid = f["valid"][()][self.indices]
             self.qp = f["qp"][()][self.indices]

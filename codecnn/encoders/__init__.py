@@ -1,6 +1,6 @@
 """Real HEVC encoders behind one interface (:class:`Encoder` -> :class:`EncodeResult`)."""
 
-from codecnn.encoders.base import STANDARD_QPS, Encoder, EncodeResult, check_qp
+from codecnn.encoders.base import CONFIGS, STANDARD_QPS, Encoder, EncodeResult, check_qp
 from codecnn.encoders.hm import HMEncoder, parse_hm_log, read_hm_log
 from codecnn.encoders.x265 import X265Encoder
 from codecnn.errors import EncoderError
@@ -18,6 +18,7 @@ def make_encoder(name: str, **kwargs) -> Encoder:
 
 
 __all__ = [
+    "CONFIGS",
     "STANDARD_QPS",
     "ENCODERS",
     "EncodeResult",

@@ -3,7 +3,9 @@
 codecnn runs it with the sequence's geometry, bit depths, frame count and QP on top of the user's
 configuration file (e.g. HM's ``cfg/encoder_intra_main.cfg``), then parses its log: one line per
 picture (``POC ... ( I-SLICE, nQP 32 QP 32 ) 12144 bits [Y 35.3890 dB U ... V ...]``) and the
-``SUMMARY`` table. The reconstruction is HM's ``-o`` file. Format checked on HM 16.20 logs.
+``SUMMARY`` table. The reconstruction is HM's ``-o`` file. Format checked on HM 16.20 logs, all intra,
+random access and low delay (HM prints the pictures in coding order; codecnn keeps that order as
+``coding_index`` and sorts by POC, the display order).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codecnn.encoders._capture import tail
-from codecnn.encoders.base import Encoder, EncodeResult, check_qp
+from codecnn.encoders.base import SLICE_LETTERS, Encoder, EncodeResult, check_config, check_qp, check_structure
 from codecnn.errors import CodecnnError, EncoderError
 from codecnn.yuv import Frame, VideoInfo, YuvWriter
 
@@ -53,6 +55,12 @@ class HMPicture:
     psnr_y: float
     psnr_u: float
     psnr_v: float
+    coding_index: int = 0
+
+    @property
+    def slice_code(self) -> int:
+        """0 (B), 1 (P) or 2 (I), as H.265's slice_type."""
+        return SLICE_LETTERS.index(self.slice_type)
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,8 @@ class HMSummary:
 
 @dataclass(frozen=True)
 class HMLog:
-    """Everything codecnn reads from an HM encoder log. ``pictures`` is sorted by POC."""
+    """Everything codecnn reads from an HM encoder log. ``pictures`` is sorted by POC (display order);
+    each one's ``coding_index`` is its place in the log (coding order)."""
 
     version: str | None
     pictures: tuple[HMPicture, ...]
@@ -86,8 +95,8 @@ class HMLog:
 def parse_hm_log(text: str) -> HMLog:
     """Parse an HM (16.x) encoder log; raise :class:`CodecnnError` if it has no picture line."""
     pics = [
-        HMPicture(int(m[1]), int(m[2]), m[3], int(m[4]), int(m[5]), int(m[6]), float(m[7]), float(m[8]), float(m[9]))
-        for m in _POC_RE.finditer(text)
+        HMPicture(int(m[1]), int(m[2]), m[3], int(m[4]), int(m[5]), int(m[6]), float(m[7]), float(m[8]), float(m[9]), k)
+        for k, m in enumerate(_POC_RE.finditer(text))
     ]
     if not pics:
         raise CodecnnError("not an HM encoder log: no 'POC ... bits [Y ... dB ...]' line found")
@@ -136,6 +145,8 @@ class HMEncoder(Encoder):
         cfg: HM configuration, e.g. ``encoder_intra_main.cfg`` (else ``$CODECNN_HM_CFG``).
         deblock, sao: ``False`` adds ``--LoopFilterDisable=1`` / ``--SAO=0``.
         args: extra HM command-line options, appended last.
+        config: the test condition ``cfg`` codes (``ai``, ``ra``, ``ldb``, ``ldp``); every encode is checked
+            against it (slice types, coding order), so a mismatched cfg is an error, not a dataset.
     """
 
     name = "hm"
@@ -147,7 +158,9 @@ class HMEncoder(Encoder):
         deblock: bool = True,
         sao: bool = True,
         args: tuple[str, ...] = (),
+        config: str = "ai",
     ):
+        self.config = check_config(config)
         self.binary = find_hm_binary(binary)
         cfg = cfg or os.environ.get(HM_CFG_ENV)
         if not cfg:
@@ -196,6 +209,7 @@ class HMEncoder(Encoder):
             "version": self._version,
             "binary": str(self.binary),
             "cfg": str(self.cfg),
+            "config": self.config,
             "deblock": self.deblock,
             "sao": self.sao,
             "args": list(self.args),
@@ -223,6 +237,8 @@ class HMEncoder(Encoder):
         self._version = log.version
         if len(log.pictures) != n:
             raise EncoderError(f"HM logged {len(log.pictures)} pictures for {n} frames; it said: {tail(log_path)}")
+        coding = sorted(log.pictures, key=lambda p: p.coding_index)
+        check_structure(self.config, [p.slice_code for p in coding], [p.poc for p in coding], "HM")
         (work / "orig.yuv").unlink()
         return EncodeResult(
             self.name,
@@ -236,4 +252,9 @@ class HMEncoder(Encoder):
             seconds,
             self.describe(),
             log_path,
+            [p.slice_code for p in log.pictures],
+            [p.poc for p in log.pictures],
+            [p.tid for p in log.pictures],
+            [p.coding_index for p in log.pictures],
+            self.config,
         )

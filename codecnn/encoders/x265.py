@@ -1,10 +1,25 @@
 """libx265 through PyAV: the embedded default encoder.
 
-All-intra at a constant QP: ``keyint=1`` makes every frame an IRAP picture, ``qp=Q`` selects constant-QP
-rate control (which also switches adaptive quantisation off), and ``ipratio=1`` removes the I-frame QP
-offset that x265 otherwise applies (``qp - 6*log2(ipratio)``). The QP actually coded is read back from
-the slice headers (:mod:`codecnn.hevc.syntax`) and checked. ``info=0`` keeps x265's settings
-SEI (~2 kbit on the first frame) out of the stream so the rate is the pictures' alone.
+All-intra (``config="ai"``) at a constant QP: ``keyint=1`` makes every frame an IRAP picture, ``qp=Q``
+selects constant-QP rate control (which also switches adaptive quantisation off), and ``ipratio=1``
+removes the I-frame QP offset that x265 otherwise applies (``qp - 6*log2(ipratio)``). The QP actually
+coded is read back from the slice headers (:mod:`codecnn.hevc.syntax`) and checked. ``info=0`` keeps
+x265's settings SEI (~2 kbit on the first frame) out of the stream so the rate is the pictures' alone.
+
+The other test conditions follow HM's CTC configurations as closely as x265 can express them
+(:data:`CONFIG_PARAMS`; the README lists what differs):
+
+- **ra** (random access): an 8-picture mini-GOP of hierarchical B pictures (``bframes=7``, ``b-adapt=0``,
+  ``b-pyramid``), an intra period of about one second rounded to whole GOPs (32 at 30 fps, as the CTC),
+  open GOP (CRA pictures after the first), 4 references, no scene-cut decisions. QP per layer: the I
+  picture at Q, the GOP's anchor at Q+1 (``ipratio`` = 2^(1/6)), x265's one reference B level at Q+2 and
+  the other B pictures at Q+4 (``pbratio`` = 2^(1/2)). HM: anchor Q+1, then Q+2, Q+3, Q+4 over 3 B levels.
+  x265 codes the anchor as a P picture and references only one B level (HM: B anchor, 3 B levels).
+- **ldp** (low delay P): the first picture intra, every other one P in display order (``keyint=-1``,
+  ``bframes=0``), 4 references, I at Q, P at Q+1. HM varies the P pictures' QP over a GOP of 4
+  (Q+3, Q+2, Q+3, Q+1).
+- **ldb** (low delay B) is refused: its B pictures reference only past pictures (HM's generalised P/B),
+  which x265 cannot code. Use HM (``--encoder hm`` with ``encoder_lowdelay_main.cfg``).
 
 The reconstruction is the decoded bitstream (PyAV's HEVC decoder), written to a raw YUV file frame by
 frame as packets come out, so memory does not grow with the sequence length.
@@ -21,9 +36,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from codecnn.encoders._capture import capture_fd2, tail
-from codecnn.encoders.base import Encoder, EncodeResult, check_qp
+from codecnn.encoders.base import RA_GOP, Encoder, EncodeResult, check_config, check_qp, check_structure
 from codecnn.errors import CodecnnError, EncoderError
-from codecnn.hevc.syntax import slice_qps
+from codecnn.hevc import MAX_QP
+from codecnn.hevc.syntax import SLICE_I, access_units, display_order
 from codecnn.yuv import Frame, VideoInfo, YuvWriter
 
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
@@ -35,12 +51,35 @@ def _pix_fmt(bit_depth: int) -> str:
 
 
 MIN_SIZE = 16  # libx265 refuses smaller pictures (avcodec_open2 fails with EINVAL)
+I_TO_P = 2 ** (1 / 6)  # x265's ipratio for P pictures one QP above the I picture
+P_TO_B = 2 ** (3 / 6)  # pbratio: non-reference B pictures three QPs above P (reference B: between)
+CONFIG_PARAMS = {
+    "ai": ("keyint=1", "min-keyint=1", "ipratio=1"),
+    "ra": (
+        "scenecut=0",
+        "bframes=7",
+        "b-adapt=0",
+        "rc-lookahead=16",  # x265 wants more than bframes (ultrafast has 5)
+        "b-pyramid=1",
+        "open-gop=1",
+        "ref=4",
+        f"ipratio={I_TO_P:.6f}",
+        f"pbratio={P_TO_B:.6f}",
+    ),
+    "ldp": ("keyint=-1", "scenecut=0", "bframes=0", "ref=4", f"ipratio={I_TO_P:.6f}"),
+}
+
+
+def intra_period(fps: float) -> int:
+    """The random-access intra period: about one second in whole GOPs of 8 (32 at 30 fps, 24 at 25, 64 at 60)."""
+    return max(RA_GOP, int(fps / RA_GOP + 0.5) * RA_GOP)
 
 
 class X265Encoder(Encoder):
-    """libx265 (bundled with PyAV), all-intra, constant QP.
+    """libx265 (bundled with PyAV), constant QP, in one of the test conditions.
 
     Args:
+        config: ``ai`` (all intra), ``ra`` (random access) or ``ldp`` (low delay P); ``ldb`` is refused.
         preset: x265 speed preset.
         tune: x265 tuning; ``psnr`` (default) turns psycho-visual optimisations off, as PSNR studies need.
         deblock: in-loop deblocking filter on (HEVC default) or off.
@@ -59,7 +98,15 @@ class X265Encoder(Encoder):
         sao: bool = True,
         threads: int | None = None,
         params: tuple[str, ...] = (),
+        config: str = "ai",
     ):
+        check_config(config)
+        if config == "ldb":
+            raise EncoderError(
+                "x265 cannot code low delay B (B pictures that reference only past pictures, HM's generalised "
+                "P/B): use --config ldp with x265, or --encoder hm with HM's encoder_lowdelay_main.cfg"
+            )
+        self.config = config
         if preset not in PRESETS:
             raise EncoderError(f"unknown x265 preset {preset!r}; choose one of {', '.join(PRESETS)}")
         if tune not in TUNES:
@@ -68,8 +115,13 @@ class X265Encoder(Encoder):
         self.threads, self.params = threads, tuple(params)
         self._version: str | None = None
 
-    def x265_params(self, qp: int, csv_path: str | None = None) -> str:
-        p = ["keyint=1", "min-keyint=1", f"qp={qp}", "ipratio=1", "info=0", "log-level=info"]
+    def x265_params(self, qp: int, csv_path: str | None = None, fps: float = 30.0) -> str:
+        """x265's parameters; ``qp`` is the I pictures' QP (the CTC's base QP), the others follow."""
+        p = list(CONFIG_PARAMS[self.config])
+        if self.config == "ra":
+            k = intra_period(fps)
+            p[:0] = [f"keyint={k}", f"min-keyint={k}"]
+        p += [f"qp={qp if self.config == 'ai' else qp + 1}", "info=0", "log-level=info"]
         p.append("deblock=1" if self.deblock else "no-deblock=1")
         p.append("sao=1" if self.sao else "no-sao=1")
         if self.threads:
@@ -87,6 +139,7 @@ class X265Encoder(Encoder):
             "encoder": self.name,
             "version": self._version,
             "pyav": av.__version__,
+            "config": self.config,
             "preset": self.preset,
             "tune": self.tune,
             "deblock": self.deblock,
@@ -98,6 +151,11 @@ class X265Encoder(Encoder):
         import av
 
         check_qp(qp)
+        if self.config != "ai" and qp >= MAX_QP:
+            raise EncoderError(
+                f"QP {qp} with --config {self.config}: the P and B pictures are coded above the base QP; "
+                f"use --qp up to {MAX_QP - 1}"
+            )
         if min(info.width, info.height) < MIN_SIZE:
             raise EncoderError(
                 f"x265 cannot encode {info.width}x{info.height} pictures: width and height must be at least "
@@ -118,7 +176,7 @@ class X265Encoder(Encoder):
                 enc.width, enc.height, enc.pix_fmt = info.width, info.height, pix
                 enc.time_base = fractions.Fraction(1, 1) / info.fps
                 enc.framerate = info.fps
-                opts = {"x265-params": self.x265_params(qp, str(csv_path)), "preset": self.preset}
+                opts = {"x265-params": self.x265_params(qp, str(csv_path), float(info.fps)), "preset": self.preset}
                 if self.tune != "none":
                     opts["tune"] = self.tune
                 enc.options = opts
@@ -154,30 +212,42 @@ class X265Encoder(Encoder):
             )
         m = re.search(r"HEVC encoder version (\S+)", log_path.read_text(errors="replace"))
         self._version = m.group(1) if m else None
-        slices = [s for s in slice_qps(stream_path.read_bytes()) if s.first_in_picture]
-        coded = [s.qp for s in slices]
-        if any(s.cu_qp_delta_enabled for s in slices) or coded != [qp] * len(bits):
+        coding = access_units(stream_path.read_bytes())
+        if len(coding) != n_recon:
+            raise EncoderError(f"x265: the stream holds {len(coding)} pictures for {n_recon} decoded frames")
+        check_structure(self.config, [a.slice_type for a in coding], [a.poc for a in coding], "x265")
+        shown = display_order(coding)
+        coded = [a.qp for a in shown]
+        intra = {a.qp for a in shown if a.slice_type == SLICE_I}
+        delta = any(a.cu_qp_delta_enabled for a in shown)
+        if delta or intra != {qp} or (self.config == "ai" and set(coded) != {qp}):
             raise EncoderError(
-                f"x265 coded QPs {sorted(set(coded))} (cu_qp_delta on: "
-                f"{any(s.cu_qp_delta_enabled for s in slices)}), not the constant QP {qp} requested"
+                f"x265 coded QPs {sorted(set(coded))} (cu_qp_delta on: {delta}), not the constant QP {qp} "
+                f"requested for its intra pictures"
             )
+        psnr = _read_csv_psnr(csv_path)
         return EncodeResult(
             self.name,
             qp,
             info,
             stream_path,
             recon_path,
-            bits,
+            [8 * a.nbytes for a in shown],
             coded,
-            _read_csv_psnr(csv_path),
+            [psnr[a.coding_index] for a in shown] if psnr and len(psnr) == len(shown) else None,
             seconds,
             self.describe(),
             log_path,
+            [a.slice_type for a in shown],
+            [a.poc for a in shown],
+            [a.temporal_id for a in shown],
+            [a.coding_index for a in shown],
+            self.config,
         )
 
 
 def _read_csv_psnr(path: Path) -> list[tuple[float, float, float]] | None:
-    """Per-frame (Y, U, V) PSNR from x265's CSV log, in encode order (= display order all-intra)."""
+    """Per-frame (Y, U, V) PSNR from x265's CSV log, in encode (coding) order."""
     if not path.exists():
         return None
     with open(path, newline="") as f:

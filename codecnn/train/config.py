@@ -38,6 +38,7 @@ class TrainConfig:
     workers: int = 2
     cache: str = "auto"  # the train split decompressed in memory: auto, ram, device, off
     qps: tuple[int, ...] = ()
+    slice_types: tuple[int, ...] = ()  # train on pictures of these slice types only (0 B, 1 P, 2 I); () all
     augment: bool = True
     resume: bool = False
     init: str | None = None  # a checkpoint whose weights start the run (fine-tuning)
@@ -68,5 +69,7 @@ class TrainConfig:
             raise CodecnnError(f"--cache {self.cache!r}: use one of {', '.join(CACHES)}")
         if self.patch < 0 or self.workers < 0:
             raise CodecnnError("--patch and --workers cannot be negative")
+        if not set(self.slice_types) <= {0, 1, 2}:
+            raise CodecnnError(f"--slice-types {list(self.slice_types)}: use I, P and B")
         if not 0.0 <= self.ema < 1.0:
             raise CodecnnError("--ema is a decay in [0, 1), e.g. 0.999 (0: off)")

@@ -63,7 +63,7 @@ class RestorationTask:
     def datasets(self, cfg: TrainConfig):
         from codecnn.errors import CodecnnError
 
-        train = CTUDataset(cfg.data, "train", cfg.qps or None, cfg.patch)
+        train = CTUDataset(cfg.data, "train", cfg.qps or None, cfg.patch, cfg.slice_types or None)
         if train.context != self.context:
             raise CodecnnError(
                 f"{cfg.data}: CTUs carry a {train.context}-pixel context, the network consumes "
@@ -71,9 +71,11 @@ class RestorationTask:
             )
         if len(train) == 0:
             raise CodecnnError(
-                f"{cfg.data}: no training samples (split train{', QP ' + str(list(cfg.qps)) if cfg.qps else ''})"
+                f"{cfg.data}: no training samples (split train{', QP ' + str(list(cfg.qps)) if cfg.qps else ''}"
+                f"{', slice types ' + ','.join('BPI'[t] for t in cfg.slice_types) if cfg.slice_types else ''}): "
+                "check --qp and --slice-types against the dataset (codecnn info)"
             )
-        val = CTUDataset(cfg.data, "val", cfg.qps or None, 0)
+        val = CTUDataset(cfg.data, "val", cfg.qps or None, 0, cfg.slice_types or None)
         return train, (val if len(val) else None), dataset_fingerprint(train.info)
 
     def sampler(self, train_ds, cfg: TrainConfig, start_step: int, steps: int, info):

@@ -1,0 +1,157 @@
+"""The test conditions besides all intra (--config ra, ldp; ldb refused with x265): real x265 encodes of
+real frames, their structure read back from the bitstream, stored in display order."""
+
+from __future__ import annotations
+
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import HM
+
+from codecnn.cli import cli
+from codecnn.data.ctu import cut_ctus
+from codecnn.data.restoration import CTUDataset
+from codecnn.data.schema import open_dataset_info
+from codecnn.encoders import read_hm_log
+from codecnn.encoders.base import hierarchy_layer
+from codecnn.encoders.x265 import decode_hevc, intra_period
+from codecnn.hevc.syntax import access_units, display_order
+from codecnn.yuv import open_video
+
+B, P, I = 0, 1, 2  # noqa: E741 (H.265 slice_type codes)
+FAST = ["--preset", "ultrafast", "--qp", "32", "--ctu", "64"]
+
+
+def _build(carphone_mp4, out, config, frames):
+    r = CliRunner().invoke(
+        cli, ["make-dataset", "--yuv", str(carphone_mp4), *FAST, "--frames", str(frames), "--config", config,
+              "--out", str(out)]
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def ra_h5(carphone_mp4, tmp_path_factory):
+    return _build(carphone_mp4, tmp_path_factory.mktemp("ra") / "ra.h5", "ra", 9)
+
+
+@pytest.fixture(scope="module")
+def ldp_h5(carphone_mp4, tmp_path_factory):
+    return _build(carphone_mp4, tmp_path_factory.mktemp("ldp") / "ldp.h5", "ldp", 5)
+
+
+def test_random_access_structure(ra_h5):
+    """One GOP of 8 after the intra picture: B pictures coded out of display order, the GOP's anchor
+    second, the middle B third; each layer at its QP offset (I Q, anchor Q+1, reference B Q+2, B Q+4)."""
+    (u,) = open_dataset_info(ra_h5).units
+    assert u["config"] == "ra" and u["encoder"]["config"] == "ra"
+    assert u["slice_type"] == [I] + [B] * 7 + [P]
+    assert u["poc"] == list(range(9))
+    assert u["coding_index"] == [0, 3, 4, 5, 2, 6, 7, 8, 1]
+    assert u["coded_qp"] == [32, 36, 36, 36, 34, 36, 36, 36, 33]
+    with h5py.File(ra_h5, "r") as f:
+        per_frame = 9  # 3 x 3 CTUs of 64 over 176x144
+        for name, want in (
+            ("slice_type", u["slice_type"]),
+            ("poc", u["poc"]),
+            ("qp", u["coded_qp"]),
+            ("layer", [0, 3, 2, 3, 1, 3, 2, 3, 0]),
+            ("frame", list(range(9))),
+        ):
+            assert f[name][()].tolist() == [v for v in want for _ in range(per_frame)], name
+
+
+def test_low_delay_p_structure(ldp_h5):
+    (u,) = open_dataset_info(ldp_h5).units
+    assert u["slice_type"] == [I, P, P, P, P] and u["coding_index"] == [0, 1, 2, 3, 4]
+    assert u["poc"] == [0, 1, 2, 3, 4] and u["coded_qp"] == [32, 33, 33, 33, 33]
+    with h5py.File(ldp_h5, "r") as f:
+        assert set(f["layer"][()].tolist()) == {0}
+
+
+@pytest.mark.parametrize("which", ["ra_h5", "ldp_h5"])
+def test_display_order_recon_and_bits(which, request, carphone_mp4):
+    """Inputs are the fresh decode of the stored bitstream in display order, targets the source frames;
+    each picture's bits are its access unit's, and they add up to the stream."""
+    path = request.getfixturevalue(which)
+    (u,) = open_dataset_info(path).units
+    with h5py.File(path, "r") as f:
+        inputs, targets, frame = f["input"][()], f["target"][()], f["frame"][()]
+        stream = f["bitstreams"][f"{u['seq']}_qp32"][()].tobytes()
+    assert sum(u["bits"]) == 8 * len(stream)
+    shown = display_order(access_units(stream))
+    assert u["bits"] == [8 * a.nbytes for a in shown]
+    pics = list(decode_hevc(stream, 8))
+    with open_video(carphone_mp4) as src:
+        originals = [f for _, f in src.frames(0, len(pics))]
+    for j, (pic, orig) in enumerate(zip(pics, originals, strict=True)):
+        want_in, want_t, _, _ = cut_ctus(pic.y, orig.y, 64, 2)
+        np.testing.assert_array_equal(inputs[frame == j], want_in)
+        np.testing.assert_array_equal(targets[frame == j], want_t)
+
+
+def test_slice_type_filter_and_older_files(ra_h5, tmp_path):
+    assert len(CTUDataset(ra_h5, "train")) == 81
+    assert len(CTUDataset(ra_h5, "train", slice_types=(I,))) == 9
+    assert len(CTUDataset(ra_h5, "train", slice_types=(B, P))) == 72
+    assert len(CTUDataset(ra_h5, "train", qps=(36,))) == 54  # the picture's own QP, not the unit's
+    old = tmp_path / "old.h5"  # a file written before the test conditions: read as all intra
+    shutil.copy(ra_h5, old)
+    with h5py.File(old, "a") as f:
+        for name in ("slice_type", "poc", "layer"):
+            del f[name]
+    assert len(CTUDataset(old, "train", slice_types=(I,))) == 81
+    r = CliRunner().invoke(cli, ["info", str(old), "--verify"])
+    assert r.exit_code == 0, r.output
+
+
+def test_train_slice_types_option(ra_h5, tmp_path):
+    r = CliRunner().invoke(
+        cli, ["train", "rdn", "--data", str(ra_h5), "--out", str(tmp_path / "r"), "--blocks", "1", "--layers", "1",
+              "--growth", "4", "--features", "8", "--steps", "1", "--batch", "2", "--slice-types", "B,P",
+              "--workers", "0"]
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    ckpt = torch.load(tmp_path / "r" / "last.pt", map_location="cpu", weights_only=False)
+    assert list(ckpt["train_config"]["slice_types"]) == [0, 1]
+    bad = CliRunner().invoke(
+        cli, ["train", "rdn", "--data", str(ra_h5), "--out", str(tmp_path / "x"), "--slice-types", "I,Q"]
+    )
+    assert bad.exit_code == 2 and "I, P, B" in bad.output
+
+
+def test_refusals(carphone_mp4, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "ldb.h5"
+    r = runner.invoke(cli, ["make-dataset", "--yuv", str(carphone_mp4), *FAST, "--frames", "3", "--config", "ldb",
+                            "--out", str(out)])  # fmt: skip
+    assert r.exit_code == 2 and "low delay B" in r.stderr and "--encoder hm" in r.stderr
+    assert r.stderr.count("Error:") == 1 and not out.exists()
+    r = runner.invoke(cli, ["make-dataset", "--yuv", str(carphone_mp4), *FAST, "--frames", "3", "--frame-step", "2",
+                            "--config", "ra", "--out", str(out)])  # fmt: skip
+    assert r.exit_code == 2 and "consecutive frames" in r.stderr and not out.exists()
+    r = runner.invoke(cli, ["make-dataset", "--yuv", str(carphone_mp4), *FAST, "--config", "xx", "--out", str(out)])
+    assert r.exit_code == 2 and not out.exists()
+
+
+def test_layers_and_intra_period():
+    assert [hierarchy_layer("ra", p) for p in range(17)] == [0, 3, 2, 3, 1, 3, 2, 3, 0, 3, 2, 3, 1, 3, 2, 3, 0]
+    assert {hierarchy_layer(c, p) for c in ("ai", "ldb", "ldp") for p in range(9)} == {0}
+    assert [intra_period(f) for f in (24, 25, 30, 50, 60, 5)] == [24, 24, 32, 48, 64, 8]
+
+
+@pytest.mark.parametrize("seq,qp", [("carphone", 22), ("carphone", 37), ("carphone", 32)])
+def test_access_units_match_hm_log(seq, qp):
+    """HM 16.20's own streams: POCs, slice types, QPs and each picture's bits as HM's log gives them."""
+    d = HM / seq / "lf" / f"qp{qp}"
+    stream = (d / "stream.bin").read_bytes()
+    log = read_hm_log(d / "encoder.log")
+    shown = display_order(access_units(stream))
+    assert [a.poc for a in shown] == [p.poc for p in log.pictures]
+    assert [8 * a.nbytes for a in shown] == log.bits and sum(log.bits) == 8 * len(stream)
+    assert [a.qp for a in shown] == [p.qp for p in log.pictures] and {a.slice_type for a in shown} == {I}
