@@ -3,6 +3,7 @@ real frames, their structure read back from the bitstream, stored in display ord
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import h5py
@@ -155,3 +156,27 @@ def test_access_units_match_hm_log(seq, qp):
     assert [a.poc for a in shown] == [p.poc for p in log.pictures]
     assert [8 * a.nbytes for a in shown] == log.bits and sum(log.bits) == 8 * len(stream)
     assert [a.qp for a in shown] == [p.qp for p in log.pictures] and {a.slice_type for a in shown} == {I}
+
+
+def test_evaluate_random_access_out_of_loop(carphone_mp4, tmp_path):
+    """A fresh random-access evaluation: each picture filtered with its own QP, gains by slice type, and
+    the report saying that this is an out-of-loop (post-processing) figure."""
+    out = tmp_path / "ev"
+    r = CliRunner().invoke(
+        cli, ["evaluate", "--checkpoint", "zoo:rdn-inloop-ai", "--yuv", str(carphone_mp4), "--frames", "9",
+              "--config", "ra", "--preset", "ultrafast", "--qp", "32", "--qp", "37", "--out", str(out)]
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "out of the loop" in r.output and "gain by slice type: I " in r.output
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"] == "ra" and res["encoder"]["config"] == "ra"
+    q32 = res["sequences"][0]["qps"][0]
+    frames = q32["per_frame"]
+    assert [f["slice_type"] for f in frames] == list("IBBBBBBBP") and [f["poc"] for f in frames] == list(range(9))
+    assert [f["qp"] for f in frames] == [32, 36, 36, 36, 34, 36, 36, 36, 33]
+    assert set(q32["gain_y_by_slice_type"]) == {"I", "P", "B"}
+    i_gain = frames[0]["filtered"]["y"] - frames[0]["anchor"]["y"]
+    assert q32["gain_y_by_slice_type"]["I"] == pytest.approx(i_gain)
+    bad = CliRunner().invoke(cli, ["evaluate", "--checkpoint", "zoo:rdn-inloop-ai", "--orig", "x.yuv", "--config", "ra",
+                                   "--out", str(tmp_path / "b")])  # fmt: skip
+    assert bad.exit_code == 2 and "fresh encodes" in bad.stderr

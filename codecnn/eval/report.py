@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 from codecnn.errors import CodecnnError
 from codecnn.files import atomic_write_text, read_text_input
 
@@ -101,17 +103,38 @@ POST_FILTER_NOTE = (
 )
 
 
+def out_of_loop_note(results: dict) -> str | None:
+    """What a fresh random-access or low-delay evaluation measures, and what it does not."""
+    config = results.get("config", "ai")
+    if config == "ai":
+        return None
+    return (
+        f"--config {config}: the network filters each decoded picture after decoding (out of the loop); the "
+        "references stay unfiltered, so this is a post-processing gain. The in-loop gain needs the filter "
+        "inside the encoder and decoder (codecnn evaluate --in-loop with a patched HM)"
+    )
+
+
 def summary_lines(results: dict, written: dict) -> list[str]:
     """The console summary of an evaluation: per sequence and QP the rate, anchor PSNR and gains, BD-rates,
     the averages, and the files written."""
     s = results["summary"]
     lines = [POST_FILTER_NOTE] if results.get("setting") == "post-filter" else []
+    note = out_of_loop_note(results)
+    if note:
+        lines.append(note)
     lines.append(f"{'sequence':<16} {'QP':>3} {'kbps':>10} {'anchor Y':>9} {'gain':>8} {'switched':>9} {'CTUs on':>8}")
     for seq in results["sequences"]:
         for q in seq["qps"]:
             lines.append(
                 f"{seq['name']:<16} {q['qp']:>3} {q['kbps']:>10.2f} {q['anchor']['y']:>9.4f} "
                 f"{q['gain_y']:>+8.4f} {q['gain_y_switched']:>+9.4f} {100 * q['ctus_on']:>7.0f}%"
+            )
+        by_type = [q["gain_y_by_slice_type"] for q in seq["qps"] if "gain_y_by_slice_type" in q]
+        if by_type:
+            mean = {t: np.mean([b[t] for b in by_type if t in b]) for t in "IPB" if t in by_type[0]}
+            lines.append(
+                f"{seq['name']:<16} gain by slice type: " + ", ".join(f"{t} {g:+.4f} dB" for t, g in mean.items())
             )
         bd = seq["bd"]
         lines.append(
@@ -133,6 +156,8 @@ def render_markdown(results: dict) -> str:
     lines = ["# codecnn evaluation", ""]
     if results.get("setting") == "post-filter":
         lines += [f"**{POST_FILTER_NOTE}.**", ""]
+    if out_of_loop_note(results):
+        lines += [f"**{out_of_loop_note(results)}.**", ""]
     lines.append(
         f"- checkpoint: {ck.get('path')} ({ck.get('arch')}, step {ck.get('step')}, weights {ck.get('fingerprint')})"
         if "arch" in ck

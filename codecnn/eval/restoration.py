@@ -92,10 +92,11 @@ def evaluate_run(
                 f"{run.sequence['name']}: original {orig.width}x{orig.height} and reconstruction "
                 f"{recon.width}x{recon.height} differ; check --size"
             )
+        qp = run.picture_qp(k)
         filtered = (
-            filter_fn(recon.y, bd, run.qp, ctu)
+            filter_fn(recon.y, bd, qp, ctu)
             if filter_fn is not None
-            else filter_plane(model, recon.y, bd, run.qp, ctu, batch, device)
+            else filter_plane(model, recon.y, bd, qp, ctu, batch, device)
         )
         switched, flags = switch_ctus(orig.y, recon.y, filtered, ctu)
         anchor = psnr_yuv(orig, recon, bd, convention)
@@ -108,6 +109,8 @@ def evaluate_run(
             "filtered": {"y": psnr(orig.y, filtered, bd, convention=convention), "u": anchor[1], "v": anchor[2]},
             "switched": {"y": psnr(orig.y, switched, bd, convention=convention), "u": anchor[1], "v": anchor[2]},
         }
+        if run.slice_type:
+            rec.update(qp=qp, slice_type="BPI"[run.slice_type[k]], poc=int(run.poc[k]))
         if run.encoder_psnr is not None:
             rec["encoder_anchor"] = dict(zip(PLANES, run.encoder_psnr[k], strict=False))
         if anchors is not None:
@@ -154,6 +157,12 @@ def summarise_qp(run: Run, frames: list[dict]) -> dict:
         "ctus_on": sum(f["ctus_on"] for f in frames) / max(1, sum(f["ctus"] for f in frames)),
         "per_frame": frames,
     }
+    types = sorted({f["slice_type"] for f in frames if "slice_type" in f})
+    if types and types != ["I"]:  # random access, low delay: the gain of each slice type's pictures
+        rec["gain_y_by_slice_type"] = {
+            t: float(np.mean([f["filtered"]["y"] - f["anchor"]["y"] for f in frames if f["slice_type"] == t]))
+            for t in types
+        }
     if frames and "encoder_anchor" in frames[0]:
         rec["encoder_anchor"] = {p: float(np.mean([f["encoder_anchor"][p] for f in frames])) for p in PLANES}
     return rec
@@ -233,6 +242,7 @@ def evaluate(
         "ctu": ctu,
         "precision": precision,
         "setting": "post-filter" if anchor_runs is not None else "in-loop",
+        "config": (encoder or {}).get("config", "ai"),
         "psnr_peak": convention,
         "bd_method": method,
         "seconds": time.perf_counter() - t0,

@@ -32,6 +32,13 @@ class Run:
     frames: Iterable[tuple[int, Frame, Frame]]
     encoder_psnr: list[tuple[float, float, float]] | None = None
     encoder: dict | None = None
+    coded_qp: list[int] | None = None  # each picture's own QP (random access, low delay: offsets per layer)
+    slice_type: list[int] | None = None  # 0 B, 1 P, 2 I
+    poc: list[int] | None = None
+
+    def picture_qp(self, k: int) -> int:
+        """The QP picture ``k`` was coded with (the QP plane's value), else the run's QP."""
+        return int(self.coded_qp[k]) if self.coded_qp else self.qp
 
 
 def _seq_meta(name: str, info: VideoInfo, source: str, cls: str | None = None) -> dict:
@@ -57,6 +64,9 @@ def _encoded_run(spec, info: VideoInfo, qp: int, res, reader, indices: list, sho
         ((shown[k], reader.read(i), recon.read(k)) for k, i in enumerate(indices)),
         res.encoder_psnr,
         res.settings,
+        res.coded_qp,
+        res.slice_type or None,
+        res.poc or None,
     )
 
 
@@ -241,6 +251,9 @@ def dataset_runs(path: str | os.PathLike, split: str | None, workdir: Path, qps=
                 frames,
                 u.get("encoder_psnr"),
                 u.get("encoder"),
+                u.get("coded_qp"),
+                u.get("slice_type"),
+                u.get("poc"),
             )
 
 
@@ -313,6 +326,9 @@ def hm_runs(
             ((p.poc, src.read(p.poc), rec.read(p.poc)) for p in hm.pictures),
             [(p.psnr_y, p.psnr_u, p.psnr_v) for p in hm.pictures],
             {"encoder": "hm", "version": hm.version, "log": str(log_path)},
+            [p.qp for p in hm.pictures],
+            [p.slice_code for p in hm.pictures],
+            [p.poc for p in hm.pictures],
         )
 
 
