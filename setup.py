@@ -14,7 +14,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["codecnn", "codecnn.*", "hm_bridge", "hm_bridge.*"]),
     include_package_data=True,
-    package_data={"codecnn.zoo": ["index.json", "*.pt", "*.jsonl", "*.md"]},
+    package_data={"codecnn.zoo": ["index.json", "*.pt", "*.jsonl", "*.md", "*.cnnw"]},
     install_requires=[
         # Pinned so results carry one version. From PyPI on Linux x86-64, torch==2.13.0 is the CUDA build
         # (several GB with its CUDA libraries); a CPU-only machine can install the CPU wheel first from

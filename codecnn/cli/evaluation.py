@@ -25,7 +25,7 @@ from codecnn.options import (
 
 
 @cli.command()
-@click.option("--checkpoint", required=True, type=click.Path(), help="A restoration checkpoint (best.pt, last.pt).")
+@click.option("--checkpoint", type=click.Path(), help="A restoration checkpoint (best.pt, last.pt, zoo:NAME).")
 @click.option("--yuv", "inputs", multiple=True, type=click.Path(), help="Sequence to encode and evaluate; repeatable.")
 @click.option("--list", "seq_list", type=click.Path(), help="A sequence list (datasets/*.toml).")
 @click.option("--seq-dir", type=click.Path(), help="Folder holding the files of --list.")
@@ -94,6 +94,22 @@ from codecnn.options import (
     type=click.Path(file_okay=False),
     help="Folder for the encodes' files (bitstreams, reconstructions), kept, instead of a temporary folder.",
 )
+@click.option(
+    "--in-loop",
+    is_flag=True,
+    help="The filter inside HM: your HM patched by hm_bridge encodes every sequence and QP without (anchor) and "
+    "with --model, the patched decoder checks each bitstream; needs --hm-bin, --hm-dec, --hm-cfg, --model.",
+)
+@click.option(
+    "--hm-dec",
+    type=click.Path(),
+    envvar="CODECNN_HM_DEC",
+    help="--in-loop: the patched TAppDecoder (or $CODECNN_HM_DEC).",
+)
+@click.option(
+    "--model", help="--in-loop: the .cnnw model HM runs (codecnn export ... --int16), or zoo:NAME's HM export."
+)
+@click.option("--jobs", type=POSITIVE, default=1, show_default=True, help="--in-loop: HM runs in parallel.")
 @click.option("--out", required=True, type=click.Path(), help="Report folder: results.json, report.md, PNGs.")
 @verbosity
 def evaluate(
@@ -133,6 +149,10 @@ def evaluate(
     calib,
     dask,
     work_dir,
+    in_loop,
+    hm_dec,
+    model,
+    jobs,
     out,
 ):
     """Measure a restoration network's PSNR gains and BD-rates against the codec's reconstruction.
@@ -148,7 +168,15 @@ def evaluate(
           --dask tcp://head:8786 --work-dir /shared/eval-work --out report/
       codecnn evaluate --checkpoint best.pt --orig orig.yuv --size 176x144 \\
           --recon qp22/recon.yuv --hm-log qp22/encoder.log --recon qp27/recon.yuv --hm-log qp27/encoder.log ...
+      codecnn evaluate --in-loop --model rdn16.cnnw --hm-bin TAppEncoderStatic --hm-dec TAppDecoderStatic \\
+          --hm-cfg encoder_randomaccess_main.cfg --config ra --yuv BQMall_832x480_60.yuv --frames 33 --out report/
     """
+    if in_loop:
+        return _evaluate_in_loop(**locals())
+    if model or jobs != 1:  # (--hm-dec may come from $CODECNN_HM_DEC: not an error)
+        raise CodecnnError("--model and --jobs belong to --in-loop: add it, or drop them")
+    if not checkpoint:
+        raise CodecnnError("give the network to evaluate: --checkpoint best.pt (or zoo:NAME; --in-loop takes --model)")
     from codecnn.encoders import make_encoder
     from codecnn.eval.report import write_report
     from codecnn.eval.restoration import evaluate_checkpoint
@@ -240,6 +268,69 @@ def evaluate(
         click.echo(f"int16 network: {rep['loss_db']:+.4f} dB against float on {rep['ctus']} calibration CTUs")
     written = write_report(results, out)
     echo_lines(summary_lines(results, written))
+
+
+def _evaluate_in_loop(**o) -> None:
+    """``evaluate --in-loop``: the options checked, then :func:`codecnn.eval.inloop.evaluate_in_loop`."""
+    import tempfile
+
+    from codecnn.encoders import STANDARD_QPS
+    from codecnn.encoders.hm import find_hm_binary
+    from codecnn.eval import inloop
+    from codecnn.sequences import load_sequence_list, sequence_from_path
+
+    other = [
+        name
+        for name, given in (
+            ("--checkpoint", o["checkpoint"]),
+            ("--data", o["data"]),
+            ("--orig/--recon/--hm-log", o["orig"] or o["recons"] or o["hm_logs"]),
+            ("--vs-loop-filters", o["vs_loop_filters"] or o["anchor_recons"] or o["anchor_logs"]),
+            ("--int16/--calib", o["int16"] or o["calib"]),
+            ("--dask", o["dask"]),
+            ("--no-deblock/--no-sao", o["no_deblock"] or o["no_sao"]),
+            ("--frame-step", o["frame_step"] > 1),
+        )
+        if given
+    ]
+    if other:
+        raise CodecnnError(f"--in-loop runs HM with --model on fresh encodes (--yuv/--list): drop {', '.join(other)}")
+    if not (o["inputs"] or o["seq_list"]):
+        raise CodecnnError("--in-loop encodes sequences: give --yuv FILE or --list datasets/NAME.toml")
+    if not o["model"]:
+        raise CodecnnError("--in-loop needs the model HM runs: --model M.cnnw (codecnn export best.pt --int16 ...)")
+    if not o["hm_cfg"] or not Path(o["hm_cfg"]).is_file():
+        raise CodecnnError(
+            "--in-loop needs HM's cfg of the test condition: --hm-cfg encoder_randomaccess_main.cfg (or the "
+            "intra / lowdelay ones), an existing file"
+        )
+    enc = find_hm_binary(o["hm_bin"]).resolve()
+    dec = inloop.find_hm_decoder(o["hm_dec"])
+    check_output_dir(o["out"], "--out")
+    specs = load_sequence_list(o["seq_list"], o["seq_dir"]) if o["seq_list"] else []
+    specs += [sequence_from_path(p, o["size"], o["bit_depth"], o["fps"]) for p in o["inputs"]]
+    with contextlib.ExitStack() as stack:
+        if o["work_dir"]:
+            check_output_dir(o["work_dir"], "--work-dir")
+            work = Path(o["work_dir"]).absolute()
+        else:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="codecnn-inloop-")))
+        results = inloop.evaluate_in_loop(
+            specs,
+            tuple(o["qps"]) or STANDARD_QPS,
+            enc=enc,
+            dec=dec,
+            cfg=Path(o["hm_cfg"]).resolve(),
+            config=o["test_config"],
+            model=Path(o["model"]),
+            workdir=work,
+            start=o["start"],
+            frames=o["frames"],
+            jobs=o["jobs"],
+            method=o["method"],
+        )
+    written = inloop.write_results(results, Path(o["out"]))
+    echo_lines(inloop.lines(results) + [f"{k}: {v}" for k, v in written.items()])
 
 
 @cli.command("evaluate-modes")

@@ -36,9 +36,10 @@ def sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def resolve(spec: str | os.PathLike) -> Path:
+def resolve(spec: str | os.PathLike, hm: bool = False) -> Path:
     """A checkpoint path: ``zoo:NAME`` becomes the shipped file (its SHA-256 checked); anything else is
-    returned as a path."""
+    returned as a path. ``hm=True``: the entry's int16 ``.cnnw`` export for HM (``evaluate --in-loop
+    --model zoo:NAME``), where it ships one."""
     text = str(spec)
     if not text.startswith(PREFIX):
         return Path(spec)
@@ -49,6 +50,10 @@ def resolve(spec: str | os.PathLike) -> Path:
             f"{text}: no such shipped model; codecnn zoo lists them ({', '.join(sorted(known)) or 'none'})"
         )
     e = known[name]
+    if hm:
+        if "hm_model" not in e:
+            raise CodecnnError(f"{text}: no HM export ships with it; make one with codecnn export {text} --int16")
+        e = e["hm_model"]
     path = ZOO_DIR / e["file"]
     if not path.is_file():
         raise CodecnnError(f"{text}: its file {path} is missing from the installed package; reinstall codecnn")

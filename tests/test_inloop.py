@@ -1,0 +1,84 @@
+"""evaluate --in-loop: the filter inside a real HM patched by hm_bridge (encoder and decoder), when the
+environment points at one; the option checks always."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import HM
+
+from codecnn.cli import cli
+from codecnn.errors import CodecnnError
+from codecnn.eval.inloop import decode_and_check
+
+ZOO_INT16 = Path(__file__).parents[1] / "codecnn" / "zoo" / "rdn-inloop-ai.int16.cnnw"
+
+
+def _hm():
+    enc, dec = os.environ.get("CODECNN_HM_BIN"), os.environ.get("CODECNN_HM_DEC")
+    if not enc or not dec:
+        return None
+    cfg = os.environ.get("CODECNN_HM_RA_CFG") or str(
+        Path(enc).resolve().parents[1] / "cfg" / "encoder_randomaccess_main.cfg"
+    )
+    return (enc, dec, cfg) if Path(cfg).is_file() else None
+
+
+needs_hm = pytest.mark.skipif(
+    _hm() is None,
+    reason="needs HM patched by `python -m hm_bridge patch-hm`: set CODECNN_HM_BIN and CODECNN_HM_DEC (and "
+    "CODECNN_HM_RA_CFG unless HM's cfg/encoder_randomaccess_main.cfg sits beside its bin/)",
+)
+
+
+@needs_hm
+@pytest.mark.slow
+def test_in_loop_random_access_through_patched_hm(tmp_path):
+    """Anchor and test encodes of real frames in random access; every bitstream decodes to the encoder's
+    pictures (MD5 SEI checked); BD-rates and time ratios reported; a second run resumes every unit; and the
+    test stream decoded WITHOUT the model is caught as a mismatch (the references differ)."""
+    enc, dec, cfg = _hm()
+    orig = tmp_path / "carphone_176x144_30.yuv"
+    orig.write_bytes((HM / "carphone" / "orig.yuv").read_bytes())
+    args = ["evaluate", "--in-loop", "--model", "zoo:rdn-inloop-ai", "--hm-bin", enc, "--hm-dec", dec, "--hm-cfg", cfg,
+            "--config", "ra", "--yuv", str(orig), "--frames", "5", "--jobs", "2", "--work-dir", str(tmp_path / "w"),
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    (seq,) = res["sequences"]
+    assert [q["qp"] for q in seq["qps"]] == [22, 27, 32, 37]
+    assert all("bd_rate" in seq["bd"][p] for p in "yuv") and seq["enc_ratio"] > 0 and seq["dec_ratio"] > 0
+    assert any(q["test"]["y"] != q["anchor"]["y"] for q in seq["qps"])  # the filter did something
+    unit = json.loads((tmp_path / "w" / seq["name"] / "qp32" / "test" / "unit.json").read_text())
+    assert unit["decoder_match"] and unit["md5_checked"] and set(unit["slice_type"]) >= {"I", "B"}
+    again = CliRunner().invoke(cli, [*args[:-1], str(tmp_path / "out2")])
+    assert (
+        again.exit_code == 0
+        and json.loads((tmp_path / "out2" / "results.json").read_text())["sequences"] == res["sequences"]
+    )
+    with pytest.raises(CodecnnError, match="disagree"):
+        decode_and_check(Path(dec), tmp_path / "w" / seq["name"] / "qp32" / "test", 8, None, "no model")
+
+
+def test_in_loop_option_checks(tmp_path, carphone_yuv):
+    runner = CliRunner()
+    out = str(tmp_path / "o")
+    cases = [
+        (["--in-loop", "--yuv", str(carphone_yuv)], "--model"),
+        (["--in-loop", "--checkpoint", "zoo:rdn-inloop-ai", "--yuv", str(carphone_yuv)], "drop --checkpoint"),
+        (["--in-loop", "--model", str(ZOO_INT16)], "--yuv"),
+        (["--model", str(ZOO_INT16), "--checkpoint", "zoo:rdn-inloop-ai", "--yuv", str(carphone_yuv)], "--in-loop"),
+        (["--yuv", str(carphone_yuv)], "--checkpoint"),
+        (["--in-loop", "--model", str(ZOO_INT16), "--yuv", str(carphone_yuv), "--hm-cfg", str(tmp_path / "no.cfg")],
+         "--hm-cfg"),
+    ]  # fmt: skip
+    for extra, words in cases:
+        r = runner.invoke(cli, ["evaluate", *extra, "--out", out])
+        assert r.exit_code == 2, (extra, r.output)
+        assert words in r.stderr and r.stderr.count("Error:") == 1, (extra, r.stderr)
+    assert not Path(out).exists()
