@@ -4,10 +4,14 @@ It copies ``cnnw.h`` and ``codecnn_hm.h`` into ``source/Lib/TLibCommon`` (alread
 so no build file changes) and inserts, each line marked ``// codecnn hm_bridge``:
 
 * ``TEncGOP.cpp``: after SAO, before ``pcPic->compressMotion();`` (and so before the PSNR and before the
-  picture serves as a reference), a call to ``codecnn_hm::filterLuma`` on the reconstruction; when it
-  fails (the model cannot be loaded, or filtering fails) that line prints the message and stops HM;
-* ``TDecGop.cpp``: the same line at the same point of ``filterPicture``;
-* ``TAppEncCfg.cpp`` and ``TAppDecCfg.cpp``: the option ``--CnnModel`` (the model path; empty = off).
+  picture serves as a reference), a call to ``codecnn_hm::filterLumaEncoder`` on the reconstruction (with
+  ``--CnnFlags``: switched per CTU against the original, the choice queued as a suffix SEI with the
+  picture's other trailing SEIs); when it fails (the model cannot be loaded, or filtering fails) that line
+  prints the message and stops HM;
+* ``TDecGop.cpp``: at the same point of ``filterPicture``, the picture's codecnn flags SEI looked up and
+  ``codecnn_hm::filterLumaDecoder`` called with it;
+* ``TAppEncCfg.cpp``: the options ``--CnnModel`` (the model path; empty = off) and ``--CnnFlags``;
+  ``TAppDecCfg.cpp``: ``--CnnModel``.
 
 It is idempotent (marked lines are not inserted twice; marked lines of an older hm_bridge are brought
 up to date; a file whose content would not change, the two headers included, is not rewritten, so a
@@ -28,17 +32,42 @@ from codecnn.errors import CodecnnError
 MARK = "// codecnn hm_bridge"
 CPP = Path(__file__).resolve().parent / "cpp"
 INCLUDE = f'#include "TLibCommon/codecnn_hm.h"  {MARK}'
-CALL = (
-    "{ std::string cnnError; if (!codecnn_hm::filterLuma(pcPic->getPicYuvRec()->getAddr(COMPONENT_Y), "
-    "pcPic->getPicYuvRec()->getStride(COMPONENT_Y), pcPic->getPicYuvRec()->getWidth(COMPONENT_Y), "
-    "pcPic->getPicYuvRec()->getHeight(COMPONENT_Y), pcSlice->getSPS()->getBitDepth(CHANNEL_TYPE_LUMA), "
-    'pcPic->getSlice(0)->getSliceQp(), cnnError)) { std::fprintf(stderr, "\\nERROR: codecnn: %s\\n", '
-    f"cnnError.c_str()); std::exit(EXIT_FAILURE); }} }}  {MARK}"
+_ARGS = (
+    "pcPic->getPicYuvRec()->getAddr(COMPONENT_Y), pcPic->getPicYuvRec()->getStride(COMPONENT_Y), "
+    "pcPic->getPicYuvRec()->getWidth(COMPONENT_Y), pcPic->getPicYuvRec()->getHeight(COMPONENT_Y), "
+    "pcSlice->getSPS()->getBitDepth(CHANNEL_TYPE_LUMA), pcPic->getSlice(0)->getSliceQp()"
 )
-OPTION = (
-    '("CnnModel", codecnn_hm::modelPath(), std::string(""), "codecnn .cnnw luma filter applied after SAO '
-    f'(hm_bridge)")  {MARK}'
+_STOP = '{ std::fprintf(stderr, "\\nERROR: codecnn: %s\\n", cnnError.c_str()); std::exit(EXIT_FAILURE); }'
+# encoder: filter (per CTU with --CnnFlags, against the original) and queue the flags' suffix SEI
+ENC_CALL = (
+    "{ std::string cnnError; std::vector<unsigned char> cnnFlags; if (!codecnn_hm::filterLumaEncoder("
+    f"{_ARGS}, pcPic->getPicYuvOrg()->getAddr(COMPONENT_Y), pcPic->getPicYuvOrg()->getStride(COMPONENT_Y), "
+    f"static_cast<int>(pcSlice->getSPS()->getMaxCUWidth()), cnnFlags, cnnError)) {_STOP} "
+    "if (!cnnFlags.empty()) { SEIUserDataUnregistered *cnnSei = new SEIUserDataUnregistered(); "
+    "std::memcpy(cnnSei->m_uuid_iso_iec_11578, codecnn_hm::flagsUuid(), 16); "
+    "cnnSei->m_userData.assign(cnnFlags.begin(), cnnFlags.end()); trailingSeiMessages.push_back(cnnSei); } }"
+    f"  {MARK}"
 )
+# decoder: the picture's flags SEI, if any (its suffix SEIs are read before filterPicture), then filter
+DEC_CALL = (
+    "{ std::string cnnError; std::vector<unsigned char> cnnFlagData; bool cnnHasFlags = false; "
+    "SEIMessages cnnSeis = getSeisByType(pcPic->getSEIs(), SEI::USER_DATA_UNREGISTERED); "
+    "for (SEIMessages::const_iterator cnnIt = cnnSeis.begin(); cnnIt != cnnSeis.end(); ++cnnIt) { "
+    "const SEIUserDataUnregistered *cnnSei = static_cast<const SEIUserDataUnregistered *>(*cnnIt); "
+    "if (std::memcmp(cnnSei->m_uuid_iso_iec_11578, codecnn_hm::flagsUuid(), 16) == 0) { "
+    "cnnFlagData.assign(cnnSei->m_userData.begin(), cnnSei->m_userData.end()); cnnHasFlags = true; } } "
+    f"if (!codecnn_hm::filterLumaDecoder({_ARGS}, cnnHasFlags ? &cnnFlagData : NULL, cnnError)) {_STOP} }}"
+    f"  {MARK}"
+)
+CALL = ENC_CALL  # (the name of older versions)
+_MODEL_OPTION = (
+    '("CnnModel", codecnn_hm::modelPath(), std::string(""), "codecnn .cnnw luma filter applied after SAO (hm_bridge)")'
+)
+ENC_OPTION = (
+    f'{_MODEL_OPTION}("CnnFlags", codecnn_hm::ctuFlagsEnabled(), false, "codecnn: switch the filter per CTU '
+    f'against the original, signalled in a suffix SEI (hm_bridge)")  {MARK}'
+)
+OPTION = DEC_OPTION = f"{_MODEL_OPTION}  {MARK}"
 
 
 @dataclass(frozen=True)
@@ -56,20 +85,28 @@ EDITS = (
         '#include "TEncGOP.h"',
         r"^\s*pcPic->compressMotion\(\);\s*$",
         r"cabac_zero_word_padding\(",
-        CALL,
+        ENC_CALL,
     ),
     Edit(
         "Lib/TLibDecoder/TDecGop.cpp",
         '#include "TDecGop.h"',
         r"^\s*pcPic->compressMotion\(\);\s*$",
         r"m_pcSAO->SAOProcess\(pcPic\);",
-        CALL,
+        DEC_CALL,
     ),
     Edit(
-        "App/TAppEncoder/TAppEncCfg.cpp", '#include "TAppEncCfg.h"', r'^\s*\("ReconFile,o",', r"addOptions\(\)", OPTION
+        "App/TAppEncoder/TAppEncCfg.cpp",
+        '#include "TAppEncCfg.h"',
+        r'^\s*\("ReconFile,o",',
+        r"addOptions\(\)",
+        ENC_OPTION,
     ),
     Edit(
-        "App/TAppDecoder/TAppDecCfg.cpp", '#include "TAppDecCfg.h"', r'^\s*\("ReconFile,o",', r"addOptions\(\)", OPTION
+        "App/TAppDecoder/TAppDecCfg.cpp",
+        '#include "TAppDecCfg.h"',
+        r'^\s*\("ReconFile,o",',
+        r"addOptions\(\)",
+        DEC_OPTION,
     ),
 )
 

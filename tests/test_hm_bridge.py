@@ -539,14 +539,16 @@ def test_cnnw_tool_prints_the_checksum_refuses_damage_and_warns_on_v1(tool, int1
     assert rc == 1 and err.startswith(f"error: {damaged}: the file is damaged: its CRC-32 is 0x"), err
 
 
-GLUE = r"""// HM's types as far as the line patch-hm inserts uses them (written here, not copied from HM).
+GLUE = r"""// HM's types as far as the lines patch-hm inserts use them (written here, not copied from HM).
 #include <cstdio>
 #include <cstdlib>
+#include <list>
 #include <vector>
 
 #include "TLibCommon/codecnn_hm.h"
 
 typedef short Pel;  // HM 16.x without RExt__HIGH_BIT_DEPTH_SUPPORT
+typedef unsigned char UChar;
 enum ComponentID { COMPONENT_Y };
 enum ChannelType { CHANNEL_TYPE_LUMA };
 struct TComPicYuv {
@@ -561,7 +563,9 @@ struct TComPicYuv {
 };
 struct TComSPS {
   int bitDepth;
+  unsigned maxCU;
   int getBitDepth(ChannelType) const { return bitDepth; }
+  unsigned getMaxCUWidth() const { return maxCU; }
 };
 struct TComSlice {
   TComSPS sps;
@@ -569,32 +573,88 @@ struct TComSlice {
   const TComSPS *getSPS() const { return &sps; }
   int getSliceQp() const { return qp; }
 };
+struct SEI {
+  enum PayloadType { USER_DATA_UNREGISTERED = 5, DECODED_PICTURE_HASH = 132 };
+  virtual ~SEI() {}
+  virtual PayloadType payloadType() const = 0;
+};
+typedef std::list<SEI *> SEIMessages;
+struct SEIUserDataUnregistered : public SEI {
+  PayloadType payloadType() const { return USER_DATA_UNREGISTERED; }
+  UChar m_uuid_iso_iec_11578[16];
+  std::vector<UChar> m_userData;
+};
+SEIMessages getSeisByType(const SEIMessages &seis, SEI::PayloadType type) {
+  SEIMessages out;
+  for (SEIMessages::const_iterator it = seis.begin(); it != seis.end(); ++it)
+    if ((*it)->payloadType() == type) out.push_back(*it);
+  return out;
+}
 struct TComPic {
-  TComPicYuv *rec;
+  TComPicYuv *rec, *org;
   TComSlice *slice;
+  SEIMessages seis;
   TComPicYuv *getPicYuvRec() { return rec; }
+  TComPicYuv *getPicYuvOrg() { return org; }
   TComSlice *getSlice(int) { return slice; }
+  SEIMessages &getSEIs() { return seis; }
 };
 
-static void afterSao(TComPic *pcPic, TComSlice *pcSlice) {
-@CALL@
+static void encoderAfterSao(TComPic *pcPic, TComSlice *pcSlice, SEIMessages &trailingSeiMessages) {
+@ENC@
 }
 
-// glue MODEL IN.u8 WIDTH HEIGHT BITDEPTH QP OUT.s16 (MODEL "": none); OUT is the whole buffer, margin included
-int main(int argc, char **argv) {
-  if (argc != 8) return 2;
-  codecnn_hm::modelPath() = argv[1];
-  const int w = std::atoi(argv[3]), h = std::atoi(argv[4]);
-  TComPicYuv rec(w, h);
-  TComSlice slice = {{std::atoi(argv[5])}, std::atoi(argv[6])};
-  TComPic pic = {&rec, &slice};
-  std::FILE *in = std::fopen(argv[2], "rb");
-  if (!in) return 2;
-  for (int y = 0; y < h; ++y)
-    for (int x = 0; x < w; ++x) rec.getAddr(COMPONENT_Y)[y * rec.stride + x] = static_cast<Pel>(std::fgetc(in));
+static void decoderAfterSao(TComPic *pcPic, TComSlice *pcSlice) {
+@DEC@
+}
+
+static void readPlane(const char *path, TComPicYuv &p) {
+  std::FILE *in = std::fopen(path, "rb");
+  if (!in) std::exit(2);
+  for (int y = 0; y < p.height; ++y)
+    for (int x = 0; x < p.width; ++x) p.getAddr(COMPONENT_Y)[y * p.stride + x] = static_cast<Pel>(std::fgetc(in));
   std::fclose(in);
-  afterSao(&pic, &slice);
-  std::FILE *out = std::fopen(argv[7], "wb");
+}
+
+// glue enc|dec MODEL REC.u8 ORG.u8 WIDTH HEIGHT BITDEPTH QP FLAGS OUT.s16 SEI.bin (MODEL "": none)
+// enc runs the encoder's line (FLAGS 1: --CnnFlags) and writes the flags SEI's user data to SEI.bin (no SEI:
+// no file); dec attaches SEI.bin, when it exists, to the picture as codecnn's SEI and runs the decoder's line.
+// OUT is the whole reconstruction buffer, margin included.
+int main(int argc, char **argv) {
+  if (argc != 12) return 2;
+  const bool enc = std::string(argv[1]) == "enc";
+  codecnn_hm::modelPath() = argv[2];
+  codecnn_hm::ctuFlagsEnabled() = std::atoi(argv[9]) != 0;
+  const int w = std::atoi(argv[5]), h = std::atoi(argv[6]);
+  TComPicYuv rec(w, h), org(w, h);
+  readPlane(argv[3], rec);
+  readPlane(argv[4], org);
+  TComSlice slice = {{std::atoi(argv[7]), 64u}, std::atoi(argv[8])};
+  TComPic pic = {&rec, &org, &slice, SEIMessages()};
+  SEIUserDataUnregistered incoming;
+  if (enc) {
+    SEIMessages trailing;
+    encoderAfterSao(&pic, &slice, trailing);
+    std::remove(argv[11]);
+    if (!trailing.empty()) {
+      const SEIUserDataUnregistered *s = static_cast<const SEIUserDataUnregistered *>(trailing.front());
+      if (trailing.size() != 1 || std::memcmp(s->m_uuid_iso_iec_11578, codecnn_hm::flagsUuid(), 16) != 0) return 3;
+      std::FILE *f = std::fopen(argv[11], "wb");
+      std::fwrite(&s->m_userData[0], 1, s->m_userData.size(), f);
+      std::fclose(f);
+      delete s;
+    }
+  } else {
+    std::FILE *f = std::fopen(argv[11], "rb");
+    if (f) {
+      std::memcpy(incoming.m_uuid_iso_iec_11578, codecnn_hm::flagsUuid(), 16);
+      for (int c = std::fgetc(f); c != EOF; c = std::fgetc(f)) incoming.m_userData.push_back(static_cast<UChar>(c));
+      std::fclose(f);
+      pic.seis.push_back(&incoming);
+    }
+    decoderAfterSao(&pic, &slice);
+  }
+  std::FILE *out = std::fopen(argv[10], "wb");
   std::fwrite(&rec.buf[0], sizeof(Pel), rec.buf.size(), out);
   std::fclose(out);
   return 0;
@@ -604,9 +664,11 @@ int main(int argc, char **argv) {
 
 @pytest.mark.parametrize("cxx", COMPILERS)
 def test_hm_glue_filters_and_lets_hm_report_errors(cxx, int16_model, tmp_path):
-    """The line patch-hm inserts into TEncGOP.cpp / TDecGop.cpp, compiled (strict flags) against the copied
-    headers and mock HM types: it filters in place exactly as the int16 twin, leaves the picture alone
-    without a model, and on a bad model prints the message and stops HM with a failure status."""
+    """The lines patch-hm inserts into TEncGOP.cpp and TDecGop.cpp, compiled (strict flags) against the copied
+    headers and mock HM types: they filter in place exactly as the int16 twin, leave the picture alone
+    without a model, and on a bad model print the message and stop HM with a failure status. With
+    --CnnFlags the encoder keeps the filter on the 64x64 CTUs where it lowers the error against the original,
+    queues its choice as codecnn's suffix SEI, and the decoder's line, given that SEI, makes the same picture."""
     from hm_bridge.__main__ import main
     from hm_bridge.fixed import filter_plane_int
 
@@ -614,25 +676,28 @@ def test_hm_glue_filters_and_lets_hm_report_errors(cxx, int16_model, tmp_path):
     hm = _fake_hm(tmp_path / "HM")
     r = CliRunner().invoke(main, ["patch-hm", str(hm)])
     assert r.exit_code == 0, r.output
-    calls = [
-        ln.strip()
+    enc_line, dec_line = (
+        next(ln.strip() for ln in (hm / "source" / f).read_text().splitlines() if "codecnn_hm::filterLuma" in ln)
         for f in ("Lib/TLibEncoder/TEncGOP.cpp", "Lib/TLibDecoder/TDecGop.cpp")
-        for ln in (hm / "source" / f).read_text().splitlines()
-        if "codecnn_hm::filterLuma(" in ln
-    ]
-    assert len(calls) == 2 and calls[0] == calls[1]
+    )
+    assert "filterLumaEncoder(" in enc_line and "filterLumaDecoder(" in dec_line
     src = tmp_path / "glue.cpp"
-    src.write_text(GLUE.replace("@CALL@", "  " + calls[0]))
+    src.write_text(GLUE.replace("@ENC@", "  " + enc_line).replace("@DEC@", "  " + dec_line))
     exe = _build(compiler, ["-O1"], src, tmp_path / "glue", include=[hm / "source" / "Lib"])
     plane = RawYuvReader(HM / "carphone" / "lf" / "qp27" / "recon.yuv", 176, 144).read(1).y
-    raw = tmp_path / "in.u8"
+    want = filter_plane_int(read_cnnw(int16_model), plane, 8, 27)
+    orig = RawYuvReader(HM / "carphone" / "orig.yuv", 176, 144).read(1).y.copy()
+    for y, x in ((0, 0), (64, 64), (128, 128)):  # the filter is exact there: those CTUs must switch on
+        orig[y : y + 64, x : x + 64] = want[y : y + 64, x : x + 64]
+    raw, raw_org, sei = tmp_path / "in.u8", tmp_path / "org.u8", tmp_path / "sei.bin"
     plane.astype(np.uint8).tofile(raw)
+    orig.astype(np.uint8).tofile(raw_org)
 
-    def run(model):
+    def run(model, side="enc", flags=0):
         out = tmp_path / "out.s16"
-        res = subprocess.run(
-            [str(exe), str(model), str(raw), "176", "144", "8", "27", str(out)], capture_output=True, text=True
-        )
+        out.unlink(missing_ok=True)
+        argv = [str(exe), side, str(model), str(raw), str(raw_org), "176", "144", "8", "27", str(flags), str(out)]
+        res = subprocess.run([*argv, str(sei)], capture_output=True, text=True)
         buf = np.fromfile(out, np.int16).reshape(144 + 32, 176 + 32) if res.returncode == 0 else None
         if buf is not None:  # HM's margin is not touched
             assert (buf[:16] == -1).all() and (buf[-16:] == -1).all() and (buf[:, :16] == -1).all()
@@ -644,10 +709,40 @@ def test_hm_glue_filters_and_lets_hm_report_errors(cxx, int16_model, tmp_path):
     data = int16_model.read_bytes()
     crc = f"CRC-32 {zlib.crc32(data[12:]):#010x}"  # printed by encoder and decoder alike: compare the two
     assert res.returncode == 0 and f"codecnn: luma filter {int16_model} (int16, {crc}) after SAO" in res.stdout
-    assert res.stderr == "", res.stderr
-    want = filter_plane_int(read_cnnw(int16_model), plane, 8, 27)
+    assert res.stderr == "" and not sei.exists(), res.stderr
     np.testing.assert_array_equal(got, want)
     assert (got != plane).any()
+    res, got = run(int16_model, "dec")  # no flags SEI: the decoder filters everywhere too
+    assert res.returncode == 0
+    np.testing.assert_array_equal(got, want)
+
+    # --CnnFlags: per 64x64 CTU (3 x 3 over 176x144), on where the filter lowers the error
+    res, switched = run(int16_model, "enc", 1)
+    assert res.returncode == 0, res.stderr
+    on = [
+        int(((want[y : y + 64, x : x + 64] - orig[y : y + 64, x : x + 64].astype(int)) ** 2).sum()
+            < ((plane[y : y + 64, x : x + 64] - orig[y : y + 64, x : x + 64].astype(int)) ** 2).sum())
+        for y in (0, 64, 128) for x in (0, 64, 128)
+    ]  # fmt: skip
+    assert on[0] == on[4] == on[8] == 1 and sum(on) < 9, on  # a mixed picture, or the check below proves little
+    payload = sei.read_bytes()
+    assert payload[:4] == bytes([1, 6, 0, 9]) and len(payload) == 6
+    assert [(int.from_bytes(payload[4:6], "big") >> (15 - b)) & 1 for b in range(9)] == on
+    expect = plane.copy()
+    for b, (y, x) in enumerate((y, x) for y in (0, 64, 128) for x in (0, 64, 128)):
+        if on[b]:
+            expect[y : y + 64, x : x + 64] = want[y : y + 64, x : x + 64]
+    np.testing.assert_array_equal(switched, expect)
+    res, decoded = run(int16_model, "dec")  # the decoder follows the SEI: the same picture
+    assert res.returncode == 0
+    np.testing.assert_array_equal(decoded, switched)
+    res, _ = run("", "dec")  # flags but no model: refuse rather than decode wrong pictures
+    assert res.returncode == 1 and "carries codecnn CTU flags" in res.stderr, res.stderr
+    sei.write_bytes(payload[:5])
+    res, _ = run(int16_model, "dec")
+    assert res.returncode == 1 and "does not fit the picture" in res.stderr, res.stderr
+    sei.unlink()
+
     v1 = tmp_path / "v1.cnnw"
     v1.write_bytes(_as_v1(data))
     res, got = run(v1)  # version 1: used, with a warning
@@ -661,6 +756,9 @@ def test_hm_glue_filters_and_lets_hm_report_errors(cxx, int16_model, tmp_path):
     assert f"ERROR: codecnn: cannot use --CnnModel: {damaged}: the file is damaged" in res.stderr, res.stderr
     res, got = run("")
     assert res.returncode == 0 and res.stdout == "" and res.stderr == ""
+    np.testing.assert_array_equal(got, plane)
+    res, got = run("", "enc", 1)  # --CnnFlags without a model: nothing happens
+    assert res.returncode == 0 and not sei.exists()
     np.testing.assert_array_equal(got, plane)
     res, _ = run(tmp_path / "missing.cnnw")
     assert res.returncode == 1 and "ERROR: codecnn: cannot use --CnnModel" in res.stderr
@@ -742,11 +840,13 @@ def test_patch_hm_is_idempotent_and_refuses_unknown_sources(tmp_path):
     assert r.exit_code == 0, r.output
     enc = (hm / "source/Lib/TLibEncoder/TEncGOP.cpp").read_text().splitlines()
     i = next(k for k, ln in enumerate(enc) if "compressMotion" in ln)
-    assert "codecnn_hm::filterLuma(" in enc[i - 1] and enc[i - 1].startswith("    ")  # right before, same indent
+    assert "codecnn_hm::filterLumaEncoder(" in enc[i - 1] and enc[i - 1].startswith("    ")  # right before, same indent
     assert enc[1].startswith('#include "TLibCommon/codecnn_hm.h"')
     assert (hm / "source/Lib/TLibCommon/cnnw.h").exists() and (hm / "source/Lib/TLibCommon/codecnn_hm.h").exists()
     dec = (hm / "source/App/TAppDecoder/TAppDecCfg.cpp").read_text()
-    assert '("CnnModel", codecnn_hm::modelPath()' in dec
+    assert '("CnnModel", codecnn_hm::modelPath()' in dec and "CnnFlags" not in dec
+    cfg = (hm / "source/App/TAppEncoder/TAppEncCfg.cpp").read_text()
+    assert '("CnnModel", codecnn_hm::modelPath()' in cfg and '("CnnFlags", codecnn_hm::ctuFlagsEnabled()' in cfg
     before = {p: p.read_text() for p in (hm / "source").rglob("*.cpp")}
     r = CliRunner().invoke(main, ["patch-hm", str(hm)])
     assert r.exit_code == 0 and "already patched" in r.output
@@ -777,7 +877,7 @@ def test_patch_hm_second_run_touches_nothing(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in files} == before
     enc = hm / "source/Lib/TLibEncoder/TEncGOP.cpp"
     text = enc.read_text()
-    new_call = next(ln for ln in text.splitlines() if "filterLuma(" in ln)
+    new_call = next(ln for ln in text.splitlines() if "filterLumaEncoder(" in ln)
     old_call = "    codecnn_hm::filterLuma(a, b, c, d, e, f);  // codecnn hm_bridge"  # the void call of before
     enc.write_text(text.replace(new_call, old_call))
     (hm / "source/Lib/TLibCommon/cnnw.h").write_text("// an older cnnw.h\n")

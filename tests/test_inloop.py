@@ -63,6 +63,15 @@ def test_in_loop_random_access_through_patched_hm(tmp_path):
     )
     with pytest.raises(CodecnnError, match="disagree"):
         decode_and_check(Path(dec), tmp_path / "w" / seq["name"] / "qp32" / "test", 8, None, "no model")
+    # --ctu-flags: the encoder switches per CTU and signals it; the decoder follows (checked as above)
+    flagged = [a if a != str(tmp_path / "w") else str(tmp_path / "wf") for a in args[:-1]]
+    r = CliRunner().invoke(cli, [*flagged, str(tmp_path / "out3"), "--ctu-flags", "--qp", "22", "--qp", "37"])
+    assert r.exit_code == 0, r.output
+    assert "switched per CTU" in r.output
+    res3 = json.loads((tmp_path / "out3" / "results.json").read_text())
+    assert res3["ctu_flags"] is True
+    for q in res3["sequences"][0]["qps"]:
+        assert q["test"]["kbps"] >= q["test"]["flag_kbps"] >= 0 and q["anchor"]["flag_kbps"] == 0
 
 
 def test_in_loop_option_checks(tmp_path, carphone_yuv):

@@ -110,6 +110,12 @@ from codecnn.options import (
     "--model", help="--in-loop: the .cnnw model HM runs (codecnn export ... --int16), or zoo:NAME's HM export."
 )
 @click.option("--jobs", type=POSITIVE, default=1, show_default=True, help="--in-loop: HM runs in parallel.")
+@click.option(
+    "--ctu-flags",
+    is_flag=True,
+    help="--in-loop: the test encoder switches the filter per CTU (HM --CnnFlags=1), signalled in a suffix SEI "
+    "the decoder follows; the SEI's bits are added to the rate.",
+)
 @click.option("--out", required=True, type=click.Path(), help="Report folder: results.json, report.md, PNGs.")
 @verbosity
 def evaluate(
@@ -153,6 +159,7 @@ def evaluate(
     hm_dec,
     model,
     jobs,
+    ctu_flags,
     out,
 ):
     """Measure a restoration network's PSNR gains and BD-rates against the codec's reconstruction.
@@ -173,8 +180,8 @@ def evaluate(
     """
     if in_loop:
         return _evaluate_in_loop(**locals())
-    if model or jobs != 1:  # (--hm-dec may come from $CODECNN_HM_DEC: not an error)
-        raise CodecnnError("--model and --jobs belong to --in-loop: add it, or drop them")
+    if model or jobs != 1 or ctu_flags:  # (--hm-dec may come from $CODECNN_HM_DEC: not an error)
+        raise CodecnnError("--model, --jobs and --ctu-flags belong to --in-loop: add it, or drop them")
     if not checkpoint:
         raise CodecnnError("give the network to evaluate: --checkpoint best.pt (or zoo:NAME; --in-loop takes --model)")
     from codecnn.encoders import make_encoder
@@ -328,6 +335,7 @@ def _evaluate_in_loop(**o) -> None:
             frames=o["frames"],
             jobs=o["jobs"],
             method=o["method"],
+            ctu_flags=o["ctu_flags"],
         )
     written = inloop.write_results(results, Path(o["out"]))
     echo_lines(inloop.lines(results) + [f"{k}: {v}" for k, v in written.items()])
