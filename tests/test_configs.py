@@ -48,13 +48,13 @@ def ldp_h5(carphone_mp4, tmp_path_factory):
 
 def test_random_access_structure(ra_h5):
     """One GOP of 8 after the intra picture: B pictures coded out of display order, the GOP's anchor
-    second, the middle B third; each layer at its QP offset (I Q, anchor Q+1, reference B Q+2, B Q+4)."""
+    second, the middle B third; each layer at its QP offset (I Q-3, anchor Q+1, reference B Q+4, B Q+7)."""
     (u,) = open_dataset_info(ra_h5).units
     assert u["config"] == "ra" and u["encoder"]["config"] == "ra"
     assert u["slice_type"] == [I] + [B] * 7 + [P]
     assert u["poc"] == list(range(9))
     assert u["coding_index"] == [0, 3, 4, 5, 2, 6, 7, 8, 1]
-    assert u["coded_qp"] == [32, 36, 36, 36, 34, 36, 36, 36, 33]
+    assert u["coded_qp"] == [29, 39, 39, 39, 36, 39, 39, 39, 33]
     with h5py.File(ra_h5, "r") as f:
         per_frame = 9  # 3 x 3 CTUs of 64 over 176x144
         for name, want in (
@@ -70,7 +70,7 @@ def test_random_access_structure(ra_h5):
 def test_low_delay_p_structure(ldp_h5):
     (u,) = open_dataset_info(ldp_h5).units
     assert u["slice_type"] == [I, P, P, P, P] and u["coding_index"] == [0, 1, 2, 3, 4]
-    assert u["poc"] == [0, 1, 2, 3, 4] and u["coded_qp"] == [32, 33, 33, 33, 33]
+    assert u["poc"] == [0, 1, 2, 3, 4] and u["coded_qp"] == [31, 36, 36, 36, 36]
     with h5py.File(ldp_h5, "r") as f:
         assert set(f["layer"][()].tolist()) == {0}
 
@@ -100,7 +100,7 @@ def test_slice_type_filter_and_older_files(ra_h5, tmp_path):
     assert len(CTUDataset(ra_h5, "train")) == 81
     assert len(CTUDataset(ra_h5, "train", slice_types=(I,))) == 9
     assert len(CTUDataset(ra_h5, "train", slice_types=(B, P))) == 72
-    assert len(CTUDataset(ra_h5, "train", qps=(36,))) == 54  # the picture's own QP, not the unit's
+    assert len(CTUDataset(ra_h5, "train", qps=(39,))) == 54  # the picture's own QP, not the unit's
     old = tmp_path / "old.h5"  # a file written before the test conditions: read as all intra
     shutil.copy(ra_h5, old)
     with h5py.File(old, "a") as f:
@@ -173,10 +173,75 @@ def test_evaluate_random_access_out_of_loop(carphone_mp4, tmp_path):
     q32 = res["sequences"][0]["qps"][0]
     frames = q32["per_frame"]
     assert [f["slice_type"] for f in frames] == list("IBBBBBBBP") and [f["poc"] for f in frames] == list(range(9))
-    assert [f["qp"] for f in frames] == [32, 36, 36, 36, 34, 36, 36, 36, 33]
+    assert [f["qp"] for f in frames] == [29, 39, 39, 39, 36, 39, 39, 39, 33]
     assert set(q32["gain_y_by_slice_type"]) == {"I", "P", "B"}
     i_gain = frames[0]["filtered"]["y"] - frames[0]["anchor"]["y"]
     assert q32["gain_y_by_slice_type"]["I"] == pytest.approx(i_gain)
     bad = CliRunner().invoke(cli, ["evaluate", "--checkpoint", "zoo:rdn-inloop-ai", "--orig", "x.yuv", "--config", "ra",
                                    "--out", str(tmp_path / "b")])  # fmt: skip
     assert bad.exit_code == 2 and "fresh encodes" in bad.stderr
+
+
+HM_INTER = HM.parent / "hm_inter"
+
+
+@pytest.mark.parametrize("config", ["ra", "ldb", "ldp"])
+@pytest.mark.parametrize("qp", [22, 37])
+def test_hm_inter_logs_and_streams(config, qp):
+    """Real HM 16.20 random-access and low-delay runs (tests/data/hm_inter): the log parsed in coding and
+    display order, its structure accepted for its own condition and refused for another, and the
+    bitstream's access units agreeing with the log on every picture's POC, QP, TemporalId and bits (HM's
+    per-picture bits leave out the suffix SEI it writes after them, the MD5 hash; the parameter sets count
+    in the first picture's)."""
+    from codecnn.encoders.base import check_structure
+    from codecnn.errors import EncoderError
+    from codecnn.eval.inloop import _MD5_BAD, _MD5_OK
+    from codecnn.hevc.syntax import SUFFIX_SEI, nal_units
+
+    d = HM_INTER / config / f"qp{qp}"
+    log = read_hm_log(d / "encoder.log")
+    assert [p.poc for p in log.pictures] == list(range(17)) and log.summary.frames == 17
+    coding = sorted(log.pictures, key=lambda p: p.coding_index)
+    want = {"ra": "B", "ldb": "B", "ldp": "P"}[config]
+    assert coding[0].slice_type == "I" and {p.slice_type for p in coding[1:]} == {want}
+    if config == "ra":
+        assert [p.poc for p in coding][:6] == [0, 16, 8, 4, 2, 1] and max(p.tid for p in coding) == 4
+    else:
+        assert [p.poc for p in coding] == list(range(17)) and {p.tid for p in coding} == {0}
+    check_structure(config, [p.slice_code for p in coding], [p.poc for p in coding], "HM")
+    other = {"ra": "ldb", "ldb": "ldp", "ldp": "ra"}[config]
+    with pytest.raises(EncoderError, match=f"--config {other}"):
+        check_structure(other, [p.slice_code for p in coding], [p.poc for p in coding], "HM")
+    stream = (d / "stream.bin").read_bytes()
+    aus = access_units(stream)
+    assert [a.poc for a in aus] == [p.poc for p in coding]
+    shown = display_order(aus)
+    assert [a.qp for a in shown] == [p.qp for p in log.pictures]
+    assert [a.temporal_id for a in shown] == [p.tid for p in log.pictures]
+    assert sum(a.nbytes for a in aus) == len(stream) == log.bytes_written
+    units = nal_units(stream)
+    sei_bits = [0] * len(aus)  # the suffix SEI bits of each access unit
+    k = -1
+    for i, (off, nal) in enumerate(units):
+        end = units[i + 1][0] if i + 1 < len(units) else len(stream)
+        nut = (nal[0] >> 1) & 0x3F
+        if nut < 32 and nal[2] & 0x80:  # first slice segment of a picture
+            k += 1
+        if nut == SUFFIX_SEI:
+            sei_bits[k] += 8 * (end - off)
+    got = [8 * a.nbytes - sei_bits[a.coding_index] for a in shown]  # parameter sets count in the first, as HM's
+    assert got == [p.bits for p in log.pictures]
+    text = (d / "decoder.log").read_text()
+    assert len(_MD5_OK.findall(text)) == 17 and not _MD5_BAD.search(text)
+
+
+def test_hm_inter_layers_come_from_temporal_ids():
+    from codecnn.encoders.base import EncodeResult
+    from codecnn.yuv import VideoInfo
+
+    log = read_hm_log(HM_INTER / "ra" / "qp32" / "encoder.log")
+    info = VideoInfo(176, 144, 8, 30, 17)
+    res = EncodeResult("hm", 32, info, HM_INTER / "ra" / "qp32" / "stream.bin", HM_INTER / "ra" / "qp32" / "recon.yuv",
+                       log.bits, [p.qp for p in log.pictures], None, 0.0, temporal_id=[p.tid for p in log.pictures],
+                       poc=[p.poc for p in log.pictures], config="ra")  # fmt: skip
+    assert res.layers() == [0, 4, 3, 4, 2, 4, 3, 4, 1, 4, 3, 4, 2, 4, 3, 4, 0]

@@ -17,7 +17,7 @@ STANDARD_QPS = (22, 27, 32, 37)  # JCT-VC common test conditions
 # The four test conditions of the JCT-VC CTC (JCTVC-L1100): all intra, random access, low delay B, low delay P
 CONFIGS = ("ai", "ra", "ldb", "ldp")
 CONFIG_NAMES = {"ai": "all intra", "ra": "random access", "ldb": "low delay B", "ldp": "low delay P"}
-RA_GOP = 8  # HM's random-access GOP (hierarchical B, 4 layers); x265 codes the same 8-picture mini-GOP
+RA_GOP = 8  # x265's random-access mini-GOP (hierarchical B); HM 16.20's cfg uses 16 and signals TemporalIds
 SLICE_LETTERS = "BPI"  # slice_type 0, 1, 2 (H.265 Table 7-7)
 
 
@@ -28,9 +28,9 @@ def check_config(config: str) -> str:
 
 
 def hierarchy_layer(config: str, poc: int) -> int:
-    """A picture's depth in the coding hierarchy: in random access its dyadic level in the GOP of 8 (0 for
-    POC 0, 8, 16, ...; 1 for 4, 12, ...; 2 for the even rest; 3 for the odd POCs, HM's temporal layers 0-3);
-    0 in all intra and low delay, whose pictures all sit on one level."""
+    """A picture's depth in the coding hierarchy when the stream signals no temporal layers (x265): in
+    random access its dyadic level in the GOP of 8 (0 for POC 0, 8, 16, ...; 1 for 4, 12, ...; 2 for the
+    even rest; 3 for the odd POCs); 0 in all intra and low delay, whose pictures all sit on one level."""
     if config != "ra":
         return 0
     k = poc % RA_GOP
@@ -100,7 +100,10 @@ class EncodeResult:
     config: str = "ai"
 
     def layers(self) -> list[int]:
-        """Each picture's depth in the coding hierarchy (:func:`hierarchy_layer`)."""
+        """Each picture's depth in the coding hierarchy: its TemporalId where the stream signals temporal
+        layers (HM's random access: 0-4), else :func:`hierarchy_layer`."""
+        if any(self.temporal_id):
+            return list(self.temporal_id)
         return [hierarchy_layer(self.config, p) for p in self.poc]
 
     @property

@@ -11,13 +11,14 @@ The other test conditions follow HM's CTC configurations as closely as x265 can 
 
 - **ra** (random access): an 8-picture mini-GOP of hierarchical B pictures (``bframes=7``, ``b-adapt=0``,
   ``b-pyramid``), an intra period of about one second rounded to whole GOPs (32 at 30 fps, as the CTC),
-  open GOP (CRA pictures after the first), 4 references, no scene-cut decisions. QP per layer: the I
-  picture at Q, the GOP's anchor at Q+1 (``ipratio`` = 2^(1/6)), x265's one reference B level at Q+2 and
-  the other B pictures at Q+4 (``pbratio`` = 2^(1/2)). HM: anchor Q+1, then Q+2, Q+3, Q+4 over 3 B levels.
-  x265 codes the anchor as a P picture and references only one B level (HM: B anchor, 3 B levels).
+  open GOP (CRA pictures after the first), 4 references, no scene-cut decisions. QP for base QP Q: the I
+  picture at Q-3 (HM's IntraQPOffset), the GOP's anchor at Q+1, x265's one reference B level at Q+4 and
+  the other B pictures at Q+7. HM 16.20's cfg: a GOP of 16 on five temporal layers (B anchor at Q+1,
+  then about Q+1..+4, +4..+7, +5..+8, +7..+9 depending on Q); x265 codes the anchor as a P picture and
+  references only one B level.
 - **ldp** (low delay P): the first picture intra, every other one P in display order (``keyint=-1``,
-  ``bframes=0``), 4 references, I at Q, P at Q+1. HM varies the P pictures' QP over a GOP of 4
-  (Q+3, Q+2, Q+3, Q+1).
+  ``bframes=0``), 4 references, I at Q-1, every P at Q+4. HM 16.20 varies the P pictures' QP over a GOP
+  of 4 (about +5, +4, +5, +1 at QP 22; +8, +7, +8, +1 at QP 37).
 - **ldb** (low delay B) is refused: its B pictures reference only past pictures (HM's generalised P/B),
   which x265 cannot code. Use HM (``--encoder hm`` with ``encoder_lowdelay_main.cfg``).
 
@@ -51,8 +52,12 @@ def _pix_fmt(bit_depth: int) -> str:
 
 
 MIN_SIZE = 16  # libx265 refuses smaller pictures (avcodec_open2 fails with EINVAL)
-I_TO_P = 2 ** (1 / 6)  # x265's ipratio for P pictures one QP above the I picture
-P_TO_B = 2 ** (3 / 6)  # pbratio: non-reference B pictures three QPs above P (reference B: between)
+# QP offsets, as close to HM 16.20's CTC cfg files as x265's constant-QP mode allows: x265's ``qp`` is the
+# P pictures' QP, the I picture's is ``qp - 6*log2(ipratio)``, the non-reference B pictures' ``qp +
+# 6*log2(pbratio)`` and x265's one level of reference B pictures halfway between P and B.
+P_OFFSET = {"ra": 1, "ldp": 4}  # P (the GOP's anchor) above the base QP given
+I_OFFSET = {"ra": -3, "ldp": -1}  # HM's IntraQPOffset
+B_ABOVE_P = 6  # ra: non-reference B at base+7, reference B at base+4 (HM: +4..+9 over its four B levels)
 CONFIG_PARAMS = {
     "ai": ("keyint=1", "min-keyint=1", "ipratio=1"),
     "ra": (
@@ -63,10 +68,16 @@ CONFIG_PARAMS = {
         "b-pyramid=1",
         "open-gop=1",
         "ref=4",
-        f"ipratio={I_TO_P:.6f}",
-        f"pbratio={P_TO_B:.6f}",
+        f"ipratio={2 ** ((P_OFFSET['ra'] - I_OFFSET['ra']) / 6):.6f}",
+        f"pbratio={2 ** (B_ABOVE_P / 6):.6f}",
     ),
-    "ldp": ("keyint=-1", "scenecut=0", "bframes=0", "ref=4", f"ipratio={I_TO_P:.6f}"),
+    "ldp": (
+        "keyint=-1",
+        "scenecut=0",
+        "bframes=0",
+        "ref=4",
+        f"ipratio={2 ** ((P_OFFSET['ldp'] - I_OFFSET['ldp']) / 6):.6f}",
+    ),
 }
 
 
@@ -121,7 +132,7 @@ class X265Encoder(Encoder):
         if self.config == "ra":
             k = intra_period(fps)
             p[:0] = [f"keyint={k}", f"min-keyint={k}"]
-        p += [f"qp={qp if self.config == 'ai' else qp + 1}", "info=0", "log-level=info"]
+        p += [f"qp={qp + P_OFFSET.get(self.config, 0)}", "info=0", "log-level=info"]
         p.append("deblock=1" if self.deblock else "no-deblock=1")
         p.append("sao=1" if self.sao else "no-sao=1")
         if self.threads:
@@ -151,10 +162,11 @@ class X265Encoder(Encoder):
         import av
 
         check_qp(qp)
-        if self.config != "ai" and qp >= MAX_QP:
+        top = MAX_QP - P_OFFSET.get(self.config, 0)
+        if qp > top or qp + I_OFFSET.get(self.config, 0) < 0:
             raise EncoderError(
-                f"QP {qp} with --config {self.config}: the P and B pictures are coded above the base QP; "
-                f"use --qp up to {MAX_QP - 1}"
+                f"QP {qp} with --config {self.config}: the pictures are coded at offsets from the base QP; "
+                f"use --qp from {-I_OFFSET.get(self.config, 0)} to {top}"
             )
         if min(info.width, info.height) < MIN_SIZE:
             raise EncoderError(
@@ -220,9 +232,10 @@ class X265Encoder(Encoder):
         coded = [a.qp for a in shown]
         intra = {a.qp for a in shown if a.slice_type == SLICE_I}
         delta = any(a.cu_qp_delta_enabled for a in shown)
-        if delta or intra != {qp} or (self.config == "ai" and set(coded) != {qp}):
+        want = qp + I_OFFSET.get(self.config, 0)
+        if delta or intra != {want} or (self.config == "ai" and set(coded) != {qp}):
             raise EncoderError(
-                f"x265 coded QPs {sorted(set(coded))} (cu_qp_delta on: {delta}), not the constant QP {qp} "
+                f"x265 coded QPs {sorted(set(coded))} (cu_qp_delta on: {delta}), not the constant QP {want} "
                 f"requested for its intra pictures"
             )
         psnr = _read_csv_psnr(csv_path)
