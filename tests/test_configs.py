@@ -109,6 +109,9 @@ def test_slice_type_filter_and_older_files(ra_h5, tmp_path):
     assert len(CTUDataset(old, "train", slice_types=(I,))) == 81
     r = CliRunner().invoke(cli, ["info", str(old), "--verify"])
     assert r.exit_code == 0, r.output
+    assert "slice types: I 81" in r.output
+    r = CliRunner().invoke(cli, ["info", str(ra_h5), "--verify"])  # re-decoded in display order: whole
+    assert r.exit_code == 0 and "test condition: ra; slice types: I 9, P 9, B 63" in r.output, r.output
 
 
 def test_train_slice_types_option(ra_h5, tmp_path):

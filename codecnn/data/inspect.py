@@ -39,6 +39,7 @@ def describe_dataset(path: str | os.PathLike) -> list[str]:
                 f"{info.attrs.get('loop')} loop; {shape_line}"
             )
         else:
+            slice_types = f["slice_type"][()] if "slice_type" in f else np.full(len(qp), 2)
             shapes = (f["input"].shape, f["target"].shape)
             shape_line = (
                 f"samples: {info.num_samples}  input {tuple(shapes[0])} {info.dtype}  target "
@@ -52,6 +53,14 @@ def describe_dataset(path: str | os.PathLike) -> list[str]:
         shape_line,
         "splits: " + ", ".join(f"{names[k]} {v}" for k, v in sorted(Counter(split.tolist()).items())),
         "QPs: " + ", ".join(f"{k}: {v}" for k, v in sorted(Counter(qp.tolist()).items())),
+        *(
+            []
+            if intra
+            else [
+                f"test condition: {enc.get('config', 'ai')}; slice types: "
+                + ", ".join(f"{'BPI'[k]} {v}" for k, v in sorted(Counter(slice_types.tolist()).items(), reverse=True))
+            ]
+        ),
         f"encoder: {enc.get('encoder')} {enc.get('version') or ''} "
         + " ".join(f"{k}={v}" for k, v in enc.items() if k not in ("encoder", "version")),
         f"size on disk: {info.path.stat().st_size / 1e6:.1f} MB",
