@@ -4,7 +4,9 @@ real frames, their structure read back from the bitstream, stored in display ord
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -248,3 +250,35 @@ def test_hm_inter_layers_come_from_temporal_ids():
                        log.bits, [p.qp for p in log.pictures], None, 0.0, temporal_id=[p.tid for p in log.pictures],
                        poc=[p.poc for p in log.pictures], config="ra")  # fmt: skip
     assert res.layers() == [0, 4, 3, 4, 2, 4, 3, 4, 1, 4, 3, 4, 2, 4, 3, 4, 0]
+
+
+def _hm_cfg(name):
+    enc = os.environ.get("CODECNN_HM_BIN")
+    if not enc:
+        return None
+    cfg = Path(enc).resolve().parents[1] / "cfg" / name
+    return cfg if cfg.is_file() else None
+
+
+@pytest.mark.skipif(
+    _hm_cfg("encoder_randomaccess_main.cfg") is None,
+    reason="needs a real HM: set CODECNN_HM_BIN (its cfg/ folder beside bin/ gives encoder_randomaccess_main.cfg)",
+)
+def test_hm_random_access_dataset(carphone_yuv, tmp_path):
+    """make-dataset --encoder hm --config ra with HM's own cfg: pictures in display order with HM's slice
+    types, QPs and TemporalIds, bits per picture as HM's log gives them; a cfg that does not match --config
+    is refused."""
+    cfg = _hm_cfg("encoder_randomaccess_main.cfg")
+    out = tmp_path / "hm_ra.h5"
+    base = ["make-dataset", "--yuv", str(carphone_yuv), "--encoder", "hm", "--hm-cfg", str(cfg), "--qp", "32",
+            "--frames", "5", "--ctu", "64"]  # fmt: skip
+    r = CliRunner().invoke(cli, [*base, "--config", "ra", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    (u,) = open_dataset_info(out).units
+    assert u["slice_type"][0] == I and set(u["slice_type"][1:]) == {B} and u["poc"] == [0, 1, 2, 3, 4]
+    assert u["coding_index"][0] == 0 and u["coding_index"] != sorted(u["coding_index"])
+    with h5py.File(out, "r") as f:
+        assert f["layer"][()].reshape(5, 9)[:, 0].tolist() == u["temporal_id"] and max(u["temporal_id"]) > 0
+        assert f["qp"][()].reshape(5, 9)[:, 0].tolist() == u["coded_qp"] and u["coded_qp"][0] == 29
+    bad = CliRunner().invoke(cli, [*base, "--config", "ldp", "--out", str(tmp_path / "x.h5")])
+    assert bad.exit_code == 2 and "--config ldp" in bad.stderr and not (tmp_path / "x.h5").exists()
