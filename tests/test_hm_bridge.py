@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import shutil
 import struct
 import subprocess
@@ -79,6 +80,8 @@ def tool(request, tmp_path_factory):
     opts = ["-O0", "-O3"]
     if _cpu_has("avx2", "fma"):  # the vector kernels of cnnw.h
         opts.append("-O3 -mavx2 -mfma")
+    if _cpu_has("avx512f", "avx512bw", "fma"):  # its AVX-512 kernels (with vpdpwssd where the CPU has VNNI)
+        opts.append("-O3 -mavx512f -mavx512bw -mfma" + (" -mavx512vnni" if _cpu_has("avx512_vnni") else ""))
     for opt in opts:
         out[opt] = _build(cxx, opt.split(), CPP / "cnnw_tool.cpp", d / f"cnnw_tool{opt.replace(' ', '')}")
     return out
@@ -181,7 +184,8 @@ def test_export_command_and_python_runner(checkpoint, tmp_path):
 @needs_gxx
 @pytest.mark.parametrize("bit_depth", [8, 10])
 def test_cpp_float_path_matches_pytorch(tool, checkpoint, tmp_path, bit_depth):
-    """Real frames (HM's carphone reconstruction) through the C++ float path at -O0 and -O3 (and with AVX2)."""
+    """Real frames (HM's carphone reconstruction) through the C++ float path at -O0 and -O3 (and the vector
+    kernels: AVX2, AVX-512)."""
     from codecnn.train.checkpoint import load_model
 
     model, _ = load_model(checkpoint)
@@ -487,7 +491,7 @@ def test_int16_export_is_close_to_float(int16_model, float_model):
 @needs_gxx
 @pytest.mark.parametrize("bit_depth", [8, 10])
 def test_cpp_int16_equals_python_twin(tool, int16_model, tmp_path, bit_depth):
-    """Every sample of the C++ int16 path equals the integer Python twin, at -O0 and -O3 (and with AVX2)."""
+    """Every sample of the C++ int16 path equals the integer Python twin, at -O0 and -O3 (and with AVX2, AVX-512)."""
     from hm_bridge.fixed import filter_plane_int
 
     g = read_cnnw(int16_model)
@@ -503,6 +507,82 @@ def test_cpp_int16_equals_python_twin(tool, int16_model, tmp_path, bit_depth):
         luma = np.fromfile(lo, "<u2" if bit_depth == 10 else np.uint8).reshape(2, 144, 176)
         for k in range(2):
             np.testing.assert_array_equal(luma[k], twin[k], err_msg=f"{opt} frame {k}")
+
+
+@needs_gxx
+def test_cpp_threads_give_the_same_output(tool, int16_model, float_model, tmp_path):
+    """cnnw_tool --threads N shares the CTUs out among N threads: int16 output equal to the twin and float
+    output (unrounded) bit for bit the same as with one thread, in every build; a count below 1 is refused."""
+    from hm_bridge.fixed import filter_plane_int
+
+    raw = np.fromfile(HM / "carphone" / "lf" / "qp27" / "recon.yuv", np.uint8).reshape(8, -1)[[2, 6]]
+    yuv = tmp_path / "in.yuv"
+    raw.tofile(yuv)
+    twin = [filter_plane_int(read_cnnw(int16_model), raw[k, : 176 * 144].reshape(144, 176), 8, 27) for k in range(2)]
+    for opt, exe in tool.items():
+        floats = []
+        for threads in (1, 3, 4):
+            lo, fo = tmp_path / f"l{threads}.raw", tmp_path / f"f{threads}.f32"
+            args = [str(yuv), "176", "144", "8", "27"]
+            subprocess.run([str(exe), "--threads", str(threads), str(int16_model), *args, str(lo)], check=True)
+            luma = np.fromfile(lo, np.uint8).reshape(2, 144, 176)
+            for k in range(2):
+                np.testing.assert_array_equal(luma[k], twin[k], err_msg=f"{opt} {threads} threads, frame {k}")
+            subprocess.run([str(exe), str(float_model), *args, str(lo), str(fo), "--threads", str(threads)], check=True)
+            floats.append(fo.read_bytes())
+        assert floats[0] == floats[1] == floats[2], opt
+    r = subprocess.run([str(tool["-O3"]), "--threads", "0", str(int16_model), str(yuv), "176", "144", "8", "27", "o"])
+    assert r.returncode == 2
+
+
+THREADS_GLUE = r"""#include <cstdio>
+#include <vector>
+
+#include "codecnn_hm.h"
+
+// threads MODEL IN.u8 WIDTH HEIGHT OUT.u8: filterLuma on an 8-bit plane (QP 27); prints CODECNN_THREADS as read
+int main(int argc, char **argv) {
+  if (argc != 6) return 2;
+  codecnn_hm::modelPath() = argv[1];
+  const int w = std::atoi(argv[3]), h = std::atoi(argv[4]);
+  std::vector<short> luma(static_cast<size_t>(w) * h);
+  std::FILE *in = std::fopen(argv[2], "rb");
+  for (size_t i = 0; i < luma.size(); ++i) luma[i] = static_cast<short>(std::fgetc(in));
+  std::fclose(in);
+  std::string err;
+  if (!codecnn_hm::filterLuma(&luma[0], w, w, h, 8, 27, err)) return 1;
+  std::printf("threads %d\n", codecnn_hm::filterThreads());
+  std::FILE *out = std::fopen(argv[5], "wb");
+  for (size_t i = 0; i < luma.size(); ++i) std::fputc(luma[i], out);
+  std::fclose(out);
+  return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("cxx", COMPILERS)
+def test_hm_glue_reads_codecnn_threads(cxx, int16_model, tmp_path):
+    """codecnn_hm.h takes its thread count from CODECNN_THREADS (1 when unset or not a count from 1 to 256);
+    the picture is the int16 twin's with any count."""
+    from hm_bridge.fixed import filter_plane_int
+
+    src = tmp_path / "threads.cpp"
+    src.write_text(THREADS_GLUE)
+    exe = _build(_compiler(cxx), ["-O2"], src, tmp_path / "threads", include=[CPP])
+    plane = RawYuvReader(HM / "carphone" / "lf" / "qp27" / "recon.yuv", 176, 144).read(3).y
+    raw, out = tmp_path / "in.u8", tmp_path / "out.u8"
+    plane.astype(np.uint8).tofile(raw)
+    want = filter_plane_int(read_cnnw(int16_model), plane, 8, 27)
+    env = {k: v for k, v in os.environ.items() if k != "CODECNN_THREADS"}
+    for value, threads in ((None, 1), ("3", 3), ("1", 1), ("0", 1), ("two", 1), ("4x", 1), ("", 1), ("300", 1)):
+        r = subprocess.run(
+            [str(exe), str(int16_model), str(raw), "176", "144", str(out)],
+            env=env if value is None else {**env, "CODECNN_THREADS": value},
+            capture_output=True,
+            text=True,
+        )
+        assert r.returncode == 0 and r.stdout.splitlines()[-1] == f"threads {threads}", (value, r.stdout, r.stderr)
+        np.testing.assert_array_equal(np.fromfile(out, np.uint8).reshape(144, 176), want, err_msg=str(value))
 
 
 @needs_gxx

@@ -11,6 +11,8 @@
 //   if (!st.ok) { /* st.message says why */ }
 //   if (!st.message.empty()) { /* loaded, with a warning to print (a version 1 file) */ }
 //   st = model.filterPlane(src, srcStride, dst, dstStride, width, height, bitDepth, qp);
+//   // or with 4 threads, CTUs shared out among them (the same output samples as with one):
+//   st = model.filterPlane(src, srcStride, dst, dstStride, width, height, bitDepth, qp, 128, nullptr, 4);
 //
 // Integrity: a version 2 file carries a CRC-32 (zlib's, as Python's zlib.crc32) of every byte after the
 // checksum field (file offset 12 to the end: header, tensors, nodes). load() verifies it before reading
@@ -20,23 +22,41 @@
 //
 // Every count, dimension, index and length read from a file is checked before use: a damaged or
 // truncated file gives a Status with a message, never a crash or an out-of-bounds read. Nothing aborts.
+//
+// Speed: activations are planar with a zero margin around every plane (the convolutions' zero padding,
+// so no padded copies and no bounds in the inner loops); int16 channels are stored in interleaved pairs
+// (the operand layout of _mm256_madd_epi16 / vpdpwssd). The vector convolution computes CO output
+// channels x P vectors of pixels of one output row in registers, weights pre-packed at load time.
+// Threads: filterPlane's last argument shares the CTUs out among std::threads; every CTU is computed by
+// the same code whichever thread runs it, so the output does not depend on the thread count (int16 and
+// float alike). std::thread needs no link flag with glibc >= 2.34; older systems link with -pthread.
 #ifndef CNNW_H
 #define CNNW_H
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
-// Vector kernels for x86 with AVX2 and FMA (compile with -mavx2 -mfma or -march=native); every other
-// target, or CNNW_NO_SIMD defined, uses the portable loops. Both give the same int16 output (integer
-// accumulation wraps modulo 2^32, so its order does not matter); the float paths differ by rounding.
-#if defined(__AVX2__) && defined(__FMA__) && !defined(CNNW_NO_SIMD)
+// Vector kernels for x86: AVX-512 (F, BW; VNNI used when present) or AVX2 with FMA, chosen by the
+// compiler flags (-march=native, or -mavx2 -mfma); every other target, or CNNW_NO_SIMD defined, uses the
+// portable loops. All give the same int16 output (integer accumulation wraps modulo 2^32, so its order
+// does not matter); the float paths differ by rounding only.
+#if !defined(CNNW_NO_SIMD) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__FMA__)
+#define CNNW_AVX512 1
+#define CNNW_SIMD 1
+#include <immintrin.h>
+#elif !defined(CNNW_NO_SIMD) && defined(__AVX2__) && defined(__FMA__)
 #define CNNW_AVX2 1
+#define CNNW_SIMD 1
 #include <immintrin.h>
 #endif
 
@@ -77,22 +97,54 @@ struct Tensor {
   uint32_t dtype;              // int16 models: 1 int16, 2 int32
   Tensor() : frac(0), dtype(0) {}
 };
+// Spare positions after the last plane of a buffer: the vector loads of a row's last block of pixels
+// may run past the end of the row (into lanes that are computed but never stored).
+static const int kSlack = 128;
 
 // A C x H x W buffer of samples T, as SADL's Tensor<T>: float (float32 models) or int16_t (int16 models,
 // where q is the power-of-two scale of the samples: value = sample / 2^q; float buffers keep q = 0).
+// Every plane has a zero margin of m samples on each side (the convolutions' zero padding, read in place).
+// int16 channels are stored in interleaved pairs (G = 2: sample (c, y, x) of an even and an odd channel
+// side by side; an odd count ends with a zero channel); float channels one plane each (G = 1).
 template <typename T>
 struct Buf {
-  int c, h, w, q;
+  enum { G = sizeof(T) == 2 ? 2 : 1 };
+  int c, h, w, q, m;
   std::vector<T> v;
-  Buf() : c(0), h(0), w(0), q(0) {}
-  Buf(int c_, int h_, int w_, int q_ = 0) : c(c_), h(h_), w(w_), q(q_), v(static_cast<size_t>(c_) * h_ * w_, T()) {}
-  // New dimensions on the storage it holds (a recycled vector): contents unspecified, every op overwrites.
-  void reshape(int c_, int h_, int w_) {
-    c = c_, h = h_, w = w_;
-    v.resize(static_cast<size_t>(c_) * h_ * w_);
+  Buf() : c(0), h(0), w(0), q(0), m(0) {}
+  int rowStride() const { return w + 2 * m; }                                         // positions
+  size_t planeSize() const { return static_cast<size_t>(h + 2 * m) * rowStride(); }   // positions
+  int planes() const { return (c + G - 1) / G; }                                      // channel groups
+  size_t storage() const { return static_cast<size_t>(planes()) * planeSize() * G; }  // samples
+  // The index of sample (ch, y, x); y and x may lie in the margin (-m .. h + m - 1).
+  size_t at(int ch, int y, int x) const {
+    return ((ch / G) * planeSize() + static_cast<size_t>(y + m) * rowStride() + (x + m)) * G + ch % G;
   }
-  T *plane(int k) { return &v[static_cast<size_t>(k) * h * w]; }
-  const T *plane(int k) const { return &v[static_cast<size_t>(k) * h * w]; }
+  // New dimensions on the storage it holds (a recycled vector): contents unspecified; every op either
+  // writes all of it or calls clearMargins() and writes the inside.
+  void reshape(int c_, int h_, int w_, int m_) {
+    c = c_, h = h_, w = w_, m = m_;
+    v.resize(storage() + static_cast<size_t>(kSlack) * G);
+  }
+  // Zeroes the margins of every plane, the padding channel of an odd int16 count, and the slack.
+  void clearMargins() {
+    const size_t ps = planeSize() * G, rs = static_cast<size_t>(rowStride()) * G, mg = static_cast<size_t>(m) * G;
+    for (int p = 0; p < planes(); ++p) {
+      T *b = &v[p * ps];
+      std::fill(b, b + mg * rowStride(), T());
+      std::fill(b + (h + m) * rs, b + ps, T());
+      for (int y = 0; y < h; ++y) {
+        T *r = b + (y + m) * rs;
+        std::fill(r, r + mg, T());
+        std::fill(r + mg + static_cast<size_t>(w) * G, r + rs, T());
+      }
+    }
+    if (G == 2 && c % 2) {
+      T *b = &v[(planes() - 1) * ps];
+      for (size_t i = 1; i < ps; i += 2) b[i] = T();
+    }
+    std::fill(v.begin() + storage(), v.end(), T());
+  }
 };
 typedef Buf<float> Buffer;     // float32 models
 typedef Buf<int16_t> IBuffer;  // int16 models
@@ -129,7 +181,204 @@ struct Node {
   std::vector<uint32_t> inputs;
   std::vector<int32_t> params;
   uint32_t channels;  // inferred at load time
+  int plan;           // convolutions: index of the packed weights of the vector path, or -1
+  Node() : op(0), channels(0), plan(-1) {}
 };
+
+#ifdef CNNW_SIMD
+// The vector kernels. S (VecF, VecI below) gives the instruction set: N pixels per vector, P vectors of
+// pixels per block, CO the most output channels per block (CO x P accumulators stay in registers).
+namespace simd {
+#ifdef CNNW_AVX512
+struct VecF {
+  typedef __m512 V;
+  enum { N = 16, P = 4, CO = 6 };
+  static V load(const float *p) { return _mm512_loadu_ps(p); }
+  static V set1(float v) { return _mm512_set1_ps(v); }
+  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static void store(float *p, V v, int n) {  // the first n lanes (n >= 1)
+    if (n >= N)
+      _mm512_storeu_ps(p, v);
+    else
+      _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1), v);
+  }
+};
+struct VecI {  // 32-bit lanes: a pixel's pair of int16 channels in, its int32 sum out
+  typedef __m512i V;
+  enum { N = 16, P = 4, CO = 6 };
+  static V load(const int16_t *p) { return _mm512_loadu_si512(p); }
+  static V set1(int32_t v) { return _mm512_set1_epi32(v); }
+  static V dot(V acc, V a, V b) {  // acc + a.lo b.lo + a.hi b.hi, every sum modulo 2^32
+#ifdef __AVX512VNNI__
+    return _mm512_dpwssd_epi32(acc, a, b);
+#else
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b));
+#endif
+  }
+  // (the zero-masked forms: GCC 12's plain ones trip -Wmaybe-uninitialized on their undefined operand)
+  static V sra(V v, int s) { return _mm512_maskz_sra_epi32(0xFFFF, v, _mm_cvtsi32_si128(s)); }
+  static V add(V a, V b) { return _mm512_add_epi32(a, b); }
+  static V band(V a, V b) { return _mm512_and_si512(a, b); }
+  static V bor(V a, V b) { return _mm512_or_si512(a, b); }
+  static V shl16(V v) { return _mm512_maskz_slli_epi32(0xFFFF, v, 16); }
+  static V clamp(V v, V lo, V hi) { return _mm512_maskz_min_epi32(0xFFFF, _mm512_maskz_max_epi32(0xFFFF, v, lo), hi); }
+  static void store(int16_t *p, V v, int n) {  // the first n lanes (pairs of int16)
+    if (n >= N)
+      _mm512_storeu_si512(p, v);
+    else
+      _mm512_mask_storeu_epi32(p, static_cast<__mmask16>((1u << n) - 1), v);
+  }
+  static void storeAll(int32_t *p, V v) { _mm512_storeu_si512(p, v); }
+};
+#else
+inline __m256i firstLanes(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+struct VecF {
+  typedef __m256 V;
+  enum { N = 8, P = 2, CO = 6 };
+  static V load(const float *p) { return _mm256_loadu_ps(p); }
+  static V set1(float v) { return _mm256_set1_ps(v); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static void store(float *p, V v, int n) {
+    if (n >= N)
+      _mm256_storeu_ps(p, v);
+    else
+      _mm256_maskstore_ps(p, firstLanes(n), v);
+  }
+};
+struct VecI {
+  typedef __m256i V;
+  enum { N = 8, P = 2, CO = 4 };
+  static V load(const int16_t *p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)); }
+  static V set1(int32_t v) { return _mm256_set1_epi32(v); }
+  static V dot(V acc, V a, V b) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)); }
+  static V sra(V v, int s) { return _mm256_sra_epi32(v, _mm_cvtsi32_si128(s)); }
+  static V add(V a, V b) { return _mm256_add_epi32(a, b); }
+  static V band(V a, V b) { return _mm256_and_si256(a, b); }
+  static V bor(V a, V b) { return _mm256_or_si256(a, b); }
+  static V shl16(V v) { return _mm256_slli_epi32(v, 16); }
+  static V clamp(V v, V lo, V hi) { return _mm256_min_epi32(_mm256_max_epi32(v, lo), hi); }
+  static void store(int16_t *p, V v, int n) {
+    if (n >= N)
+      _mm256_storeu_si256(reinterpret_cast<__m256i *>(p), v);
+    else
+      _mm256_maskstore_epi32(reinterpret_cast<int *>(p), firstLanes(n), v);
+  }
+  static void storeAll(int32_t *p, V v) { _mm256_storeu_si256(reinterpret_cast<__m256i *>(p), v); }
+};
+#endif
+
+// One block of a float convolution: CO output channels x P vectors of pixels of one output row, summed over
+// all input channels and taps in registers. src: input channel 0 at the block's first tap (margins hold
+// the zero padding); channels cstride apart, rows rs apart. w: [ci][ky][kx][CO]. dst: output channel j at
+// dst + j * ostride; n of the block's pixels are stored (the rest lie past the row's end).
+template <int K, int CO>
+void convBlockF(const float *src, size_t cstride, ptrdiff_t rs, int cin, int kr, const float *w, const float *b,
+                float *dst, size_t ostride, int n) {
+  typedef VecF S;
+  const int k = K ? K : kr;
+  S::V acc[CO][S::P];
+  for (int j = 0; j < CO; ++j) {
+    const S::V bv = S::set1(b[j]);
+    for (int p = 0; p < S::P; ++p) acc[j][p] = bv;
+  }
+  for (int c = 0; c < cin; ++c, src += cstride)
+    for (int ky = 0; ky < k; ++ky)
+      for (int kx = 0; kx < k; ++kx, w += CO) {
+        const float *s = src + ky * rs + kx;
+        S::V x[S::P];
+        for (int p = 0; p < S::P; ++p) x[p] = S::load(s + p * S::N);
+        for (int j = 0; j < CO; ++j) {
+          const S::V wv = S::set1(w[j]);
+          for (int p = 0; p < S::P; ++p) acc[j][p] = S::fma(wv, x[p], acc[j][p]);
+        }
+      }
+  for (int j = 0; j < CO; ++j)
+    for (int p = 0; p < S::P && p * S::N < n; ++p) S::store(dst + j * ostride + p * S::N, acc[j][p], n - p * S::N);
+}
+
+// The int16 block: input channels in interleaved pairs, so one dot (vpdpwssd, or _mm256_madd_epi16 and an
+// add) takes two channels of N pixels; weights [pair][ky][kx][CO] as (w_even, w_odd) int16 pairs. CO is
+// even: output channels j and j + 1 are rescaled (round-half-up shift, exact in 32 bits for 1 <= shift
+// <= 31), saturated to int16 and stored as one interleaved pair. Offsets in int16 samples.
+template <int K, int CO>
+void convBlockI(const int16_t *src, size_t cstride, ptrdiff_t rs, int pairs, int kr, const int32_t *w, const int32_t *b,
+                int shift, int16_t *dst, size_t ostride, int n) {
+  typedef VecI S;
+  const int k = K ? K : kr;
+  S::V acc[CO][S::P];
+  for (int j = 0; j < CO; ++j) {
+    const S::V bv = S::set1(b[j]);
+    for (int p = 0; p < S::P; ++p) acc[j][p] = bv;
+  }
+  for (int c = 0; c < pairs; ++c, src += cstride)
+    for (int ky = 0; ky < k; ++ky)
+      for (int kx = 0; kx < k; ++kx, w += CO) {
+        const int16_t *s = src + ky * rs + 2 * kx;
+        S::V x[S::P];
+        for (int p = 0; p < S::P; ++p) x[p] = S::load(s + p * 2 * S::N);
+        for (int j = 0; j < CO; ++j) {
+          const S::V wv = S::set1(w[j]);
+          for (int p = 0; p < S::P; ++p) acc[j][p] = S::dot(acc[j][p], x[p], wv);
+        }
+      }
+  const S::V lo = S::set1(-32768), hi = S::set1(32767), low16 = S::set1(0xFFFF), one = S::set1(1);
+  for (int j = 0; j < CO; j += 2)
+    for (int p = 0; p < S::P && p * S::N < n; ++p) {
+      S::V a = acc[j][p], c = acc[j + 1][p];
+      if (shift >= 1 && shift <= 31) {  // (v + 2^(s-1)) >> s == (v >> s) + bit s-1 of v
+        a = S::add(S::sra(a, shift), S::band(S::sra(a, shift - 1), one));
+        c = S::add(S::sra(c, shift), S::band(S::sra(c, shift - 1), one));
+      } else {  // the scalar rule (int64) for other shifts
+        int32_t ta[S::N], tc[S::N];
+        S::storeAll(ta, a), S::storeAll(tc, c);
+        for (int i = 0; i < S::N; ++i) {
+          ta[i] = sat16(shiftRound(ta[i], shift));
+          tc[i] = sat16(shiftRound(tc[i], shift));
+        }
+        a = S::load(reinterpret_cast<const int16_t *>(ta)), c = S::load(reinterpret_cast<const int16_t *>(tc));
+      }
+      a = S::clamp(a, lo, hi), c = S::clamp(c, lo, hi);
+      S::store(dst + (j / 2) * ostride + p * 2 * S::N, S::bor(S::band(a, low16), S::shl16(c)), n - p * S::N);
+    }
+}
+
+typedef void (*KernelF)(const float *, size_t, ptrdiff_t, int, int, const float *, const float *, float *, size_t, int);
+typedef void (*KernelI)(const int16_t *, size_t, ptrdiff_t, int, int, const int32_t *, const int32_t *, int, int16_t *,
+                        size_t, int);
+
+template <int K>
+KernelF kernelF(int co) {
+  switch (co) {
+    case 1:
+      return &convBlockF<K, 1>;
+    case 2:
+      return &convBlockF<K, 2>;
+    case 3:
+      return &convBlockF<K, 3>;
+    case 4:
+      return &convBlockF<K, 4>;
+    case 5:
+      return &convBlockF<K, 5>;
+    default:
+      return &convBlockF<K, 6>;
+  }
+}
+
+template <int K>
+KernelI kernelI(int co) {
+  switch (co) {
+    case 2:
+      return &convBlockI<K, 2>;
+    case 4:
+      return &convBlockI<K, 4>;
+    default:
+      return &convBlockI<K, VecI::CO>;
+  }
+}
+}  // namespace simd
+#endif
 
 // A minimal reader of the JSON header (no JSON library): the raw text of the value of one top-level key,
 // whatever the whitespace between tokens; nested objects, arrays and strings (with escapes) are skipped.
@@ -242,7 +491,7 @@ class Reader {
 
 class Model {
  public:
-  Model() : context_(0), precision_(kFloat32), version_(0), checksum_(0) {}
+  Model() : context_(0), margin_(0), precision_(kFloat32), version_(0), checksum_(0) {}
   bool isInt16() const { return precision_ == kInt16; }
 
   int context() const { return context_; }
@@ -273,6 +522,7 @@ class Model {
       tensors_.clear();
       nodes_.clear();
       lastUse_.clear();
+      plans_.clear();
       header_.clear();
       version_ = checksum_ = 0;
     }
@@ -383,6 +633,10 @@ class Model {
     lastUse_.assign(nodes_.size(), 0);
     for (size_t i = 0; i < nodes_.size(); ++i)
       for (size_t k = 0; k < nodes_[i].inputs.size(); ++k) lastUse_[nodes_[i].inputs[k]] = i;
+    margin_ = 0;
+    for (size_t i = 0; i < nodes_.size(); ++i)
+      if (nodes_[i].op == OP_CONV2D) margin_ = std::max(margin_, static_cast<int>(nodes_[i].params[2]));
+    buildPlans();
     version_ = version;
     checksum_ = stored;
     if (version == kLegacyVersion)
@@ -398,18 +652,32 @@ class Model {
   template <typename T>
   static Status concatInto(const std::vector<Buf<T>> &vals, const Node &n, Buf<T> &out) {
     int c = 0;
+    bool whole = true;  // every input but the last fills whole channel groups: the planes are copied as they are
     const Buf<T> &a0 = vals[n.inputs[0]];
     for (size_t k = 0; k < n.inputs.size(); ++k) {
       const Buf<T> &a = vals[n.inputs[k]];
-      if (a.h != a0.h || a.w != a0.w) return Status::bad("concat of different sizes");
+      if (a.h != a0.h || a.w != a0.w || a.m != a0.m) return Status::bad("concat of different sizes");
+      if (k + 1 < n.inputs.size() && a.c % Buf<T>::G) whole = false;
       c += a.c;
     }
-    out.reshape(c, a0.h, a0.w);
-    size_t off = 0;
+    out.reshape(c, a0.h, a0.w, a0.m);
+    if (whole) {
+      size_t off = 0;
+      for (size_t k = 0; k < n.inputs.size(); ++k) {
+        const Buf<T> &a = vals[n.inputs[k]];
+        std::copy(a.v.begin(), a.v.begin() + a.storage(), out.v.begin() + off);
+        off += a.storage();
+      }
+      std::fill(out.v.begin() + off, out.v.end(), T());
+      return Status::good();
+    }
+    std::fill(out.v.begin(), out.v.end(), T());  // int16 channels of odd counts: one channel at a time
+    int ch = 0;
     for (size_t k = 0; k < n.inputs.size(); ++k) {
       const Buf<T> &a = vals[n.inputs[k]];
-      std::copy(a.v.begin(), a.v.end(), out.v.begin() + off);
-      off += a.v.size();
+      for (int j = 0; j < a.c; ++j, ++ch)
+        for (int y = 0; y < a.h; ++y)
+          for (int x = 0; x < a.w; ++x) out.v[out.at(ch, y, x)] = a.v[a.at(j, y, x)];
     }
     return Status::good();
   }
@@ -417,12 +685,13 @@ class Model {
   template <typename T>
   static Status cropInto(const Buf<T> &a, int k, Buf<T> &out) {
     if (k < 0 || a.h <= 2 * k || a.w <= 2 * k) return Status::bad("crop larger than the tile");
-    out.reshape(a.c, a.h - 2 * k, a.w - 2 * k);
-    for (int ch = 0; ch < a.c; ++ch)
-      for (int y = 0; y < out.h; ++y)
-        std::copy(a.plane(ch) + static_cast<size_t>(y + k) * a.w + k,
-                  a.plane(ch) + static_cast<size_t>(y + k) * a.w + k + out.w,
-                  out.plane(ch) + static_cast<size_t>(y) * out.w);
+    out.reshape(a.c, a.h - 2 * k, a.w - 2 * k, a.m);
+    out.clearMargins();
+    for (int p = 0; p < a.planes(); ++p)
+      for (int y = 0; y < out.h; ++y) {
+        const T *s = &a.v[a.at(p * Buf<T>::G, y + k, k)];
+        std::copy(s, s + static_cast<size_t>(out.w) * Buf<T>::G, &out.v[out.at(p * Buf<T>::G, y, 0)]);
+      }
     return Status::good();
   }
 
@@ -449,17 +718,24 @@ class Model {
                  std::vector<std::vector<float>> &pool) const {
     if (nodes_.empty()) return Status::bad("no model loaded");
     if (precision_ != kFloat32) return Status::bad("runTile needs a float32 model; use runTileInt");
+    if (side <= 2 * context_) return Status::bad("tile smaller than the context");
     std::vector<Buffer> vals(nodes_.size());
     Buffer &in = vals[0];
     recycle(in, pool);
-    in.reshape(1, side, side);
-    std::copy(tile, tile + static_cast<size_t>(side) * side, in.v.begin());
+    in.reshape(1, side, side, margin_);
+    in.clearMargins();
+    for (int y = 0; y < side; ++y)
+      std::copy(tile + static_cast<size_t>(y) * side, tile + static_cast<size_t>(y + 1) * side, &in.v[in.at(0, y, 0)]);
     Status st = runGraph(vals, qp, pool);
     const Buffer &res = vals.back();
     const int s = side - 2 * context_;
     if (st.ok && (res.c != 1 || res.h != s || res.w != s))
       st = Status::bad("the network output does not match the tile");
-    if (st.ok) residual = res.v;
+    if (st.ok) {
+      residual.resize(static_cast<size_t>(s) * s);
+      for (int y = 0; y < s; ++y)
+        std::copy(&res.v[res.at(0, y, 0)], &res.v[res.at(0, y, 0)] + s, &residual[static_cast<size_t>(y) * s]);
+    }
     release(vals, pool);
     return st;
   }
@@ -477,14 +753,20 @@ class Model {
     if (nodes_.empty()) return Status::bad("no model loaded");
     if (precision_ != kInt16) return Status::bad("runTileInt needs an int16 model");
     if (bitDepth < 1 || bitDepth > 16) return Status::bad("bad bit depth");
+    if (side <= 2 * context_) return Status::bad("tile smaller than the context");
     const int64_t peak = (static_cast<int64_t>(1) << bitDepth) - 1;
     std::vector<IBuffer> vals(nodes_.size());
     IBuffer &in = vals[0];
     recycle(in, pool);
-    in.reshape(1, side, side);
+    in.reshape(1, side, side, margin_);
     in.q = outScale(nodes_[0]);
-    for (size_t k = 0; k < in.v.size(); ++k)
-      in.v[k] = sat16((static_cast<int64_t>(samples[k]) * (static_cast<int64_t>(1) << in.q) + peak / 2) / peak);
+    in.clearMargins();
+    for (int y = 0; y < side; ++y)
+      for (int x = 0; x < side; ++x)
+        in.v[in.at(0, y, x)] = sat16(
+            (static_cast<int64_t>(samples[static_cast<size_t>(y) * side + x]) * (static_cast<int64_t>(1) << in.q) +
+             peak / 2) /
+            peak);
     Status st = runGraph(vals, qp, pool);
     const IBuffer &res = vals.back();
     const int c = context_, s = side - 2 * c, qin = in.q;
@@ -494,8 +776,8 @@ class Model {
       outSamples.resize(static_cast<size_t>(s) * s);
       for (int y = 0; y < s; ++y)
         for (int x = 0; x < s; ++x) {
-          int64_t v = static_cast<int64_t>(in.v[static_cast<size_t>(y + c) * side + x + c]) +
-                      shiftRound(res.v[static_cast<size_t>(y) * s + x], res.q - qin);
+          int64_t v =
+              static_cast<int64_t>(in.v[in.at(0, y + c, x + c)]) + shiftRound(res.v[res.at(0, y, x)], res.q - qin);
           int64_t o = floorShift(v * peak + (static_cast<int64_t>(1) << (qin - 1)), qin);
           outSamples[static_cast<size_t>(y) * s + x] = static_cast<int32_t>(o < 0 ? 0 : (o > peak ? peak : o));
         }
@@ -506,46 +788,31 @@ class Model {
 
   // Filters a luma plane CTU by CTU (context edge-replicated at the picture edges, as codecnn's
   // filter_plane): dst = clip(round((src/peak + residual) * peak)). src and dst may be the same plane.
+  // threads > 1: the CTUs are shared out among that many threads (this one included); each CTU is
+  // computed exactly as with one thread, so the output is the same. If a thread cannot be started, the
+  // others do its share.
   template <typename Pel>
   Status filterPlane(const Pel *src, ptrdiff_t srcStride, Pel *dst, ptrdiff_t dstStride, int width, int height,
-                     int bitDepth, int qp, int ctu = 128, std::vector<float> *floatOut = nullptr) const {
+                     int bitDepth, int qp, int ctu = 128, std::vector<float> *floatOut = nullptr,
+                     int threads = 1) const {
     if (width <= 0 || height <= 0 || bitDepth < 1 || bitDepth > 16 || ctu <= 0)
       return Status::bad("bad plane geometry or bit depth");
-    const int c = context_, side = ctu + 2 * c;
-    const float peak = static_cast<float>((1 << bitDepth) - 1);
-    const bool fixed = precision_ == kInt16;
+    if (nodes_.empty()) return Status::bad("no model loaded");
     std::vector<Pel> out(static_cast<size_t>(width) * height);
     if (floatOut) floatOut->assign(static_cast<size_t>(width) * height, 0.f);
-    std::vector<float> tile(fixed ? 0 : static_cast<size_t>(side) * side), res;
-    std::vector<int32_t> itile(fixed ? static_cast<size_t>(side) * side : 0), ires;
-    std::vector<std::vector<float>> pool;  // node buffers, recycled from tile to tile
-    std::vector<std::vector<int16_t>> ipool;
-    for (int y0 = 0; y0 < height; y0 += ctu) {
-      for (int x0 = 0; x0 < width; x0 += ctu) {
-        const int hh = std::min(ctu, height - y0), ww = std::min(ctu, width - x0);
-        if (fixed) {
-          fillTile(src, srcStride, width, height, x0, y0, side, &itile[0], SampleToInt());
-          Status st = runTileInt(&itile[0], side, bitDepth, qp, ires, ipool);
-          if (!st.ok) return st;
-          for (int y = 0; y < hh; ++y)
-            for (int x = 0; x < ww; ++x)
-              out[static_cast<size_t>(y0 + y) * width + x0 + x] =
-                  static_cast<Pel>(ires[static_cast<size_t>(y) * ctu + x]);
-          continue;
-        }
-        fillTile(src, srcStride, width, height, x0, y0, side, &tile[0], SampleToFloat(peak));
-        Status st = runTile(&tile[0], side, qp, res, pool);
-        if (!st.ok) return st;
-        for (int y = 0; y < hh; ++y) {
-          for (int x = 0; x < ww; ++x) {
-            float v = tile[static_cast<size_t>(y + c) * side + x + c] + res[static_cast<size_t>(y) * ctu + x];
-            if (floatOut) (*floatOut)[static_cast<size_t>(y0 + y) * width + x0 + x] = v;
-            v = std::min(std::max(v, 0.f), 1.f) * peak;
-            out[static_cast<size_t>(y0 + y) * width + x0 + x] = static_cast<Pel>(std::nearbyint(v));
-          }
-        }
+    Job<Pel> job(src, srcStride, width, height, bitDepth, qp, ctu, &out[0], floatOut ? &(*floatOut)[0] : nullptr);
+    const int workers = std::max(1, std::min(threads, std::min(job.count, 256)));
+    std::vector<std::thread> pool;
+    for (int t = 1; t < workers; ++t) {
+      try {
+        pool.push_back(std::thread(&Model::filterCtus<Pel>, this, &job));
+      } catch (...) {  // no more threads to be had (or no thread support linked in): fewer do the work
+        break;
       }
     }
+    filterCtus(&job);
+    for (size_t t = 0; t < pool.size(); ++t) pool[t].join();
+    if (!job.status.ok) return job.status;
     for (int y = 0; y < height; ++y)
       std::copy(&out[static_cast<size_t>(y) * width], &out[static_cast<size_t>(y) * width] + width,
                 dst + y * dstStride);
@@ -553,6 +820,83 @@ class Model {
   }
 
  private:
+  // One filterPlane call: the plane, its CTUs (taken in turn by the threads through ``next``), the output
+  // and the first error.
+  template <typename Pel>
+  struct Job {
+    const Pel *src;
+    ptrdiff_t stride;
+    int width, height, bitDepth, qp, ctu, cols, count;
+    Pel *out;
+    float *floatOut;
+    std::atomic<int> next;
+    std::atomic<bool> failed;
+    std::mutex lock;
+    Status status;
+    Job(const Pel *s, ptrdiff_t st, int w, int h, int bd, int q, int c, Pel *o, float *fo)
+        : src(s),
+          stride(st),
+          width(w),
+          height(h),
+          bitDepth(bd),
+          qp(q),
+          ctu(c),
+          cols((w + c - 1) / c),
+          count(cols * ((h + c - 1) / c)),
+          out(o),
+          floatOut(fo),
+          next(0),
+          failed(false),
+          status(Status::good()) {}
+  };
+
+  // A worker of filterPlane: CTUs until there are none left (or one failed), with its own tile and node
+  // buffers. Each output sample is written by the thread that computes its CTU, and by no other.
+  template <typename Pel>
+  void filterCtus(Job<Pel> *job) const {
+    const int c = context_, ctu = job->ctu, side = ctu + 2 * c, width = job->width;
+    const float peak = static_cast<float>((1 << job->bitDepth) - 1);
+    const bool fixed = precision_ == kInt16;
+    std::vector<float> tile(fixed ? 0 : static_cast<size_t>(side) * side), res;
+    std::vector<int32_t> itile(fixed ? static_cast<size_t>(side) * side : 0), ires;
+    std::vector<std::vector<float>> pool;  // node buffers, recycled from tile to tile
+    std::vector<std::vector<int16_t>> ipool;
+    for (;;) {
+      const int i = job->next++;
+      if (i >= job->count || job->failed) return;
+      const int y0 = (i / job->cols) * ctu, x0 = (i % job->cols) * ctu;
+      const int hh = std::min(ctu, job->height - y0), ww = std::min(ctu, width - x0);
+      Status st = Status::good();
+      if (fixed) {
+        fillTile(job->src, job->stride, width, job->height, x0, y0, side, &itile[0], SampleToInt());
+        st = runTileInt(&itile[0], side, job->bitDepth, job->qp, ires, ipool);
+        if (st.ok)
+          for (int y = 0; y < hh; ++y)
+            for (int x = 0; x < ww; ++x)
+              job->out[static_cast<size_t>(y0 + y) * width + x0 + x] =
+                  static_cast<Pel>(ires[static_cast<size_t>(y) * ctu + x]);
+      } else {
+        fillTile(job->src, job->stride, width, job->height, x0, y0, side, &tile[0], SampleToFloat(peak));
+        st = runTile(&tile[0], side, job->qp, res, pool);
+        if (st.ok)
+          for (int y = 0; y < hh; ++y) {
+            for (int x = 0; x < ww; ++x) {
+              float v = tile[static_cast<size_t>(y + c) * side + x + c] + res[static_cast<size_t>(y) * ctu + x];
+              if (job->floatOut) job->floatOut[static_cast<size_t>(y0 + y) * width + x0 + x] = v;
+              v = std::min(std::max(v, 0.f), 1.f) * peak;
+              job->out[static_cast<size_t>(y0 + y) * width + x0 + x] = static_cast<Pel>(std::nearbyint(v));
+            }
+          }
+      }
+      if (!st.ok) {
+        std::lock_guard<std::mutex> hold(job->lock);
+        if (!job->failed) job->status = st;
+        job->failed = true;
+        return;
+      }
+    }
+  }
+
   // Sample conversions for fillTile: a float in [0, 1] (float models), the integer sample (int16 models).
   struct SampleToFloat {
     float peak;
@@ -606,11 +950,17 @@ class Model {
   }
 
   // The per-type steps of runGraph, as overloads: the QP plane, add (out holds the first input, at scale
-  // aq) and the convolution (conv, below).
-  static void fillQp(Buffer &out, int qp) { std::fill(out.v.begin(), out.v.end(), static_cast<float>(qp) / 51.0f); }
+  // aq) and the convolution (conv, below). Add works on the whole storage: margins stay zero.
+  static void fillQp(Buffer &out, int qp) { fillInside(out, static_cast<float>(qp) / 51.0f); }
   static void fillQp(IBuffer &out, int qp) {
-    std::fill(out.v.begin(), out.v.end(),
-              sat16((static_cast<int64_t>(qp) * (static_cast<int64_t>(1) << out.q) + 25) / 51));
+    fillInside(out, sat16((static_cast<int64_t>(qp) * (static_cast<int64_t>(1) << out.q) + 25) / 51));
+  }
+  template <typename T>
+  static void fillInside(Buf<T> &out, T value) {
+    out.clearMargins();
+    for (int ch = 0; ch < out.c; ++ch)
+      for (int y = 0; y < out.h; ++y)
+        for (int x = 0; x < out.w; ++x) out.v[out.at(ch, y, x)] = value;
   }
   static void addInto(Buffer &out, int, const Buffer &b) {
     for (size_t k = 0; k < out.v.size(); ++k) out.v[k] += b.v[k];
@@ -631,7 +981,7 @@ class Model {
       recycle(out, pool);
       if (n.op == OP_QP_PLANE) {
         const Buf<T> &a = vals[n.inputs[0]];
-        out.reshape(1, a.h, a.w);
+        out.reshape(1, a.h, a.w, a.m);
         out.q = qo;
         fillQp(out, qp);
       } else if (n.op == OP_CONCAT) {
@@ -757,441 +1107,217 @@ class Model {
     }
   }
 
-  // The portable convolution loops, shared by float and int16: adds the taps of ``cin`` input planes
-  // (``in``, each ih x iw) to the accumulator plane ``d`` (oh x ow). int16 accumulates in uint32 with
-  // wrap-around (defined, order-independent), so any loop order gives the same bits.
+  // The portable convolution, float and int16 alike (any groups, any kernel size): for each output channel an
+  // accumulator plane, four input channels per pass. The input's zero margins are its padding, so the
+  // loops have no bounds. int16 accumulates in uint32 with wrap-around (defined, order-independent): the
+  // same bits as the vector kernels and as the Python twin.
   static inline float product(float w, float s) { return w * s; }
   static inline uint32_t product(int32_t w, int16_t s) { return static_cast<uint32_t>(w * static_cast<int32_t>(s)); }
+  static inline float accInit(float b) { return b; }
+  static inline uint32_t accInit(int32_t b) { return static_cast<uint32_t>(b); }
+  static inline float finish(float a, int) { return a; }
+  static inline int16_t finish(uint32_t a, int shift) {
+    int32_t v;
+    std::memcpy(&v, &a, 4);
+    return sat16(shiftRound(v, shift));
+  }
 
-  template <typename Sample, typename Weight, typename Acc>
-  static void accumulateConv(const Sample *in, int ih, int iw, const Weight *wco, int cin, int k, int pad, Acc *d,
-                             int oh, int ow) {
-    const size_t plane = static_cast<size_t>(ih) * iw, kk = static_cast<size_t>(k) * k;
-    int ci = 0;
-    for (; ci + 4 <= cin; ci += 4) {  // four input channels per pass over the output plane
-      const Sample *p0 = in + ci * plane, *p1 = p0 + plane, *p2 = p1 + plane, *p3 = p2 + plane;
-      for (int ky = 0; ky < k; ++ky) {
-        for (int kx = 0; kx < k; ++kx) {
-          const size_t tap = static_cast<size_t>(ky) * k + kx;
-          const Weight w0 = wco[ci * kk + tap], w1 = wco[(ci + 1) * kk + tap];
-          const Weight w2 = wco[(ci + 2) * kk + tap], w3 = wco[(ci + 3) * kk + tap];
-          const int dy = ky - pad, dx = kx - pad;
-          const int x_lo = std::max(0, -dx), x_hi = std::min(ow, iw - dx);
-          for (int y = std::max(0, -dy); y < std::min(oh, ih - dy); ++y) {
-            const size_t off = static_cast<size_t>(y + dy) * iw + dx;
-            const Sample *s0 = p0 + off, *s1 = p1 + off, *s2 = p2 + off, *s3 = p3 + off;
-            Acc *dr = d + static_cast<size_t>(y) * ow;
-            for (int x = x_lo; x < x_hi; ++x)
-              dr[x] += product(w0, s0[x]) + product(w1, s1[x]) + product(w2, s2[x]) + product(w3, s3[x]);
+  template <typename T, typename Wt, typename Acc>
+  static void convPortable(const Buf<T> &in, const Wt *w, const Wt *bias, int cout, int cin_g, int k, int pad,
+                           int groups, int shift, Buf<T> &out) {
+    const int G = Buf<T>::G, oh = out.h, ow = out.w, cout_g = cout / groups, kk = k * k;
+    std::vector<Acc> acc(static_cast<size_t>(oh) * ow);
+    for (int co = 0; co < cout; ++co) {
+      std::fill(acc.begin(), acc.end(), accInit(bias[co]));
+      const int c0 = (co / cout_g) * cin_g;
+      const Wt *wco = w + static_cast<size_t>(co) * cin_g * kk;
+      int ci = 0;
+      for (; ci + 4 <= cin_g; ci += 4)
+        for (int t = 0; t < kk; ++t) {
+          const int dy = t / k - pad, dx = t % k - pad;
+          const Wt w0 = wco[ci * kk + t], w1 = wco[(ci + 1) * kk + t], w2 = wco[(ci + 2) * kk + t],
+                   w3 = wco[(ci + 3) * kk + t];
+          for (int y = 0; y < oh; ++y) {
+            const T *s0 = &in.v[in.at(c0 + ci, y + dy, dx)], *s1 = &in.v[in.at(c0 + ci + 1, y + dy, dx)];
+            const T *s2 = &in.v[in.at(c0 + ci + 2, y + dy, dx)], *s3 = &in.v[in.at(c0 + ci + 3, y + dy, dx)];
+            Acc *d = &acc[static_cast<size_t>(y) * ow];
+            for (int x = 0; x < ow; ++x)
+              d[x] += product(w0, s0[x * G]) + product(w1, s1[x * G]) + product(w2, s2[x * G]) + product(w3, s3[x * G]);
           }
         }
-      }
-    }
-    for (; ci < cin; ++ci) {
-      const Sample *src = in + ci * plane;
-      for (int ky = 0; ky < k; ++ky) {
-        for (int kx = 0; kx < k; ++kx) {
-          const Weight wv = wco[(static_cast<size_t>(ci) * k + ky) * k + kx];
-          const int dy = ky - pad, dx = kx - pad;
-          const int x_lo = std::max(0, -dx), x_hi = std::min(ow, iw - dx);
-          for (int y = std::max(0, -dy); y < std::min(oh, ih - dy); ++y) {
-            const Sample *sr = src + static_cast<size_t>(y + dy) * iw + dx;
-            Acc *dr = d + static_cast<size_t>(y) * ow;
-            for (int x = x_lo; x < x_hi; ++x) dr[x] += product(wv, sr[x]);
+      for (; ci < cin_g; ++ci)
+        for (int t = 0; t < kk; ++t) {
+          const int dy = t / k - pad, dx = t % k - pad;
+          const Wt wv = wco[ci * kk + t];
+          for (int y = 0; y < oh; ++y) {
+            const T *s = &in.v[in.at(c0 + ci, y + dy, dx)];
+            Acc *d = &acc[static_cast<size_t>(y) * ow];
+            for (int x = 0; x < ow; ++x) d[x] += product(wv, s[x * G]);
           }
         }
+      for (int y = 0; y < oh; ++y) {
+        T *o = &out.v[out.at(co, y, 0)];
+        const Acc *a = &acc[static_cast<size_t>(y) * ow];
+        for (int x = 0; x < ow; ++x) o[x * G] = finish(a[x], shift);
       }
     }
   }
 
-  Status conv(const Node &n, const Buffer &in, Buffer &out) const {
+  // A convolution node: the output's shape and margins, then the vector path (weights packed at load) or
+  // the portable loops.
+  template <typename T>
+  Status conv(const Node &n, const Buf<T> &in, Buf<T> &out) const {
     const Tensor &W = tensors_[n.params[0]], &B = tensors_[n.params[1]];
     const int pad = n.params[2], groups = n.params[3];
     const int cout = static_cast<int>(W.dims[0]), cin_g = static_cast<int>(W.dims[1]), k = static_cast<int>(W.dims[2]);
     const int oh = in.h + 2 * pad - k + 1, ow = in.w + 2 * pad - k + 1;
     if (oh <= 0 || ow <= 0) return Status::bad("convolution larger than the tile");
-    out.reshape(cout, oh, ow);
-#ifdef CNNW_AVX2
-    if (groups == 1) {
-      if (k == 1 && pad == 0 && cout % 16 == 0) {
-        conv1x1Avx2(&in.v[0], in.c, in.h * in.w, &W.data[0], &B.data[0], cout, out);
-      } else if (cout % 16 == 0) {
-        if (k == 3)
-          convAvx2Co<3>(&in.v[0], in.c, in.h, in.w, pad, &W.data[0], &B.data[0], cout, k, out);
-        else if (k == 1)
-          convAvx2Co<1>(&in.v[0], in.c, in.h, in.w, pad, &W.data[0], &B.data[0], cout, k, out);
-        else
-          convAvx2Co<0>(&in.v[0], in.c, in.h, in.w, pad, &W.data[0], &B.data[0], cout, k, out);
-      } else if (k == 3)
-        convAvx2<3>(&in.v[0], in.c, in.h, in.w, pad, &W.data[0], &B.data[0], cout, k, out);
-      else if (k == 1)
-        convAvx2<1>(&in.v[0], in.c, in.h, in.w, pad, &W.data[0], &B.data[0], cout, k, out);
-      else
-        convAvx2<0>(&in.v[0], in.c, in.h, in.w, pad, &W.data[0], &B.data[0], cout, k, out);
+    if (pad > in.m) return Status::bad("convolution padding wider than the margins");
+    out.reshape(cout, oh, ow, in.m);
+    out.q = outScale(n);
+    out.clearMargins();
+    const int shift = precision_ == kInt16 ? W.frac + in.q - out.q : 0;
+#ifdef CNNW_SIMD
+    if (n.plan >= 0) {
+      convRows(plans_[n.plan], in, pad, shift, out);
       return Status::good();
     }
 #endif
-    const int cout_g = cout / groups;
-    for (int co = 0; co < cout; ++co) {
-      float *o = out.plane(co);
-      std::fill(o, o + static_cast<size_t>(oh) * ow, B.data[co]);
-      const int g = co / cout_g;
-      accumulateConv(in.plane(g * cin_g), in.h, in.w, &W.data[static_cast<size_t>(co) * cin_g * k * k], cin_g, k, pad,
-                     o, oh, ow);
-    }
+    portable(W, B, in, cout, cin_g, k, pad, groups, shift, out);
     return Status::good();
   }
-
-#ifdef CNNW_AVX2
-  // The float input of a convolution, zero-padded, laid out [y][c][x] (rows of pw samples): the k rows of
-  // all channels that one output row reads are contiguous. Returns the stride of y. Only the border is
-  // zeroed (the buffer is reused between calls).
-  static size_t padRows(const float *in, int cin, int ih, int iw, int pad, int ph, int pw, std::vector<float> &padded) {
-    const size_t prow = static_cast<size_t>(cin) * pw;
-    padded.resize(prow * ph);
-    std::fill(padded.begin(), padded.begin() + prow * pad, 0.f);
-    std::fill(padded.begin() + prow * (pad + ih), padded.end(), 0.f);
-    for (int y = 0; y < ih; ++y)
-      for (int c = 0; c < cin; ++c) {
-        float *r = &padded[prow * (y + pad) + static_cast<size_t>(c) * pw];
-        const float *src = in + (static_cast<size_t>(c) * ih + y) * iw;
-        std::fill(r, r + pad, 0.f);
-        std::copy(src, src + iw, r + pad);
-        std::fill(r + pad + iw, r + pw, 0.f);
-      }
-    return prow;
+  static void portable(const Tensor &W, const Tensor &B, const Buffer &in, int cout, int cin_g, int k, int pad,
+                       int groups, int shift, Buffer &out) {
+    convPortable<float, float, float>(in, &W.data[0], &B.data[0], cout, cin_g, k, pad, groups, shift, out);
+  }
+  static void portable(const Tensor &W, const Tensor &B, const IBuffer &in, int cout, int cin_g, int k, int pad,
+                       int groups, int shift, IBuffer &out) {
+    convPortable<int16_t, int32_t, uint32_t>(in, &W.idata[0], &B.idata[0], cout, cin_g, k, pad, groups, shift, out);
   }
 
-  // Direct convolution, register-blocked: 4 output channels x 24 (or 8) pixels of one output row stay in
-  // 12 (or 4) AVX registers through all input channels and taps. Rows outermost, so the k input rows of
-  // every channel stay in cache for all output channels. The input is copied once, zero-padded, so the
-  // inner loop has no bounds; weights are repacked per block of 4 output channels as [ci][ky][kx][4], read in sequence.
-  // Scratch memory is kept per thread between calls. K: the kernel size when known at compile time (3 and 1: the taps
-  // unroll), 0 for any.
-  template <int K>
-  static void convAvx2(const float *in, int cin, int ih, int iw, int pad, const float *w, const float *bias, int cout,
-                       int kr, Buffer &out) {
-    const int k = K ? K : kr;
-    const int oh = out.h, ow = out.w, owr = (ow + 7) / 8 * 8, coutp = (cout + 3) / 4 * 4;
-    const int ph = oh + k - 1, pw = owr + k - 1 + 8;
-    static thread_local std::vector<float> padded, wp, rowbuf;
-    const size_t prow = padRows(in, cin, ih, iw, pad, ph, pw, padded);
-    const int taps = cin * k * k;
-    wp.assign(static_cast<size_t>(taps) * coutp, 0.f);  // [co / 4][ci][ky][kx][co % 4]
-    for (int co = 0; co < cout; ++co)
-      for (int t = 0; t < taps; ++t)
-        wp[(static_cast<size_t>(co / 4) * taps + t) * 4 + co % 4] = w[static_cast<size_t>(co) * taps + t];
-    rowbuf.resize(static_cast<size_t>(coutp) * owr);
-    for (int y = 0; y < oh; ++y) {
-      const float *base = &padded[prow * y];
-      for (int co0 = 0; co0 < cout; co0 += 4) {
-        const float *wblk = &wp[static_cast<size_t>(co0) * taps];
-        float b[4] = {0.f, 0.f, 0.f, 0.f};
-        for (int j = 0; j < 4 && co0 + j < cout; ++j) b[j] = bias[co0 + j];
-        float *rb = &rowbuf[static_cast<size_t>(co0) * owr];
-        int x = 0;
-        for (; x + 16 <= owr; x += 16) {
-          __m256 a00 = _mm256_set1_ps(b[0]), a01 = a00, a10 = _mm256_set1_ps(b[1]), a11 = a10;
-          __m256 a20 = _mm256_set1_ps(b[2]), a21 = a20, a30 = _mm256_set1_ps(b[3]), a31 = a30;
-          const float *wt = wblk;
-          for (int c = 0; c < cin; ++c)
-            for (int ky = 0; ky < k; ++ky) {
-              const float *row = base + static_cast<size_t>(ky) * prow + static_cast<size_t>(c) * pw + x;
-              for (int kx = 0; kx < k; ++kx, wt += 4) {
-                const __m256 s0 = _mm256_loadu_ps(row + kx), s1 = _mm256_loadu_ps(row + kx + 8);
-                __m256 wv = _mm256_broadcast_ss(wt);
-                a00 = _mm256_fmadd_ps(wv, s0, a00);
-                a01 = _mm256_fmadd_ps(wv, s1, a01);
-                wv = _mm256_broadcast_ss(wt + 1);
-                a10 = _mm256_fmadd_ps(wv, s0, a10);
-                a11 = _mm256_fmadd_ps(wv, s1, a11);
-                wv = _mm256_broadcast_ss(wt + 2);
-                a20 = _mm256_fmadd_ps(wv, s0, a20);
-                a21 = _mm256_fmadd_ps(wv, s1, a21);
-                wv = _mm256_broadcast_ss(wt + 3);
-                a30 = _mm256_fmadd_ps(wv, s0, a30);
-                a31 = _mm256_fmadd_ps(wv, s1, a31);
-              }
-            }
-          float *r0 = rb + x, *r1 = r0 + owr, *r2 = r1 + owr, *r3 = r2 + owr;
-          _mm256_storeu_ps(r0, a00), _mm256_storeu_ps(r0 + 8, a01), _mm256_storeu_ps(r1, a10);
-          _mm256_storeu_ps(r1 + 8, a11), _mm256_storeu_ps(r2, a20), _mm256_storeu_ps(r2 + 8, a21);
-          _mm256_storeu_ps(r3, a30), _mm256_storeu_ps(r3 + 8, a31);
-        }
-        for (; x < owr; x += 8) {
-          __m256 a[4];
-          for (int j = 0; j < 4; ++j) a[j] = _mm256_set1_ps(b[j]);
-          const float *wt = wblk;
-          for (int c = 0; c < cin; ++c)
-            for (int ky = 0; ky < k; ++ky) {
-              const float *row = base + static_cast<size_t>(ky) * prow + static_cast<size_t>(c) * pw + x;
-              for (int kx = 0; kx < k; ++kx, wt += 4) {
-                const __m256 s0 = _mm256_loadu_ps(row + kx);
-                for (int j = 0; j < 4; ++j) a[j] = _mm256_fmadd_ps(_mm256_broadcast_ss(wt + j), s0, a[j]);
-              }
-            }
-          for (int j = 0; j < 4; ++j) _mm256_storeu_ps(rb + static_cast<size_t>(j) * owr + x, a[j]);
-        }
-      }
-      for (int co = 0; co < cout; ++co)
-        std::copy(&rowbuf[static_cast<size_t>(co) * owr], &rowbuf[static_cast<size_t>(co) * owr] + ow,
-                  out.plane(co) + static_cast<size_t>(y) * ow);
-    }
-  }
-
-  // 1x1 convolutions with 16, 32, ... output channels are a matrix product over the pixels, which are
-  // contiguous in the planar input: no padded copy. Vectorised over output channels (two registers of 8),
-  // 6 pixels at a time, inputs broadcast; pixels go in chunks of 96 whose input stays in cache.
-  static void conv1x1Avx2(const float *in, int cin, int npix, const float *w, const float *bias, int cout,
-                          Buffer &out) {
-    static thread_local std::vector<float> wbuf;
-    const int P = 6, chunk = 96;
-    wbuf.resize(static_cast<size_t>(cin) * cout + 8);  // [co / 16][ci][16], 32-byte aligned
-    float *wq = &wbuf[0];
-    while (reinterpret_cast<uintptr_t>(wq) % 32) ++wq;
-    for (int co = 0; co < cout; ++co)
-      for (int c = 0; c < cin; ++c)
-        wq[(static_cast<size_t>(co / 16) * cin + c) * 16 + co % 16] = w[static_cast<size_t>(co) * cin + c];
-    const size_t np = static_cast<size_t>(npix);
-    float tmp[P * 16];
-    for (int p0 = 0; p0 < npix; p0 += chunk) {
-      const int pn = std::min(chunk, npix - p0);
-      for (int cb = 0; cb < cout; cb += 16) {
-        const __m256 b0 = _mm256_loadu_ps(bias + cb), b1 = _mm256_loadu_ps(bias + cb + 8);
-        const float *wblk = wq + static_cast<size_t>(cb / 16) * cin * 16;
-        int p = 0;
-        for (; p + P <= pn; p += P) {
-          __m256 a00 = b0, a01 = b1, a10 = b0, a11 = b1, a20 = b0, a21 = b1;
-          __m256 a30 = b0, a31 = b1, a40 = b0, a41 = b1, a50 = b0, a51 = b1;
-          const float *src = in + p0 + p;
-          for (int c = 0; c < cin; ++c, src += np) {
-            const __m256 w0 = _mm256_load_ps(wblk + 16 * c), w1 = _mm256_load_ps(wblk + 16 * c + 8);
-            __m256 sv = _mm256_broadcast_ss(src);
-            a00 = _mm256_fmadd_ps(sv, w0, a00), a01 = _mm256_fmadd_ps(sv, w1, a01);
-            sv = _mm256_broadcast_ss(src + 1);
-            a10 = _mm256_fmadd_ps(sv, w0, a10), a11 = _mm256_fmadd_ps(sv, w1, a11);
-            sv = _mm256_broadcast_ss(src + 2);
-            a20 = _mm256_fmadd_ps(sv, w0, a20), a21 = _mm256_fmadd_ps(sv, w1, a21);
-            sv = _mm256_broadcast_ss(src + 3);
-            a30 = _mm256_fmadd_ps(sv, w0, a30), a31 = _mm256_fmadd_ps(sv, w1, a31);
-            sv = _mm256_broadcast_ss(src + 4);
-            a40 = _mm256_fmadd_ps(sv, w0, a40), a41 = _mm256_fmadd_ps(sv, w1, a41);
-            sv = _mm256_broadcast_ss(src + 5);
-            a50 = _mm256_fmadd_ps(sv, w0, a50), a51 = _mm256_fmadd_ps(sv, w1, a51);
-          }
-          _mm256_storeu_ps(tmp, a00), _mm256_storeu_ps(tmp + 8, a01), _mm256_storeu_ps(tmp + 16, a10);
-          _mm256_storeu_ps(tmp + 24, a11), _mm256_storeu_ps(tmp + 32, a20), _mm256_storeu_ps(tmp + 40, a21);
-          _mm256_storeu_ps(tmp + 48, a30), _mm256_storeu_ps(tmp + 56, a31), _mm256_storeu_ps(tmp + 64, a40);
-          _mm256_storeu_ps(tmp + 72, a41), _mm256_storeu_ps(tmp + 80, a50), _mm256_storeu_ps(tmp + 88, a51);
-          for (int co = 0; co < 16; ++co) {
-            float *o = out.plane(cb + co) + p0 + p;
-            for (int i = 0; i < P; ++i) o[i] = tmp[16 * i + co];
-          }
-        }
-        for (; p < pn; ++p)  // the chunk's last pixels, one at a time
-          for (int co = 0; co < 16; ++co) {
-            float acc = bias[cb + co];
-            for (int c = 0; c < cin; ++c) acc += wblk[16 * c + co] * in[static_cast<size_t>(c) * np + p0 + p];
-            out.plane(cb + co)[p0 + p] = acc;
-          }
-      }
-    }
-  }
-
-  // For 16, 32, ... output channels: vectorised over output channels instead (two registers of 8), 6
-  // pixels of a row at a time, 12 accumulators. Inputs are broadcast (4-byte loads never straddle a cache
-  // line, unlike the pixel-vector loads at odd offsets above) and weights load as aligned vectors.
-  template <int K>
-  static void convAvx2Co(const float *in, int cin, int ih, int iw, int pad, const float *w, const float *bias, int cout,
-                         int kr, Buffer &out) {
-    const int k = K ? K : kr, P = 6;
-    const int oh = out.h, ow = out.w, owr = (ow + P - 1) / P * P;
-    const int ph = oh + k - 1, pw = owr + k - 1;
-    static thread_local std::vector<float> padded, wbuf, rowbuf;
-    const size_t prow = padRows(in, cin, ih, iw, pad, ph, pw, padded);
-    const int taps = cin * k * k;
-    wbuf.resize(static_cast<size_t>(taps) * cout + 8);  // [co / 16][ci][ky][kx][16], 32-byte aligned
-    float *wq = &wbuf[0];
-    while (reinterpret_cast<uintptr_t>(wq) % 32) ++wq;
-    for (int co = 0; co < cout; ++co)
-      for (int t = 0; t < taps; ++t)
-        wq[(static_cast<size_t>(co / 16) * taps + t) * 16 + co % 16] = w[static_cast<size_t>(co) * taps + t];
-    rowbuf.resize(static_cast<size_t>(owr) * cout);  // [x][co]
-    for (int y = 0; y < oh; ++y) {
-      const float *base = &padded[prow * y];
-      for (int cb = 0; cb < cout; cb += 16) {
-        const __m256 b0 = _mm256_loadu_ps(bias + cb), b1 = _mm256_loadu_ps(bias + cb + 8);
-        for (int x = 0; x < owr; x += P) {
-          __m256 a00 = b0, a01 = b1, a10 = b0, a11 = b1, a20 = b0, a21 = b1;
-          __m256 a30 = b0, a31 = b1, a40 = b0, a41 = b1, a50 = b0, a51 = b1;
-          const float *wt = wq + static_cast<size_t>(cb / 16) * taps * 16;
-          for (int c = 0; c < cin; ++c)
-            for (int ky = 0; ky < k; ++ky) {
-              const float *row = base + static_cast<size_t>(ky) * prow + static_cast<size_t>(c) * pw + x;
-              for (int kx = 0; kx < k; ++kx, wt += 16) {
-                const __m256 w0 = _mm256_load_ps(wt), w1 = _mm256_load_ps(wt + 8);
-                __m256 sv = _mm256_broadcast_ss(row + kx);
-                a00 = _mm256_fmadd_ps(sv, w0, a00), a01 = _mm256_fmadd_ps(sv, w1, a01);
-                sv = _mm256_broadcast_ss(row + kx + 1);
-                a10 = _mm256_fmadd_ps(sv, w0, a10), a11 = _mm256_fmadd_ps(sv, w1, a11);
-                sv = _mm256_broadcast_ss(row + kx + 2);
-                a20 = _mm256_fmadd_ps(sv, w0, a20), a21 = _mm256_fmadd_ps(sv, w1, a21);
-                sv = _mm256_broadcast_ss(row + kx + 3);
-                a30 = _mm256_fmadd_ps(sv, w0, a30), a31 = _mm256_fmadd_ps(sv, w1, a31);
-                sv = _mm256_broadcast_ss(row + kx + 4);
-                a40 = _mm256_fmadd_ps(sv, w0, a40), a41 = _mm256_fmadd_ps(sv, w1, a41);
-                sv = _mm256_broadcast_ss(row + kx + 5);
-                a50 = _mm256_fmadd_ps(sv, w0, a50), a51 = _mm256_fmadd_ps(sv, w1, a51);
-              }
-            }
-          float *r = &rowbuf[static_cast<size_t>(x) * cout + cb];
-          const size_t st = static_cast<size_t>(cout);
-          _mm256_storeu_ps(r, a00), _mm256_storeu_ps(r + 8, a01), _mm256_storeu_ps(r + st, a10);
-          _mm256_storeu_ps(r + st + 8, a11), _mm256_storeu_ps(r + 2 * st, a20), _mm256_storeu_ps(r + 2 * st + 8, a21);
-          _mm256_storeu_ps(r + 3 * st, a30), _mm256_storeu_ps(r + 3 * st + 8, a31);
-          _mm256_storeu_ps(r + 4 * st, a40), _mm256_storeu_ps(r + 4 * st + 8, a41);
-          _mm256_storeu_ps(r + 5 * st, a50), _mm256_storeu_ps(r + 5 * st + 8, a51);
-        }
-      }
-      for (int co = 0; co < cout; ++co) {
-        float *o = out.plane(co) + static_cast<size_t>(y) * ow;
-        for (int x = 0; x < ow; ++x) o[x] = rowbuf[static_cast<size_t>(x) * cout + co];
-      }
-    }
-  }
-
-  // The int16 convolution with AVX2 _mm256_madd_epi16: input channels in pairs, interleaved per pixel
-  // (zero-padded, an odd count padded with a zero channel), so one instruction forms w0 s0 + w1 s1 for 8
-  // pixels; 4 output channels x 24 pixels accumulate in 12 registers. All int32 arithmetic wraps modulo
-  // 2^32 (madd included: its one overflow case, 2 x (-32768)^2, wraps the same way), so the result equals
-  // the portable loop's exactly.
-  template <int K>
-  static void convIntAvx2(const IBuffer &in, int pad, const int32_t *w, const int32_t *bias, int cout, int kr,
-                          int shift, IBuffer &out) {
-    const int k = K ? K : kr;
-    const int cin = in.c, ih = in.h, iw = in.w, oh = out.h, ow = out.w, owr = (ow + 7) / 8 * 8;
-    const int pairs = (cin + 1) / 2, coutp = (cout + 3) / 4 * 4, ph = oh + k - 1, pw = owr + k - 1 + 8;
-    static thread_local std::vector<int16_t> padded;
-    static thread_local std::vector<int32_t> wp, rowbuf;
-    const size_t prow = static_cast<size_t>(pairs) * pw * 2;  // laid out [y][pair][x][2]
-    padded.assign(prow * ph, 0);
-    for (int c = 0; c < cin; ++c) {
-      const int16_t *src = in.plane(c);
-      for (int y = 0; y < ih; ++y) {
-        int16_t *dst = &padded[prow * (y + pad) + (static_cast<size_t>(c / 2) * pw + pad) * 2 + c % 2];
-        for (int x = 0; x < iw; ++x) dst[2 * x] = src[static_cast<size_t>(y) * iw + x];
-      }
-    }
-    const int kk = k * k, taps = pairs * kk;  // weights: [co / 4][pair][ky][kx][co % 4] as (w0, w1) int16 pairs
-    wp.assign(static_cast<size_t>(taps) * coutp, 0);
-    for (int co = 0; co < cout; ++co)
-      for (int c = 0; c < cin; ++c)
-        for (int t = 0; t < kk; ++t) {
-          int32_t &slot = wp[(static_cast<size_t>(co / 4) * taps + static_cast<size_t>(c / 2) * kk + t) * 4 + co % 4];
-          const uint32_t v =
-              static_cast<uint16_t>(static_cast<int16_t>(w[(static_cast<size_t>(co) * cin + c) * kk + t]));
-          slot = static_cast<int32_t>(static_cast<uint32_t>(slot) | (c % 2 ? v << 16 : v));
-        }
-    rowbuf.resize(static_cast<size_t>(coutp) * owr);
-    for (int y = 0; y < oh; ++y) {
-      const int16_t *base = &padded[prow * y];
-      for (int co0 = 0; co0 < cout; co0 += 4) {
-        const int32_t *wblk = &wp[static_cast<size_t>(co0) * taps];
-        int32_t b[4] = {0, 0, 0, 0};
-        for (int j = 0; j < 4 && co0 + j < cout; ++j) b[j] = bias[co0 + j];
-        int32_t *rb = &rowbuf[static_cast<size_t>(co0) * owr];
-        int x = 0;
-        for (; x + 24 <= owr; x += 24) {
-          __m256i a[4][3];
-          for (int j = 0; j < 4; ++j) a[j][0] = a[j][1] = a[j][2] = _mm256_set1_epi32(b[j]);
-          const int32_t *wt = wblk;
-          for (int c = 0; c < pairs; ++c)
-            for (int ky = 0; ky < k; ++ky) {
-              const int16_t *row = base + static_cast<size_t>(ky) * prow + (static_cast<size_t>(c) * pw + x) * 2;
-              for (int kx = 0; kx < k; ++kx, wt += 4) {
-                const __m256i s0 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(row + 2 * kx));
-                const __m256i s1 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(row + 2 * kx + 16));
-                const __m256i s2 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(row + 2 * kx + 32));
-                for (int j = 0; j < 4; ++j) {
-                  const __m256i wv = _mm256_set1_epi32(wt[j]);
-                  a[j][0] = _mm256_add_epi32(a[j][0], _mm256_madd_epi16(s0, wv));
-                  a[j][1] = _mm256_add_epi32(a[j][1], _mm256_madd_epi16(s1, wv));
-                  a[j][2] = _mm256_add_epi32(a[j][2], _mm256_madd_epi16(s2, wv));
-                }
-              }
-            }
-          for (int j = 0; j < 4; ++j)
-            for (int v = 0; v < 3; ++v)
-              _mm256_storeu_si256(reinterpret_cast<__m256i *>(rb + static_cast<size_t>(j) * owr + x + 8 * v), a[j][v]);
-        }
-        for (; x < owr; x += 8) {
-          __m256i a[4];
-          for (int j = 0; j < 4; ++j) a[j] = _mm256_set1_epi32(b[j]);
-          const int32_t *wt = wblk;
-          for (int c = 0; c < pairs; ++c)
-            for (int ky = 0; ky < k; ++ky) {
-              const int16_t *row = base + static_cast<size_t>(ky) * prow + (static_cast<size_t>(c) * pw + x) * 2;
-              for (int kx = 0; kx < k; ++kx, wt += 4) {
-                const __m256i s0 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(row + 2 * kx));
-                for (int j = 0; j < 4; ++j)
-                  a[j] = _mm256_add_epi32(a[j], _mm256_madd_epi16(s0, _mm256_set1_epi32(wt[j])));
-              }
-            }
-          for (int j = 0; j < 4; ++j)
-            _mm256_storeu_si256(reinterpret_cast<__m256i *>(rb + static_cast<size_t>(j) * owr + x), a[j]);
-        }
-      }
-      for (int co = 0; co < cout; ++co) {
-        const int32_t *r = &rowbuf[static_cast<size_t>(co) * owr];
-        int16_t *o = out.plane(co) + static_cast<size_t>(y) * ow;
-        for (int x = 0; x < ow; ++x) o[x] = sat16(shiftRound(r[x], shift));
-      }
-    }
-  }
+  // The vector path's packed weights of one convolution: output channels in groups of at most CO (int16:
+  // whole pairs), each group's weights [input channel (int16: pair)][ky][kx][channel of the group], and
+  // the kernel of its size.
+  struct ConvGroup {
+    int co0, count;
+    size_t woff;
+#ifdef CNNW_SIMD
+    simd::KernelF kf;
+    simd::KernelI ki;
 #endif
+  };
+  struct ConvPlan {
+    int k;
+    std::vector<ConvGroup> groups;
+    std::vector<float> wf, bf;
+    std::vector<int32_t> wi, bi;
+  };
 
-  // int32 accumulation with two's-complement wrap (unsigned arithmetic: defined, order-independent).
-  Status conv(const Node &n, const IBuffer &in, IBuffer &out) const {
-    const Tensor &W = tensors_[n.params[0]], &B = tensors_[n.params[1]];
-    const int pad = n.params[2], groups = n.params[3], qo = n.params.back();
-    const int cout = static_cast<int>(W.dims[0]), cin_g = static_cast<int>(W.dims[1]), k = static_cast<int>(W.dims[2]);
-    const int oh = in.h + 2 * pad - k + 1, ow = in.w + 2 * pad - k + 1;
-    if (oh <= 0 || ow <= 0) return Status::bad("convolution larger than the tile");
-    out.reshape(cout, oh, ow);
-    out.q = qo;
-    const int cout_g = cout / groups, shift = W.frac + in.q - qo;
-#ifdef CNNW_AVX2
-    if (groups == 1) {
-      if (k == 3)
-        convIntAvx2<3>(in, pad, &W.idata[0], &B.idata[0], cout, k, shift, out);
-      else if (k == 1)
-        convIntAvx2<1>(in, pad, &W.idata[0], &B.idata[0], cout, k, shift, out);
-      else
-        convIntAvx2<0>(in, pad, &W.idata[0], &B.idata[0], cout, k, shift, out);
-      return Status::good();
+  // Packs the weights of every convolution the vector kernels take (groups == 1), once, at load time.
+  void buildPlans() {
+    plans_.clear();
+#ifdef CNNW_SIMD
+    for (size_t i = 0; i < nodes_.size(); ++i) {
+      Node &n = nodes_[i];
+      if (n.op != OP_CONV2D || n.params[3] != 1) continue;
+      const Tensor &W = tensors_[n.params[0]], &B = tensors_[n.params[1]];
+      const int cout = static_cast<int>(W.dims[0]), cin = static_cast<int>(W.dims[1]), k = static_cast<int>(W.dims[2]);
+      const int kk = k * k;
+      const bool fixed = precision_ == kInt16;
+      ConvPlan pl;
+      pl.k = k;
+      // output channels (int16: pairs) in the fewest groups of at most CO, of near-equal sizes
+      const int unit = fixed ? 2 : 1, units = (cout + unit - 1) / unit;
+      const int most = (fixed ? static_cast<int>(simd::VecI::CO) : static_cast<int>(simd::VecF::CO)) / unit;
+      const int ng = (units + most - 1) / most;
+      int u0 = 0;
+      size_t woff = 0;
+      for (int g = 0; g < ng; ++g) {
+        const int nu = units / ng + (g < units % ng ? 1 : 0);
+        ConvGroup gr;
+        gr.co0 = u0 * unit, gr.count = nu * unit, gr.woff = woff;
+        gr.kf =
+            k == 3 ? simd::kernelF<3>(gr.count) : (k == 1 ? simd::kernelF<1>(gr.count) : simd::kernelF<0>(gr.count));
+        gr.ki =
+            k == 3 ? simd::kernelI<3>(gr.count) : (k == 1 ? simd::kernelI<1>(gr.count) : simd::kernelI<0>(gr.count));
+        pl.groups.push_back(gr);
+        woff += static_cast<size_t>((cin + unit - 1) / unit) * kk * gr.count;
+        u0 += nu;
+      }
+      const int coutp = units * unit;
+      if (fixed) {
+        pl.wi.assign(woff, 0);
+        pl.bi.assign(coutp, 0);
+        for (int co = 0; co < cout; ++co) pl.bi[co] = B.idata[co];
+      } else {
+        pl.wf.assign(woff, 0.f);
+        pl.bf.assign(coutp, 0.f);
+        for (int co = 0; co < cout; ++co) pl.bf[co] = B.data[co];
+      }
+      for (size_t g = 0; g < pl.groups.size(); ++g) {
+        const ConvGroup &gr = pl.groups[g];
+        for (int j = 0; j < gr.count && gr.co0 + j < cout; ++j)
+          for (int c = 0; c < cin; ++c)
+            for (int t = 0; t < kk; ++t) {
+              const size_t src = (static_cast<size_t>(gr.co0 + j) * cin + c) * kk + t;
+              const size_t dst = gr.woff + (static_cast<size_t>(c / unit) * kk + t) * gr.count + j;
+              if (!fixed) {
+                pl.wf[dst] = W.data[src];
+              } else {  // (even channel, odd channel) as the low and high int16 of one int32
+                const uint32_t v = static_cast<uint16_t>(static_cast<int16_t>(W.idata[src]));
+                const uint32_t word = static_cast<uint32_t>(pl.wi[dst]) | (c % 2 ? v << 16 : v);
+                std::memcpy(&pl.wi[dst], &word, 4);
+              }
+            }
+      }
+      n.plan = static_cast<int>(plans_.size());
+      plans_.push_back(pl);
     }
 #endif
-    std::vector<uint32_t> acc(static_cast<size_t>(oh) * ow);
-    for (int co = 0; co < cout; ++co) {
-      std::fill(acc.begin(), acc.end(), static_cast<uint32_t>(B.idata[co]));
-      const int g = co / cout_g;
-      accumulateConv(in.plane(g * cin_g), in.h, in.w, &W.idata[static_cast<size_t>(co) * cin_g * k * k], cin_g, k, pad,
-                     &acc[0], oh, ow);
-      int16_t *o = out.plane(co);
-      for (size_t j = 0; j < acc.size(); ++j) {
-        int32_t a;
-        std::memcpy(&a, &acc[j], 4);
-        o[j] = sat16(shiftRound(a, shift));
-      }
-    }
-    return Status::good();
   }
+
+#ifdef CNNW_SIMD
+  // The vector convolution: output rows in blocks of N x P pixels, every group of output channels on each
+  // block while its inputs are in cache. Reads past a row's end only reach lanes that are not stored.
+  static void convRows(const ConvPlan &pl, const Buffer &in, int pad, int, Buffer &out) {
+    const int block = simd::VecF::N * simd::VecF::P;
+    const ptrdiff_t rs = in.rowStride();
+    const size_t cs = in.planeSize(), os = out.planeSize();
+    for (int y = 0; y < out.h; ++y)
+      for (int x0 = 0; x0 < out.w; x0 += block) {
+        const float *src = &in.v[in.at(0, y - pad, x0 - pad)];
+        float *dst = &out.v[out.at(0, y, x0)];
+        const int n = std::min(block, out.w - x0);
+        for (size_t g = 0; g < pl.groups.size(); ++g) {
+          const ConvGroup &gr = pl.groups[g];
+          gr.kf(src, cs, rs, in.c, pl.k, &pl.wf[gr.woff], &pl.bf[gr.co0], dst + gr.co0 * os, os, n);
+        }
+      }
+  }
+  static void convRows(const ConvPlan &pl, const IBuffer &in, int pad, int shift, IBuffer &out) {
+    const int block = simd::VecI::N * simd::VecI::P;
+    const ptrdiff_t rs = 2 * static_cast<ptrdiff_t>(in.rowStride());
+    const size_t cs = 2 * in.planeSize(), os = 2 * out.planeSize();
+    for (int y = 0; y < out.h; ++y)
+      for (int x0 = 0; x0 < out.w; x0 += block) {
+        const int16_t *src = &in.v[in.at(0, y - pad, x0 - pad)];
+        int16_t *dst = &out.v[out.at(0, y, x0)];
+        const int n = std::min(block, out.w - x0);
+        for (size_t g = 0; g < pl.groups.size(); ++g) {
+          const ConvGroup &gr = pl.groups[g];
+          gr.ki(src, cs, rs, in.planes(), pl.k, &pl.wi[gr.woff], &pl.bi[gr.co0], shift, dst + (gr.co0 / 2) * os, os, n);
+        }
+      }
+  }
+#endif
 
   std::vector<Tensor> tensors_;
   std::vector<Node> nodes_;
   std::vector<size_t> lastUse_;
+  std::vector<ConvPlan> plans_;  // the vector path's packed weights (Node::plan)
   std::string header_;
   int context_;
+  int margin_;  // zero margin of every buffer: the widest convolution padding
   uint32_t precision_;
   uint32_t version_;   // of the loaded file (0: none loaded)
   uint32_t checksum_;  // its CRC-32 (version 2), else 0

@@ -20,13 +20,18 @@
 // thread-safely by C++11); filtering only reads it, so filterLuma may be called from several threads at
 // once, on different planes. Set modelPath() (HM's option parser does) before the first call: later
 // changes are not seen.
+//
+// Filter threads: the environment variable CODECNN_THREADS=N (read once, at the first call; unset, empty
+// or not a whole number from 1 to 256: 1) shares each picture's CTUs out among N threads. The filtered
+// picture is the same with any N (each CTU is computed alike whichever thread runs it), so an encoder and a
+// decoder may use different counts. HM itself runs on one thread; N = 2 or more uses further cores.
 #ifndef CODECNN_HM_H
 #define CODECNN_HM_H
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdio>
-#include <cstdlib>  // std::exit and EXIT_FAILURE, for the line patch-hm inserts into HM
+#include <cstdlib>  // std::exit and EXIT_FAILURE (the line patch-hm inserts into HM), getenv, strtol
 #include <cstring>  // std::memcmp and std::memcpy, for the lines patch-hm inserts
 #include <string>
 #include <vector>
@@ -66,6 +71,19 @@ inline const Loaded &loaded() {
   return state;
 }
 
+// The thread count of CODECNN_THREADS as the glue reads it: a whole number from 1 to 256, else 1.
+inline int threadsFromEnv(const char *text) {
+  if (text == nullptr || *text == '\0') return 1;
+  char *end = nullptr;
+  const long n = std::strtol(text, &end, 10);
+  return (*end == '\0' && n >= 1 && n <= 256) ? static_cast<int>(n) : 1;
+}
+
+inline int filterThreads() {
+  static const int threads = threadsFromEnv(std::getenv("CODECNN_THREADS"));  // read once
+  return threads;
+}
+
 // Filters the reconstructed luma plane in place (HM's Pel samples, stride, size, bit depth, slice QP).
 // Returns true when it was filtered, or when no model is given (nothing to do); false, with ``error``
 // set, when the model cannot be loaded or filtering fails: the caller reports it and stops.
@@ -77,7 +95,8 @@ inline bool filterLuma(Pel *luma, int stride, int width, int height, int bitDept
     return false;
   }
   if (!m.active) return true;
-  cnnw::Status st = m.model.filterPlane(luma, stride, luma, stride, width, height, bitDepth, qp);
+  cnnw::Status st =
+      m.model.filterPlane(luma, stride, luma, stride, width, height, bitDepth, qp, 128, nullptr, filterThreads());
   if (!st.ok) {
     error = "filtering failed: " + st.message;
     return false;
