@@ -90,6 +90,53 @@ def test_network_accepts_every_block_size(modes_h5):
     assert c[2].sum() == 9 and c[0, 1:5, 1:5].sum() == 16 and c[1, 1:, 0].sum() == 0
 
 
+def test_modenet_recipe_options(modes_h5):
+    """--normalise: the logits do not change when a block and its references are shifted together (and only
+    through the contrast side input when scaled); --pool-to: large canvases cost what a small one does;
+    --size-heads: one output layer per size, a batch of mixed sizes refused; the defaults stay as before."""
+    from codecnn.errors import CodecnnError
+    from codecnn.models.modenet import MIN_DEVIATION, normalise_canvas
+
+    ds = IntraModeDataset(modes_h5, "train")
+    torch.manual_seed(0)
+    m = build_model("modenet", {"channels": 8, "depth": 2, "hidden": 16, "normalise": True, "pool_to": 9})
+    m.eval()
+    for n in (4, 8, 16, 32):
+        rows = [k for k in range(len(ds.rows[n])) if ds[(n, k)]["input"][2].any()][:4]  # with references
+        b = torch.utils.data.default_collate([ds[(n, k)] for k in rows])
+        x, size, qp = b["input"].double(), b["block_size"], b["qp"]
+        shifted = x.clone()
+        shifted[:, 0, 1 : n + 1, 1 : n + 1] -= 0.1
+        shifted[:, 1] -= 0.1 * shifted[:, 2]  # the available references only
+        with torch.no_grad():
+            m.double()
+            torch.testing.assert_close(m(shifted, size, qp), m(x, size, qp))
+        y, dev = normalise_canvas(x)
+        y2, dev2 = normalise_canvas(torch.cat([x[:, :2] * 2, x[:, 2:]], 1))
+        textured = dev > MIN_DEVIATION  # flat blocks keep the floor deviation
+        torch.testing.assert_close(y[textured], y2[textured])  # scaling changes the deviation only
+        torch.testing.assert_close(dev2[textured], 2 * dev[textured])
+        assert torch.all(dev >= MIN_DEVIATION) and torch.all(y[:, 2] == x[:, 2])
+    convs = []
+    hook = m.features[0].register_forward_hook(lambda mod, i, o: convs.append(o.shape[-1]))
+    with torch.no_grad():
+        for n in (4, 32):
+            b = torch.utils.data.default_collate([ds[(n, 0)]])
+            m(b["input"].double(), b["block_size"], b["qp"])
+    hook.remove()
+    assert convs == [9, 9]
+    heads = build_model("modenet", {"channels": 8, "depth": 2, "hidden": 16, "size_heads": True})
+    assert len(heads.heads) == 4 and not hasattr(heads, "fc2")
+    b4 = torch.utils.data.default_collate([ds[(4, k)] for k in range(2)])
+    assert heads(b4["input"], b4["block_size"], b4["qp"]).shape == (2, 35)
+    with pytest.raises(CodecnnError, match="one size per batch"):
+        heads(b4["input"], torch.tensor([4, 8]), b4["qp"])
+    plain = build_model("modenet", {"channels": 8, "depth": 2, "hidden": 16})
+    assert plain.fc1.in_features == 8 * 21 + 2 and plain.config.pool_to == 0 and not plain.config.normalise
+    with pytest.raises(CodecnnError, match="--pool-to 2"):
+        build_model("modenet", {"pool_to": 2})
+
+
 def test_soft_targets_prefer_cheaper_modes():
     t = soft_targets(torch.tensor([[10.0, 20.0, 40.0] + [80.0] * 32]))
     assert t.shape == (1, 35) and t[0, 0] > t[0, 1] > t[0, 2] and abs(float(t.sum()) - 1) < 1e-6

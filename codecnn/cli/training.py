@@ -73,8 +73,22 @@ def train_rdn(blocks, layers, growth, features, qp_map, separable, head, **kw):
     show_default=True,
     help="Cross-entropy on the best mode, or on a softmin over the 35 costs.",
 )
+@click.option(
+    "--normalise",
+    is_flag=True,
+    help="Shift and scale each block and its references by the references' mean and their joint deviation "
+    "(the best mode does not depend on brightness or contrast).",
+)
+@click.option(
+    "--pool-to",
+    type=click.IntRange(0, 65),
+    default=0,
+    show_default=True,
+    help="Area-average canvases wider than this (16x16 and 32x32 blocks) down to it first: 0 off, e.g. 17.",
+)
+@click.option("--size-heads", is_flag=True, help="One output layer per block size.")
 @verbosity
-def train_modenet(channels, depth, hidden, target, **kw):
+def train_modenet(channels, depth, hidden, target, normalise, pool_to, size_heads, **kw):
     """Train the intra-mode CNN on an intra-modes dataset (make-dataset --task intra-modes).
 
     The same trainer as `train rdn`: checkpoints, --resume, logs and curves, torchrun/DDP, AMP. The
@@ -85,7 +99,9 @@ def train_modenet(channels, depth, hidden, target, **kw):
     from codecnn.train.intra import IntraTask
     from codecnn.train.trainer import train as run
 
-    config = ModeNetConfig(channels=channels, depth=depth, hidden=hidden)
+    config = ModeNetConfig(
+        channels=channels, depth=depth, hidden=hidden, normalise=normalise, pool_to=pool_to, size_heads=size_heads
+    )
     cfg = train_config(**kw, patch=0, progress=sys.stderr.isatty())  # whole blocks: no crops, flips or loss choice
     click.echo(f"modenet {config}: {count_params(build_model('modenet', config))} parameters")
     result = run(IntraTask(target), "modenet", config, cfg)
