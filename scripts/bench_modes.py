@@ -8,7 +8,8 @@ exactly the work of HM's rough mode decision. A pruned RMD evaluates the network
 at most k + 3 modes, so it saves at least 35 - (k + 3) evaluations per block; the network is worth running
 only if its time per block is below that saving.
 
-    python scripts/bench_modes.py [--checkpoint runs/modenet/best.pt] [--blocks 4096]
+    python scripts/bench_modes.py [--checkpoint zoo:modenet-ai | runs/modenet/best.pt] [--blocks 4096]
+    python scripts/bench_modes.py --channels 16 --depth 3 --hidden 64 --normalise --pool-to 9   # a shape, untrained
 """
 
 from __future__ import annotations
@@ -76,9 +77,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", help="a modenet checkpoint (default: an untrained default ModeNet)")
     ap.add_argument("--blocks", type=int, default=4096, help="blocks per network call")
+    ap.add_argument("--channels", type=int, default=32, help="without --checkpoint: the untrained network's shape")
+    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--normalise", action="store_true")
+    ap.add_argument("--pool-to", type=int, default=0)
+    ap.add_argument("--size-heads", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    model = load_model(a.checkpoint, task="intra-modes")[0] if a.checkpoint else build_model("modenet", ModeNetConfig())
+    if a.checkpoint:
+        model = load_model(a.checkpoint, task="intra-modes")[0]
+    else:
+        shape = {k: getattr(a, k) for k in ("channels", "depth", "hidden", "normalise", "pool_to", "size_heads")}
+        model = build_model("modenet", ModeNetConfig(**shape))
     model.eval()
     y = frame_1080p()
     satd = satd_seconds_per_block_mode(y)

@@ -19,13 +19,15 @@ from pathlib import Path
 
 from codecnn.files import atomic_write_text
 from codecnn.models import build_model
-from codecnn.models.complexity import describe_complexity
+from codecnn.models.complexity import count_params, describe_complexity, modenet_macs_per_block
 from codecnn.train.checkpoint import load_checkpoint
 from codecnn.zoo import ZOO_DIR, entries, pack_checkpoint, sha256
 
 
 def summarise(label: str, path: Path) -> dict:
     r = json.loads(path.read_text())
+    if "per_size" in r:  # an evaluate-modes result
+        return summarise_modes(label, r)
     s = r["summary"]
     seqs = r["sequences"]
     return {
@@ -43,6 +45,51 @@ def summarise(label: str, path: Path) -> dict:
         "per_qp": s["per_qp"],
         "precision": r.get("precision"),
     }
+
+
+def summarise_modes(label: str, r: dict) -> dict:
+    """The figures of an ``evaluate-modes`` result kept in a zoo entry: per block size and overall, the
+    network's recalls, the two baselines' and the pruned RMD's (recall, share of full RMD's, SATD evaluations)."""
+
+    def figures(v: dict) -> dict:
+        p = v["pruned_rmd"]
+        return {
+            "top1": v["network"]["top1"],
+            "top3": v["network"]["top3"],
+            "top8": v["network"]["top8"],
+            "hm_rmd_recall": v["hm_rmd"]["recall"],
+            "planar_dc_mpm_recall": v["planar_dc_mpm"]["recall"],
+            "pruned_rmd": {
+                k: {x: m[x] for x in ("recall", "recall_vs_full", "satd_evaluations", "cost_increase") if x in m}
+                for k, m in p.items()
+            },
+        }
+
+    return {
+        "label": label,
+        "data": r["data"],
+        "split": r["split"],
+        "blocks": sum(v["blocks"] for v in r["per_size"].values()),
+        "overall": figures(r["overall"]),
+        "per_size": {n: {"blocks": v["blocks"], **figures(v)} for n, v in r["per_size"].items()},
+    }
+
+
+def summary_line(r: dict) -> str:
+    if "overall" in r:  # intra modes
+        o = r["overall"]
+        k = max((k for k, m in o["pruned_rmd"].items() if k != "full" and m["satd_evaluations"] <= 12), key=int)
+        m = o["pruned_rmd"][k]
+        return (
+            f"{r['label']} ({r['blocks']} blocks): top-1/3/8 {o['top1']:.3f}/{o['top3']:.3f}/{o['top8']:.3f} "
+            f"(planar+DC+MPM {o['planar_dc_mpm_recall']:.3f}); pruned RMD k={k}: {m['satd_evaluations']:.1f} SATD "
+            f"per block, recall {m['recall']:.3f} = {m['recall_vs_full']:.3f} of full RMD's {o['hm_rmd_recall']:.3f}"
+        )
+    return (
+        f"{r['label']}: always-on {r['gain_y']:+.4f} dB, CTU-switched {r['gain_y_switched']:+.4f} dB, BD-rate "
+        + (f"{r['bd_rate']:+.2f} %" if r["bd_rate"] is not None else "n/a")
+        + f" ({', '.join(s['name'] for s in r['sequences'])}; QP {'/'.join(map(str, r['qps']))})"
+    )
 
 
 def main() -> None:
@@ -63,14 +110,14 @@ def main() -> None:
     file = f"{a.name}.pt"
     pack_checkpoint(ck_path, ZOO_DIR / file)
     shutil.copy(a.run / "log.jsonl", ZOO_DIR / f"{a.name}.log.jsonl")
-    c = describe_complexity(build_model(ck["arch"], ck["config"]))
+    model = build_model(ck["arch"], ck["config"])
+    if ck["arch"] == "modenet":
+        per_block = modenet_macs_per_block(model)
+        c = {"params": count_params(model), "macs_per_pixel": sum(per_block[n] / (n * n) for n in per_block) / 4}
+    else:
+        c = describe_complexity(model)
     results = [summarise(label, Path(path)) for label, path in (r.split("=", 1) for r in a.result)]
-    summary = [
-        f"{r['label']}: always-on {r['gain_y']:+.4f} dB, CTU-switched {r['gain_y_switched']:+.4f} dB, BD-rate "
-        + (f"{r['bd_rate']:+.2f} %" if r["bd_rate"] is not None else "n/a")
-        + f" ({', '.join(s['name'] for s in r['sequences'])}; QP {'/'.join(map(str, r['qps']))})"
-        for r in results
-    ]
+    summary = [summary_line(r) for r in results]
     entry = {
         "name": a.name,
         "setting": a.setting,
@@ -79,6 +126,7 @@ def main() -> None:
         "config": ck["config"],
         "params": c["params"],
         "kmac_per_pixel": round(c["macs_per_pixel"] / 1e3, 1),
+        **({"kmac_per_block": {n: round(m / 1e3, 1) for n, m in per_block.items()}} if ck["arch"] == "modenet" else {}),
         "file": file,
         "sha256": sha256(ZOO_DIR / file),
         "log": f"{a.name}.log.jsonl",

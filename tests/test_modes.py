@@ -137,6 +137,24 @@ def test_modenet_recipe_options(modes_h5):
         build_model("modenet", {"pool_to": 2})
 
 
+def test_block_cache_batches_equal_the_dataloaders(modes_h5):
+    """Training reads the split from memory (BlockCache): each step's batch equals, tensor for tensor and bit
+    for bit, what the DataLoader collates from the file item by item."""
+    from codecnn.data.intra import BlockCache, BlockSizeStepSampler, block_cache_nbytes
+
+    ds = IntraModeDataset(modes_h5, "train")
+    cache = BlockCache(ds)
+    assert len(cache) == len(ds) and cache.nbytes == block_cache_nbytes(ds)
+    sampler = BlockSizeStepSampler(ds, 16, seed=3, start_step=2, steps=7)
+    got = list(cache.batches(sampler))
+    assert len(got) == 5
+    for step, batch in zip(range(2, 7), got):
+        want = torch.utils.data.default_collate([ds[item] for item in sampler.batch_items(step)])
+        assert batch.keys() == want.keys()
+        for k in want:
+            assert batch[k].dtype == want[k].dtype and torch.equal(batch[k], want[k]), (step, k)
+
+
 def test_soft_targets_prefer_cheaper_modes():
     t = soft_targets(torch.tensor([[10.0, 20.0, 40.0] + [80.0] * 32]))
     assert t.shape == (1, 35) and t[0, 0] > t[0, 1] > t[0, 2] and abs(float(t.sum()) - 1) < 1e-6

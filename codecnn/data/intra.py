@@ -331,3 +331,54 @@ class BlockSizeStepSampler(Sampler):
 
     def __len__(self) -> int:
         return (self.steps - self.start) * (self.batch // self.world)
+
+
+CACHED = ("orig", "ref", "qp", "best", "costs", "bit_depth")
+
+
+def block_cache_nbytes(ds: IntraModeDataset) -> int:
+    """Bytes the split's blocks take in a :class:`BlockCache` (the arrays training reads, native types)."""
+    g = ds._file()
+    total = 0
+    for n, rows in ds.rows.items():
+        for k in CACHED:
+            d = g[f"n{n}"][k]
+            total += d.dtype.itemsize * int(np.prod(d.shape[1:], dtype=np.int64)) * len(rows)
+    return total
+
+
+class BlockCache:
+    """A split's blocks read once into memory, size by size (the arrays training needs, native types), with one
+    vectorised :meth:`batch` per step: what the DataLoader would collate from ``ds[(n, row)]`` item by item
+    (the same canvases, to the bit), without an HDF5 read per block."""
+
+    def __init__(self, ds: IntraModeDataset):
+        g = ds._file()
+        self.arrays = {n: {k: read_rows(g[f"n{n}"][k], rows) for k in CACHED} for n, rows in ds.rows.items()}
+        self.nbytes = sum(a.nbytes for per in self.arrays.values() for a in per.values())
+
+    def __len__(self) -> int:
+        return sum(len(per["best"]) for per in self.arrays.values())
+
+    def batch(self, items: list[tuple[int, int]]) -> dict:
+        sizes = {n for n, _ in items}
+        if len(sizes) != 1:
+            raise CodecnnError("a cached batch holds blocks of one size")
+        n = sizes.pop()
+        a = self.arrays[n]
+        k = np.array([i for _, i in items], np.int64)
+        peak = sample_peak(a["bit_depth"][k].astype(np.int64)).astype(np.float32)
+        return {
+            "input": torch.from_numpy(canvas(a["orig"][k], a["ref"][k], n, peak)),
+            "block_size": torch.full((len(k),), n, dtype=torch.int64),
+            "qp": torch.from_numpy(a["qp"][k].astype(np.int64)),
+            "best": torch.from_numpy(a["best"][k].astype(np.int64)),
+            "costs": torch.from_numpy(a["costs"][k].astype(np.float32)),
+        }
+
+    def batches(self, sampler: BlockSizeStepSampler):
+        """The batches of the sampler's steps, in order (what a DataLoader over ``sampler`` would yield)."""
+        step = sampler.start
+        while sampler.steps is None or step < sampler.steps:
+            yield self.batch(sampler.batch_items(step))
+            step += 1

@@ -57,3 +57,13 @@ def describe_complexity(model: nn.Module, size: int = 128) -> dict:
     args = (x, torch.full((1,), 32, device="meta")) if cin > 1 else (x,)
     macs = count_macs(shapes_only, *args)
     return {"params": count_params(model), "macs_per_pixel": macs / (size * size), "output": size}
+
+
+def modenet_macs_per_block(model: nn.Module) -> dict[int, int]:
+    """MACs of a mode network's forward pass for one block of each size 4, 8, 16 and 32."""
+    out = {}
+    for n in (4, 8, 16, 32):
+        x = torch.zeros(1, 3, 2 * n + 1, 2 * n + 1)
+        x[:, 2] = 1
+        out[n] = count_macs(model, x, torch.tensor([n]), torch.tensor([32]))
+    return out

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codecnn.data.intra import KIND, BlockSizeStepSampler, IntraModeDataset
+from codecnn.data.intra import KIND, BlockCache, BlockSizeStepSampler, IntraModeDataset, block_cache_nbytes
+from codecnn.data.restoration import resolve_cache
 from codecnn.errors import CodecnnError
 from codecnn.eval.intra import mode_metrics
 from codecnn.train.checkpoint import dataset_fingerprint
 from codecnn.train.config import TrainConfig
 
+log = logging.getLogger("codecnn")
 TARGETS = ("best", "soft")
 SOFT_TAU = 0.1
 
@@ -42,6 +47,20 @@ class IntraTask:
 
     def sampler(self, train_ds, cfg: TrainConfig, start_step: int, steps: int, info):
         return BlockSizeStepSampler(train_ds, cfg.batch, cfg.seed, start_step, info.rank, info.world, steps)
+
+    def cached_batches(self, train_ds, sampler, cfg: TrainConfig, info):
+        """The step batches from the split read once into memory (``--cache``, as for restoration: ``auto`` is
+        ``ram`` when it fits in a quarter of physical memory; ``device`` keeps host memory here), or None."""
+        copies = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        mode, why = resolve_cache(cfg.cache, block_cache_nbytes(train_ds), copies, device="cpu")
+        if info.main:
+            log.info("train data cache: %s (%s)", mode, why)
+        if mode == "off":
+            return None
+        cache = BlockCache(train_ds)
+        if info.main:
+            log.info("cached %d train blocks: %.0f MiB", len(cache), cache.nbytes / 2**20)
+        return cache.batches(sampler)
 
     def loss(self, model: nn.Module, batch: dict, cfg: TrainConfig) -> torch.Tensor:
         logits = model(batch["input"], batch["block_size"], batch["qp"]).float()
