@@ -148,7 +148,7 @@ def test_block_cache_batches_equal_the_dataloaders(modes_h5):
     sampler = BlockSizeStepSampler(ds, 16, seed=3, start_step=2, steps=7)
     got = list(cache.batches(sampler))
     assert len(got) == 5
-    for step, batch in zip(range(2, 7), got):
+    for step, batch in zip(range(2, 7), got, strict=True):
         want = torch.utils.data.default_collate([ds[item] for item in sampler.batch_items(step)])
         assert batch.keys() == want.keys()
         for k in want:
