@@ -319,9 +319,18 @@ class BlockSizeStepSampler(Sampler):
         out = []
         for k in range(self.rank * local, (self.rank + 1) * local):
             p = (step // len(self.sizes)) * self.batch + k
-            perm = np.random.default_rng([self.seed, n, p // count]).permutation(count)
-            out.append((n, int(perm[p % count])))
+            out.append((n, int(self._permutation(n, p // count, count)[p % count])))
         return out
+
+    def _permutation(self, n: int, epoch: int, count: int) -> np.ndarray:
+        """Size ``n``'s permutation of ``epoch``, drawn once (a batch may straddle two epochs: two kept per size)."""
+        cache = self.__dict__.setdefault("_perms", {})
+        key = (n, epoch)
+        if key not in cache:
+            for old in [k for k in cache if k[0] == n and k[1] < epoch - 1]:
+                del cache[old]
+            cache[key] = np.random.default_rng([self.seed, n, epoch]).permutation(count)
+        return cache[key]
 
     def __iter__(self):
         step = self.start
