@@ -33,7 +33,7 @@ from codecnn.models import ModeNetConfig, build_model  # noqa: E402
 from codecnn.train.checkpoint import load_model  # noqa: E402
 
 SIZES = (4, 8, 16, 32)
-KS = (1, 2, 3, 4, 6, 8)
+KS = (1, 2, 3, 4, 6, 8, 10, 12)
 
 
 def satd_seconds_per_block_mode(y: np.ndarray) -> dict[int, float]:

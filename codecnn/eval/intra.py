@@ -82,7 +82,7 @@ def ranking_metrics(scores: np.ndarray, costs: np.ndarray, best: np.ndarray) -> 
     return out
 
 
-PRUNE_KS = (1, 2, 3, 4, 6, 8)
+PRUNE_KS = (1, 2, 3, 4, 6, 8, 10, 12)
 
 
 def pruned_rmd(scores: np.ndarray, hadamard: np.ndarray, mpm: np.ndarray, n: int, k: int | None):
