@@ -326,7 +326,8 @@ def test_evaluate_modes_report(modes_h5, tmp_path):
             assert pr["full"]["satd_evaluations"] == 35 and pr["full"]["recall"] >= v["hm_rmd"]["recall"]
             evals = [pr[str(k)]["satd_evaluations"] for k in (1, 2, 3, 4, 6, 8, 10, 12)]
             assert evals == sorted(evals) and 1 <= evals[0] and evals[-1] <= 15
-            assert all(0 <= pr[str(k)]["recall"] <= 1 for k in (1, 2, 3, 4, 6, 8, 10, 12))  # (a smaller set can keep more)
+            # (a smaller set can keep more)
+            assert all(0 <= pr[str(k)]["recall"] <= 1 for k in (1, 2, 3, 4, 6, 8, 10, 12))
     assert set(res["overall"]["pruned_rmd"]) == {"full", "1", "2", "3", "4", "6", "8", "10", "12"}
     assert {"recall", "satd_evaluations"} <= set(res["overall"]["pruned_rmd"]["3"])
     assert (
