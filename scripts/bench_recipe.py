@@ -12,6 +12,7 @@ difference above the validation noise is a defect to explain.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import tempfile
 import time
@@ -102,8 +103,10 @@ def main() -> None:
         if r.exit_code:
             raise SystemExit(r.output)
         ours = restoration_metrics(load_model(f"{d}/run/last.pt")[0], val, device)
+        log = [json.loads(line) for line in open(f"{d}/run/log.jsonl")]
+        ours_steps = max((int(r["step"]) for r in log if r.get("kind") == "train"), default=0)
     print(f"{a.seconds:.0f} s each on {a.data} (val: {plain['frames']} frames, {plain['ctus']} CTUs), RDN {config}")
-    for name, m, extra in (("plain loop", plain, f"{steps} steps"), ("codecnn train", ours, "")):
+    for name, m, extra in (("plain loop", plain, f"{steps} steps"), ("codecnn train", ours, f"{ours_steps} steps")):
         print(
             f"{name:14} gain {m['score']:+.4f} +- {m['score_se']:.4f} dB  "
             + " ".join(f"QP{q} {v['gain']:+.4f}" for q, v in m["per_qp"].items())
