@@ -62,12 +62,13 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--growth", type=int, default=16)
     ap.add_argument("--features", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=0, help="both runs' seed (the run-to-run spread: try several)")
     a = ap.parse_args()
     config = RDNConfig(num_blocks=a.blocks, num_layers=a.layers, growth=a.growth, num_features=a.features, qp_map=True)
     val = CTUDataset(a.data, "val", patch=0)
     device = torch.device("cpu")
 
-    model, steps = plain_loop(a.data, config, a.seconds, a.lr, a.batch)
+    model, steps = plain_loop(a.data, config, a.seconds, a.lr, a.batch, a.seed)
     plain = restoration_metrics(model, val, device)
     with tempfile.TemporaryDirectory() as d:
         argv = [
@@ -98,6 +99,8 @@ def main() -> None:
             "1000000",
             "--workers",
             "0",
+            "--seed",
+            str(a.seed),
         ]
         r = CliRunner().invoke(cli, argv)
         if r.exit_code:
