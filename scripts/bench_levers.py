@@ -19,7 +19,6 @@ import json
 import shutil
 import tempfile
 import time
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -74,7 +73,7 @@ def fewer_frames(src: str, dst: str, frames: int) -> int:
         return int((split == SPLIT_CODES["train"]).sum())
 
 
-def train(data: str, out: str, seconds: float, options: dict, extra: list) -> int:
+def train(data: str, out: str, seconds: float, options: dict, extra: list) -> None:
     argv = ["train", "rdn", "--data", data, "--out", out, "--qp-map", "--time-limit", str(seconds)]
     argv += ["--val-every", "100000000", "--workers", "0"]
     for k, v in {**BASE, **options}.items():
@@ -82,12 +81,6 @@ def train(data: str, out: str, seconds: float, options: dict, extra: list) -> in
     r = CliRunner().invoke(cli, argv + extra)
     if r.exit_code:
         raise SystemExit(r.output)
-    steps = 0
-    for line in Path(out, "log.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if rec.get("kind") == "train":
-            steps = max(steps, int(rec["step"]))
-    return steps
 
 
 def main() -> None:
@@ -110,8 +103,9 @@ def main() -> None:
                 data = f"{d}/frames10.h5"
                 train_ctus = fewer_frames(a.data, data, 10)
             t0 = time.perf_counter()
-            steps = train(data, f"{d}/{name}", a.seconds, options, extra)
-            m = restoration_metrics(load_model(f"{d}/{name}/last.pt")[0], val, torch.device("cpu"))
+            train(data, f"{d}/{name}", a.seconds, options, extra)
+            model, ck = load_model(f"{d}/{name}/last.pt")
+            m, steps = restoration_metrics(model, val, torch.device("cpu")), ck["step"]
             results[name] = {
                 "lever": what,
                 "options": {**BASE, **options},

@@ -12,7 +12,6 @@ difference above the validation noise is a defect to explain.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import tempfile
 import time
@@ -105,9 +104,8 @@ def main() -> None:
         r = CliRunner().invoke(cli, argv)
         if r.exit_code:
             raise SystemExit(r.output)
-        ours = restoration_metrics(load_model(f"{d}/run/last.pt")[0], val, device)
-        log = [json.loads(line) for line in open(f"{d}/run/log.jsonl")]
-        ours_steps = max((int(r["step"]) for r in log if r.get("kind") == "train"), default=0)
+        ours_model, ck = load_model(f"{d}/run/last.pt")
+        ours, ours_steps = restoration_metrics(ours_model, val, device), ck["step"]
     print(f"{a.seconds:.0f} s each on {a.data} (val: {plain['frames']} frames, {plain['ctus']} CTUs), RDN {config}")
     for name, m, extra in (("plain loop", plain, f"{steps} steps"), ("codecnn train", ours, f"{ours_steps} steps")):
         print(

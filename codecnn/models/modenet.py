@@ -17,8 +17,9 @@ Options (all off by default, as the networks trained before them):
   affine-preserving weighted average of the references, so the DCT-SATD best mode does not change (up to
   clipping and rounding) when the block and its references are shifted and scaled together. The canvas is
   brought to that invariant form inside ``forward``: the mean of the available references subtracted from the
-  block and the references, both divided by their joint standard deviation (at least 2/255); the log of that
-  deviation is given to the fully connected layers as a third side input (flat blocks favour planar and DC).
+  block and the references, both divided by their joint standard deviation (at least ``MIN_DEVIATION``, two
+  8-bit sample steps); the log of that deviation is given to the fully connected layers as a third side input
+  (flat blocks favour planar and DC).
 - ``pool_to``: canvases wider than this (the 33x33 of 16x16 blocks, the 65x65 of 32x32) are area-averaged
   down to ``pool_to`` x ``pool_to`` before the convolutions, so a large block costs what a small one does.
 - ``size_heads``: one output layer per block size (4, 8, 16, 32) instead of one shared; a batch then holds
@@ -36,6 +37,7 @@ from torch import nn
 from codecnn.errors import CodecnnError
 from codecnn.hevc import QP_SCALE
 from codecnn.models.registry import register_model
+from codecnn.yuv.frame import sample_peak
 
 NUM_MODES = 35
 
@@ -59,7 +61,10 @@ class ModeNetConfig:
 
 
 BLOCK_SIZES = (4, 8, 16, 32)
-MIN_DEVIATION = 2.0 / 255.0
+# The deviation side input is counted in 8-bit sample steps whatever the data's bit depth (canvases are in
+# [0, 1]): a fixed unit of the network's input, not the peak of the samples.
+DEVIATION_SCALE = float(sample_peak(8))
+MIN_DEVIATION = 2.0 / DEVIATION_SCALE
 
 
 def normalise_canvas(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,7 +122,7 @@ class ModeNet(nn.Module):
         side = side_info(block_size, qp, x.dtype)
         if c.normalise:
             x, dev = normalise_canvas(x)
-            side = torch.cat([side, (torch.log2(dev * 255.0) / 8.0)[:, None]], 1)
+            side = torch.cat([side, (torch.log2(dev * DEVIATION_SCALE) / 8.0)[:, None]], 1)
         if c.pool_to and x.shape[-1] > c.pool_to:
             x = F.adaptive_avg_pool2d(x, c.pool_to)
         f = self.features(x)
