@@ -1,5 +1,6 @@
 """make-dataset on a real Dask cluster (LocalCluster worker processes on loopback) through real x265 encodes."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import h5py
 import numpy as np
@@ -129,6 +131,45 @@ def test_resume_on_the_cluster_keeps_finished_shards(carphone_yuv, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "resuming: 1 of 3 encodes already done" in r.stderr or "resuming: 2 of 3" in r.stderr, r.stderr
     _assert_same_dataset(full, out, samples=3 * 8 * 4)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Nap:
+    """A stand-in unit: its picture size and QP give its expected cost (``unit_cost``), ``seconds`` its real one."""
+
+    name: str
+    info: types.SimpleNamespace
+    qp: int
+    seconds: float
+    workdir: str
+
+
+def _nap(u: _Nap) -> tuple[int, float, str]:
+    start = time.time()
+    time.sleep(u.seconds)
+    return os.getpid(), start, u.name
+
+
+def test_units_handed_out_longest_first_one_per_worker_thread(tmp_path):
+    """Four units on two single-thread workers, given shortest first: they go out longest first, one per free
+    worker thread, as a process pool hands them out (the longest-processing-time rule): the third longest
+    goes to the worker that finished first, the shortest to the other. Handed to the scheduler all at once,
+    two units are assigned to each worker up front (the first and the third to one of them)."""
+    from codecnn.data.cluster import DaskRunner, unit_cost
+
+    def unit(name, frames, seconds):
+        info = types.SimpleNamespace(num_frames=frames, width=176, height=144)
+        return _Nap(name, info, 32, seconds, str(tmp_path / name))
+
+    units = [unit("d", 1, 0.6), unit("c", 2, 1.2), unit("b", 3, 1.8), unit("a", 4, 2.6)]
+    assert [u.name for u in sorted(units, key=unit_cost, reverse=True)] == ["a", "b", "c", "d"]
+    with DaskRunner("local:2") as runner:
+        done = runner.run_all(_nap, units)
+    assert [value[2] for _, _, value in done] == [u.name for u in units]  # results in the given order
+    pid = {value[2]: value[0] for _, _, value in done}
+    start = {value[2]: value[1] for _, _, value in done}
+    assert pid["a"] != pid["b"] and pid["c"] == pid["b"] and pid["d"] == pid["a"]
+    assert max(start["a"], start["b"]) < min(start["c"], start["d"])
 
 
 def test_unreachable_scheduler_one_line_exit_2_nothing_written(carphone_yuv, tmp_path):

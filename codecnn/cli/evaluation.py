@@ -256,8 +256,11 @@ def evaluate(
     with contextlib.ExitStack() as stack:
         if dask is not None:  # connects before any work: an unreachable scheduler fails at once
             from codecnn.data.cluster import DaskRunner
+            from codecnn.encoders import ENCODERS
 
-            runner = stack.enter_context(DaskRunner(dask))
+            kind = ENCODERS[encoder]  # what an encode unit imports, imported by each worker as it starts
+            preload = ("codecnn.eval.runs", kind.__module__, *kind.modules)
+            runner = stack.enter_context(DaskRunner(dask, preload=preload))
         results = evaluate_checkpoint(
             checkpoint,
             make_runs,

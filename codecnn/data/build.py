@@ -169,6 +169,14 @@ def build_dataset(
     if not out.parent.is_dir():
         raise CodecnnError(f"{out.parent}: output folder does not exist")
     encoder = make_encoder(options.encoder, **dict(options.encoder_options))  # fails early (e.g. HM missing)
+    # a scheduler is reached before anything is written (an unreachable one leaves no trace); a local cluster
+    # starts in the background while the sources are opened and staged
+    with _cluster(dask, options, encoder) as runner:
+        return _plan_and_build(specs, out, options, jobs, resume, progress, runner, t0, encoder)
+
+
+def _plan_and_build(specs, out, options, jobs, resume, progress, runner, t0, encoder):
+    """Open the sources, describe the build (its manifest) and run it (or find it done with ``resume``)."""
     if options.task == "intra-modes":
         from codecnn.hevc.intra import check_block
 
@@ -202,33 +210,21 @@ def build_dataset(
     parts = parts_dir(out)
     if resume and out.exists() and not parts.exists():
         return _finished(out, manifest, t0)
-    with _cluster(dask) as runner:  # connects before anything is written: an unreachable scheduler leaves no trace
-        return _build(
-            specs,
-            out,
-            options,
-            jobs,
-            resume,
-            progress,
-            runner,
-            t0,
-            parts,
-            manifest,
-            readers,
-            selections,
-            encoder,
-            dtype,
-        )
+    return _build(
+        specs, out, options, jobs, resume, progress, runner, t0, parts, manifest, readers, selections, encoder, dtype
+    )
 
 
-def _cluster(dask: str | None):
+def _cluster(dask: str | None, options: BuildOptions, encoder):
     if dask is None:
         import contextlib
 
         return contextlib.nullcontext()
     from codecnn.data.cluster import DaskRunner
 
-    return DaskRunner(dask)
+    # what a unit imports, imported by each worker as it starts (while the sources are staged here)
+    preload = ("h5py", __name__, _task_module(options.task).__name__, type(encoder).__module__, *encoder.modules)
+    return DaskRunner(dask, preload=preload)
 
 
 def _build(
@@ -284,6 +280,7 @@ def _build(
                 runner.check_shared(parts)
                 bar = _bar(total=len(todo), desc="encodes", enabled=progress)
                 timings = runner.map(_run_unit, todo, on_done=lambda: bar.update(1))
+                runner.release()  # the cluster closes while the shards are merged
                 bar.close()
                 interrupts.check()
             elif jobs > 1 and len(todo) > 1:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -28,6 +29,17 @@ from codecnn.errors import CodecnnError
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5  # seconds to reach a scheduler
+TOP_UP = 2.0  # seconds between looks for new workers while units run
+# A local cluster runs on the cores its encodes need: no dashboard, so no statistical profiler (it samples every
+# worker thread's stack every 10 ms), and the event-loop, system and memory monitors at a slower pace. Measured
+# on 2 cores (scripts/bench_dataset.py): the encodes' summed time 11 % above a process pool's with Dask's
+# defaults, 2.5 % with these.
+LOCAL_QUIET = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.worker.memory.monitor-interval": "1s",
+}
 INSTALL = 'pip install "codecnn[cluster]"'
 
 
@@ -52,25 +64,52 @@ def check_address(address: str) -> str:
 
 
 class DaskRunner:
-    """A client on the cluster named by ``address`` (a context manager: ``local:N`` clusters are closed on exit)."""
+    """A client on the cluster named by ``address`` (a context manager: ``local:N`` clusters are closed on exit).
 
-    def __init__(self, address: str):
+    A running scheduler is reached at once (an unreachable one fails before anything is written). A
+    ``local:N`` cluster starts in a background thread while the caller prepares its units (staging the
+    sources), its workers importing the modules named in ``preload`` as they start, so that neither the
+    start-up nor the first task's imports hold up the encodes; the first use of :attr:`client` waits for it.
+    :meth:`release` lets the cluster close in the background (the caller merges meanwhile); leaving the
+    context waits for that close.
+    """
+
+    def __init__(self, address: str, preload: tuple[str, ...] = ()):
         self.address = check_address(address)
         distributed = _import_distributed()
         self.cluster = None
+        self._client = None
+        self._failed: BaseException | None = None
+        self._closing: threading.Thread | None = None
         # Dask's own INFO chatter (workers starting, connections) would flood codecnn's log; keep its warnings
         self._dask_log = logging.getLogger("distributed")
         self._old_level = self._dask_log.level
         self._dask_log.setLevel(max(self._old_level, logging.WARNING))
+        if address.startswith("local:"):
+            n = int(address.split(":", 1)[1])
+
+            def start() -> None:
+                import dask.config
+
+                try:
+                    with dask.config.set(LOCAL_QUIET):
+                        self.cluster = distributed.LocalCluster(
+                            n_workers=n,
+                            processes=True,
+                            threads_per_worker=1,
+                            dashboard_address=None,
+                            preload=list(preload),
+                        )
+                    self._client = distributed.Client(self.cluster, timeout=CONNECT_TIMEOUT)
+                except BaseException as e:  # raised where the client is first needed
+                    self._failed = e
+
+            self._starting: threading.Thread | None = threading.Thread(target=start, name="codecnn-dask-start")
+            self._starting.start()
+            return
+        self._starting = None
         try:
-            if address.startswith("local:"):
-                n = int(address.split(":", 1)[1])
-                self.cluster = distributed.LocalCluster(
-                    n_workers=n, processes=True, threads_per_worker=1, dashboard_address=None
-                )
-                self.client = distributed.Client(self.cluster, timeout=CONNECT_TIMEOUT)
-            else:
-                self.client = distributed.Client(address, timeout=CONNECT_TIMEOUT)
+            self._client = distributed.Client(address, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as e:
             self.close()
             detail = " ".join(str(e).split()) or type(e).__name__
@@ -79,6 +118,22 @@ class DaskRunner:
                 "start one (dask scheduler) or use --dask local:N"
             ) from None
 
+    @property
+    def client(self):
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
+        if self._failed is not None:
+            failed, self._failed = self._failed, None
+            self.close()
+            raise CodecnnError(
+                f"--dask {self.address}: the local cluster did not start ({type(failed).__name__}: "
+                f"{' '.join(str(failed).split())[:160]})"
+            ) from None
+        if self._client is None:
+            raise CodecnnError(f"--dask {self.address}: the cluster is closed")
+        return self._client
+
     def __enter__(self):
         return self
 
@@ -86,14 +141,28 @@ class DaskRunner:
         self.close()
         return False
 
+    def release(self) -> None:
+        """The units are done: close the client and a local cluster in a background thread."""
+        if self._closing is None and self._starting is None:
+            self._closing = threading.Thread(target=self._close_now, name="codecnn-dask-close")
+            self._closing.start()
+
     def close(self) -> None:
-        client, self.client = getattr(self, "client", None), None
+        if self._starting is not None:  # never used: let it finish starting, then close it
+            self._starting.join()
+            self._starting = None
+        if self._closing is not None:
+            self._closing.join()
+        self._close_now()
+        self._dask_log.setLevel(self._old_level)
+
+    def _close_now(self) -> None:
+        client, self._client = self._client, None
         if client is not None:
             client.close()
-        if self.cluster is not None:
-            self.cluster.close()
-            self.cluster = None
-        self._dask_log.setLevel(self._old_level)
+        cluster, self.cluster = self.cluster, None
+        if cluster is not None:
+            cluster.close()
 
     def workers(self) -> list[str]:
         return sorted(self.client.scheduler_info(n_workers=-1)["workers"])
@@ -125,37 +194,65 @@ class DaskRunner:
 
     def run_all(self, fn: Callable, units: Iterable, on_done: Callable[[], None] = lambda: None) -> list[tuple]:
         """As :meth:`map`, with what ``fn`` returned: (worker, seconds, value) per unit in the given order (the
-        value travels back through the scheduler: keep it small)."""
+        value travels back through the scheduler: keep it small).
+
+        The units are handed out as a process pool would: the longest first (:func:`unit_cost`), and no more
+        at a time than the cluster has worker threads (counted again as units finish, and every
+        :data:`TOP_UP` seconds, so workers that join later, e.g. queued batch jobs, are used as they come).
+        Submitting them all at once would let the scheduler assign every unit to a worker up front (a few
+        units count as no queue): a worker could then hold two long encodes while another sits idle.
+        """
         distributed = _import_distributed()
         units = list(units)
         token = uuid.uuid4().hex[:8]
-        futures = [
-            self.client.submit(
-                _task, fn, _absolute(u), token, key=f"codecnn-unit{i:04d}-{token}", pure=False, retries=0
-            )
-            for i, u in enumerate(units)
-        ]
-        index = {f.key: i for i, f in enumerate(futures)}
+        waiting = sorted(range(len(units)), key=lambda k: unit_cost(units[k]), reverse=True)
+        waiting.reverse()  # popped from the end: the longest first
+        running: dict = {}  # future -> unit index
         results: list = [None] * len(units)
         first_error: BaseException | None = None
-        for fut in distributed.as_completed(futures):
+
+        def top_up() -> None:
+            slots = max(1, sum(self.client.nthreads().values()))
+            while waiting and len(running) < slots:
+                k = waiting.pop()
+                key = f"codecnn-unit{k:04d}-{token}"
+                running[self.client.submit(_task, fn, _absolute(units[k]), token, key=key, pure=False, retries=0)] = k
+
+        top_up()
+        while running:
             try:
-                results[index[fut.key]] = fut.result()
-            except CodecnnError as e:
-                first_error = first_error or e
-            except distributed.KilledWorker as e:
-                first_error = first_error or CodecnnError(
-                    f"--dask: the workers running one encode died too often ({' '.join(str(e).split())[:200]})"
-                )
-            except Exception as e:  # a worker-side failure of its own (a locked or full disk, permissions, ...)
-                detail = " ".join(str(e).split())[:200]
-                first_error = first_error or CodecnnError(
-                    f"--dask: one encode failed on its worker: {type(e).__name__}: {detail}"
-                )
-            on_done()
+                done, _ = distributed.wait(list(running), timeout=TOP_UP, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                done = set()
+            for fut in done:
+                k = running.pop(fut)
+                try:
+                    results[k] = fut.result()
+                except CodecnnError as e:
+                    first_error = first_error or e
+                except distributed.KilledWorker as e:
+                    first_error = first_error or CodecnnError(
+                        f"--dask: the workers running one encode died too often ({' '.join(str(e).split())[:200]})"
+                    )
+                except Exception as e:  # a worker-side failure of its own (a locked or full disk, permissions, ...)
+                    detail = " ".join(str(e).split())[:200]
+                    first_error = first_error or CodecnnError(
+                        f"--dask: one encode failed on its worker: {type(e).__name__}: {detail}"
+                    )
+                on_done()
+            top_up()
         if first_error is not None:
             raise first_error
         return results
+
+
+def unit_cost(unit) -> tuple:
+    """How long a unit's encode is expected to take, for ordering: its pixels (frames x width x height), then
+    the lower QP first (more bits to code)."""
+    info = getattr(unit, "info", None)
+    pixels = info.num_frames * info.width * info.height if info is not None else 0
+    qp = getattr(unit, "qp", None)
+    return pixels, -(qp if qp is not None else 0)
 
 
 def _absolute(unit):

@@ -122,6 +122,7 @@ class Encoder(ABC):
     """A real HEVC encoder. Subclasses build the encoder's options, run it and parse what it reports."""
 
     name: str
+    modules: tuple[str, ...] = ()  # what an encode imports on first use (Dask workers import them as they start)
 
     @abstractmethod
     def encode(self, frames: Iterable[Frame], info: VideoInfo, qp: int, workdir: str | os.PathLike) -> EncodeResult:

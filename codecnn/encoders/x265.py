@@ -99,6 +99,8 @@ class X265Encoder(Encoder):
         params: extra ``key=value`` x265 parameters, appended last.
     """
 
+    modules = ("av",)
+
     name = "x265"
 
     def __init__(

@@ -184,6 +184,7 @@ def cluster_encode_runs(specs, encoders, qps, start: int, frames: int | None, st
                 )
     t0 = time.perf_counter()
     done = runner.run_all(encode_unit, units)
+    runner.release()  # a local cluster closes while the runs are measured
     for line in speed_lines([(w, s) for w, s, _ in done], time.perf_counter() - t0):
         log.info("%s", line)
     results = iter([res for _, _, res in done])
