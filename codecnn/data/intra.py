@@ -1,5 +1,6 @@
 """The intra-mode task's data (``make-dataset --task intra-modes``): its HDF5 schema, the writer of a build
-unit's shard and the merge of the shards, and the torch Dataset and sampler that training reads it with.
+unit's shard and the merge of the shards, and the dataset and sampler that training reads it with (for
+PyTorch's DataLoader; PyTorch is imported where they make tensors, so building a dataset does not load it).
 
 One group per block size, ``n4``, ``n8``, ``n16``, ``n32``; in each, sample ``i`` of every array is one
 N x N block on the N grid of a frame:
@@ -34,10 +35,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset, Sampler
+
+if TYPE_CHECKING:
+    pass
 
 from codecnn.data import schema
 from codecnn.data.schema import SPLIT_CODES, LazyH5, open_dataset_info
@@ -228,7 +231,7 @@ def canvas(orig: np.ndarray, ref: np.ndarray, n: int, peak) -> np.ndarray:
     return c
 
 
-class IntraModeDataset(LazyH5, Dataset):
+class IntraModeDataset(LazyH5):
     """Blocks of one split of an intra-modes dataset, indexed by ``(block_size, row)``."""
 
     def __init__(self, path: str | os.PathLike, split: str | None = "train", qps: tuple[int, ...] | None = None):
@@ -252,6 +255,8 @@ class IntraModeDataset(LazyH5, Dataset):
         return int(sum(len(r) for r in self.rows.values()))
 
     def __getitem__(self, item) -> dict:
+        import torch
+
         n, k = item
         i = int(self.rows[n][k])
         g = f"n{n}/"
@@ -266,6 +271,8 @@ class IntraModeDataset(LazyH5, Dataset):
 
     def inputs(self, n: int) -> dict:
         """Network inputs of all blocks of size ``n``, read in bulk (for evaluation)."""
+        import torch
+
         g = self._file()[f"n{n}"]
         r = self.rows[n]
         peak = sample_peak(read_rows(g["bit_depth"], r).astype(np.int64))
@@ -289,7 +296,7 @@ class IntraModeDataset(LazyH5, Dataset):
         }
 
 
-class BlockSizeStepSampler(Sampler):
+class BlockSizeStepSampler:
     """Step ``s`` draws a global batch of one block size (sizes in turn), from that size's epoch
     permutations seeded by ``(seed, size, epoch)``; rank r of W takes its slice. Resume- and DDP-exact
     like :class:`codecnn.data.restoration.StepSampler`."""
@@ -370,6 +377,8 @@ class BlockCache:
         return sum(len(per["best"]) for per in self.arrays.values())
 
     def batch(self, items: list[tuple[int, int]]) -> dict:
+        import torch
+
         sizes = {n for n, _ in items}
         if len(sizes) != 1:
             raise CodecnnError("a cached batch holds blocks of one size")

@@ -1,5 +1,7 @@
 """The CTU restoration task's data: its HDF5 schema, the writer of a build unit's shard and the merge
-of the shards, and the torch Dataset and sampler that training reads it with.
+of the shards, and the dataset and sampler that training reads it with (a map-style dataset and a sampler
+for PyTorch's DataLoader; PyTorch is imported where they make tensors, so building a dataset, e.g. on a Dask
+worker, does not load it).
 
 Sample ``i`` of a file (all arrays share the first axis, in the same order):
 
@@ -54,10 +56,12 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset, Sampler
+
+if TYPE_CHECKING:
+    import torch
 
 from codecnn.data import schema
 from codecnn.data.ctu import ctu_positions, cut_ctus
@@ -249,7 +253,7 @@ class CropSpec:
     flip_v: bool = False
 
 
-class CTUDataset(LazyH5, Dataset):
+class CTUDataset(LazyH5):
     """CTU samples of one split (and optionally some QPs) of a restoration dataset.
 
     Items are dicts of tensors: ``input`` 1 x (P+2c) x (P+2c) and ``target`` 1 x P x P in [0, 1]
@@ -293,6 +297,8 @@ class CTUDataset(LazyH5, Dataset):
         return len(self.indices)
 
     def __getitem__(self, item) -> dict:
+        import torch
+
         spec = item if isinstance(item, CropSpec) else CropSpec(int(item))
         i = int(self.indices[spec.index])
         p, c = self.patch, self.context
@@ -330,7 +336,7 @@ class CTUDataset(LazyH5, Dataset):
         return CropSpec(index, y, x, fh, fv)
 
 
-class StepSampler(Sampler):
+class StepSampler:
     """Yields the :class:`CropSpec` s of steps ``start_step, start_step+1, ...`` for one rank.
 
     Global batch ``b`` of step ``s`` is positions ``s*B .. s*B+B-1`` of an endless sequence of
@@ -419,6 +425,8 @@ def resolve_cache(
     """The cache mode to use for ``--cache mode`` and why. ``auto`` is ``ram`` when ``copies`` caches of
     ``nbytes`` (one per process on this host) fit in :data:`CACHE_SHARE` of physical memory, else ``off``;
     ``device`` on a CPU ``device`` is ``ram``."""
+    import torch
+
     if mode not in CACHES:
         raise CodecnnError(f"--cache {mode!r}: use one of {', '.join(CACHES)}")
     if mode == "device" and torch.device(device).type != "cuda":
@@ -448,12 +456,15 @@ class CTUCache:
     def for_mode(cls, ds: CTUDataset, mode: str, device: torch.device | str) -> CTUCache:
         """The cache of a resolved ``mode`` (``ram`` or ``device``) for training on ``device``: on the device
         itself, or in host memory (pinned when the device is a GPU)."""
+        import torch
+
         device = torch.device(device)
         cuda = device.type == "cuda"
         return cls(ds, device if mode == "device" else "cpu", pin=cuda and mode == "ram")
 
     def __init__(self, ds: CTUDataset, device: torch.device | str = "cpu", pin: bool = False, block: int = 256):
         import h5py
+        import torch
 
         self.ds, self.patch, self.context = ds, ds.patch, ds.context
         self.device = torch.device(device)
@@ -513,6 +524,8 @@ class CTUCache:
 
     def _gather_index(self, specs: list[CropSpec], idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One index gather for the batch (on the cache's device): rows and columns reversed where flipped."""
+        import torch
+
         p, c = self.patch, self.context
         dev = self.device
         y = torch.tensor([sp.y for sp in specs], device=dev)
@@ -521,6 +534,8 @@ class CTUCache:
         fh = torch.tensor([sp.flip_h for sp in specs], device=dev)
 
         def lines(off, flip, n):
+            import torch
+
             r = torch.arange(n, device=dev)
             return off[:, None] + torch.where(flip[:, None], n - 1 - r, r)
 
@@ -532,6 +547,8 @@ class CTUCache:
 
     def batch(self, specs: list[CropSpec]) -> dict:
         """The collated batch of ``ds[spec] for spec in specs`` (same keys, dtypes and shapes)."""
+        import torch
+
         p = self.patch
         meta = np.array([(sp.index, sp.y, sp.x, sp.flip_v, sp.flip_h) for sp in specs], np.int64).reshape(-1, 5)
         idx, y, x, fv, fh = meta.T
