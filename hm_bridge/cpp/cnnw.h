@@ -192,10 +192,13 @@ namespace simd {
 #ifdef CNNW_AVX512
 struct VecF {
   typedef __m512 V;
-  enum { N = 16, P = 4, CO = 6 };
+  typedef float T;  // a sample
+  typedef float W;  // a weight or bias
+  enum { N = 16, P = 4, CO = 6, E = 1 };
   static V load(const float *p) { return _mm512_loadu_ps(p); }
   static V set1(float v) { return _mm512_set1_ps(v); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V mac(V acc, V x, V w) { return fma(w, x, acc); }
   static void store(float *p, V v, int n) {  // the first n lanes (n >= 1)
     if (n >= N)
       _mm512_storeu_ps(p, v);
@@ -205,7 +208,9 @@ struct VecF {
 };
 struct VecI {  // 32-bit lanes: a pixel's pair of int16 channels in, its int32 sum out
   typedef __m512i V;
-  enum { N = 16, P = 4, CO = 6 };
+  typedef int16_t T;
+  typedef int32_t W;  // a pair of int16 weights, or a bias
+  enum { N = 16, P = 4, CO = 6, E = 2 };
   static V load(const int16_t *p) { return _mm512_loadu_si512(p); }
   static V set1(int32_t v) { return _mm512_set1_epi32(v); }
   static V dot(V acc, V a, V b) {  // acc + a.lo b.lo + a.hi b.hi, every sum modulo 2^32
@@ -215,6 +220,7 @@ struct VecI {  // 32-bit lanes: a pixel's pair of int16 channels in, its int32 s
     return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b));
 #endif
   }
+  static V mac(V acc, V x, V w) { return dot(acc, x, w); }
   // (the zero-masked forms: GCC 12's plain ones trip -Wmaybe-uninitialized on their undefined operand)
   static V sra(V v, int s) { return _mm512_maskz_sra_epi32(0xFFFF, v, _mm_cvtsi32_si128(s)); }
   static V add(V a, V b) { return _mm512_add_epi32(a, b); }
@@ -236,10 +242,13 @@ inline __m256i firstLanes(int n) {
 }
 struct VecF {
   typedef __m256 V;
-  enum { N = 8, P = 2, CO = 6 };
+  typedef float T;
+  typedef float W;
+  enum { N = 8, P = 2, CO = 6, E = 1 };
   static V load(const float *p) { return _mm256_loadu_ps(p); }
   static V set1(float v) { return _mm256_set1_ps(v); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V mac(V acc, V x, V w) { return fma(w, x, acc); }
   static void store(float *p, V v, int n) {
     if (n >= N)
       _mm256_storeu_ps(p, v);
@@ -249,10 +258,13 @@ struct VecF {
 };
 struct VecI {
   typedef __m256i V;
-  enum { N = 8, P = 2, CO = 4 };
+  typedef int16_t T;
+  typedef int32_t W;
+  enum { N = 8, P = 2, CO = 4, E = 2 };
   static V load(const int16_t *p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)); }
   static V set1(int32_t v) { return _mm256_set1_epi32(v); }
   static V dot(V acc, V a, V b) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)); }
+  static V mac(V acc, V x, V w) { return dot(acc, x, w); }
   static V sra(V v, int s) { return _mm256_sra_epi32(v, _mm_cvtsi32_si128(s)); }
   static V add(V a, V b) { return _mm256_add_epi32(a, b); }
   static V band(V a, V b) { return _mm256_and_si256(a, b); }
@@ -269,60 +281,54 @@ struct VecI {
 };
 #endif
 
-// One block of a float convolution: CO output channels x P vectors of pixels of one output row, summed over
-// all input channels and taps in registers. src: input channel 0 at the block's first tap (margins hold
-// the zero padding); channels cstride apart, rows rs apart. w: [ci][ky][kx][CO]. dst: output channel j at
-// dst + j * ostride; n of the block's pixels are stored (the rest lie past the row's end).
+// The sums of one block: CO output channels x P vectors of pixels of one output row, each the bias plus the
+// products over all input groups and taps, in registers. A group is one channel (VecF) or an interleaved
+// pair of int16 channels (VecI: E = 2 samples per pixel, one dot takes both). src: group 0 at the block's
+// first tap (margins hold the zero padding); groups cstride apart, rows rs apart, in samples. w:
+// [group][ky][kx][CO].
+template <class S, int K, int CO>
+inline void accumulate(typename S::V (&acc)[CO][S::P], const typename S::T *src, size_t cstride, ptrdiff_t rs,
+                       int groups, int kr, const typename S::W *w, const typename S::W *b) {
+  const int k = K ? K : kr;
+  for (int j = 0; j < CO; ++j) {
+    const typename S::V bv = S::set1(b[j]);
+    for (int p = 0; p < S::P; ++p) acc[j][p] = bv;
+  }
+  for (int c = 0; c < groups; ++c, src += cstride)
+    for (int ky = 0; ky < k; ++ky)
+      for (int kx = 0; kx < k; ++kx, w += CO) {
+        const typename S::T *s = src + ky * rs + S::E * kx;
+        typename S::V x[S::P];
+        for (int p = 0; p < S::P; ++p) x[p] = S::load(s + p * S::E * S::N);
+        for (int j = 0; j < CO; ++j) {
+          const typename S::V wv = S::set1(w[j]);
+          for (int p = 0; p < S::P; ++p) acc[j][p] = S::mac(acc[j][p], x[p], wv);
+        }
+      }
+}
+
+// One block of a float convolution (see accumulate). dst: output channel j at dst + j * ostride; n of the
+// block's pixels are stored (the rest lie past the row's end).
 template <int K, int CO>
 void convBlockF(const float *src, size_t cstride, ptrdiff_t rs, int cin, int kr, const float *w, const float *b,
                 float *dst, size_t ostride, int n) {
   typedef VecF S;
-  const int k = K ? K : kr;
   S::V acc[CO][S::P];
-  for (int j = 0; j < CO; ++j) {
-    const S::V bv = S::set1(b[j]);
-    for (int p = 0; p < S::P; ++p) acc[j][p] = bv;
-  }
-  for (int c = 0; c < cin; ++c, src += cstride)
-    for (int ky = 0; ky < k; ++ky)
-      for (int kx = 0; kx < k; ++kx, w += CO) {
-        const float *s = src + ky * rs + kx;
-        S::V x[S::P];
-        for (int p = 0; p < S::P; ++p) x[p] = S::load(s + p * S::N);
-        for (int j = 0; j < CO; ++j) {
-          const S::V wv = S::set1(w[j]);
-          for (int p = 0; p < S::P; ++p) acc[j][p] = S::fma(wv, x[p], acc[j][p]);
-        }
-      }
+  accumulate<S, K, CO>(acc, src, cstride, rs, cin, kr, w, b);
   for (int j = 0; j < CO; ++j)
     for (int p = 0; p < S::P && p * S::N < n; ++p) S::store(dst + j * ostride + p * S::N, acc[j][p], n - p * S::N);
 }
 
-// The int16 block: input channels in interleaved pairs, so one dot (vpdpwssd, or _mm256_madd_epi16 and an
-// add) takes two channels of N pixels; weights [pair][ky][kx][CO] as (w_even, w_odd) int16 pairs. CO is
-// even: output channels j and j + 1 are rescaled (round-half-up shift, exact in 32 bits for 1 <= shift
-// <= 31), saturated to int16 and stored as one interleaved pair. Offsets in int16 samples.
+// One block of an int16 convolution (see accumulate): the dots (vpdpwssd, or _mm256_madd_epi16 and an add)
+// take the input channels in interleaved pairs, the weights as (w_even, w_odd) int16 pairs. CO is even:
+// output channels j and j + 1 are rescaled (round-half-up shift, exact in 32 bits for 1 <= shift <= 31),
+// saturated to int16 and stored as one interleaved pair. Offsets in int16 samples.
 template <int K, int CO>
 void convBlockI(const int16_t *src, size_t cstride, ptrdiff_t rs, int pairs, int kr, const int32_t *w, const int32_t *b,
                 int shift, int16_t *dst, size_t ostride, int n) {
   typedef VecI S;
-  const int k = K ? K : kr;
   S::V acc[CO][S::P];
-  for (int j = 0; j < CO; ++j) {
-    const S::V bv = S::set1(b[j]);
-    for (int p = 0; p < S::P; ++p) acc[j][p] = bv;
-  }
-  for (int c = 0; c < pairs; ++c, src += cstride)
-    for (int ky = 0; ky < k; ++ky)
-      for (int kx = 0; kx < k; ++kx, w += CO) {
-        const int16_t *s = src + ky * rs + 2 * kx;
-        S::V x[S::P];
-        for (int p = 0; p < S::P; ++p) x[p] = S::load(s + p * 2 * S::N);
-        for (int j = 0; j < CO; ++j) {
-          const S::V wv = S::set1(w[j]);
-          for (int p = 0; p < S::P; ++p) acc[j][p] = S::dot(acc[j][p], x[p], wv);
-        }
-      }
+  accumulate<S, K, CO>(acc, src, cstride, rs, pairs, kr, w, b);
   const S::V lo = S::set1(-32768), hi = S::set1(32767), low16 = S::set1(0xFFFF), one = S::set1(1);
   for (int j = 0; j < CO; j += 2)
     for (int p = 0; p < S::P && p * S::N < n; ++p) {
