@@ -31,14 +31,18 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5  # seconds to reach a scheduler
 TOP_UP = 2.0  # seconds between looks for new workers while units run
 # A local cluster runs on the cores its encodes need: no dashboard, so no statistical profiler (it samples every
-# worker thread's stack every 10 ms), and the event-loop, system and memory monitors at a slower pace. Measured
-# on 2 cores (scripts/bench_dataset.py): the encodes' summed time 11 % above a process pool's with Dask's
-# defaults, 2.5 % with these.
+# worker thread's stack every 10 ms); the event-loop, system and memory monitors at a slower pace; and glibc's
+# own malloc trimming instead of Dask's MALLOC_TRIM_THRESHOLD_=65536 (which hands memory back to the system at
+# every free, so each frame buffer is mapped and zeroed again). Measured on 2 cores with single-threaded x265
+# (scripts/bench_dataset.py, bigbuckbunny 96 frames x 4 QPs): the encodes' summed time 6-11 % above a process
+# pool's with Dask's defaults, the same (-0.6 %) with these.
 LOCAL_QUIET = {
     "distributed.worker.profile.enabled": False,
     "distributed.admin.tick.interval": "1s",
     "distributed.admin.system-monitor.interval": "5s",
     "distributed.worker.memory.monitor-interval": "1s",
+    # Dask's MALLOC_TRIM_THRESHOLD_=65536 (memory back to the system at every free) left out
+    "distributed.nanny.pre-spawn-environ": {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1},
 }
 INSTALL = 'pip install "codecnn[cluster]"'
 
