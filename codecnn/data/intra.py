@@ -35,12 +35,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    pass
 
 from codecnn.data import schema
 from codecnn.data.schema import SPLIT_CODES, LazyH5, open_dataset_info

@@ -534,8 +534,6 @@ class CTUCache:
         fh = torch.tensor([sp.flip_h for sp in specs], device=dev)
 
         def lines(off, flip, n):
-            import torch
-
             r = torch.arange(n, device=dev)
             return off[:, None] + torch.where(flip[:, None], n - 1 - r, r)
 
