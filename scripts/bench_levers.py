@@ -28,6 +28,7 @@ from click.testing import CliRunner
 from codecnn.cli import cli
 from codecnn.data.restoration import CTUDataset
 from codecnn.data.schema import SPLIT_CODES
+from codecnn.eval.metrics import standard_error
 from codecnn.eval.restoration import restoration_metrics
 from codecnn.files import atomic_write_text
 from codecnn.train.checkpoint import load_model
@@ -128,7 +129,7 @@ def main() -> None:
         else:
             diff = np.asarray(r["frame_gains"]) - np.asarray(base["frame_gains"])
             r["vs_base"] = float(diff.mean())
-            r["vs_base_se"] = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+            r["vs_base_se"] = standard_error(diff)
     summary = {
         "data": a.data,
         "seconds": a.seconds,

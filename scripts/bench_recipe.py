@@ -33,6 +33,7 @@ from click.testing import CliRunner
 
 from codecnn.cli import cli
 from codecnn.data.restoration import CTUDataset, StepSampler
+from codecnn.eval.metrics import standard_error
 from codecnn.eval.restoration import restoration_metrics
 from codecnn.models import RDNConfig, build_model
 from codecnn.train.checkpoint import load_model
@@ -147,7 +148,7 @@ def main() -> None:
         )
     for arm, (m, _) in zip(arms[1:], results[1:], strict=True):
         diff = np.asarray(m["frame_gains"]) - np.asarray(plain["frame_gains"])
-        se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+        se = standard_error(diff) if len(diff) > 1 else float("nan")
         name = f"codecnn {arm}".strip()
         print(f"{name} - plain: {diff.mean():+.4f} dB per frame (paired standard error {se:.4f})")
 

@@ -26,6 +26,7 @@ from codecnn.eval.metrics import (
     psnr_yuv,
     psnr_yuv_weighted,
     read_rd_csv,
+    standard_error,
 )
 from codecnn.yuv import Frame
 
@@ -406,3 +407,10 @@ def test_pruned_rmd_by_hand():
     assert m["1"]["recall"] == 0.0 and m["1"]["cost_increase"] == 1.0 and m["1"]["satd_evaluations"] == 4.0
     assert m["2"]["recall"] == 1.0 and m["2"]["recall_vs_full"] == 1.0 and m["2"]["satd_evaluations"] == 5.0
     assert m["8"]["satd_evaluations"] == 9.0  # top 8: 5, 22, 7, then ties 0..4; with MPMs 0, 1, 26: 9 modes
+
+
+def test_standard_error_of_the_mean():
+    # 1, 2, 3, 4: sample variance 5/3, so sqrt(5/3) / sqrt(4)
+    assert standard_error([1.0, 2.0, 3.0, 4.0]) == pytest.approx((5 / 3) ** 0.5 / 2, rel=1e-12)
+    assert standard_error(np.array([0.25, 0.25, 0.25])) == 0.0
+    assert standard_error([0.5]) == 0.0 and standard_error([]) == 0.0  # no spread to measure

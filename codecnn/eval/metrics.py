@@ -35,6 +35,13 @@ def mse(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
     return float(np.mean(d * d))
 
 
+def standard_error(values) -> float:
+    """The standard error of the mean of ``values`` (sample standard deviation over sqrt(n)): the noise of a
+    mean gain over frames, or of a mean paired difference. 0.0 for fewer than two values."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+
+
 def psnr_from_mse(mse_value: float, peak_value: float = 1.0) -> float:
     """``10 log10(peak^2 / mse)`` in dB; ``inf`` for a zero error."""
     return float("inf") if mse_value <= 0 else 10.0 * float(np.log10(peak_value * peak_value / mse_value))

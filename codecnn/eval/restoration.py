@@ -37,7 +37,15 @@ from codecnn.data.ctu import ctu_positions
 from codecnn.data.restoration import CTUDataset
 from codecnn.errors import CodecnnError
 from codecnn.eval.inference import filter_plane
-from codecnn.eval.metrics import BDError, bd_rate, psnr, psnr_from_mse, psnr_yuv, psnr_yuv_weighted
+from codecnn.eval.metrics import (
+    BDError,
+    bd_rate,
+    psnr,
+    psnr_from_mse,
+    psnr_yuv,
+    psnr_yuv_weighted,
+    standard_error,
+)
 from codecnn.eval.runs import Run
 from codecnn.yuv import sample_peak
 
@@ -333,8 +341,13 @@ def restoration_metrics(model: nn.Module, ds: CTUDataset, device: torch.device, 
         pin, pout = per_qp[qp]
         mi, mo = sum(pin) / len(pin), sum(pout) / len(pout)
         gains = np.array(pout) - np.array(pin)
-        se = float(gains.std(ddof=1) / np.sqrt(len(gains))) if len(gains) > 1 else 0.0
-        table[str(qp)] = {"psnr_in": mi, "psnr_out": mo, "gain": mo - mi, "gain_se": se, "frames": len(pin)}
+        table[str(qp)] = {
+            "psnr_in": mi,
+            "psnr_out": mo,
+            "gain": mo - mi,
+            "gain_se": standard_error(gains),
+            "frames": len(pin),
+        }
     score = sum(v["gain"] for v in table.values()) / max(1, len(table))
     score_se = float(np.sqrt(sum(v["gain_se"] ** 2 for v in table.values()))) / max(1, len(table))
     model.train()

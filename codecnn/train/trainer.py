@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from codecnn.errors import CodecnnError
+from codecnn.eval.metrics import standard_error
 from codecnn.files import check_output_dir
 from codecnn.models import build_model
 from codecnn.train import dist
@@ -93,7 +94,7 @@ def _better(result: dict, best: float, best_frames: list | None) -> bool:
     if not frames or not best_frames or len(frames) != len(best_frames) or len(frames) < 2:
         return result["score"] > best
     d = np.asarray(frames) - np.asarray(best_frames)
-    return float(d.mean()) > float(d.std(ddof=1) / np.sqrt(len(d)))
+    return float(d.mean()) > standard_error(d)
 
 
 def _next_batch(it) -> dict:
