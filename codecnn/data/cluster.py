@@ -22,6 +22,7 @@ import re
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -209,8 +210,7 @@ class DaskRunner:
         distributed = _import_distributed()
         units = list(units)
         token = uuid.uuid4().hex[:8]
-        waiting = sorted(range(len(units)), key=lambda k: unit_cost(units[k]), reverse=True)
-        waiting.reverse()  # popped from the end: the longest first
+        waiting = deque(sorted(range(len(units)), key=lambda k: unit_cost(units[k]), reverse=True))  # longest first
         running: dict = {}  # future -> unit index
         results: list = [None] * len(units)
         first_error: BaseException | None = None
@@ -218,7 +218,7 @@ class DaskRunner:
         def top_up() -> None:
             slots = max(1, sum(self.client.nthreads().values()))
             while waiting and len(running) < slots:
-                k = waiting.pop()
+                k = waiting.popleft()
                 key = f"codecnn-unit{k:04d}-{token}"
                 running[self.client.submit(_task, fn, _absolute(units[k]), token, key=key, pure=False, retries=0)] = k
 
