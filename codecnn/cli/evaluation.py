@@ -258,8 +258,8 @@ def evaluate(
             from codecnn.data.cluster import DaskRunner
             from codecnn.encoders import ENCODERS
 
-            kind = ENCODERS[encoder]  # what an encode unit imports, imported by each worker as it starts
-            preload = ("codecnn.eval.runs", kind.__module__, *kind.modules)
+            # what an encode unit imports, imported by each worker as it starts
+            preload = ("codecnn.eval.runs", *ENCODERS[encoder].imports())
             runner = stack.enter_context(DaskRunner(dask, preload=preload))
         results = evaluate_checkpoint(
             checkpoint,

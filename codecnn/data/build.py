@@ -223,7 +223,7 @@ def _cluster(dask: str | None, options: BuildOptions, encoder):
     from codecnn.data.cluster import DaskRunner
 
     # what a unit imports, imported by each worker as it starts (while the sources are staged here)
-    preload = ("h5py", __name__, _task_module(options.task).__name__, type(encoder).__module__, *encoder.modules)
+    preload = ("h5py", __name__, _task_module(options.task).__name__, *type(encoder).imports())
     return DaskRunner(dask, preload=preload)
 
 

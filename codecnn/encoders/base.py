@@ -124,6 +124,11 @@ class Encoder(ABC):
     name: str
     modules: tuple[str, ...] = ()  # what an encode imports on first use (Dask workers import them as they start)
 
+    @classmethod
+    def imports(cls) -> tuple[str, ...]:
+        """What an encode with this encoder imports: its own module and ``modules`` (Dask workers preload them)."""
+        return (cls.__module__, *cls.modules)
+
     @abstractmethod
     def encode(self, frames: Iterable[Frame], info: VideoInfo, qp: int, workdir: str | os.PathLike) -> EncodeResult:
         """Encode ``frames`` at base QP ``qp`` in the encoder's test condition into ``workdir``."""
