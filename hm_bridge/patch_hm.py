@@ -1,22 +1,24 @@
 """``python -m hm_bridge patch-hm HM_DIR``: put the codecnn luma filter into a user's HM 16.x checkout.
 
-It copies ``cnnw.h`` and ``codecnn_hm.h`` into ``source/Lib/TLibCommon`` (already on HM's include path,
-so no build file changes) and inserts, each line marked ``// codecnn hm_bridge``:
+It copies ``cnnw.h``, ``codecnn_signal.h`` and ``codecnn_hm.h`` into ``source/Lib/TLibCommon`` (already on
+HM's include path, so no build file changes) and edits, each line marked ``// codecnn hm_bridge``:
 
-* ``TEncGOP.cpp``: after SAO, before ``pcPic->compressMotion();`` (and so before the PSNR and before the
-  picture serves as a reference), a call to ``codecnn_hm::filterLumaEncoder`` on the reconstruction (with
-  ``--CnnFlags``: switched per CTU against the original, the choice queued as a suffix SEI with the
-  picture's other trailing SEIs); when it fails (the model cannot be loaded, or filtering fails) that line
-  prints the message and stops HM;
-* ``TDecGop.cpp``: at the same point of ``filterPicture``, the picture's codecnn flags SEI looked up and
-  ``codecnn_hm::filterLumaDecoder`` called with it;
-* ``TAppEncCfg.cpp``: the options ``--CnnModel`` (the model path; empty = off) and ``--CnnFlags``;
+* ``TEncGOP.cpp``: after SAO, before the picture's slices are written (and so before the PSNR and before
+  the picture serves as a reference), a call to ``codecnn_hm::filterLumaEncoder``: it filters the
+  reconstruction as the encoder decides against the original (``--CnnSignal``: always on, per picture, per
+  CTU) and queues the picture's payload for its slice header; when it fails (the model cannot be loaded, or
+  filtering fails) the line prints the message and stops HM;
+* ``TEncTop.cpp``: the PPS's ``slice_segment_header_extension_present_flag`` set when a model is given;
+* ``TEncCavlc.cpp``: the slice header's extension bytes written from the queued payload (HM wrote none);
+* ``TDecCAVLC.cpp``: the extension bytes HM reads and ignored kept for the picture;
+* ``TDecGop.cpp``: after SAO in ``filterPicture``, ``codecnn_hm::filterLumaDecoder`` follows the payload;
+* ``TAppEncCfg.cpp``: the options ``--CnnModel`` (the model path; empty = off) and ``--CnnSignal``;
   ``TAppDecCfg.cpp``: ``--CnnModel``.
 
-It is idempotent (marked lines are not inserted twice; marked lines of an older hm_bridge are brought
-up to date; a file whose content would not change, the two headers included, is not rewritten, so a
-second run does not make HM rebuild) and refuses, changing nothing, when an expected line is not found.
-Nothing of HM is stored in codecnn: only these inserted lines.
+It is idempotent: it first takes out what any hm_bridge put in (marked lines are removed, replaced lines
+restored from the original they keep in their marker) and then applies this version's edits, and writes a
+file only when that changes it (so a second run does not make HM rebuild). It refuses, changing nothing,
+when an expected line is not found. Nothing of HM is stored in codecnn: only these lines.
 """
 
 from __future__ import annotations
@@ -30,62 +32,95 @@ from pathlib import Path
 from codecnn.errors import CodecnnError
 
 MARK = "// codecnn hm_bridge"
+WAS = " (was: "  # a replaced line's marker keeps the original line: MARK + WAS + original + ")"
 CPP = Path(__file__).resolve().parent / "cpp"
+HEADERS = ("cnnw.h", "codecnn_signal.h", "codecnn_hm.h")
 INCLUDE = f'#include "TLibCommon/codecnn_hm.h"  {MARK}'
+BUILD_HINT = (
+    'make -C build/linux release RELEASE_CPPFLAGS="-O3 -Wuninitialized -Wno-error -mavx2 -mfma -ffp-contract=off"'
+)
+_REC = "pcPic->getPicYuvRec()"
 _ARGS = (
-    "pcPic->getPicYuvRec()->getAddr(COMPONENT_Y), pcPic->getPicYuvRec()->getStride(COMPONENT_Y), "
-    "pcPic->getPicYuvRec()->getWidth(COMPONENT_Y), pcPic->getPicYuvRec()->getHeight(COMPONENT_Y), "
-    "pcSlice->getSPS()->getBitDepth(CHANNEL_TYPE_LUMA), pcPic->getSlice(0)->getSliceQp()"
+    f"{_REC}->getAddr(COMPONENT_Y), {_REC}->getStride(COMPONENT_Y), {_REC}->getWidth(COMPONENT_Y), "
+    f"{_REC}->getHeight(COMPONENT_Y), pcSlice->getSPS()->getBitDepth(CHANNEL_TYPE_LUMA), "
+    "pcPic->getSlice(0)->getSliceQp()"
 )
+_CTU = "static_cast<int>(pcSlice->getSPS()->getMaxCUWidth())"
 _STOP = '{ std::fprintf(stderr, "\\nERROR: codecnn: %s\\n", cnnError.c_str()); std::exit(EXIT_FAILURE); }'
-# encoder: filter (per CTU with --CnnFlags, against the original) and queue the flags' suffix SEI
+# encoder: filter as decided against the original, the payload queued for the picture's slice header
 ENC_CALL = (
-    "{ std::string cnnError; std::vector<unsigned char> cnnFlags; if (!codecnn_hm::filterLumaEncoder("
+    "{ std::string cnnError; if (!codecnn_hm::filterLumaEncoder("
     f"{_ARGS}, pcPic->getPicYuvOrg()->getAddr(COMPONENT_Y), pcPic->getPicYuvOrg()->getStride(COMPONENT_Y), "
-    f"static_cast<int>(pcSlice->getSPS()->getMaxCUWidth()), cnnFlags, cnnError)) {_STOP} "
-    "if (!cnnFlags.empty()) { SEIUserDataUnregistered *cnnSei = new SEIUserDataUnregistered(); "
-    "std::memcpy(cnnSei->m_uuid_iso_iec_11578, codecnn_hm::flagsUuid(), 16); "
-    "cnnSei->m_userData.assign(cnnFlags.begin(), cnnFlags.end()); trailingSeiMessages.push_back(cnnSei); } }"
-    f"  {MARK}"
+    f"{_CTU}, pcPic->getPOC(), pcPic->getSlice(0)->isIRAP(), pcPic->getSlice(0)->getLambdas()[0], cnnError)) "
+    f"{_STOP} }}  {MARK}"
 )
-# decoder: the picture's flags SEI, if any (its suffix SEIs are read before filterPicture), then filter
+# decoder: follow the picture's payload (read from its slice header)
 DEC_CALL = (
-    "{ std::string cnnError; std::vector<unsigned char> cnnFlagData; bool cnnHasFlags = false; "
-    "SEIMessages cnnSeis = getSeisByType(pcPic->getSEIs(), SEI::USER_DATA_UNREGISTERED); "
-    "for (SEIMessages::const_iterator cnnIt = cnnSeis.begin(); cnnIt != cnnSeis.end(); ++cnnIt) { "
-    "const SEIUserDataUnregistered *cnnSei = static_cast<const SEIUserDataUnregistered *>(*cnnIt); "
-    "if (std::memcmp(cnnSei->m_uuid_iso_iec_11578, codecnn_hm::flagsUuid(), 16) == 0) { "
-    "cnnFlagData.assign(cnnSei->m_userData.begin(), cnnSei->m_userData.end()); cnnHasFlags = true; } } "
-    f"if (!codecnn_hm::filterLumaDecoder({_ARGS}, cnnHasFlags ? &cnnFlagData : NULL, cnnError)) {_STOP} }}"
-    f"  {MARK}"
+    f"{{ std::string cnnError; if (!codecnn_hm::filterLumaDecoder({_ARGS}, {_CTU}, pcPic->getPOC(), "
+    f"pcPic->getSlice(0)->getPPS()->getSliceHeaderExtensionPresentFlag(), cnnError)) {_STOP} }}  {MARK}"
 )
-CALL = ENC_CALL  # (the name of older versions)
+PPS_FLAG = f"pps.setSliceHeaderExtensionPresentFlag(codecnn_hm::extensionPresent());  {MARK}"
+EXT_WRITE = (
+    "{ const std::vector<unsigned char> cnnExt = codecnn_hm::takeExtension(pcSlice->getPOC(), "
+    "pcSlice->getSliceSegmentCurStartCtuTsAddr() == 0); "
+    'WRITE_UVLC(UInt(cnnExt.size()), "slice_segment_header_extension_length"); '
+    "for (size_t cnnI = 0; cnnI < cnnExt.size(); ++cnnI) { "
+    'WRITE_CODE(cnnExt[cnnI], 8, "slice_segment_header_extension_data_byte"); } }'
+)
+EXT_READ = (
+    'READ_CODE(8,ignored,"slice_segment_header_extension_data_byte"); '
+    "codecnn_hm::receiveExtensionByte(pcSlice->getPOC(), i, ignored);"
+)
 _MODEL_OPTION = (
     '("CnnModel", codecnn_hm::modelPath(), std::string(""), "codecnn .cnnw luma filter applied after SAO (hm_bridge)")'
 )
 ENC_OPTION = (
-    f'{_MODEL_OPTION}("CnnFlags", codecnn_hm::ctuFlagsEnabled(), false, "codecnn: switch the filter per CTU '
-    f'against the original, signalled in a suffix SEI (hm_bridge)")  {MARK}'
+    f'{_MODEL_OPTION}("CnnSignal", codecnn_hm::signalMode(), 2, "codecnn: 0 filter every picture, 1 decide per '
+    f'picture (on/off, residual scale), 2 also per CTU; signalled in the slice header (hm_bridge)")  {MARK}'
 )
-OPTION = DEC_OPTION = f"{_MODEL_OPTION}  {MARK}"
+DEC_OPTION = f"{_MODEL_OPTION}  {MARK}"
 
 
 @dataclass(frozen=True)
 class Edit:
     file: str  # relative to source/
     after_include: str  # the include line the codecnn include goes after
-    anchor: str  # regex of the line the second insertion goes before
-    context: str  # regex that must occur (once) before the anchor
-    line: str  # what to insert before the anchor (indented like it)
+    anchor: str  # regex of the line the edit goes before (or replaces)
+    context: str  # regex that must occur before the anchor (the anchor is its first match after it)
+    line: str  # what to insert before the anchor (indented like it), or the anchor's replacement
+    replace: bool = False
 
 
 EDITS = (
     Edit(
         "Lib/TLibEncoder/TEncGOP.cpp",
         '#include "TEncGOP.h"',
-        r"^\s*pcPic->compressMotion\(\);\s*$",
-        r"cabac_zero_word_padding\(",
+        r"^\s*std::size_t binCountsInNalUnits\s*=",
+        r"m_pcSAO->SAOProcess\(",
         ENC_CALL,
+    ),
+    Edit(
+        "Lib/TLibEncoder/TEncTop.cpp",
+        '#include "TEncTop.h"',
+        r"^\s*xInitPPSforTiles\(pps\);",
+        r"TEncTop::xInitPPS\(",
+        PPS_FLAG,
+    ),
+    Edit(
+        "Lib/TLibEncoder/TEncCavlc.cpp",
+        '#include "TEncCavlc.h"',
+        r'^\s*WRITE_UVLC\(0,\s*"slice_segment_header_extension_length"\);',
+        r"getSliceHeaderExtensionPresentFlag\(\)\)",
+        EXT_WRITE,
+        replace=True,
+    ),
+    Edit(
+        "Lib/TLibDecoder/TDecCAVLC.cpp",
+        '#include "TDecCAVLC.h"',
+        r'^\s*READ_CODE\(8,\s*ignored,\s*"slice_segment_header_extension_data_byte"\);',
+        r'READ_UVLC\(uiCode,\s*"slice_segment_header_extension_length"\);',
+        EXT_READ,
+        replace=True,
     ),
     Edit(
         "Lib/TLibDecoder/TDecGop.cpp",
@@ -111,31 +146,44 @@ EDITS = (
 )
 
 
-def _plan(text: str, e: Edit, name: str) -> str:
-    """The edited text of one file, or an error naming the missing anchor."""
-    lines = text.split("\n")
-    if MARK in text:  # patched before: the marked lines as this version writes them
-        for i, ln in enumerate(lines):
-            if MARK in ln and ln.strip() != INCLUDE:
-                lines[i] = re.match(r"^\s*", ln).group(0) + e.line
-        return "\n".join(lines)
-    inc = [i for i, ln in enumerate(lines) if ln.strip() == e.after_include]
+def _unpatch(lines: list[str]) -> list[str]:
+    """The lines as HM had them: lines any hm_bridge inserted dropped, lines it replaced restored."""
+    out = []
+    for ln in lines:
+        if MARK not in ln:
+            out.append(ln)
+        elif MARK + WAS in ln:
+            indent = re.match(r"^\s*", ln).group(0)
+            out.append(indent + ln.split(MARK + WAS, 1)[1][:-1])
+    return out
+
+
+def _plan(text: str, edits: list[Edit], name: str) -> str:
+    """The edited text of one file (from HM's own lines, whatever an older hm_bridge did), or an error
+    naming the missing anchor."""
+    lines = _unpatch(text.split("\n"))
+    for e in edits:
+        ctx = [i for i, ln in enumerate(lines) if re.search(e.context, ln)]
+        if not ctx:
+            raise CodecnnError(f"{name}: {e.context!r} not found; this HM version is not supported by patch-hm")
+        anchors = [i for i, ln in enumerate(lines) if re.search(e.anchor, ln) and i >= ctx[0]]
+        if not anchors:
+            raise CodecnnError(
+                f"{name}: no line matching {e.anchor!r} after {e.context!r}; this HM version is not supported "
+                "by patch-hm"
+            )
+        a = anchors[0]
+        indent = re.match(r"^\s*", lines[a]).group(0)
+        if e.replace:
+            lines[a] = f"{indent}{e.line}  {MARK}{WAS}{lines[a].strip()})"
+        else:
+            lines.insert(a, indent + e.line)
+    inc = [i for i, ln in enumerate(lines) if ln.strip() == edits[0].after_include]
     if len(inc) != 1:
         raise CodecnnError(
-            f"{name}: the line {e.after_include!r} was not found once; this HM version is not "
+            f"{name}: the line {edits[0].after_include!r} was not found once; this HM version is not "
             "supported by patch-hm (see the README to insert the lines by hand)"
         )
-    ctx = [i for i, ln in enumerate(lines) if re.search(e.context, ln)]
-    if not ctx:
-        raise CodecnnError(f"{name}: {e.context!r} not found; this HM version is not supported by patch-hm")
-    anchors = [i for i, ln in enumerate(lines) if re.search(e.anchor, ln) and i > ctx[0]]
-    if not anchors:
-        raise CodecnnError(
-            f"{name}: no line matching {e.anchor!r} after {e.context!r}; this HM version is not supported by patch-hm"
-        )
-    a = anchors[0]
-    indent = re.match(r"^\s*", lines[a]).group(0)
-    lines.insert(a, indent + e.line)
     lines.insert(inc[0] + 1, INCLUDE)
     return "\n".join(lines)
 
@@ -147,14 +195,14 @@ def patch_hm(hm_dir: str | os.PathLike) -> list[str]:
     if not (src / "Lib" / "TLibCommon").is_dir():
         raise CodecnnError(f"{root}: not an HM checkout (no source/Lib/TLibCommon)")
     planned = {}
-    for e in EDITS:
-        p = src / e.file
+    for file in dict.fromkeys(e.file for e in EDITS):
+        p = src / file
         if not p.is_file():
             raise CodecnnError(f"{p}: missing; is {root} an HM 16.x checkout?")
         text = p.read_text(errors="surrogateescape")
-        planned[p] = (text, _plan(text, e, e.file))  # every file is checked before any is written
+        planned[p] = (text, _plan(text, [e for e in EDITS if e.file == file], file))  # all checked first
     done = []
-    for name in ("cnnw.h", "codecnn_hm.h"):
+    for name in HEADERS:
         dst = src / "Lib" / "TLibCommon" / name
         if dst.is_file() and dst.read_bytes() == (CPP / name).read_bytes():
             done.append(f"{dst.relative_to(root)}: up to date")  # untouched: no new mtime, no HM rebuild

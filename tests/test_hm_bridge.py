@@ -622,13 +622,13 @@ def test_cnnw_tool_prints_the_checksum_refuses_damage_and_warns_on_v1(tool, int1
 GLUE = r"""// HM's types as far as the lines patch-hm inserts use them (written here, not copied from HM).
 #include <cstdio>
 #include <cstdlib>
-#include <list>
+#include <string>
 #include <vector>
 
 #include "TLibCommon/codecnn_hm.h"
 
 typedef short Pel;  // HM 16.x without RExt__HIGH_BIT_DEPTH_SUPPORT
-typedef unsigned char UChar;
+typedef double Double;
 enum ComponentID { COMPONENT_Y };
 enum ChannelType { CHANNEL_TYPE_LUMA };
 struct TComPicYuv {
@@ -647,40 +647,33 @@ struct TComSPS {
   int getBitDepth(ChannelType) const { return bitDepth; }
   unsigned getMaxCUWidth() const { return maxCU; }
 };
+struct TComPPS {
+  bool ext;
+  bool getSliceHeaderExtensionPresentFlag() const { return ext; }
+};
 struct TComSlice {
   TComSPS sps;
+  TComPPS pps;
   int qp;
+  bool irap;
+  Double lambdas[3];
   const TComSPS *getSPS() const { return &sps; }
+  const TComPPS *getPPS() const { return &pps; }
   int getSliceQp() const { return qp; }
+  bool isIRAP() const { return irap; }
+  const Double *getLambdas() const { return lambdas; }
 };
-struct SEI {
-  enum PayloadType { USER_DATA_UNREGISTERED = 5, DECODED_PICTURE_HASH = 132 };
-  virtual ~SEI() {}
-  virtual PayloadType payloadType() const = 0;
-};
-typedef std::list<SEI *> SEIMessages;
-struct SEIUserDataUnregistered : public SEI {
-  PayloadType payloadType() const { return USER_DATA_UNREGISTERED; }
-  UChar m_uuid_iso_iec_11578[16];
-  std::vector<UChar> m_userData;
-};
-SEIMessages getSeisByType(const SEIMessages &seis, SEI::PayloadType type) {
-  SEIMessages out;
-  for (SEIMessages::const_iterator it = seis.begin(); it != seis.end(); ++it)
-    if ((*it)->payloadType() == type) out.push_back(*it);
-  return out;
-}
 struct TComPic {
   TComPicYuv *rec, *org;
   TComSlice *slice;
-  SEIMessages seis;
+  int poc;
   TComPicYuv *getPicYuvRec() { return rec; }
   TComPicYuv *getPicYuvOrg() { return org; }
   TComSlice *getSlice(int) { return slice; }
-  SEIMessages &getSEIs() { return seis; }
+  int getPOC() const { return poc; }
 };
 
-static void encoderAfterSao(TComPic *pcPic, TComSlice *pcSlice, SEIMessages &trailingSeiMessages) {
+static void encoderAfterSao(TComPic *pcPic, TComSlice *pcSlice) {
 @ENC@
 }
 
@@ -696,61 +689,64 @@ static void readPlane(const char *path, TComPicYuv &p) {
   std::fclose(in);
 }
 
-// glue enc|dec MODEL REC.u8 ORG.u8 WIDTH HEIGHT BITDEPTH QP FLAGS OUT.s16 SEI.bin (MODEL "": none)
-// enc runs the encoder's line (FLAGS 1: --CnnFlags) and writes the flags SEI's user data to SEI.bin (no SEI:
-// no file); dec attaches SEI.bin, when it exists, to the picture as codecnn's SEI and runs the decoder's line.
-// OUT is the whole reconstruction buffer, margin included.
+// glue enc|dec MODEL REC.u8 ORG.u8 WIDTH HEIGHT BITDEPTH QP SIGNAL|PPSFLAG LAMBDA OUT PAYLOAD (MODEL "": none)
+// Two pictures, POC 0 (IRAP) and POC 1, both of REC (and ORG). enc runs the encoder's line with --CnnSignal
+// SIGNAL and, as HM's slice header writer does, takes each picture's payload, written to PAYLOAD.<poc> (an
+// empty payload: no file); dec hands PAYLOAD.<poc>, when it exists, to the slice header reader's line, then runs
+// the decoder's line with the PPS flag PPSFLAG. OUT.<poc> is each whole reconstruction buffer, margin included.
 int main(int argc, char **argv) {
-  if (argc != 12) return 2;
+  if (argc != 13) return 2;
   const bool enc = std::string(argv[1]) == "enc";
   codecnn_hm::modelPath() = argv[2];
-  codecnn_hm::ctuFlagsEnabled() = std::atoi(argv[9]) != 0;
+  codecnn_hm::signalMode() = std::atoi(argv[9]);
   const int w = std::atoi(argv[5]), h = std::atoi(argv[6]);
-  TComPicYuv rec(w, h), org(w, h);
-  readPlane(argv[3], rec);
-  readPlane(argv[4], org);
-  TComSlice slice = {{std::atoi(argv[7]), 64u}, std::atoi(argv[8])};
-  TComPic pic = {&rec, &org, &slice, SEIMessages()};
-  SEIUserDataUnregistered incoming;
-  if (enc) {
-    SEIMessages trailing;
-    encoderAfterSao(&pic, &slice, trailing);
-    std::remove(argv[11]);
-    if (!trailing.empty()) {
-      const SEIUserDataUnregistered *s = static_cast<const SEIUserDataUnregistered *>(trailing.front());
-      if (trailing.size() != 1 || std::memcmp(s->m_uuid_iso_iec_11578, codecnn_hm::flagsUuid(), 16) != 0) return 3;
-      std::FILE *f = std::fopen(argv[11], "wb");
-      std::fwrite(&s->m_userData[0], 1, s->m_userData.size(), f);
-      std::fclose(f);
-      delete s;
+  for (int poc = 0; poc < 2; ++poc) {
+    TComPicYuv rec(w, h), org(w, h);
+    readPlane(argv[3], rec);
+    readPlane(argv[4], org);
+    TComSlice slice = {{std::atoi(argv[7]), 64u}, {std::atoi(argv[9]) != 0}, std::atoi(argv[8]), poc == 0,
+                       {std::atof(argv[10]), 0, 0}};
+    TComPic pic = {&rec, &org, &slice, poc};
+    const std::string payloadPath = std::string(argv[12]) + "." + std::to_string(poc);
+    if (enc) {
+      encoderAfterSao(&pic, &slice);
+      const std::vector<unsigned char> p = codecnn_hm::takeExtension(poc, true);
+      if (!codecnn_hm::takeExtension(poc, true).empty()) return 3;  // taken once
+      std::remove(payloadPath.c_str());
+      if (!p.empty()) {
+        std::FILE *f = std::fopen(payloadPath.c_str(), "wb");
+        std::fwrite(&p[0], 1, p.size(), f);
+        std::fclose(f);
+      }
+    } else {
+      std::FILE *f = std::fopen(payloadPath.c_str(), "rb");
+      if (f) {
+        int i = 0;
+        for (int c = std::fgetc(f); c != EOF; c = std::fgetc(f)) codecnn_hm::receiveExtensionByte(poc, i++, c);
+        std::fclose(f);
+      }
+      decoderAfterSao(&pic, &slice);
     }
-  } else {
-    std::FILE *f = std::fopen(argv[11], "rb");
-    if (f) {
-      std::memcpy(incoming.m_uuid_iso_iec_11578, codecnn_hm::flagsUuid(), 16);
-      for (int c = std::fgetc(f); c != EOF; c = std::fgetc(f)) incoming.m_userData.push_back(static_cast<UChar>(c));
-      std::fclose(f);
-      pic.seis.push_back(&incoming);
-    }
-    decoderAfterSao(&pic, &slice);
+    std::FILE *out = std::fopen((std::string(argv[11]) + "." + std::to_string(poc)).c_str(), "wb");
+    std::fwrite(&rec.buf[0], sizeof(Pel), rec.buf.size(), out);
+    std::fclose(out);
   }
-  std::FILE *out = std::fopen(argv[10], "wb");
-  std::fwrite(&rec.buf[0], sizeof(Pel), rec.buf.size(), out);
-  std::fclose(out);
   return 0;
 }
 """
 
 
 @pytest.mark.parametrize("cxx", COMPILERS)
-def test_hm_glue_filters_and_lets_hm_report_errors(cxx, int16_model, tmp_path):
-    """The lines patch-hm inserts into TEncGOP.cpp and TDecGop.cpp, compiled (strict flags) against the copied
-    headers and mock HM types: they filter in place exactly as the int16 twin, leave the picture alone
-    without a model, and on a bad model print the message and stop HM with a failure status. With
-    --CnnFlags the encoder keeps the filter on the 64x64 CTUs where it lowers the error against the original,
-    queues its choice as codecnn's suffix SEI, and the decoder's line, given that SEI, makes the same picture."""
+def test_hm_glue_signals_what_the_encoder_decides_and_the_decoder_follows(cxx, int16_model, tmp_path):
+    """The lines patch-hm inserts into TEncGOP.cpp, TEncCavlc.cpp, TDecCAVLC.cpp and TDecGop.cpp, compiled
+    (strict flags) against the copied headers and mock HM types, over two pictures. The encoder filters with
+    the int16 twin's output, blended with a signalled scale, on the CTUs it keeps (each choice made with the
+    rate counted); the payload (slice header extension) parses as hm_bridge/signal.py reads it, and the
+    picture is what that payload gives; the decoder's line, given the payload, makes the same pictures; bad
+    streams and bad models stop HM with one message; without a model nothing changes."""
     from hm_bridge.__main__ import main
     from hm_bridge.fixed import filter_plane_int
+    from hm_bridge.signal import apply_payload, parse_payload
 
     compiler = _compiler(cxx)
     hm = _fake_hm(tmp_path / "HM")
@@ -769,80 +765,105 @@ def test_hm_glue_filters_and_lets_hm_report_errors(cxx, int16_model, tmp_path):
     orig = RawYuvReader(HM / "carphone" / "orig.yuv", 176, 144).read(1).y.copy()
     for y, x in ((0, 0), (64, 64), (128, 128)):  # the filter is exact there: those CTUs must switch on
         orig[y : y + 64, x : x + 64] = want[y : y + 64, x : x + 64]
-    raw, raw_org, sei = tmp_path / "in.u8", tmp_path / "org.u8", tmp_path / "sei.bin"
+    raw, raw_org, pay, out = tmp_path / "in.u8", tmp_path / "org.u8", tmp_path / "payload", tmp_path / "out"
     plane.astype(np.uint8).tofile(raw)
     orig.astype(np.uint8).tofile(raw_org)
+    model_id = zlib.crc32(int16_model.read_bytes()[12:]) & 0xFFFF
 
-    def run(model, side="enc", flags=0):
-        out = tmp_path / "out.s16"
-        out.unlink(missing_ok=True)
-        argv = [str(exe), side, str(model), str(raw), str(raw_org), "176", "144", "8", "27", str(flags), str(out)]
-        res = subprocess.run([*argv, str(sei)], capture_output=True, text=True)
-        buf = np.fromfile(out, np.int16).reshape(144 + 32, 176 + 32) if res.returncode == 0 else None
-        if buf is not None:  # HM's margin is not touched
-            assert (buf[:16] == -1).all() and (buf[-16:] == -1).all() and (buf[:, :16] == -1).all()
+    def run(model, side="enc", signal=2, lam=60.0):
+        for poc in (0, 1):
+            Path(f"{out}.{poc}").unlink(missing_ok=True)
+        argv = [str(exe), side, str(model), str(raw), str(raw_org), "176", "144", "8", "27", str(signal), str(lam)]
+        res = subprocess.run([*argv, str(out), str(pay)], capture_output=True, text=True)
+        pics = []
+        for poc in (0, 1):
+            if not Path(f"{out}.{poc}").exists():
+                break
+            buf = np.fromfile(f"{out}.{poc}", np.int16).reshape(144 + 32, 176 + 32)
+            assert (buf[:16] == -1).all() and (buf[-16:] == -1).all() and (buf[:, :16] == -1).all()  # margin
             assert (buf[:, -16:] == -1).all()
-            buf = buf[16:-16, 16:-16]
-        return res, buf
+            pics.append(buf[16:-16, 16:-16])
+        return res, pics
 
-    res, got = run(int16_model)
-    data = int16_model.read_bytes()
-    crc = f"CRC-32 {zlib.crc32(data[12:]):#010x}"  # printed by encoder and decoder alike: compare the two
+    def payloads():
+        return [Path(f"{pay}.{poc}").read_bytes() if Path(f"{pay}.{poc}").exists() else b"" for poc in (0, 1)]
+
+    res, pics = run(int16_model)
+    crc = f"CRC-32 {zlib.crc32(int16_model.read_bytes()[12:]):#010x}"  # printed by encoder and decoder alike
     assert res.returncode == 0 and f"codecnn: luma filter {int16_model} (int16, {crc}) after SAO" in res.stdout
-    assert res.stderr == "" and not sei.exists(), res.stderr
-    np.testing.assert_array_equal(got, want)
-    assert (got != plane).any()
-    res, got = run(int16_model, "dec")  # no flags SEI: the decoder filters everywhere too
-    assert res.returncode == 0
-    np.testing.assert_array_equal(got, want)
-
-    # --CnnFlags: per 64x64 CTU (3 x 3 over 176x144), on where the filter lowers the error
-    res, switched = run(int16_model, "enc", 1)
+    p0, p1 = payloads()
+    first, second = parse_payload(p0, 176, 144, 64), parse_payload(p1, 176, 144, 64)
+    assert (first.mode, first.model_id) == (2, model_id) and second.mode is None  # the header once, first
+    assert first.on and first.ctu and first.ctu[0] == first.ctu[4] == first.ctu[8] == 1 and sum(first.ctu) < 9
+    for pic, p in zip(pics, (first, second), strict=True):
+        np.testing.assert_array_equal(pic, apply_payload(plane, want, p, 64, 8))
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("codecnn: POC")]
+    assert lines[0] == f"codecnn: POC 0 on k={first.k} ctus={sum(first.ctu)}/9 bytes={len(p0)}", lines
+    assert len(p0) == 4 + 1 + 2
+    res, decoded = run(int16_model, "dec")
     assert res.returncode == 0, res.stderr
-    on = [
-        int(((want[y : y + 64, x : x + 64] - orig[y : y + 64, x : x + 64].astype(int)) ** 2).sum()
-            < ((plane[y : y + 64, x : x + 64] - orig[y : y + 64, x : x + 64].astype(int)) ** 2).sum())
-        for y in (0, 64, 128) for x in (0, 64, 128)
-    ]  # fmt: skip
-    assert on[0] == on[4] == on[8] == 1 and sum(on) < 9, on  # a mixed picture, or the check below proves little
-    payload = sei.read_bytes()
-    assert payload[:4] == bytes([1, 6, 0, 9]) and len(payload) == 6
-    assert [(int.from_bytes(payload[4:6], "big") >> (15 - b)) & 1 for b in range(9)] == on
-    expect = plane.copy()
-    for b, (y, x) in enumerate((y, x) for y in (0, 64, 128) for x in (0, 64, 128)):
-        if on[b]:
-            expect[y : y + 64, x : x + 64] = want[y : y + 64, x : x + 64]
-    np.testing.assert_array_equal(switched, expect)
-    res, decoded = run(int16_model, "dec")  # the decoder follows the SEI: the same picture
-    assert res.returncode == 0
-    np.testing.assert_array_equal(decoded, switched)
-    res, _ = run("", "dec")  # flags but no model: refuse rather than decode wrong pictures
-    assert res.returncode == 1 and "carries codecnn CTU flags" in res.stderr, res.stderr
-    sei.write_bytes(payload[:5])
-    res, _ = run(int16_model, "dec")
-    assert res.returncode == 1 and "does not fit the picture" in res.stderr, res.stderr
-    sei.unlink()
+    for a, b in zip(decoded, pics, strict=True):
+        np.testing.assert_array_equal(a, b)
 
+    # a huge lambda: no bits are worth spending, the filter is off and only the header is sent
+    res, pics = run(int16_model, lam=1e12)
+    assert res.returncode == 0 and payloads() == [bytes([0, 0x12, model_id >> 8, model_id & 0xFF]), b""]
+    np.testing.assert_array_equal(pics[0], plane)
+    # always on (--CnnSignal=0): the header only, every picture filtered; the decoder follows
+    res, pics = run(int16_model, signal=0)
+    assert res.returncode == 0 and payloads() == [bytes([0, 0x10, model_id >> 8, model_id & 0xFF]), b""]
+    for pic in pics:
+        np.testing.assert_array_equal(pic, want)
+    res, decoded = run(int16_model, "dec", signal=1)
+    assert res.returncode == 0
+    for pic in decoded:
+        np.testing.assert_array_equal(pic, want)
+
+    # bad streams: one message, HM stops
+    res, _ = run("", "dec", signal=1)  # a codecnn stream without the model
+    assert res.returncode == 1 and "coded with a codecnn filter: give the encoder's --CnnModel" in res.stderr
+    res, _ = run(int16_model, "dec", signal=0)  # a model but no signalling (PPS flag off)
+    assert res.returncode == 1 and "carries no codecnn signalling" in res.stderr, res.stderr
+    Path(f"{pay}.0").write_bytes(bytes([0, 0x20, 0, 0]))
+    res, _ = run(int16_model, "dec", signal=1)
+    assert res.returncode == 1 and "another version" in res.stderr, res.stderr
+    Path(f"{pay}.0").write_bytes(bytes([0, 0x12, (model_id >> 8) ^ 1, model_id & 0xFF]))
+    res, _ = run(int16_model, "dec", signal=1)
+    assert res.returncode == 1 and "coded with another model" in res.stderr, res.stderr
+    Path(f"{pay}.0").write_bytes(bytes([0, 0x12, model_id >> 8, model_id & 0xFF, 0x80 | 40, 0xFF]))  # 9 CTUs
+    res, _ = run(int16_model, "dec", signal=1)
+    assert res.returncode == 1 and "do not fit the picture" in res.stderr, res.stderr
+    Path(f"{pay}.0").unlink()
+    Path(f"{pay}.1").write_bytes(bytes([40]))
+    res, _ = run(int16_model, "dec", signal=1)  # parameters with no header before them
+    assert res.returncode == 1 and "no codecnn header" in res.stderr, res.stderr
+    Path(f"{pay}.1").unlink()
+
+    # without a model: HM unchanged, nothing printed, nothing signalled
+    res, pics = run("")
+    assert res.returncode == 0 and res.stdout == "" and res.stderr == "" and payloads() == [b"", b""]
+    np.testing.assert_array_equal(pics[0], plane)
+    res, pics = run("", "dec", signal=0)
+    assert res.returncode == 0
+    np.testing.assert_array_equal(pics[1], plane)
+    # bad models
+    data = int16_model.read_bytes()
     v1 = tmp_path / "v1.cnnw"
     v1.write_bytes(_as_v1(data))
-    res, got = run(v1)  # version 1: used, with a warning
+    res, pics = run(v1, signal=0)  # version 1: used, with a warning
     assert res.returncode == 0 and "(int16, no checksum)" in res.stdout, res.stderr
     assert f"codecnn: {v1}: warning: .cnnw version 1 has no checksum" in res.stderr and "re-export" in res.stderr
-    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(pics[0], want)
     damaged = tmp_path / "damaged.cnnw"
     damaged.write_bytes(_flip(data, _tensor_spans(data)[3][0] + 1, 2))
     res, _ = run(damaged)
     assert res.returncode == 1
     assert f"ERROR: codecnn: cannot use --CnnModel: {damaged}: the file is damaged" in res.stderr, res.stderr
-    res, got = run("")
-    assert res.returncode == 0 and res.stdout == "" and res.stderr == ""
-    np.testing.assert_array_equal(got, plane)
-    res, got = run("", "enc", 1)  # --CnnFlags without a model: nothing happens
-    assert res.returncode == 0 and not sei.exists()
-    np.testing.assert_array_equal(got, plane)
     res, _ = run(tmp_path / "missing.cnnw")
     assert res.returncode == 1 and "ERROR: codecnn: cannot use --CnnModel" in res.stderr
     assert "cannot open the model file" in res.stderr
+    res, _ = run(int16_model, signal=5)
+    assert res.returncode == 1 and "--CnnSignal must be 0" in res.stderr, res.stderr
     bad = tmp_path / "bad.cnnw"
     bad.write_bytes(_reseal(data[:100]))  # truncated, its checksum made right: the structure is checked too
     res, _ = run(bad)
@@ -896,8 +917,17 @@ def test_onnx_export_checked_with_onnxruntime(checkpoint, tmp_path):
 def _fake_hm(root: Path) -> Path:
     """Files with the lines patch-hm anchors on, in HM 16.x's layout (written here, not copied from HM)."""
     files = {
-        "source/Lib/TLibEncoder/TEncGOP.cpp": '#include "TEncGOP.h"\nvoid f() {\n  cabac_zero_word_padding(x);\n'
-        "\n    pcPic->compressMotion();\n}\n",
+        "source/Lib/TLibEncoder/TEncGOP.cpp": '#include "TEncGOP.h"\nvoid f() {\n      m_pcSAO->SAOProcess(pcPic);\n'
+        "    }\n\n    std::size_t binCountsInNalUnits   = 0;\n    pcPic->compressMotion();\n}\n",
+        "source/Lib/TLibEncoder/TEncTop.cpp": '#include "TEncTop.h"\nVoid TEncTop::xInitPPS(TComPPS &pps) {\n'
+        "  xInitPPSforTiles(pps);\n}\n",
+        "source/Lib/TLibEncoder/TEncCavlc.cpp": '#include "TEncCavlc.h"\nvoid c() {\n'
+        "  if(pcSlice->getPPS()->getSliceHeaderExtensionPresentFlag())\n  {\n"
+        '    WRITE_UVLC(0,"slice_segment_header_extension_length");\n  }\n}\n',
+        "source/Lib/TLibDecoder/TDecCAVLC.cpp": '#include "TDecCAVLC.h"\nvoid d() {\n'
+        '    READ_UVLC(uiCode,"slice_segment_header_extension_length");\n    for(Int i=0; i<uiCode; i++)\n'
+        '    {\n      UInt ignored;\n      READ_CODE(8,ignored,"slice_segment_header_extension_data_byte");\n'
+        "    }\n}\n",
         "source/Lib/TLibDecoder/TDecGop.cpp": '#include "TDecGop.h"\nvoid g() {\n    m_pcSAO->SAOProcess(pcPic);\n'
         "  }\n\n  pcPic->compressMotion();\n}\n",
         "source/App/TAppEncoder/TAppEncCfg.cpp": '#include "TAppEncCfg.h"\nvoid h() {\n  opts.addOptions()\n'
@@ -919,14 +949,22 @@ def test_patch_hm_is_idempotent_and_refuses_unknown_sources(tmp_path):
     r = CliRunner().invoke(main, ["patch-hm", str(hm)])
     assert r.exit_code == 0, r.output
     enc = (hm / "source/Lib/TLibEncoder/TEncGOP.cpp").read_text().splitlines()
-    i = next(k for k, ln in enumerate(enc) if "compressMotion" in ln)
+    i = next(k for k, ln in enumerate(enc) if "binCountsInNalUnits" in ln)  # after SAO, before the slices
     assert "codecnn_hm::filterLumaEncoder(" in enc[i - 1] and enc[i - 1].startswith("    ")  # right before, same indent
     assert enc[1].startswith('#include "TLibCommon/codecnn_hm.h"')
-    assert (hm / "source/Lib/TLibCommon/cnnw.h").exists() and (hm / "source/Lib/TLibCommon/codecnn_hm.h").exists()
+    for name in ("cnnw.h", "codecnn_signal.h", "codecnn_hm.h"):
+        assert (hm / "source/Lib/TLibCommon" / name).exists()
     dec = (hm / "source/App/TAppDecoder/TAppDecCfg.cpp").read_text()
-    assert '("CnnModel", codecnn_hm::modelPath()' in dec and "CnnFlags" not in dec
+    assert '("CnnModel", codecnn_hm::modelPath()' in dec and "CnnSignal" not in dec
     cfg = (hm / "source/App/TAppEncoder/TAppEncCfg.cpp").read_text()
-    assert '("CnnModel", codecnn_hm::modelPath()' in cfg and '("CnnFlags", codecnn_hm::ctuFlagsEnabled()' in cfg
+    assert '("CnnModel", codecnn_hm::modelPath()' in cfg and '("CnnSignal", codecnn_hm::signalMode(), 2,' in cfg
+    top = (hm / "source/Lib/TLibEncoder/TEncTop.cpp").read_text()
+    assert "pps.setSliceHeaderExtensionPresentFlag(codecnn_hm::extensionPresent());" in top
+    cavlc = (hm / "source/Lib/TLibEncoder/TEncCavlc.cpp").read_text()
+    assert 'WRITE_UVLC(0,"slice_segment_header_extension_length");' not in cavlc.split("(was: ")[0]
+    assert "codecnn_hm::takeExtension(pcSlice->getPOC()" in cavlc
+    reader = (hm / "source/Lib/TLibDecoder/TDecCAVLC.cpp").read_text()
+    assert "codecnn_hm::receiveExtensionByte(pcSlice->getPOC(), i, ignored);" in reader
     before = {p: p.read_text() for p in (hm / "source").rglob("*.cpp")}
     r = CliRunner().invoke(main, ["patch-hm", str(hm)])
     assert r.exit_code == 0 and "already patched" in r.output
@@ -949,7 +987,7 @@ def test_patch_hm_second_run_touches_nothing(tmp_path):
     r = CliRunner().invoke(main, ["patch-hm", str(hm)])
     assert r.exit_code == 0, r.output
     files = [*(hm / "source").rglob("*.cpp"), *(hm / "source/Lib/TLibCommon").glob("*.h")]
-    assert len(files) == 6
+    assert len(files) == 10
     subprocess.run(["touch", "-d", "@1000000000", *map(str, files)], check=True)  # as after an old build
     before = {p: p.stat().st_mtime_ns for p in files}
     r = CliRunner().invoke(main, ["patch-hm", str(hm)])
@@ -958,11 +996,22 @@ def test_patch_hm_second_run_touches_nothing(tmp_path):
     enc = hm / "source/Lib/TLibEncoder/TEncGOP.cpp"
     text = enc.read_text()
     new_call = next(ln for ln in text.splitlines() if "filterLumaEncoder(" in ln)
-    old_call = "    codecnn_hm::filterLuma(a, b, c, d, e, f);  // codecnn hm_bridge"  # the void call of before
-    enc.write_text(text.replace(new_call, old_call))
+    # as an older hm_bridge left it: the call after the slices were written, before compressMotion()
+    old_call = "    codecnn_hm::filterLuma(a, b, c, d, e, f);  // codecnn hm_bridge"
+    older = text.replace(new_call + "\n", "").replace(
+        "    pcPic->compressMotion();", old_call + "\n    pcPic->compressMotion();"
+    )
+    enc.write_text(older)
     (hm / "source/Lib/TLibCommon/cnnw.h").write_text("// an older cnnw.h\n")
     r = CliRunner().invoke(main, ["patch-hm", str(hm)])
     assert r.exit_code == 0, r.output
     assert (
         enc.read_text() == text and (hm / "source/Lib/TLibCommon/cnnw.h").read_bytes() == (CPP / "cnnw.h").read_bytes()
     )
+    # replaced lines keep HM's own line in their marker: taken out, the file is HM's again
+    from hm_bridge.patch_hm import _unpatch
+
+    clean = _fake_hm(tmp_path / "clean")
+    for p in clean.rglob("*.cpp"):
+        rel = p.relative_to(clean)
+        assert "\n".join(_unpatch((hm / rel).read_text().split("\n"))) == p.read_text(), rel

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from conftest import HM
 
 from codecnn.cli import cli
-from codecnn.errors import CodecnnError
+from codecnn.errors import EncoderError
 from codecnn.eval.inloop import decode_and_check
 
 ZOO_INT16 = Path(__file__).parents[1] / "codecnn" / "zoo" / "rdn-inloop-ai.int16.cnnw"
@@ -61,17 +61,26 @@ def test_in_loop_random_access_through_patched_hm(tmp_path):
         again.exit_code == 0
         and json.loads((tmp_path / "out2" / "results.json").read_text())["sequences"] == res["sequences"]
     )
-    with pytest.raises(CodecnnError, match="disagree"):
+    # decoded without the model: HM's decoder stops with codecnn's message (never wrong pictures in silence)
+    with pytest.raises(EncoderError, match="coded with a codecnn filter: give the encoder's --CnnModel"):
         decode_and_check(Path(dec), tmp_path / "w" / seq["name"] / "qp32" / "test", 8, None, "no model")
-    # --ctu-flags: the encoder switches per CTU and signals it; the decoder follows (checked as above)
-    flagged = [a if a != str(tmp_path / "w") else str(tmp_path / "wf") for a in args[:-1]]
-    r = CliRunner().invoke(cli, [*flagged, str(tmp_path / "out3"), "--ctu-flags", "--qp", "22", "--qp", "37"])
+    # the default signalling (per picture and CTU) is in the slice headers: HM counts it; each picture's
+    # choice is in the record, and pictures on equal the decisions that say so
+    assert res["signal"] == "ctu" and "signalled in the slice headers" in r.output
+    for q in seq["qps"]:
+        assert 0 <= q["test"]["pictures_on"] <= q["test"]["frames"] and q["test"]["kbps"] > q["test"]["signal_kbps"] > 0
+    decisions = unit["decisions"]
+    assert len(decisions) == 5 and unit["pictures_on"] == sum(d["on"] for d in decisions)
+    assert decisions[0]["bytes"] >= 4  # the header on the first picture
+    # --signal always: the v2 rows' setting (every picture filtered, the header alone signalled)
+    always = [a if a != str(tmp_path / "w") else str(tmp_path / "wa") for a in args[:-1]]
+    r = CliRunner().invoke(cli, [*always, str(tmp_path / "out3"), "--signal", "always", "--qp", "22", "--qp", "37"])
     assert r.exit_code == 0, r.output
-    assert "switched per CTU" in r.output
+    assert "always on" in r.output
     res3 = json.loads((tmp_path / "out3" / "results.json").read_text())
-    assert res3["ctu_flags"] is True
+    assert res3["signal"] == "always"
     for q in res3["sequences"][0]["qps"]:
-        assert q["test"]["kbps"] >= q["test"]["flag_kbps"] >= 0 and q["anchor"]["flag_kbps"] == 0
+        assert q["test"]["pictures_on"] == q["test"]["frames"]
 
 
 def test_in_loop_option_checks(tmp_path, carphone_yuv):

@@ -111,11 +111,14 @@ from codecnn.options import (
 )
 @click.option("--jobs", type=POSITIVE, default=1, show_default=True, help="--in-loop: HM runs in parallel.")
 @click.option(
-    "--ctu-flags",
-    is_flag=True,
-    help="--in-loop: the test encoder switches the filter per CTU (HM --CnnFlags=1), signalled in a suffix SEI "
-    "the decoder follows; the SEI's bits are added to the rate.",
+    "--signal",
+    type=click.Choice(["always", "picture", "ctu"]),
+    default="ctu",
+    show_default=True,
+    help="--in-loop: what the test encoder decides with the rate counted and signals in the slice headers (HM "
+    "--CnnSignal): always on; per picture (on/off, a least-squares residual scale); per picture and per CTU.",
 )
+@click.option("--ctu-flags", is_flag=True, help="--in-loop: the same as --signal ctu (kept for older command lines).")
 @click.option("--out", required=True, type=click.Path(), help="Report folder: results.json, report.md, PNGs.")
 @verbosity
 def evaluate(
@@ -159,6 +162,7 @@ def evaluate(
     hm_dec,
     model,
     jobs,
+    signal,
     ctu_flags,
     out,
 ):
@@ -180,8 +184,8 @@ def evaluate(
     """
     if in_loop:
         return _evaluate_in_loop(**locals())
-    if model or jobs != 1 or ctu_flags:  # (--hm-dec may come from $CODECNN_HM_DEC: not an error)
-        raise CodecnnError("--model, --jobs and --ctu-flags belong to --in-loop: add it, or drop them")
+    if model or jobs != 1 or ctu_flags or signal != "ctu":  # (--hm-dec may come from $CODECNN_HM_DEC)
+        raise CodecnnError("--model, --jobs, --signal and --ctu-flags belong to --in-loop: add it, or drop them")
     if not checkpoint:
         raise CodecnnError("give the network to evaluate: --checkpoint best.pt (or zoo:NAME; --in-loop takes --model)")
     from codecnn.encoders import make_encoder
@@ -338,7 +342,7 @@ def _evaluate_in_loop(**o) -> None:
             frames=o["frames"],
             jobs=o["jobs"],
             method=o["method"],
-            ctu_flags=o["ctu_flags"],
+            signal="ctu" if o["ctu_flags"] else o["signal"],
         )
     written = inloop.write_results(results, Path(o["out"]))
     echo_lines(inloop.lines(results) + [f"{k}: {v}" for k, v in written.items()])

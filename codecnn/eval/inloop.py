@@ -8,8 +8,10 @@ with the patched decoder (the test's with the same model) and the decoded pictur
 encoder's reconstruction byte for byte, with every picture hash SEI (MD5) checked by HM's decoder: a
 mismatch is an error, never a number.
 
-With ``ctu_flags`` the test encoder switches the filter per CTU (HM's ``--CnnFlags=1``, signalled in a
-suffix SEI that the decoder follows; hm_bridge/cpp/codecnn_hm.h) and the SEI's bits join the test's rate.
+``signal`` is what the test encoder decides and signals (HM's ``--CnnSignal``; hm_bridge/cpp/codecnn_signal.h):
+``always`` filters every picture, ``picture`` switches the filter per picture with a residual scale fitted
+at the encoder, ``ctu`` also per CTU, each choice made with lambda x its bits. The payload travels in the
+slice headers, so HM's log counts it in the test's rate.
 
 Reported as the CTC reports it: per QP the rate and Y/U/V PSNR of both runs (HM's own ``SUMMARY`` figures),
 per sequence the BD-rate of Y, U and V (:func:`codecnn.eval.metrics.bd_rate`), and the encoder and decoder
@@ -45,7 +47,9 @@ from codecnn.yuv import RawYuvReader, stage_frames
 log = logging.getLogger(__name__)
 
 HM_DEC_ENV = "CODECNN_HM_DEC"
-FLAGS_UUID = b"codecnn-ctuflag1"  # hm_bridge/cpp/codecnn_hm.h flagsUuid(): the per-CTU flags' suffix SEI
+SIGNALS = {"always": 0, "picture": 1, "ctu": 2}  # HM's --CnnSignal (hm_bridge/cpp/codecnn_signal.h Mode)
+# the encoder's line per picture (codecnn_hm.h filterLumaEncoder): "codecnn: POC 8 on k=52 ctus=7/9 bytes=3"
+_PICTURE = re.compile(r"^codecnn: POC (\d+) (on|off) k=(\d+) ctus=(\d+)/(\d+) bytes=(\d+)$", re.M)
 RUNS = ("anchor", "test")
 PLANES = ("y", "u", "v")
 # HM's decoder (TDecGop.cpp, decmain.cpp): "[MD5:<y>,<u>,<v>,(OK)]" per picture, "(***ERROR***)" on a
@@ -67,18 +71,14 @@ def find_hm_decoder(path: str | os.PathLike | None) -> Path:
     return p.resolve()
 
 
-def flag_sei_bits(stream: bytes) -> int:
-    """Bits of the suffix SEI NAL units carrying codecnn's CTU flags (start codes included). HM's log counts
-    the coded slices only, so these are added to the test's rate."""
-    from codecnn.hevc.syntax import SUFFIX_SEI, nal_units, rbsp
-
-    units = nal_units(stream)
-    total = 0
-    for k, (off, nal) in enumerate(units):
-        end = units[k + 1][0] if k + 1 < len(units) else len(stream)
-        if (nal[0] >> 1) & 0x3F == SUFFIX_SEI and FLAGS_UUID in rbsp(nal):
-            total += 8 * (end - off)
-    return total
+def read_decisions(log_text: str) -> list[dict]:
+    """The encoder's per-picture choices as the patched HM prints them (POC, on, scale k/64, CTUs on of all,
+    payload bytes), in coding order."""
+    return [
+        {"poc": int(m[0]), "on": m[1] == "on", "k": int(m[2]), "ctus_on": int(m[3]), "ctus": int(m[4]),
+         "bytes": int(m[5])}
+        for m in _PICTURE.findall(log_text)
+    ]  # fmt: skip
 
 
 def sha256_file(path: Path) -> str:
@@ -132,9 +132,7 @@ def decode_and_check(dec: Path, work: Path, bit_depth: int, model: Path | None, 
     return seconds
 
 
-def run_unit(
-    u: Unit, enc: Path, dec: Path, cfg: Path, config: str, model: Path | None, ctu_flags: bool = False
-) -> dict:
+def run_unit(u: Unit, enc: Path, dec: Path, cfg: Path, config: str, model: Path | None, signal: str = "ctu") -> dict:
     """Encode, decode and check one unit; write and return its record (``unit.json``)."""
     work = Path(u.workdir)
     done = work / "unit.json"
@@ -148,9 +146,9 @@ def run_unit(
             pass
     work.mkdir(parents=True, exist_ok=True)
     done.unlink(missing_ok=True)
-    args = ("--SEIDecodedPictureHash=1",) + ((f"--CnnModel={model}",) if model is not None else ())
-    if model is not None and ctu_flags:
-        args += ("--CnnFlags=1",)
+    args = ("--SEIDecodedPictureHash=1",)
+    if model is not None:
+        args += (f"--CnnModel={model}", f"--CnnSignal={SIGNALS[signal]}")
     encoder = HMEncoder(enc, cfg, args=args, config=config)
     reader = RawYuvReader(u.source, u.info.width, u.info.height, u.info.bit_depth, u.info.fps)
     who = f"{u.seq} QP{u.qp} {u.run}"
@@ -162,18 +160,18 @@ def run_unit(
     hm = read_hm_log(res.log)
     if hm.summary is None:
         raise CodecnnError(f"{who}: HM's log has no SUMMARY table: {res.log}")
-    flag_bits = flag_sei_bits(Path(res.bitstream).read_bytes())
+    decisions = read_decisions(Path(res.log).read_text(errors="replace"))
     fps = hm.frame_rate or round(float(u.info.fps))
-    flag_kbps = flag_bits * fps / len(hm.pictures) / 1000.0
     rec = {
         "seq": u.seq,
         "qp": u.qp,
         "run": u.run,
         "key": u.key,
         "frames": len(hm.pictures),
-        "kbps": hm.summary.kbps + flag_kbps,
-        "hm_kbps": hm.summary.kbps,
-        "flag_kbps": flag_kbps,
+        "kbps": hm.summary.kbps,  # the signalling included: it is in the slice headers
+        "signal_kbps": sum(d["bytes"] for d in decisions) * 8 * fps / len(hm.pictures) / 1000.0,
+        "pictures_on": sum(d["on"] for d in decisions),
+        "decisions": decisions,
         "psnr": {"y": hm.summary.psnr_y, "u": hm.summary.psnr_u, "v": hm.summary.psnr_v},
         "bits": res.bits,
         "slice_type": ["BPI"[t] for t in res.slice_type],
@@ -202,7 +200,7 @@ def evaluate_in_loop(
     frames: int | None = None,
     jobs: int = 1,
     method: str = "pchip",
-    ctu_flags: bool = False,
+    signal: str = "ctu",
 ) -> dict:
     """Run every (sequence, QP, anchor|test) unit (``jobs`` at a time) and gather the results."""
     from codecnn.zoo import resolve
@@ -219,7 +217,8 @@ def evaluate_in_loop(
         "cfg": sha256_file(cfg),
         "config": config,
         "model": sha256_file(model),
-        "ctu_flags": ctu_flags,
+        "signal": signal,
+        "signalling": 1,  # the payload's version (codecnn_signal.h kVersion): units of other versions are redone
     }
     units = []
     for si, spec in enumerate(specs):
@@ -232,14 +231,13 @@ def evaluate_in_loop(
             for run in RUNS:
                 key = {**key_base, "source": sha256_file(Path(src)), "frames": list(sel), "qp": qp, "run": run}
                 if run == "anchor":
-                    key.pop("model")
-                    key.pop("ctu_flags")
+                    for k in ("model", "signal", "signalling"):
+                        key.pop(k)
                 units.append(Unit(spec.name, qp, run, str(src), info, str(workdir / spec.name / f"qp{qp}" / run), key))
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max(1, jobs)) as pool:  # HM runs as a subprocess: threads suffice
         futures = [
-            pool.submit(run_unit, u, enc, dec, cfg, config, model if u.run == "test" else None, ctu_flags)
-            for u in units
+            pool.submit(run_unit, u, enc, dec, cfg, config, model if u.run == "test" else None, signal) for u in units
         ]
         records = [f.result() for f in futures]
     return gather(records, specs, qps, method, time.perf_counter() - t0, key_base, model)
@@ -283,7 +281,7 @@ def gather(records: list[dict], specs, qps, method: str, seconds: float, key_bas
         "model": {"path": str(model), "sha256": key_base["model"]},
         "hm": {"sha256_encoder": key_base["hm_enc"], "sha256_decoder": key_base["hm_dec"]},
         "config": key_base["config"],
-        "ctu_flags": key_base["ctu_flags"],
+        "signal": key_base["signal"],
         "bd_method": method,
         "seconds": seconds,
         "decoder_check": "every bitstream decoded by the patched HM decoder equals the encoder's reconstruction; "
@@ -296,7 +294,8 @@ def gather(records: list[dict], specs, qps, method: str, seconds: float, key_bas
 def _point(rec: dict) -> dict:
     return {
         "kbps": rec["kbps"],
-        "flag_kbps": rec.get("flag_kbps", 0.0),
+        "signal_kbps": rec.get("signal_kbps", 0.0),
+        "pictures_on": rec.get("pictures_on"),
         **rec["psnr"],
         "enc_seconds": rec["enc_seconds"],
         "dec_seconds": rec["dec_seconds"],
@@ -306,22 +305,25 @@ def _point(rec: dict) -> dict:
 
 def lines(results: dict) -> list[str]:
     """The console and report table of an in-loop evaluation."""
-    how = (
-        "switched per CTU (--CnnFlags: flags in a suffix SEI, their bits in the test's rate)"
-        if results.get("ctu_flags")
-        else "always on"
-    )
+    how = {
+        "always": "always on",
+        "picture": "switched and scaled per picture (signalled in the slice headers, counted in the rate)",
+        "ctu": "switched and scaled per picture, switched per CTU (signalled in the slice headers, counted in "
+        "the rate)",
+    }[results.get("signal", "always")]
     out = [
         f"in-loop evaluation through HM ({results['config']}, filter {how}): the filter inside the encoder and "
         "the decoder; every bitstream decoded to the encoder's pictures (MD5 SEI checked)",
-        f"{'sequence':<16} {'QP':>3} {'anchor kbps':>11} {'Y':>8} {'test kbps':>10} {'Y':>8} {'dY':>8}",
+        f"{'sequence':<16} {'QP':>3} {'anchor kbps':>11} {'Y':>8} {'test kbps':>10} {'Y':>8} {'dY':>8} "
+        f"{'on':>7} {'sig kbps':>8}",
     ]
     for s in results["sequences"]:
         for r in s["qps"]:
             a, t = r["anchor"], r["test"]
+            on = "" if t.get("pictures_on") is None else f"{t['pictures_on']}/{t['frames']}"
             out.append(
                 f"{s['name']:<16} {r['qp']:>3} {a['kbps']:>11.2f} {a['y']:>8.4f} {t['kbps']:>10.2f} {t['y']:>8.4f} "
-                f"{t['y'] - a['y']:>+8.4f}"
+                f"{t['y'] - a['y']:>+8.4f} {on:>7} {t.get('signal_kbps', 0.0):>8.3f}"
             )
         bd = ", ".join(
             f"{p.upper()} " + (f"{s['bd'][p]['bd_rate']:+.2f} %" if "bd_rate" in s["bd"][p] else "n/a") for p in PLANES

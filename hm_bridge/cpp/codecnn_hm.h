@@ -32,11 +32,12 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>  // std::exit and EXIT_FAILURE (the line patch-hm inserts into HM), getenv, strtol
-#include <cstring>  // std::memcmp and std::memcpy, for the lines patch-hm inserts
+#include <map>
 #include <string>
 #include <vector>
 
 #include "cnnw.h"
+#include "codecnn_signal.h"
 
 namespace codecnn_hm {
 
@@ -104,141 +105,154 @@ inline bool filterLuma(Pel *luma, int stride, int width, int height, int bitDept
   return true;
 }
 
-// ---- The per-CTU switch, decided by the encoder and signalled in the bitstream ------------------------
-// With `--CnnFlags=1` on TAppEncoder, the encoder filters the picture, keeps the filter only on the CTUs
-// where it lowers the squared error against the original picture, and writes that choice into a suffix
-// SEI of the picture's access unit: user_data_unregistered (payloadType 5, H.265 D.2.7) with
-//   uuid_iso_iec_11578  the 16 bytes of flagsUuid() (codecnn's CTU flags, version 1);
-//   user_data_payload   version (1 byte, = 1), log2 of the block size (1 byte, HM's CTU: 6 for 64),
-//                       number of blocks (2 bytes, big-endian), then one flag per block in raster order,
-//                       most significant bit first, padded with zero bits to a whole byte.
-// A picture whose blocks are all on carries no SEI (always on is the default), so such a stream costs
-// nothing extra. The decoder runs after the picture's suffix SEIs are read (TDecGop::filterPicture), filters
-// the same picture and keeps the filtered samples on the flagged blocks only; a picture without the SEI is
-// filtered everywhere. A decoder given such a bitstream without --CnnModel stops with a message rather than
-// decode wrong pictures. HM's log counts the bits of the coded slices, not of suffix SEIs (nor the MD5 SEI):
-// `codecnn evaluate --in-loop` adds the flags' SEI bits to the test's rate.
+// ---- What the encoder decides per picture and per CTU, signalled in the slice header -----------------
+// With a model, the encoder sets the PPS's slice_segment_header_extension_present_flag and writes, in the
+// first slice segment header of each picture, the payload of codecnn_signal.h: a header (first picture,
+// every 32nd IRAP), then the picture's choice. `--CnnSignal=N` on TAppEncoder: 0 filters every picture
+// (nothing but the header is sent), 1 decides per picture (off, or on with a residual scale fitted by least
+// squares), 2 (the default) also per CTU; each choice is made with lambda x its bits counted. The decoder
+// follows the payload; HM's log counts its bytes in the slices' bits. A decoder given a codecnn bitstream
+// without --CnnModel, or another model, or a bitstream without codecnn signalling with a model, stops with a
+// message rather than decode wrong pictures.
 
-inline bool &ctuFlagsEnabled() {  // storage of the encoder's --CnnFlags option
-  static bool on = false;
-  return on;
+inline int &signalMode() {  // storage of the encoder's --CnnSignal option
+  static int mode = codecnn_signal::kPerCtu;
+  return mode;
 }
 
-inline const unsigned char *flagsUuid() {
-  static const unsigned char uuid[16] = {0x63, 0x6f, 0x64, 0x65, 0x63, 0x6e, 0x6e, 0x2d,   // "codecnn-"
-                                         0x63, 0x74, 0x75, 0x66, 0x6c, 0x61, 0x67, 0x31};  // "ctuflag1"
-  return uuid;
+// The PPS flag: on when the encoder runs a model (HM's TEncTop::xInitPPS sets it).
+inline bool extensionPresent() { return !modelPath().empty(); }
+
+// Payloads by POC: the encoder's, waiting for their slice header; the decoder's, read from the slice header
+// (HM parses the next picture's first slice header before it filters the current picture).
+inline std::map<int, std::vector<unsigned char>> &payloads() {
+  static std::map<int, std::vector<unsigned char>> byPoc;
+  return byPoc;
+}
+
+// Encoder, slice header writer: the bytes to write in this slice segment's header extension (the picture's
+// payload in its first segment, nothing in the others).
+inline std::vector<unsigned char> takeExtension(int poc, bool firstSegment) {
+  std::vector<unsigned char> out;
+  if (!firstSegment) return out;
+  std::map<int, std::vector<unsigned char>>::iterator it = payloads().find(poc);
+  if (it == payloads().end()) return out;
+  out.swap(it->second);
+  payloads().erase(it);
+  return out;
+}
+
+// Decoder, slice header reader: byte `index` of the header extension of the picture `poc`.
+inline void receiveExtensionByte(int poc, int index, unsigned value) {
+  std::vector<unsigned char> &p = payloads()[poc];
+  if (index == 0) p.clear();
+  p.push_back(static_cast<unsigned char>(value));
 }
 
 namespace detail {
 
-inline int log2Exact(int v) {
-  int k = 0;
-  while ((1 << k) < v) ++k;
-  return (1 << k) == v ? k : -1;
-}
-
-// Copy the unfiltered samples back into the blocks whose flag is 0.
-template <typename Pel>
-inline void restoreBlocks(Pel *luma, int stride, int width, int height, const std::vector<Pel> &before, int block,
-                          const std::vector<unsigned char> &on) {
-  const int cols = (width + block - 1) / block;
-  for (int by = 0, b = 0; by * block < height; ++by)
-    for (int bx = 0; bx < cols; ++bx, ++b) {
-      if (on[static_cast<size_t>(b)]) continue;
-      const int y1 = std::min(height, (by + 1) * block), x0 = bx * block, x1 = std::min(width, x0 + block);
-      for (int y = by * block; y < y1; ++y)
-        for (int x = x0; x < x1; ++x)
-          luma[static_cast<ptrdiff_t>(y) * stride + x] = before[static_cast<size_t>(y) * width + x];
-    }
+inline int modelId() {
+  const cnnw::Model &m = loaded().model;
+  return codecnn_signal::modelId(m.hasChecksum() ? m.checksum() : 0u);
 }
 
 template <typename Pel>
-inline std::vector<Pel> copyPlane(const Pel *luma, int stride, int width, int height) {
-  std::vector<Pel> out(static_cast<size_t>(width) * height);
-  for (int y = 0; y < height; ++y)
-    for (int x = 0; x < width; ++x)
-      out[static_cast<size_t>(y) * width + x] = luma[static_cast<ptrdiff_t>(y) * stride + x];
-  return out;
+inline bool filterCopy(const Pel *luma, int stride, int width, int height, int bitDepth, int qp, std::vector<Pel> &out,
+                       std::string &error) {
+  out.resize(static_cast<size_t>(width) * height);
+  cnnw::Status st = loaded().model.filterPlane(luma, stride, &out[0], width, width, height, bitDepth, qp, 128, nullptr,
+                                               filterThreads());
+  if (!st.ok) error = "filtering failed: " + st.message;
+  return st.ok;
 }
 
 }  // namespace detail
 
-// Encoder side: filter in place; with --CnnFlags, switch per block of `block` samples (HM's CTU size)
-// against the original `org` and return the SEI payload in `payload` (empty: no SEI to write, every block
-// on or no flags asked for). Returns false with `error` as filterLuma does.
+// Encoder side, after SAO and before the picture's slices are written: filter the reconstruction in place as
+// decided against the original `org` (CTU size `block`, HM's slice lambda), and queue the picture's payload
+// for its slice header. Returns false with `error` as filterLuma does.
 template <typename Pel>
 inline bool filterLumaEncoder(Pel *luma, int stride, int width, int height, int bitDepth, int qp, const Pel *org,
-                              int orgStride, int block, std::vector<unsigned char> &payload, std::string &error) {
-  payload.clear();
-  if (!ctuFlagsEnabled() || !loaded().active) return filterLuma(luma, stride, width, height, bitDepth, qp, error);
-  const int lg = detail::log2Exact(block);
-  if (lg < 3 || lg > 8) {
-    error = "--CnnFlags: the CTU size must be a power of two from 8 to 256";
+                              int orgStride, int block, int poc, bool irap, double lambda, std::string &error) {
+  const Loaded &m = loaded();
+  if (!m.status.ok) {
+    error = m.status.message;
     return false;
   }
-  const std::vector<Pel> before = detail::copyPlane(luma, stride, width, height);
-  if (!filterLuma(luma, stride, width, height, bitDepth, qp, error)) return false;
-  const int cols = (width + block - 1) / block, rows = (height + block - 1) / block, n = cols * rows;
-  if (n > 65535) {
-    error = "--CnnFlags: more than 65535 CTUs in a picture";
+  if (!m.active) return true;
+  const int mode = signalMode();
+  if (mode < codecnn_signal::kAlwaysOn || mode > codecnn_signal::kPerCtu) {
+    error = "--CnnSignal must be 0 (always on), 1 (per picture) or 2 (per picture and CTU)";
     return false;
   }
-  std::vector<unsigned char> on(static_cast<size_t>(n), 1);
-  bool all = true;
-  for (int by = 0, b = 0; by < rows; ++by)
-    for (int bx = 0; bx < cols; ++bx, ++b) {
-      long long sseOff = 0, sseOn = 0;  // squared error without and with the filter
-      for (int y = by * block; y < std::min(height, (by + 1) * block); ++y)
-        for (int x = bx * block; x < std::min(width, (bx + 1) * block); ++x) {
-          const long long o = org[static_cast<ptrdiff_t>(y) * orgStride + x];
-          const long long d0 = before[static_cast<size_t>(y) * width + x] - o;
-          const long long d1 = luma[static_cast<ptrdiff_t>(y) * stride + x] - o;
-          sseOff += d0 * d0;
-          sseOn += d1 * d1;
-        }
-      on[static_cast<size_t>(b)] = sseOn < sseOff ? 1 : 0;
-      all = all && on[static_cast<size_t>(b)];
-    }
-  if (all) return true;
-  detail::restoreBlocks(luma, stride, width, height, before, block, on);
-  payload.push_back(1);
-  payload.push_back(static_cast<unsigned char>(lg));
-  payload.push_back(static_cast<unsigned char>(n >> 8));
-  payload.push_back(static_cast<unsigned char>(n & 0xff));
-  payload.resize(4 + static_cast<size_t>((n + 7) / 8), 0);
-  for (int b = 0; b < n; ++b)
-    if (on[static_cast<size_t>(b)])
-      payload[4 + static_cast<size_t>(b / 8)] |= static_cast<unsigned char>(0x80 >> (b % 8));
+  if (block < 8 || block > 256) {
+    error = "the CTU size must be from 8 to 256";
+    return false;
+  }
+  static bool first = true;
+  std::vector<unsigned char> payload;
+  if (codecnn_signal::headerDue(first, irap, poc)) codecnn_signal::appendHeader(payload, mode, detail::modelId());
+  first = false;
+  const int ctus = codecnn_signal::blocksAcross(width, block) * codecnn_signal::blocksAcross(height, block);
+  codecnn_signal::Choice c;
+  if (mode == codecnn_signal::kAlwaysOn) {
+    if (!filterLuma(luma, stride, width, height, bitDepth, qp, error)) return false;
+    c.on = true;
+    c.scale = 1 << codecnn_signal::kScaleShift;
+  } else {
+    std::vector<Pel> filtered;
+    if (!detail::filterCopy(luma, stride, width, height, bitDepth, qp, filtered, error)) return false;
+    c = codecnn_signal::decide(luma, stride, filtered, org, orgStride, width, height, bitDepth, block, mode, lambda,
+                               payload.size());
+    codecnn_signal::apply(luma, stride, filtered, width, height, bitDepth, block, c);
+    codecnn_signal::appendParameters(payload, c);
+  }
+  const int on = !c.on ? 0 : (c.ctu.empty() ? ctus : static_cast<int>(std::count(c.ctu.begin(), c.ctu.end(), 1)));
+  // one line per picture on HM's output (codecnn.eval.inloop reads it): the choice and the payload's size
+  std::fprintf(stdout, "codecnn: POC %d %s k=%d ctus=%d/%d bytes=%d\n", poc, c.on ? "on" : "off", c.scale, on, ctus,
+               static_cast<int>(payload.size()));
+  if (!payload.empty()) payloads()[poc] = payload;
   return true;
 }
 
-// Decoder side: filter in place and follow the encoder's flags when the picture carries them (`payload`:
-// the user data of the SEI whose uuid is flagsUuid(), or NULL: no such SEI, filter everywhere).
+// Decoder side, at the same point: follow the picture's payload (`extension`: the PPS's
+// slice_segment_header_extension_present_flag).
 template <typename Pel>
-inline bool filterLumaDecoder(Pel *luma, int stride, int width, int height, int bitDepth, int qp,
-                              const std::vector<unsigned char> *payload, std::string &error) {
-  if (payload == NULL) return filterLuma(luma, stride, width, height, bitDepth, qp, error);
-  if (loaded().status.ok && !loaded().active) {
-    error = "this bitstream carries codecnn CTU flags: it was coded with a codecnn filter; give the same --CnnModel";
+inline bool filterLumaDecoder(Pel *luma, int stride, int width, int height, int bitDepth, int qp, int block, int poc,
+                              bool extension, std::string &error) {
+  std::vector<unsigned char> payload;
+  std::map<int, std::vector<unsigned char>>::iterator it = payloads().find(poc);
+  if (it != payloads().end()) {
+    payload.swap(it->second);
+    payloads().erase(it);
+  }
+  const Loaded &m = loaded();
+  if (!m.status.ok) {
+    error = m.status.message;
     return false;
   }
-  const std::vector<unsigned char> &p = *payload;
-  if (p.size() < 4 || p[0] != 1 || p[1] < 3 || p[1] > 8) {
-    error = "a codecnn CTU-flags SEI of an unknown version or block size";
+  if (!extension) {
+    if (!m.active) return true;
+    error =
+        "this bitstream carries no codecnn signalling: it was coded without a codecnn filter (or by an "
+        "hm_bridge before signalling version 1); drop --CnnModel";
     return false;
   }
-  const int block = 1 << p[1], cols = (width + block - 1) / block, rows = (height + block - 1) / block;
-  const int n = (p[2] << 8) | p[3];
-  if (n != cols * rows || p.size() != 4 + static_cast<size_t>((n + 7) / 8)) {
-    error = "a codecnn CTU-flags SEI that does not fit the picture (damaged, or another picture size)";
+  if (!m.active) {
+    if (payload.empty()) return true;
+    error = "this bitstream was coded with a codecnn filter: give the encoder's --CnnModel";
     return false;
   }
-  const std::vector<Pel> before = detail::copyPlane(luma, stride, width, height);
-  if (!filterLuma(luma, stride, width, height, bitDepth, qp, error)) return false;
-  std::vector<unsigned char> on(static_cast<size_t>(n));
-  for (int b = 0; b < n; ++b) on[static_cast<size_t>(b)] = (p[4 + static_cast<size_t>(b / 8)] >> (7 - b % 8)) & 1;
-  detail::restoreBlocks(luma, stride, width, height, before, block, on);
+  static int mode = codecnn_signal::kAlwaysOn;
+  static bool seenHeader = false;
+  codecnn_signal::Choice c;
+  if (!codecnn_signal::parse(payload, width, height, block, detail::modelId(), mode, seenHeader, c, error))
+    return false;
+  if (!c.on) return true;
+  if (mode == codecnn_signal::kAlwaysOn) return filterLuma(luma, stride, width, height, bitDepth, qp, error);
+  std::vector<Pel> filtered;
+  if (!detail::filterCopy(luma, stride, width, height, bitDepth, qp, filtered, error)) return false;
+  codecnn_signal::apply(luma, stride, filtered, width, height, bitDepth, block, c);
   return true;
 }
 

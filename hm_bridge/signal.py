@@ -1,0 +1,69 @@
+"""The in-loop signalling of ``hm_bridge/cpp/codecnn_signal.h``, read in Python (tests and analysis).
+
+The payload rides in a picture's first slice segment header extension: an optional 4-byte header
+(``0x00``, version/mode, model id) and the picture's parameters (scale ``k`` / 64 and optional per-CTU
+flags); a filtered sample is ``clip(x + floor((k * (f - x) + 32) / 64))``. Keep this file and the C++ header
+in step: the C++ is what HM runs, this is its twin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+VERSION = 1
+SCALE_SHIFT = 6
+MODES = ("always", "picture", "ctu")  # codecnn_signal.h Mode: 0, 1, 2
+HEADER_BYTES = 4
+
+
+@dataclass(frozen=True)
+class Payload:
+    """One picture's payload: the header's fields when it has one, and the picture's parameters."""
+
+    mode: int | None  # the header's mode, None without a header
+    model_id: int | None
+    on: bool | None  # None: no parameters in the payload (off in modes 1 and 2, on in mode 0)
+    k: int = 0
+    ctu: tuple[int, ...] = ()  # per-CTU flags, () = every CTU
+
+
+def parse_payload(data: bytes, width: int, height: int, block: int) -> Payload:
+    """Read one payload as the decoder does (codecnn_signal.h ``parse``), without the stream's state."""
+    mode = model_id = None
+    at = 0
+    if data[:1] == b"\x00":
+        if len(data) < HEADER_BYTES or data[1] >> 4 != VERSION or data[1] & 0x0F > 2:
+            raise ValueError("a codecnn payload of another version")
+        mode, model_id, at = data[1] & 0x0F, int.from_bytes(data[2:4], "big"), HEADER_BYTES
+    if at == len(data):
+        return Payload(mode, model_id, None)
+    k, flags = data[at] & 0x7F, bool(data[at] & 0x80)
+    n = -(-width // block) * -(-height // block)
+    if k == 0 or len(data) != at + 1 + (-(-n // 8) if flags else 0):
+        raise ValueError("codecnn parameters that do not fit the picture")
+    bits = np.unpackbits(np.frombuffer(data[at + 1 :], np.uint8))[:n] if flags else ()
+    return Payload(mode, model_id, True, k, tuple(int(b) for b in bits))
+
+
+def blend(rec: np.ndarray, filtered: np.ndarray, k: int, bit_depth: int) -> np.ndarray:
+    """``clip(x + floor((k * (f - x) + 32) / 64))``: the scaled residual, as the C++ computes it."""
+    x = rec.astype(np.int64)
+    d = (k * (filtered.astype(np.int64) - x) + (1 << (SCALE_SHIFT - 1))) >> SCALE_SHIFT  # numpy >> floors
+    return np.clip(x + d, 0, (1 << bit_depth) - 1).astype(rec.dtype)
+
+
+def apply_payload(rec: np.ndarray, filtered: np.ndarray, p: Payload, block: int, bit_depth: int) -> np.ndarray:
+    """The decoder's picture for a parsed payload (parameters present: blended on the CTUs that are on)."""
+    if not p.on:
+        return rec.copy()
+    out = blend(rec, filtered, p.k, bit_depth)
+    if p.ctu:
+        h, w = rec.shape
+        cols = -(-w // block)
+        for b, on in enumerate(p.ctu):
+            if not on:
+                y, x = (b // cols) * block, (b % cols) * block
+                out[y : y + block, x : x + block] = rec[y : y + block, x : x + block]
+    return out
