@@ -46,17 +46,19 @@ _ARGS = (
     "pcPic->getSlice(0)->getSliceQp()"
 )
 _CTU = "static_cast<int>(pcSlice->getSPS()->getMaxCUWidth())"
+_INTER = "pcPic->getSlice(0)->getSliceType() != I_SLICE"
 _STOP = '{ std::fprintf(stderr, "\\nERROR: codecnn: %s\\n", cnnError.c_str()); std::exit(EXIT_FAILURE); }'
 # encoder: filter as decided against the original, the payload queued for the picture's slice header
 ENC_CALL = (
     "{ std::string cnnError; if (!codecnn_hm::filterLumaEncoder("
     f"{_ARGS}, pcPic->getPicYuvOrg()->getAddr(COMPONENT_Y), pcPic->getPicYuvOrg()->getStride(COMPONENT_Y), "
-    f"{_CTU}, pcPic->getPOC(), pcPic->getSlice(0)->isIRAP(), pcPic->getSlice(0)->getLambdas()[0], cnnError)) "
+    f"{_CTU}, pcPic->getPOC(), pcPic->getSlice(0)->isIRAP(), {_INTER}, pcPic->getSlice(0)->getLambdas()[0], "
+    f"cnnError)) "
     f"{_STOP} }}  {MARK}"
 )
 # decoder: follow the picture's payload (read from its slice header)
 DEC_CALL = (
-    f"{{ std::string cnnError; if (!codecnn_hm::filterLumaDecoder({_ARGS}, {_CTU}, pcPic->getPOC(), "
+    f"{{ std::string cnnError; if (!codecnn_hm::filterLumaDecoder({_ARGS}, {_CTU}, pcPic->getPOC(), {_INTER}, "
     f"pcPic->getSlice(0)->getPPS()->getSliceHeaderExtensionPresentFlag(), cnnError)) {_STOP} }}  {MARK}"
 )
 PPS_FLAG = f"pps.setSliceHeaderExtensionPresentFlag(codecnn_hm::extensionPresent());  {MARK}"
@@ -73,6 +75,8 @@ EXT_READ = (
 )
 _MODEL_OPTION = (
     '("CnnModel", codecnn_hm::modelPath(), std::string(""), "codecnn .cnnw luma filter applied after SAO (hm_bridge)")'
+    '("CnnInterModel", codecnn_hm::interModelPath(), std::string(""), "codecnn: a second .cnnw model for the P '
+    'and B pictures (hm_bridge)")'
 )
 ENC_OPTION = (
     f'{_MODEL_OPTION}("CnnSignal", codecnn_hm::signalMode(), 2, "codecnn: 0 filter every picture, 1 decide per '

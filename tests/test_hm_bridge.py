@@ -629,6 +629,7 @@ GLUE = r"""// HM's types as far as the lines patch-hm inserts use them (written 
 
 typedef short Pel;  // HM 16.x without RExt__HIGH_BIT_DEPTH_SUPPORT
 typedef double Double;
+enum SliceType { B_SLICE, P_SLICE, I_SLICE };
 enum ComponentID { COMPONENT_Y };
 enum ChannelType { CHANNEL_TYPE_LUMA };
 struct TComPicYuv {
@@ -657,6 +658,7 @@ struct TComSlice {
   int qp;
   bool irap;
   Double lambdas[3];
+  SliceType getSliceType() const { return irap ? I_SLICE : B_SLICE; }
   const TComSPS *getSPS() const { return &sps; }
   const TComPPS *getPPS() const { return &pps; }
   int getSliceQp() const { return qp; }
@@ -689,15 +691,17 @@ static void readPlane(const char *path, TComPicYuv &p) {
   std::fclose(in);
 }
 
-// glue enc|dec MODEL REC.u8 ORG.u8 WIDTH HEIGHT BITDEPTH QP SIGNAL|PPSFLAG LAMBDA OUT PAYLOAD (MODEL "": none)
-// Two pictures, POC 0 (IRAP) and POC 1, both of REC (and ORG). enc runs the encoder's line with --CnnSignal
-// SIGNAL and, as HM's slice header writer does, takes each picture's payload, written to PAYLOAD.<poc> (an
-// empty payload: no file); dec hands PAYLOAD.<poc>, when it exists, to the slice header reader's line, then runs
-// the decoder's line with the PPS flag PPSFLAG. OUT.<poc> is each whole reconstruction buffer, margin included.
+// glue enc|dec MODEL REC.u8 ORG.u8 WIDTH HEIGHT BITDEPTH QP SIGNAL|PPSFLAG LAMBDA OUT PAYLOAD INTERMODEL
+// (a model "": none). Two pictures, POC 0 (an I picture, IRAP) and POC 1 (a B picture), both of REC (and
+// ORG). enc runs the encoder's line with --CnnSignal SIGNAL and, as HM's slice header writer does, takes each
+// picture's payload, written to PAYLOAD.<poc> (an empty payload: no file); dec hands PAYLOAD.<poc>, when it
+// exists, to the slice header reader's line, then runs the decoder's line with the PPS flag PPSFLAG.
+// OUT.<poc> is each whole reconstruction buffer, margin included.
 int main(int argc, char **argv) {
-  if (argc != 13) return 2;
+  if (argc != 14) return 2;
   const bool enc = std::string(argv[1]) == "enc";
   codecnn_hm::modelPath() = argv[2];
+  codecnn_hm::interModelPath() = argv[13];
   codecnn_hm::signalMode() = std::atoi(argv[9]);
   const int w = std::atoi(argv[5]), h = std::atoi(argv[6]);
   for (int poc = 0; poc < 2; ++poc) {
@@ -770,11 +774,11 @@ def test_hm_glue_signals_what_the_encoder_decides_and_the_decoder_follows(cxx, i
     orig.astype(np.uint8).tofile(raw_org)
     model_id = zlib.crc32(int16_model.read_bytes()[12:]) & 0xFFFF
 
-    def run(model, side="enc", signal=2, lam=60.0):
+    def run(model, side="enc", signal=2, lam=60.0, inter=""):
         for poc in (0, 1):
             Path(f"{out}.{poc}").unlink(missing_ok=True)
         argv = [str(exe), side, str(model), str(raw), str(raw_org), "176", "144", "8", "27", str(signal), str(lam)]
-        res = subprocess.run([*argv, str(out), str(pay)], capture_output=True, text=True)
+        res = subprocess.run([*argv, str(out), str(pay), str(inter)], capture_output=True, text=True)
         pics = []
         for poc in (0, 1):
             if not Path(f"{out}.{poc}").exists():
@@ -818,6 +822,23 @@ def test_hm_glue_signals_what_the_encoder_decides_and_the_decoder_follows(cxx, i
     assert res.returncode == 0
     for pic in decoded:
         np.testing.assert_array_equal(pic, want)
+
+    # a second model for the B picture (--CnnInterModel): the I picture as before, the B picture by the other
+    # model; the header's id is both models'; the decoder follows with both, and refuses one alone
+    other = Path(__file__).parents[1] / "codecnn" / "zoo" / "rdn-inloop-ai-v2.int16.cnnw"
+    other_id = zlib.crc32(other.read_bytes()[12:]) & 0xFFFF
+    res, pics = run(int16_model, signal=0, inter=other)
+    assert res.returncode == 0 and "inter-picture luma filter" in res.stdout, res.stderr
+    both = model_id ^ (((other_id << 8) | (other_id >> 8)) & 0xFFFF)
+    assert payloads() == [bytes([0, 0x10, both >> 8, both & 0xFF]), b""]
+    np.testing.assert_array_equal(pics[0], want)
+    np.testing.assert_array_equal(pics[1], filter_plane_int(read_cnnw(other), plane, 8, 27))
+    res, decoded = run(int16_model, "dec", signal=1, inter=other)
+    assert res.returncode == 0 and all((a == b).all() for a, b in zip(decoded, pics, strict=True))
+    res, _ = run(int16_model, "dec", signal=1)
+    assert res.returncode == 1 and "coded with another model" in res.stderr, res.stderr
+    res, _ = run("", signal=0, inter=other)
+    assert res.returncode == 1 and "--CnnInterModel needs --CnnModel" in res.stderr, res.stderr
 
     # bad streams: one message, HM stops
     res, _ = run("", "dec", signal=1)  # a codecnn stream without the model

@@ -2,7 +2,8 @@
 // (TDecGop::filterPicture) side alike, so both filter the identical picture with the same network.
 // Header-only; `python -m hm_bridge patch-hm HM_DIR` copies it (with cnnw.h) into HM's
 // source/Lib/TLibCommon and inserts the calls. The model path comes from HM's own command line:
-// `--CnnModel=model.cnnw` on TAppEncoder and TAppDecoder (empty: no filtering, HM unchanged).
+// `--CnnModel=model.cnnw` on TAppEncoder and TAppDecoder (empty: no filtering, HM unchanged), and optionally
+// `--CnnInterModel=inter.cnnw`, a second model for the P and B pictures (both sides must give the same).
 // Use an int16 model (`codecnn export --int16`) so encoder and decoder agree on any machine.
 //
 // Nothing here stops the program: filterLuma returns false with a message, and the line patch-hm
@@ -47,29 +48,47 @@ inline std::string &modelPath() {
   return path;
 }
 
-// The model named by modelPath(), loaded once, with the outcome of loading it.
+// A model named on HM's command line, loaded once, with the outcome of loading it.
 struct Loaded {
   cnnw::Model model;
   cnnw::Status status;
   bool active;  // a model was given and it loaded
-  explicit Loaded(const std::string &path) : status(cnnw::Status::good()), active(false) {
+  Loaded(const std::string &path, const char *option, const char *what) : status(cnnw::Status::good()), active(false) {
     if (path.empty()) return;
     status = model.load(path);
     if (!status.ok) {
-      status.message = "cannot use --CnnModel: " + status.message;
+      status.message = std::string("cannot use ") + option + ": " + status.message;
       return;
     }
     active = true;
     if (!status.message.empty()) std::fprintf(stderr, "codecnn: %s\n", status.message.c_str());  // a warning
     const std::string crc = model.hasChecksum() ? "CRC-32 " + model.checksumHex() : "no checksum";
-    std::fprintf(stdout, "codecnn: luma filter %s (%s, %s) after SAO\n", path.c_str(),
+    std::fprintf(stdout, "codecnn: %s %s (%s, %s) after SAO\n", what, path.c_str(),
                  model.isInt16() ? "int16" : "float32", crc.c_str());
   }
 };
 
 inline const Loaded &loaded() {
-  static const Loaded state(modelPath());  // C++11: initialised exactly once, even with threads
+  static const Loaded state(modelPath(), "--CnnModel", "luma filter");  // C++11: initialised exactly once
   return state;
+}
+
+// Storage of the --CnnInterModel option: a second model for the inter (P and B) pictures; empty: --CnnModel
+// filters every picture.
+inline std::string &interModelPath() {
+  static std::string path;
+  return path;
+}
+
+inline const Loaded &loadedInter() {
+  static const Loaded state(interModelPath(), "--CnnInterModel", "inter-picture luma filter");
+  return state;
+}
+
+// The model for a picture: the inter model for P and B pictures when one is given, else --CnnModel's.
+inline const Loaded &loadedFor(bool inter) {
+  if (inter && !interModelPath().empty()) return loadedInter();
+  return loaded();
 }
 
 // The thread count of CODECNN_THREADS as the glue reads it: a whole number from 1 to 256, else 1.
@@ -89,8 +108,9 @@ inline int filterThreads() {
 // Returns true when it was filtered, or when no model is given (nothing to do); false, with ``error``
 // set, when the model cannot be loaded or filtering fails: the caller reports it and stops.
 template <typename Pel>
-inline bool filterLuma(Pel *luma, int stride, int width, int height, int bitDepth, int qp, std::string &error) {
-  const Loaded &m = loaded();
+inline bool filterLuma(Pel *luma, int stride, int width, int height, int bitDepth, int qp, std::string &error,
+                       bool inter = false) {
+  const Loaded &m = loadedFor(inter);
   if (!m.status.ok) {
     error = m.status.message;
     return false;
@@ -151,17 +171,40 @@ inline void receiveExtensionByte(int poc, int index, unsigned value) {
 
 namespace detail {
 
+// The id the header carries: the low 16 bits of --CnnModel's CRC-32, XOR those of --CnnInterModel's
+// rotated by 8 bits when one is given (0 for a file without a checksum).
 inline int modelId() {
   const cnnw::Model &m = loaded().model;
-  return codecnn_signal::modelId(m.hasChecksum() ? m.checksum() : 0u);
+  int id = codecnn_signal::modelId(m.hasChecksum() ? m.checksum() : 0u);
+  if (!interModelPath().empty()) {
+    const cnnw::Model &p = loadedInter().model;
+    const int inter = codecnn_signal::modelId(p.hasChecksum() ? p.checksum() : 0u);
+    id ^= ((inter << 8) | (inter >> 8)) & 0xffff;
+  }
+  return id;
+}
+
+// Both models loaded (when given), or the first failure in `error`.
+inline bool modelsReady(std::string &error) {
+  const Loaded *all[2] = {&loaded(), interModelPath().empty() ? &loaded() : &loadedInter()};
+  for (int i = 0; i < 2; ++i)
+    if (!all[i]->status.ok) {
+      error = all[i]->status.message;
+      return false;
+    }
+  if (!interModelPath().empty() && !loaded().active) {
+    error = "--CnnInterModel needs --CnnModel (the model of the intra pictures)";
+    return false;
+  }
+  return true;
 }
 
 template <typename Pel>
-inline bool filterCopy(const Pel *luma, int stride, int width, int height, int bitDepth, int qp, std::vector<Pel> &out,
-                       std::string &error) {
+inline bool filterCopy(const Pel *luma, int stride, int width, int height, int bitDepth, int qp, bool inter,
+                       std::vector<Pel> &out, std::string &error) {
   out.resize(static_cast<size_t>(width) * height);
-  cnnw::Status st = loaded().model.filterPlane(luma, stride, &out[0], width, width, height, bitDepth, qp, 128, nullptr,
-                                               filterThreads());
+  cnnw::Status st = loadedFor(inter).model.filterPlane(luma, stride, &out[0], width, width, height, bitDepth, qp, 128,
+                                                       nullptr, filterThreads());
   if (!st.ok) error = "filtering failed: " + st.message;
   return st.ok;
 }
@@ -170,16 +213,14 @@ inline bool filterCopy(const Pel *luma, int stride, int width, int height, int b
 
 // Encoder side, after SAO and before the picture's slices are written: filter the reconstruction in place as
 // decided against the original `org` (CTU size `block`, HM's slice lambda), and queue the picture's payload
-// for its slice header. Returns false with `error` as filterLuma does.
+// for its slice header. `inter`: a P or B picture (filtered by --CnnInterModel when one is given). Returns false
+// with `error` as filterLuma does.
 template <typename Pel>
 inline bool filterLumaEncoder(Pel *luma, int stride, int width, int height, int bitDepth, int qp, const Pel *org,
-                              int orgStride, int block, int poc, bool irap, double lambda, std::string &error) {
-  const Loaded &m = loaded();
-  if (!m.status.ok) {
-    error = m.status.message;
-    return false;
-  }
-  if (!m.active) return true;
+                              int orgStride, int block, int poc, bool irap, bool inter, double lambda,
+                              std::string &error) {
+  if (!detail::modelsReady(error)) return false;
+  if (!loaded().active) return true;
   const int mode = signalMode();
   if (mode < codecnn_signal::kAlwaysOn || mode > codecnn_signal::kPerCtu) {
     error = "--CnnSignal must be 0 (always on), 1 (per picture) or 2 (per picture and CTU)";
@@ -196,12 +237,12 @@ inline bool filterLumaEncoder(Pel *luma, int stride, int width, int height, int 
   const int ctus = codecnn_signal::blocksAcross(width, block) * codecnn_signal::blocksAcross(height, block);
   codecnn_signal::Choice c;
   if (mode == codecnn_signal::kAlwaysOn) {
-    if (!filterLuma(luma, stride, width, height, bitDepth, qp, error)) return false;
+    if (!filterLuma(luma, stride, width, height, bitDepth, qp, error, inter)) return false;
     c.on = true;
     c.scale = 1 << codecnn_signal::kScaleShift;
   } else {
     std::vector<Pel> filtered;
-    if (!detail::filterCopy(luma, stride, width, height, bitDepth, qp, filtered, error)) return false;
+    if (!detail::filterCopy(luma, stride, width, height, bitDepth, qp, inter, filtered, error)) return false;
     c = codecnn_signal::decide(luma, stride, filtered, org, orgStride, width, height, bitDepth, block, mode, lambda,
                                payload.size());
     codecnn_signal::apply(luma, stride, filtered, width, height, bitDepth, block, c);
@@ -216,21 +257,18 @@ inline bool filterLumaEncoder(Pel *luma, int stride, int width, int height, int 
 }
 
 // Decoder side, at the same point: follow the picture's payload (`extension`: the PPS's
-// slice_segment_header_extension_present_flag).
+// slice_segment_header_extension_present_flag; `inter` as for the encoder).
 template <typename Pel>
 inline bool filterLumaDecoder(Pel *luma, int stride, int width, int height, int bitDepth, int qp, int block, int poc,
-                              bool extension, std::string &error) {
+                              bool inter, bool extension, std::string &error) {
   std::vector<unsigned char> payload;
   std::map<int, std::vector<unsigned char>>::iterator it = payloads().find(poc);
   if (it != payloads().end()) {
     payload.swap(it->second);
     payloads().erase(it);
   }
+  if (!detail::modelsReady(error)) return false;
   const Loaded &m = loaded();
-  if (!m.status.ok) {
-    error = m.status.message;
-    return false;
-  }
   if (!extension) {
     if (!m.active) return true;
     error =
@@ -249,9 +287,9 @@ inline bool filterLumaDecoder(Pel *luma, int stride, int width, int height, int 
   if (!codecnn_signal::parse(payload, width, height, block, detail::modelId(), mode, seenHeader, c, error))
     return false;
   if (!c.on) return true;
-  if (mode == codecnn_signal::kAlwaysOn) return filterLuma(luma, stride, width, height, bitDepth, qp, error);
+  if (mode == codecnn_signal::kAlwaysOn) return filterLuma(luma, stride, width, height, bitDepth, qp, error, inter);
   std::vector<Pel> filtered;
-  if (!detail::filterCopy(luma, stride, width, height, bitDepth, qp, filtered, error)) return false;
+  if (!detail::filterCopy(luma, stride, width, height, bitDepth, qp, inter, filtered, error)) return false;
   codecnn_signal::apply(luma, stride, filtered, width, height, bitDepth, block, c);
   return true;
 }
