@@ -119,6 +119,11 @@ from codecnn.options import (
     "--CnnSignal): always on; per picture (on/off, a least-squares residual scale); per picture and per CTU.",
 )
 @click.option("--ctu-flags", is_flag=True, help="--in-loop: the same as --signal ctu (kept for older command lines).")
+@click.option(
+    "--inter-model",
+    help="--in-loop: a second .cnnw model for the P and B pictures (HM --CnnInterModel); zoo:NAME entries that "
+    "ship one use it by default.",
+)
 @click.option("--out", required=True, type=click.Path(), help="Report folder: results.json, report.md, PNGs.")
 @verbosity
 def evaluate(
@@ -164,6 +169,7 @@ def evaluate(
     jobs,
     signal,
     ctu_flags,
+    inter_model,
     out,
 ):
     """Measure a restoration network's PSNR gains and BD-rates against the codec's reconstruction.
@@ -184,8 +190,10 @@ def evaluate(
     """
     if in_loop:
         return _evaluate_in_loop(**locals())
-    if model or jobs != 1 or ctu_flags or signal != "ctu":  # (--hm-dec may come from $CODECNN_HM_DEC)
-        raise CodecnnError("--model, --jobs, --signal and --ctu-flags belong to --in-loop: add it, or drop them")
+    if model or inter_model or jobs != 1 or ctu_flags or signal != "ctu":  # (--hm-dec may be $CODECNN_HM_DEC)
+        raise CodecnnError(
+            "--model, --inter-model, --jobs, --signal and --ctu-flags belong to --in-loop: add it, or drop them"
+        )
     if not checkpoint:
         raise CodecnnError("give the network to evaluate: --checkpoint best.pt (or zoo:NAME; --in-loop takes --model)")
     from codecnn.encoders import make_encoder
@@ -343,6 +351,7 @@ def _evaluate_in_loop(**o) -> None:
             jobs=o["jobs"],
             method=o["method"],
             signal="ctu" if o["ctu_flags"] else o["signal"],
+            inter_model=Path(o["inter_model"]) if o["inter_model"] else None,
         )
     written = inloop.write_results(results, Path(o["out"]))
     echo_lines(inloop.lines(results) + [f"{k}: {v}" for k, v in written.items()])

@@ -9,6 +9,21 @@ import click
 from codecnn.cli.group import cli
 
 
+def in_loop_line(r: dict) -> str:
+    """A zoo entry's in-loop result (inside HM) in one line: condition, signalling, BD-rate Y per sequence,
+    EncT and DecT."""
+    seqs = ", ".join(
+        f"{s['name']} {s['bd_rate']['y']:+.2f} %" if s["bd_rate"]["y"] is not None else f"{s['name']} n/a"
+        for s in r["sequences"]
+    )
+    t = r["summary"]
+    inter = " + inter model" if r.get("inter_model") else ""
+    return (
+        f"in HM, {r['config'].upper()}, signal {r['signal']}{inter}: BD-rate Y {seqs} ({r['label']}); "
+        f"EncT {100 * t['enc_t']:.0f} %, DecT {100 * t['dec_t']:.0f} %"
+    )
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list (every entry with its results).")
 def zoo(as_json):
@@ -31,5 +46,7 @@ def zoo(as_json):
         )
         for line in e.get("summary", []):
             click.echo(f"    {line}")
+        for r in e.get("in_loop", []):
+            click.echo(f"    {in_loop_line(r)}")
         click.echo(f"    trained: {e.get('trained', {}).get('command', '?')}")
         click.echo(f"    sha256 {e['sha256']}")

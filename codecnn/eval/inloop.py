@@ -100,12 +100,16 @@ class Unit:
     key: dict  # what decides the result: resume only when it is the same
 
 
-def decode_and_check(dec: Path, work: Path, bit_depth: int, model: Path | None, who: str) -> float:
+def decode_and_check(
+    dec: Path, work: Path, bit_depth: int, model: Path | None, who: str, inter_model: Path | None = None
+) -> float:
     """Decode ``work/stream.bin`` with HM's decoder and check it against the encoder's ``recon.yuv`` and the
     MD5 SEI; return the decoder's wall time."""
     argv = [str(dec), "-b", "stream.bin", "-o", "dec.yuv", "-d", str(bit_depth)]
     if model is not None:
         argv.append(f"--CnnModel={model}")
+        if inter_model is not None:
+            argv.append(f"--CnnInterModel={inter_model}")
     log_path = work / "decoder.log"
     t0 = time.perf_counter()
     with open(log_path, "wb") as logf:
@@ -132,7 +136,16 @@ def decode_and_check(dec: Path, work: Path, bit_depth: int, model: Path | None, 
     return seconds
 
 
-def run_unit(u: Unit, enc: Path, dec: Path, cfg: Path, config: str, model: Path | None, signal: str = "ctu") -> dict:
+def run_unit(
+    u: Unit,
+    enc: Path,
+    dec: Path,
+    cfg: Path,
+    config: str,
+    model: Path | None,
+    signal: str = "ctu",
+    inter_model: Path | None = None,
+) -> dict:
     """Encode, decode and check one unit; write and return its record (``unit.json``)."""
     work = Path(u.workdir)
     done = work / "unit.json"
@@ -149,6 +162,8 @@ def run_unit(u: Unit, enc: Path, dec: Path, cfg: Path, config: str, model: Path 
     args = ("--SEIDecodedPictureHash=1",)
     if model is not None:
         args += (f"--CnnModel={model}", f"--CnnSignal={SIGNALS[signal]}")
+        if inter_model is not None:
+            args += (f"--CnnInterModel={inter_model}",)
     encoder = HMEncoder(enc, cfg, args=args, config=config)
     reader = RawYuvReader(u.source, u.info.width, u.info.height, u.info.bit_depth, u.info.fps)
     who = f"{u.seq} QP{u.qp} {u.run}"
@@ -156,7 +171,7 @@ def run_unit(u: Unit, enc: Path, dec: Path, cfg: Path, config: str, model: Path 
         res = encoder.encode((reader.read(i) for i in range(u.info.num_frames)), u.info, u.qp, work)
     finally:
         reader.close()
-    dec_seconds = decode_and_check(dec, work, u.info.bit_depth, model, who)
+    dec_seconds = decode_and_check(dec, work, u.info.bit_depth, model, who, inter_model)
     hm = read_hm_log(res.log)
     if hm.summary is None:
         raise CodecnnError(f"{who}: HM's log has no SUMMARY table: {res.log}")
@@ -201,22 +216,30 @@ def evaluate_in_loop(
     jobs: int = 1,
     method: str = "pchip",
     signal: str = "ctu",
+    inter_model: Path | None = None,
 ) -> dict:
-    """Run every (sequence, QP, anchor|test) unit (``jobs`` at a time) and gather the results."""
-    from codecnn.zoo import resolve
+    """Run every (sequence, QP, anchor|test) unit (``jobs`` at a time) and gather the results. ``inter_model``:
+    a second model for the P and B pictures (default: the zoo entry's, if it ships one)."""
+    from codecnn.zoo import resolve, resolve_inter
 
+    inter_model = resolve_inter(model) if inter_model is None else resolve(inter_model, hm=True)
     model = resolve(model, hm=True).resolve()
-    if not model.is_file():
-        raise CodecnnError(f"--model {model}: no such file (export one with codecnn export ... --int16)")
     from hm_bridge.format import read_cnnw
 
-    read_cnnw(model)  # a damaged or foreign file fails here, before any encode
+    for option, path in (("--model", model), ("--inter-model", inter_model)):
+        if path is None:
+            continue
+        if not Path(path).is_file():
+            raise CodecnnError(f"{option} {path}: no such file (export one with codecnn export ... --int16)")
+        read_cnnw(path)  # a damaged or foreign file fails here, before any encode
+    inter_model = Path(inter_model).resolve() if inter_model is not None else None
     key_base = {
         "hm_enc": sha256_file(enc),
         "hm_dec": sha256_file(dec),
         "cfg": sha256_file(cfg),
         "config": config,
         "model": sha256_file(model),
+        "inter_model": sha256_file(inter_model) if inter_model is not None else None,
         "signal": signal,
         "signalling": 1,  # the payload's version (codecnn_signal.h kVersion): units of other versions are redone
     }
@@ -231,19 +254,29 @@ def evaluate_in_loop(
             for run in RUNS:
                 key = {**key_base, "source": sha256_file(Path(src)), "frames": list(sel), "qp": qp, "run": run}
                 if run == "anchor":
-                    for k in ("model", "signal", "signalling"):
+                    for k in ("model", "inter_model", "signal", "signalling"):
                         key.pop(k)
                 units.append(Unit(spec.name, qp, run, str(src), info, str(workdir / spec.name / f"qp{qp}" / run), key))
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max(1, jobs)) as pool:  # HM runs as a subprocess: threads suffice
         futures = [
-            pool.submit(run_unit, u, enc, dec, cfg, config, model if u.run == "test" else None, signal) for u in units
+            pool.submit(run_unit, u, enc, dec, cfg, config, model if u.run == "test" else None, signal, inter_model)
+            for u in units
         ]
         records = [f.result() for f in futures]
-    return gather(records, specs, qps, method, time.perf_counter() - t0, key_base, model)
+    return gather(records, specs, qps, method, time.perf_counter() - t0, key_base, model, inter_model)
 
 
-def gather(records: list[dict], specs, qps, method: str, seconds: float, key_base: dict, model: Path) -> dict:
+def gather(
+    records: list[dict],
+    specs,
+    qps,
+    method: str,
+    seconds: float,
+    key_base: dict,
+    model: Path,
+    inter_model: Path | None = None,
+) -> dict:
     by = {(r["seq"], r["qp"], r["run"]): r for r in records}
     sequences = []
     for spec in specs:
@@ -279,6 +312,7 @@ def gather(records: list[dict], specs, qps, method: str, seconds: float, key_bas
         "kind": "codecnn-inloop-evaluation",
         "setting": "in-loop (inside HM's encoder and decoder)",
         "model": {"path": str(model), "sha256": key_base["model"]},
+        "inter_model": None if inter_model is None else {"path": str(inter_model), "sha256": key_base["inter_model"]},
         "hm": {"sha256_encoder": key_base["hm_enc"], "sha256_decoder": key_base["hm_dec"]},
         "config": key_base["config"],
         "signal": key_base["signal"],

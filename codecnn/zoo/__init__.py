@@ -54,6 +54,21 @@ def resolve(spec: str | os.PathLike, hm: bool = False) -> Path:
         if "hm_model" not in e:
             raise CodecnnError(f"{text}: no HM export ships with it; make one with codecnn export {text} --int16")
         e = e["hm_model"]
+    return _packaged(text, e)
+
+
+def resolve_inter(spec: str | os.PathLike) -> Path | None:
+    """The HM export of ``zoo:NAME``'s model for the P and B pictures (HM's ``--CnnInterModel``), where the
+    entry ships one; None for a path or an entry with one model for every picture."""
+    text = str(spec)
+    if not text.startswith(PREFIX):
+        return None
+    resolve(spec, hm=True)  # the entry exists and has its intra model
+    e = {e["name"]: e for e in entries()}[text[len(PREFIX) :]]
+    return _packaged(text, e["hm_model_inter"]) if "hm_model_inter" in e else None
+
+
+def _packaged(text: str, e: dict) -> Path:
     path = ZOO_DIR / e["file"]
     if not path.is_file():
         raise CodecnnError(f"{text}: its file {path} is missing from the installed package; reinstall codecnn")
