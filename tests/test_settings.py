@@ -1,0 +1,78 @@
+"""The encode settings (codecnn.encoders.settings): one object, checked where it is made."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+
+import pytest
+
+from codecnn.encoders import EncodeSettings, make_encoder
+from codecnn.errors import CodecnnError, EncoderError, InvalidQPError
+
+
+def test_rules_between_options():
+    with pytest.raises(CodecnnError, match="--frame-step 2 with --config ra: inter coding needs consecutive frames"):
+        EncodeSettings(config="ra", frame_step=2)
+    with pytest.raises(EncoderError, match="x265 cannot code low delay B.*--encoder hm"):
+        EncodeSettings(config="ldb")
+    assert EncodeSettings(encoder="hm", config="ldb").config == "ldb"  # HM codes it
+    assert EncodeSettings(frame_step=3).frame_step == 3  # all intra: only those frames are coded
+    with pytest.raises(CodecnnError, match="x265 setting"):
+        EncodeSettings(encoder="hm", threads=2)
+
+
+@pytest.mark.parametrize(
+    "kw, error, words",
+    [
+        ({"frame_step": 0}, CodecnnError, "--frame-step 0: use 1 or more"),
+        ({"frames": 0}, CodecnnError, "--frames 0: use 1 or more"),
+        ({"start": -1}, CodecnnError, "--start -1: use 0 or more"),
+        ({"qps": (22, 52)}, InvalidQPError, "QP 52 is outside"),
+        ({"config": "xx"}, CodecnnError, "--config 'xx'"),
+        ({"encoder": "vtm"}, EncoderError, "unknown encoder 'vtm'"),
+    ],
+)
+def test_bad_values(kw, error, words):
+    with pytest.raises(error, match=words):
+        EncodeSettings(**kw)
+
+
+def test_encoder_options_and_encoder():
+    x = EncodeSettings(qps=[37, 22], deblock=False)
+    assert x.qps == (37, 22) and x.encode_qps == (37, 22) and EncodeSettings().encode_qps == (22, 27, 32, 37)
+    assert x.encoder_options() == (
+        ("config", "ai"),
+        ("deblock", False),
+        ("preset", "medium"),
+        ("sao", True),
+        ("tune", "psnr"),
+    )
+    enc = x.make_encoder()
+    assert (enc.name, enc.deblock, enc.sao, enc.preset) == ("x265", False, True, "medium")
+    assert dict(EncodeSettings(threads=1).encoder_options())["threads"] == 1
+    hm = EncodeSettings(encoder="hm", config="ra", hm_bin="TAppEncoderStatic", hm_cfg="ra.cfg", sao=False)
+    assert hm.encoder_options() == (
+        ("binary", "TAppEncoderStatic"),
+        ("cfg", "ra.cfg"),
+        ("config", "ra"),
+        ("deblock", True),
+        ("sao", False),
+    )
+    assert make_encoder("x265", **dict(x.encoder_options())).describe() == enc.describe()
+
+
+def test_travels_whole():
+    """Frozen and of plain values: it pickles (a Dask task) and hashes; the post-filter variants are copies."""
+    s = EncodeSettings(size="176x144", fps=30.0, frames=4, qps=(32,), encoder="hm", config="ldb", hm_cfg="a/b.cfg")
+    again = pickle.loads(pickle.dumps(s))
+    assert again == s and hash(again) == hash(s)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.frames = 8
+    off = dataclasses.replace(s, deblock=False, sao=False)
+    assert (off.deblock, off.sao, off.frames, s.deblock) == (False, False, 4, True)
+    p = s.portable()
+    assert p.hm_cfg == os.path.abspath("a/b.cfg") and p.hm_bin is None and p.config == "ldb"
+    assert EncodeSettings(hm_bin="TAppEncoderStatic").portable().hm_bin == "TAppEncoderStatic"  # found on the PATH
+    assert EncodeSettings(hm_bin="bin/TAppEncoderStatic").portable().hm_bin == os.path.abspath("bin/TAppEncoderStatic")
