@@ -8,7 +8,7 @@ import math
 import click
 
 from codecnn.data.ctu import CTU_SIZES
-from codecnn.encoders import CONFIGS, STANDARD_QPS
+from codecnn.encoders import CONFIGS, STANDARD_QPS, EncodeSettings
 from codecnn.encoders.base import SLICE_LETTERS
 from codecnn.encoders.x265 import PRESETS, TUNES
 from codecnn.errors import CodecnnError
@@ -133,6 +133,57 @@ encoder_options = _stack(
         help="HM configuration file, e.g. encoder_intra_main.cfg (or $CODECNN_HM_CFG).",
     ),
 )
+
+
+_ENCODE_OPTIONS = _stack(geometry_options, frame_options, encoder_options)
+
+
+def encode_options(f):
+    """The options of every command that encodes (the sources' geometry, the frames, the QPs, the encoder and
+    its settings), given to the command as one :class:`codecnn.encoders.EncodeSettings`, the parameter
+    ``encode``, built (and so checked, the rules between options included) before the command runs."""
+
+    @_ENCODE_OPTIONS
+    @functools.wraps(f)
+    def wrapper(
+        *args,
+        size,
+        bit_depth,
+        fps,
+        frames,
+        start,
+        frame_step,
+        qps,
+        encoder,
+        preset,
+        tune,
+        test_config,
+        no_deblock,
+        no_sao,
+        hm_bin,
+        hm_cfg,
+        **kwargs,
+    ):
+        encode = EncodeSettings(
+            size=size,
+            bit_depth=bit_depth,
+            fps=fps,
+            frames=frames,
+            start=start,
+            frame_step=frame_step,
+            qps=qps,
+            encoder=encoder,
+            preset=preset,
+            tune=tune,
+            config=test_config,
+            deblock=not no_deblock,
+            sao=not no_sao,
+            hm_bin=hm_bin,
+            hm_cfg=hm_cfg,
+        )
+        return f(*args, encode=encode, **kwargs)
+
+    return wrapper
 
 
 def check_config_frames(config: str, frame_step: int) -> None:

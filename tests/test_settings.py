@@ -1,4 +1,5 @@
-"""The encode settings (codecnn.encoders.settings): one object, checked where it is made."""
+"""The encode settings (codecnn.encoders.settings): one object built from one set of click options, checked
+where it is made, and the form a dataset stores."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ import dataclasses
 import os
 import pickle
 
+import click
 import pytest
+from click.testing import CliRunner
 
+from codecnn.data.build import BuildOptions
 from codecnn.encoders import EncodeSettings, make_encoder
 from codecnn.errors import CodecnnError, EncoderError, InvalidQPError
+from codecnn.options import encode_options
 
 
 def test_rules_between_options():
@@ -76,3 +81,42 @@ def test_travels_whole():
     assert p.hm_cfg == os.path.abspath("a/b.cfg") and p.hm_bin is None and p.config == "ldb"
     assert EncodeSettings(hm_bin="TAppEncoderStatic").portable().hm_bin == "TAppEncoderStatic"  # found on the PATH
     assert EncodeSettings(hm_bin="bin/TAppEncoderStatic").portable().hm_bin == os.path.abspath("bin/TAppEncoderStatic")
+
+
+def test_build_options_stored_form():
+    """The build options a dataset stores (and ``--resume`` compares with its parts folder's) keep their form:
+    the QPs coded, the encoder with its options and the frames chosen, then the cut."""
+    o = BuildOptions(EncodeSettings(size="176x144", frames=3, frame_step=2, preset="ultrafast"), ctu=64)
+    assert list(o.to_json().items()) == [
+        ("qps", [22, 27, 32, 37]),
+        ("encoder", "x265"),
+        ("encoder_options", {"config": "ai", "deblock": True, "preset": "ultrafast", "sao": True, "tune": "psnr"}),
+        ("start", 0),
+        ("frames", 3),
+        ("frame_step", 2),
+        ("ctu", 64),
+        ("context", 2),
+        ("seed", 0),
+        ("task", "restoration"),
+        ("intra_cost", "dct"),
+        ("intra_loop", "closed"),
+        ("block_sizes", [4, 8, 16, 32]),
+    ]
+    with pytest.raises(CodecnnError, match="--qp values repeat"):
+        BuildOptions(EncodeSettings(qps=(32, 32)))
+
+
+def test_decorator_builds_the_settings():
+    seen = []
+
+    @click.command()
+    @encode_options
+    def cmd(encode):
+        seen.append(encode)
+
+    args = ["--size", "176x144", "--bit-depth", "10", "--qp", "37", "--qp", "22", "--config", "ldp", "--no-sao"]
+    assert CliRunner().invoke(cmd, args).exit_code == 0
+    want = EncodeSettings(size="176x144", bit_depth=10, qps=(37, 22), config="ldp", sao=False)
+    assert seen.pop() == want
+    r = CliRunner().invoke(cmd, ["--config", "ra", "--frame-step", "2"])
+    assert r.exit_code != 0 and "consecutive frames" in str(r.exception)
