@@ -111,7 +111,14 @@ def test_decorator_builds_the_settings():
 
     @click.command()
     @encode_options
-    def cmd(encode):
+    @click.option("--flag", is_flag=True)
+    def cmd(encode, flag):
+        seen.append(encode)
+
+    @click.command()
+    @encode_options(hm_flag="flag")
+    @click.option("--flag", is_flag=True)
+    def hm_when_flagged(encode, flag):
         seen.append(encode)
 
     args = ["--size", "176x144", "--bit-depth", "10", "--qp", "37", "--qp", "22", "--config", "ldp", "--no-sao"]
@@ -120,3 +127,7 @@ def test_decorator_builds_the_settings():
     assert seen.pop() == want
     r = CliRunner().invoke(cmd, ["--config", "ra", "--frame-step", "2"])
     assert r.exit_code != 0 and "consecutive frames" in str(r.exception)
+    assert CliRunner().invoke(hm_when_flagged, ["--config", "ldb", "--flag"]).exit_code == 0
+    assert seen.pop() == EncodeSettings(encoder="hm", config="ldb")
+    r = CliRunner().invoke(hm_when_flagged, ["--config", "ldb"])
+    assert r.exit_code != 0 and "low delay B" in str(r.exception)
