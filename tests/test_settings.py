@@ -1,5 +1,5 @@
 """The encode settings (codecnn.encoders.settings): one object built from one set of click options, checked
-where it is made, and the form a dataset stores."""
+where it is made, the form a dataset stores, and the same options with the same help in every command."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from codecnn.cli import cli
 from codecnn.data.build import BuildOptions
 from codecnn.encoders import EncodeSettings, make_encoder
 from codecnn.errors import CodecnnError, EncoderError, InvalidQPError
@@ -131,3 +132,32 @@ def test_decorator_builds_the_settings():
     assert seen.pop() == EncodeSettings(encoder="hm", config="ldb")
     r = CliRunner().invoke(hm_when_flagged, ["--config", "ldb"])
     assert r.exit_code != 0 and "low delay B" in str(r.exception)
+
+
+def _encode_help(command: click.Command) -> list[tuple[str, str]]:
+    ctx = click.Context(command, info_name=command.name)
+    return [p.get_help_record(ctx) for p in command.params if isinstance(p, click.Option)]
+
+
+def _commands(group: click.Group):
+    for command in group.commands.values():
+        yield from _commands(command) if isinstance(command, click.Group) else [command]
+
+
+def test_same_encode_options_in_every_command():
+    """Every command that encodes (make-dataset, evaluate, ...: those with --encoder) lists the encode options
+    of the one decorator, together, in its order and with its help lines: they cannot drift apart."""
+
+    @click.command()
+    @encode_options
+    def reference(encode):
+        pass
+
+    want = _encode_help(reference)
+    assert len(want) == 15 and want[0][0] == "--size WxH" and want[-1][0] == "--hm-cfg PATH"
+    encoding = [c for c in _commands(cli) if any(p.name == "encoder" for p in c.params)]
+    assert {"make-dataset", "evaluate"} <= {c.name for c in encoding}
+    for command in encoding:
+        rows = _encode_help(command)
+        k = rows.index(want[0])
+        assert rows[k : k + len(want)] == want, command.name
