@@ -8,10 +8,9 @@ import math
 import click
 
 from codecnn.data.ctu import CTU_SIZES
-from codecnn.encoders import CONFIGS, STANDARD_QPS
+from codecnn.encoders import CONFIGS, STANDARD_QPS, EncodeSettings
 from codecnn.encoders.base import SLICE_LETTERS
 from codecnn.encoders.x265 import PRESETS, TUNES
-from codecnn.errors import CodecnnError
 from codecnn.hevc import MAX_QP
 from codecnn.train.config import CACHES, LOSSES, SCHEDULES, TrainConfig
 
@@ -64,7 +63,8 @@ def _stack(*decorators):
     return apply
 
 
-geometry_options = _stack(
+_ENCODE_OPTIONS = _stack(
+    # the sources' geometry
     click.option("--size", metavar="WxH", help="Raw YUV geometry, e.g. 1920x1080 (default: from the file name)."),
     click.option(
         "--bit-depth",
@@ -75,9 +75,7 @@ geometry_options = _stack(
     click.option(
         "--fps", type=Real(min=0, min_open=True), help="Frame rate (default: from the file name or header, else 30)."
     ),
-)
-
-frame_options = _stack(
+    # the frames
     click.option("--frames", type=POSITIVE, help="Number of frames to use (default: all)."),
     click.option("--start", type=COUNT, default=0, show_default=True, help="First frame."),
     click.option(
@@ -87,9 +85,7 @@ frame_options = _stack(
         show_default=True,
         help="Use every N-th frame (all-intra: only those frames are encoded).",
     ),
-)
-
-encoder_options = _stack(
+    # the QPs, the encoder and its settings
     click.option(
         "--qp",
         "qps",
@@ -135,32 +131,57 @@ encoder_options = _stack(
 )
 
 
-def check_config_frames(config: str, frame_step: int) -> None:
-    """Inter coding (``--config`` ra, ldb, ldp) needs consecutive frames."""
-    if config != "ai" and frame_step > 1:
-        raise CodecnnError(
-            f"--frame-step {frame_step} with --config {config}: inter coding needs consecutive frames; "
-            "drop --frame-step (or use --config ai)"
+def encode_options(f=None, *, hm_flag: str | None = None):
+    """The options of every command that encodes (the sources' geometry, the frames, the QPs, the encoder and
+    its settings), given to the command as one :class:`codecnn.encoders.EncodeSettings`, the parameter
+    ``encode``, built (and so checked, the rules between options included) before the command runs.
+
+    ``hm_flag``: the name of a flag of the command under which HM encodes whatever --encoder says
+    (``evaluate --in-loop``)."""
+    if f is None:
+        return functools.partial(encode_options, hm_flag=hm_flag)
+
+    @_ENCODE_OPTIONS
+    @functools.wraps(f)
+    def wrapper(
+        *args,
+        size,
+        bit_depth,
+        fps,
+        frames,
+        start,
+        frame_step,
+        qps,
+        encoder,
+        preset,
+        tune,
+        test_config,
+        no_deblock,
+        no_sao,
+        hm_bin,
+        hm_cfg,
+        **kwargs,
+    ):
+        encode = EncodeSettings(
+            size=size,
+            bit_depth=bit_depth,
+            fps=fps,
+            frames=frames,
+            start=start,
+            frame_step=frame_step,
+            qps=qps,
+            encoder="hm" if hm_flag is not None and kwargs.get(hm_flag) else encoder,
+            preset=preset,
+            tune=tune,
+            config=test_config,
+            deblock=not no_deblock,
+            sao=not no_sao,
+            hm_bin=hm_bin,
+            hm_cfg=hm_cfg,
         )
+        return f(*args, encode=encode, **kwargs)
 
-
-def encoder_settings(
-    encoder: str,
-    preset: str,
-    tune: str,
-    no_deblock: bool,
-    no_sao: bool,
-    hm_bin: str | None,
-    hm_cfg: str | None,
-    config: str = "ai",
-) -> tuple[tuple[str, object], ...]:
-    """The keyword options of :func:`codecnn.encoders.make_encoder` from the CLI's encoder options."""
-    common = {"deblock": not no_deblock, "sao": not no_sao, "config": config}
-    if encoder == "hm":
-        common.update(binary=hm_bin, cfg=hm_cfg)
-    else:
-        common.update(preset=preset, tune=tune)
-    return tuple(sorted(common.items()))
+    return wrapper
 
 
 def verbosity(f):

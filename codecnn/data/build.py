@@ -29,7 +29,7 @@ import numpy as np
 
 from codecnn.data import schema
 from codecnn.data.ctu import CTU_SIZES
-from codecnn.encoders import STANDARD_QPS, check_qp, make_encoder
+from codecnn.encoders import EncodeSettings
 from codecnn.errors import CodecnnError
 from codecnn.files import atomic_write, atomic_write_text
 from codecnn.sequences import SequenceSpec, file_fingerprint
@@ -41,14 +41,10 @@ TASKS = ("restoration", "intra-modes")
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """What a dataset is built with; stored in the file and compared on ``resume``."""
+    """What a dataset is built with: the encode settings and how samples are cut; stored in the file (as
+    :meth:`to_json`) and compared on ``resume``."""
 
-    qps: tuple[int, ...] = STANDARD_QPS
-    encoder: str = "x265"
-    encoder_options: tuple[tuple[str, object], ...] = ()
-    start: int = 0
-    frames: int | None = None
-    frame_step: int = 1
+    encode: EncodeSettings = EncodeSettings()
     ctu: int = 128
     context: int = 2
     seed: int = 0
@@ -62,22 +58,28 @@ class BuildOptions:
             raise CodecnnError(f"--task {self.task!r}: use one of {', '.join(TASKS)}")
         if self.intra_loop not in ("closed", "open"):
             raise CodecnnError(f"--loop {self.intra_loop!r}: use closed or open")
-        for qp in self.qps:
-            check_qp(qp)
-        if len(set(self.qps)) != len(self.qps):
-            raise CodecnnError(f"--qp values repeat: {list(self.qps)}")
+        qps = self.encode.encode_qps
+        if len(set(qps)) != len(qps):
+            raise CodecnnError(f"--qp values repeat: {list(qps)}")
         if self.ctu not in CTU_SIZES:
             raise CodecnnError(f"--ctu {self.ctu}: use one of {', '.join(map(str, CTU_SIZES))}")
         if not 0 <= self.context <= self.ctu // 2:
             raise CodecnnError(f"--context {self.context}: use 0..{self.ctu // 2} pixels")
-        if self.frame_step < 1:
-            raise CodecnnError(f"--frame-step {self.frame_step}: use 1 or more")
 
     def to_json(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["qps"] = list(self.qps)
+        """The stored form: the QPs coded, the encoder with its options and the frames chosen (the sources'
+        geometry is in each sequence's entry), then this object's other fields."""
+        e = self.encode
+        d = {
+            "qps": list(e.encode_qps),
+            "encoder": e.encoder,
+            "encoder_options": dict(e.encoder_options()),
+            "start": e.start,
+            "frames": e.frames,
+            "frame_step": e.frame_step,
+        }
+        d.update((f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "encode")
         d["block_sizes"] = list(self.block_sizes)
-        d["encoder_options"] = {k: v for k, v in self.encoder_options}
         return json.loads(json.dumps(d, default=str))
 
 
@@ -168,7 +170,7 @@ def build_dataset(
         )
     if not out.parent.is_dir():
         raise CodecnnError(f"{out.parent}: output folder does not exist")
-    encoder = make_encoder(options.encoder, **dict(options.encoder_options))  # fails early (e.g. HM missing)
+    encoder = options.encode.make_encoder()  # fails early (e.g. HM missing)
     # a scheduler is reached before anything is written (an unreachable one leaves no trace); a local cluster
     # starts in the background while the sources are opened and staged
     with _cluster(dask, options, encoder) as runner:
@@ -186,8 +188,8 @@ def _plan_and_build(specs, out, options, jobs, resume, progress, runner, t0, enc
     for s in specs:
         r = s.open()
         readers.append(r)
-        count = options.frames if options.frames is not None else s.frames
-        selections.append(r.select(options.start, count, options.frame_step))
+        count = options.encode.frames if options.encode.frames is not None else s.frames
+        selections.append(r.select(options.encode.start, count, options.encode.frame_step))
     dtype = sample_dtype(max(r.info.bit_depth for r in readers))
     seq_meta = [
         {
@@ -247,7 +249,7 @@ def _build(
             stage_seconds += time.perf_counter() - ts
         info = dataclasses.replace(reader.info, num_frames=len(sel))
         open_loop = options.task == "intra-modes" and options.intra_loop == "open"
-        for qp in (None,) if open_loop else options.qps:
+        for qp in (None,) if open_loop else options.encode.encode_qps:
             k = len(units)
             units.append(
                 _Unit(
@@ -424,7 +426,7 @@ def _run_unit(u: _Unit) -> None:
     shutil.rmtree(work, ignore_errors=True)
     res = recon = None
     if u.qp is not None:
-        encoder = make_encoder(u.options.encoder, **dict(u.options.encoder_options))
+        encoder = u.options.encode.make_encoder()
         res = encoder.encode(frames(), u.info, u.qp, work)
         recon = res.open_recon()
     t0 = time.perf_counter()

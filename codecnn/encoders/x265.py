@@ -86,6 +86,17 @@ def intra_period(fps: float) -> int:
     return max(RA_GOP, int(fps / RA_GOP + 0.5) * RA_GOP)
 
 
+def check_x265_config(config: str) -> str:
+    """``config`` if x265 can code that test condition: all but low delay B."""
+    check_config(config)
+    if config == "ldb":
+        raise EncoderError(
+            "x265 cannot code low delay B (B pictures that reference only past pictures, HM's generalised "
+            "P/B): use --config ldp with x265, or --encoder hm with HM's encoder_lowdelay_main.cfg"
+        )
+    return config
+
+
 class X265Encoder(Encoder):
     """libx265 (bundled with PyAV), constant QP, in one of the test conditions.
 
@@ -113,13 +124,7 @@ class X265Encoder(Encoder):
         params: tuple[str, ...] = (),
         config: str = "ai",
     ):
-        check_config(config)
-        if config == "ldb":
-            raise EncoderError(
-                "x265 cannot code low delay B (B pictures that reference only past pictures, HM's generalised "
-                "P/B): use --config ldp with x265, or --encoder hm with HM's encoder_lowdelay_main.cfg"
-            )
-        self.config = config
+        self.config = check_x265_config(config)
         if preset not in PRESETS:
             raise EncoderError(f"unknown x265 preset {preset!r}; choose one of {', '.join(PRESETS)}")
         if tune not in TUNES:

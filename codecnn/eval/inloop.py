@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from codecnn.encoders._capture import tail
-from codecnn.encoders.hm import HMEncoder, read_hm_log
+from codecnn.encoders.hm import HMEncoder, find_hm_binary, read_hm_log
+from codecnn.encoders.settings import EncodeSettings
 from codecnn.errors import CodecnnError, EncoderError
 from codecnn.eval.metrics import BDError, bd_rate
 from codecnn.files import atomic_write_text
@@ -56,6 +57,16 @@ PLANES = ("y", "u", "v")
 # mismatch and "***ERROR*** A decoding mismatch occured" at the end
 _MD5_OK = re.compile(r"\[MD5:[^\]]*\(OK\)\]")
 _MD5_BAD = re.compile(r"\*\*\*ERROR\*\*\*")
+
+
+def hm_encoder_files(encode: EncodeSettings) -> tuple[Path, Path]:
+    """The patched HM encoder and its cfg that ``encode`` names, resolved (a missing cfg is refused first)."""
+    if not encode.hm_cfg or not Path(encode.hm_cfg).is_file():
+        raise CodecnnError(
+            "--in-loop needs HM's cfg of the test condition: --hm-cfg encoder_randomaccess_main.cfg (or the "
+            "intra / lowdelay ones), an existing file"
+        )
+    return find_hm_binary(encode.hm_bin).resolve(), Path(encode.hm_cfg).resolve()
 
 
 def find_hm_decoder(path: str | os.PathLike | None) -> Path:
@@ -203,25 +214,24 @@ def run_unit(
 
 def evaluate_in_loop(
     specs,
-    qps,
+    encode: EncodeSettings,
     *,
-    enc: Path,
     dec: Path,
-    cfg: Path,
-    config: str,
     model: Path,
     workdir: Path,
-    start: int = 0,
-    frames: int | None = None,
     jobs: int = 1,
     method: str = "pchip",
     signal: str = "ctu",
     inter_model: Path | None = None,
 ) -> dict:
-    """Run every (sequence, QP, anchor|test) unit (``jobs`` at a time) and gather the results. ``inter_model``:
-    a second model for the P and B pictures (default: the zoo entry's, if it ships one)."""
+    """Run every (sequence, QP, anchor|test) unit (``jobs`` at a time) and gather the results. ``encode``
+    gives the HM encoder and its cfg, the test condition, the QPs and the frames (consecutive ones from
+    ``start``: ``frame_step``, like the loop-filter switches, is not used). ``inter_model``: a second model for
+    the P and B pictures (default: the zoo entry's, if it ships one)."""
     from codecnn.zoo import resolve, resolve_inter
 
+    enc, cfg = hm_encoder_files(encode)
+    config, qps = encode.config, encode.encode_qps
     inter_model = resolve_inter(model) if inter_model is None else resolve(inter_model, hm=True)
     model = resolve(model, hm=True).resolve()
     from hm_bridge.format import read_cnnw
@@ -246,7 +256,7 @@ def evaluate_in_loop(
     units = []
     for si, spec in enumerate(specs):
         reader = spec.open()
-        sel = reader.select(start, frames if frames is not None else spec.frames, 1)
+        sel = reader.select(encode.start, encode.frames if encode.frames is not None else spec.frames, 1)
         src = stage_frames(reader, sel, workdir / f"src{si}_{spec.name}_{sel.start}_{len(sel)}.yuv")
         info = dataclasses.replace(reader.info, num_frames=len(sel))
         reader.close()

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from codecnn.encoders.settings import EncodeSettings
 from codecnn.errors import CodecnnError
 from codecnn.eval.metrics import psnr_yuv
 from codecnn.yuv import Frame, VideoInfo, stage_frames
@@ -70,11 +71,14 @@ def _encoded_run(spec, info: VideoInfo, qp: int, res, reader, indices: list, sho
     )
 
 
-def encode_runs(specs, encoder, qps, start: int, frames: int | None, step: int, workdir: Path) -> Iterator[Run]:
-    """Fresh all-intra encodes of every sequence at every QP."""
+def encode_runs(specs, encoder, encode: EncodeSettings, workdir: Path) -> Iterator[Run]:
+    """Fresh encodes by ``encoder`` (built from ``encode``) of every sequence at every QP, on the frames that
+    ``encode`` chooses."""
     for si, spec in enumerate(specs):
         reader = spec.open()
-        sel = reader.select(start, frames if frames is not None else spec.frames, step)
+        sel = reader.select(
+            encode.start, encode.frames if encode.frames is not None else spec.frames, encode.frame_step
+        )
         if not reader.random_access:
             from codecnn.yuv import RawYuvReader
 
@@ -84,34 +88,33 @@ def encode_runs(specs, encoder, qps, start: int, frames: int | None, step: int, 
         else:
             indices, shown = list(sel), list(sel)
         info = dataclasses.replace(reader.info, num_frames=len(indices))
-        for qp in qps:
+        for qp in encode.encode_qps:
             res = encoder.encode((reader.read(i) for i in indices), info, qp, workdir / f"{spec.name}_qp{qp}")
             yield _encoded_run(spec, info, qp, res, reader, indices, shown)
 
 
 @dataclass(frozen=True)
 class EncodeUnit:
-    """One fresh encode run as a Dask task: the encoder travels as ``make_encoder``'s (name, options) and is
-    built again on the worker; the frames are read there from the source, or from ``staged`` (a raw copy of
-    a container's selected frames). The outputs go into ``workdir``, which every worker must see."""
+    """One fresh encode run as a Dask task: the encoder travels as its :class:`EncodeSettings` (with the
+    files they name made absolute) and is built again on the worker; the frames are read there from the
+    source, or from ``staged`` (a raw copy of a container's selected frames). The outputs go into
+    ``workdir``, which every worker must see."""
 
     spec: object  # codecnn.sequences.SequenceSpec
     staged: str | None
     info: VideoInfo  # of the selection: num_frames = len(read_indices)
     read_indices: tuple[int, ...]
     qp: int
-    encoder: tuple[str, tuple[tuple[str, object], ...]]
+    encode: EncodeSettings
     workdir: str
 
 
 def encode_unit(unit: EncodeUnit):
     """Run one :class:`EncodeUnit` (on a worker): returns the encoder's :class:`EncodeResult`, whose
     bitstream and reconstruction lie in the unit's work folder."""
-    from codecnn.encoders import make_encoder
     from codecnn.yuv import RawYuvReader
 
-    name, options = unit.encoder
-    encoder = make_encoder(name, **dict(options))
+    encoder = unit.encode.make_encoder()
     if unit.staged:
         reader = RawYuvReader(unit.staged, unit.info.width, unit.info.height, unit.info.bit_depth, unit.info.fps)
     else:
@@ -122,34 +125,28 @@ def encode_unit(unit: EncodeUnit):
         reader.close()
 
 
-def _portable_options(options) -> tuple[tuple[str, object], ...]:
-    """Encoder options with the files they name made absolute: a worker's current folder is not ours."""
-    out = []
-    for k, v in options:
-        if v is not None and (k == "cfg" or (k == "binary" and os.sep in str(v))):
-            v = os.path.abspath(v)
-        out.append((k, v))
-    return tuple(out)
-
-
-def cluster_encode_runs(specs, encoders, qps, start: int, frames: int | None, step: int, runner) -> list[Iterator[Run]]:
-    """:func:`encode_runs` on a Dask cluster: ``encoders`` is a list of ((name, options), work folder), one per
-    series of runs (the network's input, then the anchor with ``--vs-loop-filters``). Every (sequence, QP)
-    encode of every series is one task on ``runner`` (a :class:`codecnn.data.cluster.DaskRunner`); they all
-    run first, writing into the work folders (checked to be visible to every worker). Returns one iterator of
-    runs per series, in :func:`encode_runs`' order, that read the originals and each reconstruction from disk
-    here."""
+def cluster_encode_runs(specs, series: list[tuple[EncodeSettings, Path]], runner) -> list[Iterator[Run]]:
+    """:func:`encode_runs` on a Dask cluster: ``series`` is a list of (encode settings, work folder), one per
+    series of runs (the network's input, then the anchor with ``--vs-loop-filters``), which differ only in
+    the encoder's settings: the frames and QPs are the first one's. Every (sequence, QP) encode of every
+    series is one task on ``runner`` (a :class:`codecnn.data.cluster.DaskRunner`); they all run first,
+    writing into the work folders (checked to be visible to every worker). Returns one iterator of runs per
+    series, in :func:`encode_runs`' order, that read the originals and each reconstruction from disk here."""
     import time
 
     from codecnn.data.cluster import speed_lines
     from codecnn.yuv import RawYuvReader
 
+    first = series[0][0]
+    qps = first.encode_qps
     sources = []  # (spec, staged, info, read indices, shown indices) per sequence
-    stage_dir = Path(encoders[0][1]).absolute()
+    stage_dir = Path(series[0][1]).absolute()
     for si, spec in enumerate(specs):
         reader = spec.open()
         try:
-            sel = reader.select(start, frames if frames is not None else spec.frames, step)
+            sel = reader.select(
+                first.start, first.frames if first.frames is not None else spec.frames, first.frame_step
+            )
             if reader.random_access:
                 staged, indices, info = None, tuple(sel), reader.info
             else:
@@ -165,22 +162,14 @@ def cluster_encode_runs(specs, encoders, qps, start: int, frames: int | None, st
             reader.close()
         sources.append((spec, staged, dataclasses.replace(info, num_frames=len(indices)), indices, tuple(sel)))
     units = []
-    for (name, options), workdir in encoders:
+    for encode, workdir in series:
         workdir = Path(workdir).absolute()
         workdir.mkdir(parents=True, exist_ok=True)
         runner.check_shared(workdir)
         for spec, staged, info, indices, _ in sources:
             for qp in qps:
                 units.append(
-                    EncodeUnit(
-                        spec,
-                        staged,
-                        info,
-                        indices,
-                        qp,
-                        (name, _portable_options(options)),
-                        str(workdir / f"{spec.name}_qp{qp}"),
-                    )
+                    EncodeUnit(spec, staged, info, indices, qp, encode.portable(), str(workdir / f"{spec.name}_qp{qp}"))
                 )
     t0 = time.perf_counter()
     done = runner.run_all(encode_unit, units)
@@ -188,11 +177,11 @@ def cluster_encode_runs(specs, encoders, qps, start: int, frames: int | None, st
     for line in speed_lines([(w, s) for w, s, _ in done], time.perf_counter() - t0):
         log.info("%s", line)
     results = iter([res for _, _, res in done])
-    series = []
-    for _ in encoders:
+    runs = []
+    for _ in series:
         mine = [[next(results) for _ in qps] for _ in sources]
-        series.append(_runs_from_results(sources, qps, mine))
-    return series
+        runs.append(_runs_from_results(sources, qps, mine))
+    return runs
 
 
 def _runs_from_results(sources, qps, results) -> Iterator[Run]:
@@ -344,34 +333,25 @@ def select_runs(
     orig=None,
     recons=(),
     hm_logs=(),
-    size=None,
-    bit_depth=None,
-    fps=None,
-    frames=None,
-    start: int = 0,
-    frame_step: int = 1,
-    qps=(),
-    encoder=None,
+    encode: EncodeSettings,
     vs_loop_filters: bool = False,
-    anchor_encoder=None,
     anchor_recons=(),
     anchor_logs=(),
     runner=None,
-    encoder_args=None,
-    anchor_encoder_args=None,
 ) -> tuple[Iterator[Run], str] | tuple[Iterator[Run], str, Iterator[Run]]:
     """The runs of ``codecnn evaluate`` and a label of their source, from exactly one of: sequences to encode
-    now (``inputs``/``seq_list`` with ``encoder``), a dataset's stored bitstreams (``data``), or HM's own
-    files (``orig``, ``recons``, ``hm_logs``). ``qps`` selects QPs on every source; the frame selection
-    (``frames``, ``start``, ``frame_step``) applies to fresh encodes only and is refused elsewhere.
+    now (``inputs``/``seq_list``, coded as ``encode`` says), a dataset's stored bitstreams (``data``), or HM's
+    own files (``orig``, ``recons``, ``hm_logs``). ``encode.qps`` selects QPs on every source and its raw
+    geometry reads the sources; its frame selection (``frames``, ``start``, ``frame_step``) applies to fresh
+    encodes only and is refused elsewhere.
 
-    The post-filter setting adds anchor runs (the same pictures coded with deblocking and SAO on; the runs
-    above are then the network's input, coded with both off): ``anchor_encoder`` for fresh encodes,
-    ``anchor_recons``/``anchor_logs`` for HM's files; the result is then (runs, source, anchor runs).
+    The post-filter setting (``vs_loop_filters``) adds anchor runs, the same pictures coded with deblocking
+    and SAO on (the runs above are then the network's input, coded with both off): encoded now with
+    ``encode``'s filters switched on, or HM's ``anchor_recons``/``anchor_logs``; the result is then (runs,
+    source, anchor runs).
 
     ``runner`` (a :class:`codecnn.data.cluster.DaskRunner`) runs the fresh encodes on a Dask cluster; the
-    encoders then travel as ``encoder_args``/``anchor_encoder_args``, ``make_encoder``'s (name, options)."""
-    from codecnn.encoders import STANDARD_QPS
+    encode settings travel to its workers."""
     from codecnn.sequences import load_sequence_list, sequence_from_path
 
     sources = [bool(inputs or seq_list), bool(data), bool(orig or recons or hm_logs)]
@@ -379,40 +359,45 @@ def select_runs(
         raise CodecnnError("give one source: --yuv/--list, or --data, or --orig with --recon and --hm-log")
     if runner is not None and not sources[0]:
         raise CodecnnError("--dask runs fresh encodes (--yuv/--list); --data and HM's files have nothing to encode")
-    if not sources[0] and (frames is not None or start != 0 or frame_step != 1):
+    if not sources[0] and (encode.frames is not None or encode.start != 0 or encode.frame_step != 1):
         raise CodecnnError(
             "--frames, --start and --frame-step choose frames to encode; --data and HM's files are evaluated on "
             "the frames they hold: drop those options"
         )
-    post = vs_loop_filters or anchor_encoder is not None or bool(anchor_recons or anchor_logs)
+    post = vs_loop_filters or bool(anchor_recons or anchor_logs)
     if data:
         if post:
             raise CodecnnError("the post-filter comparison encodes now or reads HM's files; --data is not supported")
-        return dataset_runs(data, split, workdir, qps), f"dataset {data} ({split})"
+        return dataset_runs(data, split, workdir, encode.qps), f"dataset {data} ({split})"
     if orig or recons or hm_logs:
         if not orig:
             raise CodecnnError("the HM route needs --orig (the source YUV that HM encoded)")
-        runs = hm_runs(orig, list(recons), list(hm_logs), size, bit_depth, fps, qps)
+        runs = hm_runs(orig, list(recons), list(hm_logs), encode.size, encode.bit_depth, encode.fps, encode.qps)
         if not post:
             return runs, "HM files"
         if not anchor_recons:
             raise CodecnnError("the post-filter comparison on HM's files needs --anchor-recon and --anchor-log")
-        anchors = hm_runs(orig, list(anchor_recons), list(anchor_logs), size, bit_depth, fps, qps)
+        anchors = hm_runs(
+            orig, list(anchor_recons), list(anchor_logs), encode.size, encode.bit_depth, encode.fps, encode.qps
+        )
         return runs, "HM files (loop filters off) against HM files (on)", anchors
     specs = load_sequence_list(seq_list, seq_dir) if seq_list else []
-    specs += [sequence_from_path(p, size, bit_depth, fps, "test") for p in inputs]
-    chosen = tuple(qps) or STANDARD_QPS
-    if post and anchor_encoder is None:
-        raise CodecnnError("the post-filter comparison needs the anchor's encoder (loop filters on)")
+    specs += [sequence_from_path(p, encode.size, encode.bit_depth, encode.fps, "test") for p in inputs]
+    coded = anchor = encode
+    if post:  # the network's input without the loop filters, the anchor with both
+        coded = dataclasses.replace(encode, deblock=False, sao=False)
+        anchor = dataclasses.replace(encode, deblock=True, sao=True)
+    encoder = coded.make_encoder()  # fails here, before any encode (e.g. HM missing)
+    anchor_encoder = anchor.make_encoder() if post else None
     if runner is not None:
-        series = [(encoder_args, workdir)] + ([(anchor_encoder_args, workdir / "anchor")] if post else [])
-        runs, *anchor_series = cluster_encode_runs(specs, series, chosen, start, frames, frame_step, runner)
+        series = [(coded, workdir)] + ([(anchor, workdir / "anchor")] if post else [])
+        runs, *anchor_series = cluster_encode_runs(specs, series, runner)
     else:
-        runs = encode_runs(specs, encoder, chosen, start, frames, frame_step, workdir)
+        runs = encode_runs(specs, encoder, coded, workdir)
     if not post:
         return runs, encoder.name
     if runner is not None:
         anchors = anchor_series[0]
     else:
-        anchors = encode_runs(specs, anchor_encoder, chosen, start, frames, frame_step, workdir / "anchor")
+        anchors = encode_runs(specs, anchor_encoder, anchor, workdir / "anchor")
     return runs, f"{encoder.name} (loop filters off) against {anchor_encoder.name} (on)", anchors
