@@ -1,12 +1,13 @@
-"""Output files: checked before any work starts (:func:`check_output_file`, :func:`check_output_dir`), and
-written so that their final name never holds a partial file: every output of codecnn (datasets,
-shards, checkpoints, logs, reports, exported models) is written to a temporary sibling and renamed into
-place only when complete; on any error (or Ctrl-C) the temporary file is removed."""
+"""Output files: checked before any work starts (:func:`check_output_file`, :func:`check_output_dir`,
+:func:`check_not_input`: no output may be one of the command's inputs), and written so that their final
+name never holds a partial file: every output of codecnn (datasets, shards, checkpoints, logs, reports,
+exported models) is written to a temporary sibling and renamed into place only when complete; on any
+error (or Ctrl-C) the temporary file is removed."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -79,6 +80,45 @@ def check_output_file(path: str | os.PathLike, option: str = "--out") -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise CodecnnError(f"{option} {p}: the folder {parent} is not writable; choose another")
     return p
+
+
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Both exist and are one file: the same (st_dev, st_ino) through any symlink, hard link or ``..``."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):  # one is missing (or not a path at all, e.g. zoo:NAME)
+        return False
+
+
+def check_not_input(
+    option: str,
+    out: str | os.PathLike,
+    inputs: Iterable[tuple[str, object]],
+    writes: Iterable[str] | None = None,
+) -> None:
+    """Refuse, before any work starts, an output that would destroy one of the command's own inputs.
+
+    ``out`` (given to ``option``) is the file the command writes or, with ``writes``, the folder it writes
+    the files of those names into (glob patterns, e.g. ``rd_*.png``): then every existing file in it that
+    the command would replace counts. ``inputs`` are ``(label, path)`` pairs, the path a string, a path, a
+    sequence of them (a repeatable option) or None. A file is an input when it is the same file as one of
+    them (same device and inode): through a symlink, a hard link or ``..`` as well."""
+    out = Path(out)
+    if writes is None:
+        targets = [out]
+    else:  # (a folder that holds inputs is no harm: only the files it would replace count)
+        targets = [out / n for n in sorted({q.name for w in writes for q in out.glob(w)})] if out.is_dir() else []
+    for label, value in inputs:
+        for path in value if isinstance(value, list | tuple) else [value]:
+            if path is None:
+                continue
+            for target in targets:
+                if _same_file(target, path):
+                    what = f"{option} {out}" + (f" would replace {target}, which" if target != out else "")
+                    raise CodecnnError(
+                        f"{what} is the input {label} {path}: writing it would destroy the input; choose another "
+                        f"{option}"
+                    )
 
 
 def read_text_input(path: str | os.PathLike, what: str) -> str:

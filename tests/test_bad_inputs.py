@@ -501,3 +501,65 @@ def test_int16_calibration_on_a_dataset_of_another_context(checkpoint, carphone_
         "carry a 0-pixel context but the network consumes 2",
         leaves=[tmp_path / "m.cnnw"],
     )
+
+
+# -- 8. outputs that would destroy an input ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_yuv(tmp_path, carphone_yuv):
+    """A private copy of the carphone source (the tests try to write over it)."""
+    p = tmp_path / "car_176x144_30.yuv"
+    shutil.copy(carphone_yuv, p)
+    return p
+
+
+def test_an_output_that_is_an_input_is_refused(own_yuv, checkpoint, restoration_h5, tmp_path):
+    before = own_yuv.read_bytes()
+    (tmp_path / "link.yuv").symlink_to(own_yuv.name)
+    os.link(own_yuv, tmp_path / "hard.yuv")
+    (tmp_path / "sub").mkdir()
+    encode = ["make-dataset", "--yuv", own_yuv, "--qp", "37", "--frames", "1", "--out"]
+    for out in (own_yuv, tmp_path / "link.yuv", tmp_path / "hard.yuv", tmp_path / "sub" / ".." / own_yuv.name):
+        text = refused([*encode, out], f"--out {out} is the input --yuv {own_yuv}: writing it would destroy the input")
+        assert "choose another --out" in text
+        assert not os.path.exists(f"{out}.parts") and not os.path.exists(f"{out}.tmp")
+    listing = tmp_path / "l.toml"
+    listing.write_text(f'[list]\nname = "l"\n[[sequence]]\nname = "c"\nfile = "{own_yuv.name}"\nsize = "176x144"\n')
+    refused(
+        ["make-dataset", "--list", listing, "--seq-dir", tmp_path, "--out", tmp_path / "link.yuv"],
+        f"is the input --list {listing}, sequence c, file {own_yuv}",
+    )
+    assert own_yuv.read_bytes() == before
+    # a checkpoint, a calibration dataset
+    ck = tmp_path / "m.pt"
+    shutil.copy(checkpoint, ck)
+    ck_bytes = ck.read_bytes()
+    refused(["export", ck, "--out", ck], f"--out {ck} is the input CHECKPOINT {ck}")
+    data = tmp_path / "d.h5"
+    os.link(restoration_h5, data)
+    refused(["export", ck, "--int16", "--calib", restoration_h5, "--out", data], "is the input --calib")
+    assert ck.read_bytes() == ck_bytes and data.stat().st_nlink == 2
+    # a folder output: the files the command would replace in it
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    shutil.copy(checkpoint, run_dir / "best.pt")
+    refused(
+        ["train", "rdn", "--data", restoration_h5, "--init", run_dir / "best.pt", "--out", run_dir, "--steps", "1"],
+        f"--out {run_dir} would replace {run_dir / 'best.pt'}, which is the input --init {run_dir / 'best.pt'}",
+    )
+    assert (run_dir / "best.pt").read_bytes() == ck_bytes and sorted(os.listdir(run_dir)) == ["best.pt"]
+
+
+def test_report_refuses_to_merge_over_its_own_input(checkpoint, restoration_h5, tmp_path):
+    ev = tmp_path / "e"
+    code, text = run("evaluate", "--checkpoint", checkpoint, "--data", restoration_h5, "--split", "val", "--out", ev)
+    assert code == 0, text
+    results = ev / "results.json"
+    before = results.read_bytes()
+    other = tmp_path / "other.json"
+    shutil.copy(results, other)
+    refused(["report", results, other, "--out", ev], f"--out {ev} would replace {results}, which is the input")
+    assert results.read_bytes() == before
+    code, text = run("report", results, "--out", ev)  # one file: its report re-rendered beside it, the file kept
+    assert code == 0 and results.read_bytes() == before, text

@@ -38,6 +38,24 @@ class CodecnnGroup(click.Group):
             sys.exit(130)
 
 
+def command_inputs(*outputs: str) -> list[tuple[str, object]]:
+    """The input paths the running command was given, as ``(option, value)`` pairs for
+    :func:`codecnn.files.check_not_input`: every path option and argument but the ``outputs`` (parameter
+    names), and the files of a sequence list (``--list``, found in ``--seq-dir``)."""
+    ctx = click.get_current_context()
+    pairs = [
+        (max(p.opts, key=len) if isinstance(p, click.Option) else p.human_readable_name, ctx.params.get(p.name))
+        for p in ctx.command.params
+        if isinstance(p.type, click.Path) and p.name not in outputs
+    ]
+    if ctx.params.get("seq_list"):
+        from codecnn.sequences import load_sequence_list
+
+        listed = load_sequence_list(ctx.params["seq_list"], ctx.params.get("seq_dir"))
+        pairs += [(f"--list {ctx.params['seq_list']}, sequence {s.name}, file", s.path) for s in listed]
+    return pairs
+
+
 def echo_lines(lines) -> None:
     for line in lines:
         click.echo(line)
