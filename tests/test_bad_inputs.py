@@ -503,7 +503,7 @@ def test_int16_calibration_on_a_dataset_of_another_context(checkpoint, carphone_
     )
 
 
-# -- 8. outputs that would destroy an input ------------------------------------------------------------------------
+# -- 8. outputs that would destroy an input, and the OS errors of outputs ------------------------------------------
 
 
 @pytest.fixture
@@ -563,3 +563,99 @@ def test_report_refuses_to_merge_over_its_own_input(checkpoint, restoration_h5, 
     assert results.read_bytes() == before
     code, text = run("report", results, "--out", ev)  # one file: its report re-rendered beside it, the file kept
     assert code == 0 and results.read_bytes() == before, text
+
+
+@pytest.mark.parametrize("command", ["make-dataset", "export", "train", "evaluate", "report"])
+def test_an_output_name_too_long(command, own_yuv, checkpoint, restoration_h5, tmp_path):
+    long = tmp_path / ("x" * 300)
+    argv = {
+        "make-dataset": ["make-dataset", "--yuv", own_yuv, "--qp", "37", "--frames", "1", "--out", f"{long}.h5"],
+        "export": ["export", checkpoint, "--out", f"{long}.cnnw"],
+        "train": ["train", "rdn", "--data", restoration_h5, "--out", long, "--steps", "1"],
+        "evaluate": ["evaluate", "--checkpoint", checkpoint, "--data", restoration_h5, "--out", long],
+        "report": ["report", tmp_path / "r.json", "--out", long],
+    }[command]
+    refused(argv, "File name too long")
+    # a name that fits but leaves no room for the temporary siblings (NAME.tmp, OUT.h5.parts)
+    if command in ("make-dataset", "export"):
+        argv[-1] = tmp_path / ("y" * 252)
+        refused(argv, "with the 6 bytes codecnn adds for its temporary files")
+    assert sorted(os.listdir(tmp_path)) == ["car_176x144_30.yuv"]
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """``small_fs(size, read_only=False)``: a fresh tmpfs of that size (e.g. "256k"), unmounted afterwards;
+    the test is skipped where no file system can be mounted (not root, or no mount allowed)."""
+    import subprocess
+
+    mounted = []
+
+    def mount(size: str, read_only: bool = False):
+        d = tmp_path / f"fs{len(mounted)}"
+        d.mkdir()
+        options = f"{'ro,' if read_only else ''}size={size}"
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(d)], capture_output=True)
+        if r.returncode:
+            pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.decode().strip()}")
+        mounted.append(d)
+        return d
+
+    yield mount
+    for d in mounted:
+        subprocess.run(["umount", str(d)], check=False)
+
+
+def test_an_output_on_a_read_only_file_system(small_fs, own_yuv, checkpoint, restoration_h5):
+    ro = small_fs("64k", read_only=True)
+    msg = "is on a read-only file system; choose a writable place"
+    refused(["make-dataset", "--yuv", own_yuv, "--qp", "37", "--frames", "1", "--out", ro / "o.h5"], msg)
+    refused(["export", checkpoint, "--out", ro / "m.cnnw"], msg)
+    refused(["train", "rdn", "--data", restoration_h5, "--out", ro / "run", "--steps", "1"], msg)
+    refused(["evaluate", "--checkpoint", checkpoint, "--data", restoration_h5, "--out", ro / "e"], msg)
+
+
+def test_no_space_left_midway(small_fs, own_yuv):
+    """The disk fills while the dataset is written: one line, no partial file; libhdf5 (which crashes the
+    process when a write fails) never sees the error. Finished encodes stay for --resume, and say so."""
+    base = ["make-dataset", "--yuv", own_yuv, "--qp", "37", "--frames", "1", "--preset", "ultrafast", "--out"]
+    tiny = small_fs("64k")  # the encode's shard does not fit
+    refused([*base, tiny / "o.h5"], f"{tiny}/o.h5.parts/unit0000.h5: cannot write it: No space left on device")
+    assert os.listdir(tiny) == []
+    small = small_fs("256k")  # the shard fits, the dataset beside it does not
+    text = refused([*base, small / "o.h5"], f"{small}/o.h5: cannot write it: No space left on device")
+    assert "1 of 1 encodes finished and kept" in text and "--resume" in text
+    assert os.listdir(small) == ["o.h5.parts"]
+
+
+def test_no_space_left_for_a_checkpoint(small_fs, restoration_h5):
+    """torch's own file writer would turn the error into a bare RuntimeError: checkpoints are written whole."""
+    fs = small_fs("256k")
+    refused(
+        ["train", "rdn", "--data", restoration_h5, "--out", fs / "run", "--steps", "1", "--batch", "2",
+         "--workers", "0", "--blocks", "2", "--growth", "16"],
+        ".pt: cannot write it: No space left on device",  # best.pt (after validation) or last.pt
+    )  # fmt: skip
+    assert sorted(os.listdir(fs / "run")) == ["log.jsonl"]  # the run's log so far; no partial checkpoint
+
+
+def test_no_space_left_injected(monkeypatch, own_yuv, tmp_path):
+    """The same without a file system to fill: every write of an HDF5 output fails after 64 KiB."""
+    import errno
+    import io
+
+    import codecnn.files
+
+    class Full(io.FileIO):
+        def write(self, b):
+            if self.tell() + len(memoryview(b).cast("B")) > 65536:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return super().write(b)
+
+    monkeypatch.setattr(codecnn.files, "open", lambda path, mode, buffering: Full(path, mode), raising=False)
+    out = tmp_path / "o.h5"
+    refused(
+        ["make-dataset", "--yuv", own_yuv, "--qp", "37", "--frames", "1", "--preset", "ultrafast", "--out", out],
+        "unit0000.h5: cannot write it: No space left on device; free some space or choose another place",
+        leaves=[out, f"{out}.parts", f"{out}.tmp"],
+    )
