@@ -659,3 +659,13 @@ def test_no_space_left_injected(monkeypatch, own_yuv, tmp_path):
         "unit0000.h5: cannot write it: No space left on device; free some space or choose another place",
         leaves=[out, f"{out}.parts", f"{out}.tmp"],
     )
+
+
+def test_bd_rate_needs_the_ctc_four_points(tmp_path):
+    two = tmp_path / "two.csv"
+    two.write_text("rate,psnr\n100,30\n200,33\n")
+    for method in ("pchip", "cubic", "akima"):
+        refused(
+            ["bd-rate", two, two, "--method", method],
+            f"BD-rate with {method} needs at least 4 RD points per curve, the CTC's four QPs (anchor has 2, test 2)",
+        )
