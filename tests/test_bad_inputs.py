@@ -669,3 +669,34 @@ def test_bd_rate_needs_the_ctc_four_points(tmp_path):
             ["bd-rate", two, two, "--method", method],
             f"BD-rate with {method} needs at least 4 RD points per curve, the CTC's four QPs (anchor has 2, test 2)",
         )
+
+
+def test_a_name_that_disagrees_with_size_or_bit_depth_is_warned(own_yuv, tmp_path):
+    r = CliRunner().invoke(
+        cli,
+        [str(a) for a in ["make-dataset", "--yuv", own_yuv, "--size", "352x288", "--qp", "37", "--frames", "1",
+                          "--preset", "ultrafast", "--out", tmp_path / "o.h5"]],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output  # the option wins: two 352x288 frames in the file's bytes
+    warning = f"{own_yuv}: the name says 176x144 but --size says 352x288; reading it as 352x288"
+    assert warning in r.stderr and warning not in r.stdout
+    eight = tmp_path / "car_176x144_30_8bit.yuv"
+    shutil.copy(own_yuv, eight)
+    text = refused(
+        ["make-dataset", "--yuv", eight, "--bit-depth", "10", "--qp", "37", "--out", tmp_path / "o2.h5"],
+        "above the 10-bit maximum 1023",
+    )
+    assert f"{eight}: the name says 8-bit but --bit-depth says 10-bit; reading it as 10-bit" in text
+    code, text = run("make-dataset", "--yuv", own_yuv, "--size", "176x144", "--qp", "37", "--frames", "1",
+                     "--preset", "ultrafast", "--out", tmp_path / "o3.h5")  # fmt: skip
+    assert code == 0 and "the name says" not in text, text
+
+
+def test_name_disagreements():
+    from codecnn.yuv.names import name_disagreements
+
+    assert name_disagreements("a_176x144_30.yuv", "352x288", None) == [("--size", "176x144", "352x288")]
+    assert name_disagreements("a_176x144_10bit.yuv", (176, 144), 8) == [("--bit-depth", "10-bit", "8-bit")]
+    assert name_disagreements("a_176x144_10bit.yuv", "176x144", 10) == []  # they agree
+    assert name_disagreements("a_176x144.y4m", "352x288", 10) == []  # a header describes the file
+    assert name_disagreements("a.yuv", "352x288", 10) == []  # the name says nothing

@@ -373,6 +373,7 @@ def select_runs(
     encoders then travel as ``encoder_args``/``anchor_encoder_args``, ``make_encoder``'s (name, options)."""
     from codecnn.encoders import STANDARD_QPS
     from codecnn.sequences import load_sequence_list, sequence_from_path
+    from codecnn.yuv.names import warn_name_disagreement
 
     sources = [bool(inputs or seq_list), bool(data), bool(orig or recons or hm_logs)]
     if sum(sources) != 1:
@@ -392,6 +393,7 @@ def select_runs(
     if orig or recons or hm_logs:
         if not orig:
             raise CodecnnError("the HM route needs --orig (the source YUV that HM encoded)")
+        warn_name_disagreement(orig, size, bit_depth)
         runs = hm_runs(orig, list(recons), list(hm_logs), size, bit_depth, fps, qps)
         if not post:
             return runs, "HM files"
