@@ -1,7 +1,8 @@
 """Every bad input refused: one line naming the problem and the fix, exit code 2, no traceback, nothing left
 behind. One test per class of bad input (damaged datasets, checkpoints that contradict themselves, numbers
 that are not numbers, frames that do not exist, output paths, binary text inputs, impossible option
-combinations), plus property-based fuzzing of the readers and the option parsing."""
+combinations, outputs that are inputs, OS errors of outputs, too few RD points, names that contradict the
+geometry options), plus property-based fuzzing of the readers and the option parsing."""
 
 from __future__ import annotations
 
