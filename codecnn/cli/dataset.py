@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from codecnn.cli.group import cli, echo_lines
+from codecnn.cli.group import cli, command_inputs, echo_lines
 from codecnn.errors import CodecnnError
-from codecnn.files import check_output_file
+from codecnn.files import check_not_input, check_output_file
 from codecnn.options import (
     COUNT,
     CTU_SIZE,
@@ -131,6 +131,7 @@ def make_dataset(
         else:
             raise CodecnnError("several inputs: name the output with --out FILE.h5")
     check_output_file(out, "--out")
+    check_not_input("--out", out, command_inputs("out"))
     options = BuildOptions(
         encode,
         ctu=ctu,

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from codecnn.cli.group import cli, echo_lines
+from codecnn.cli.group import cli, command_inputs, echo_lines
 from codecnn.errors import CodecnnError
-from codecnn.eval.report import summary_lines
-from codecnn.files import check_output_dir
+from codecnn.eval.report import REPORT_FILES, summary_lines
+from codecnn.files import check_not_input, check_output_dir
 from codecnn.options import (
     CTU_SIZE,
     POSITIVE,
@@ -101,7 +101,9 @@ from codecnn.options import (
     help="--in-loop: the patched TAppDecoder (or $CODECNN_HM_DEC).",
 )
 @click.option(
-    "--model", help="--in-loop: the .cnnw model HM runs (codecnn export ... --int16), or zoo:NAME's HM export."
+    "--model",
+    type=click.Path(),
+    help="--in-loop: the .cnnw model HM runs (codecnn export ... --int16), or zoo:NAME's HM export.",
 )
 @click.option("--jobs", type=POSITIVE, default=1, show_default=True, help="--in-loop: HM runs in parallel.")
 @click.option(
@@ -205,6 +207,7 @@ def evaluate(
     if work_dir:
         check_output_dir(work_dir, "--work-dir")
     check_output_dir(out, "--out")
+    check_not_input("--out", out, command_inputs("out", "work_dir"), REPORT_FILES)
 
     def make_runs(workdir):
         if work_dir:
@@ -285,6 +288,7 @@ def _evaluate_in_loop(**o) -> None:
     inloop.hm_encoder_files(encode)  # a missing cfg or encoder is refused before --out is made
     dec = inloop.find_hm_decoder(o["hm_dec"])
     check_output_dir(o["out"], "--out")
+    check_not_input("--out", o["out"], command_inputs("out", "work_dir"), REPORT_FILES)
     specs = load_sequence_list(o["seq_list"], o["seq_dir"]) if o["seq_list"] else []
     specs += [sequence_from_path(p, encode.size, encode.bit_depth, encode.fps) for p in o["inputs"]]
     with contextlib.ExitStack() as stack:
@@ -319,6 +323,7 @@ def evaluate_modes(checkpoint, data, split, out):
     from codecnn.eval.intra import evaluate_checkpoint, mode_table_lines, pruned_table_lines
 
     check_output_dir(out, "--out")
+    check_not_input("--out", out, command_inputs("out"), REPORT_FILES)
     r, written = evaluate_checkpoint(checkpoint, data, split, out)
     echo_lines(mode_table_lines(r))
     click.echo("pruned rough mode decision (network top k + MPMs, HM's candidate count):")
@@ -335,7 +340,8 @@ def report(results, out):
     from codecnn.eval.report import load_results, write_report
 
     check_output_dir(out, "--out")
-
+    writes = [w for w in REPORT_FILES if len(results) > 1 or w != "results.json"]  # one file: re-rendered beside
+    check_not_input("--out", out, command_inputs("out"), writes)
     merged = load_results(results)
     written = write_report(merged, out, write_json=len(results) > 1)
     echo_lines(summary_lines(merged, written))

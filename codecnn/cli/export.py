@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from codecnn.cli.group import cli
+from codecnn.cli.group import cli, command_inputs
 from codecnn.errors import CodecnnError
-from codecnn.files import check_output_file
+from codecnn.files import check_not_input, check_output_file
 
 
 @cli.command()
@@ -22,6 +22,7 @@ def export(checkpoint, out, int16, calib, as_onnx):
     if as_onnx and int16:
         raise CodecnnError("--onnx writes a float ONNX model and --int16 an int16 .cnnw file: give one of them")
     check_output_file(out, "--out")
+    check_not_input("--out", out, command_inputs("out"))
     if as_onnx:
         r = export_onnx(checkpoint, out)
         click.echo(

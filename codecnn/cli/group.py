@@ -8,6 +8,7 @@ import click
 
 from codecnn import __version__
 from codecnn.errors import CodecnnError
+from codecnn.files import output_error
 
 
 class UserError(click.ClickException):
@@ -17,9 +18,11 @@ class UserError(click.ClickException):
 
 
 class CodecnnGroup(click.Group):
-    """A click group whose commands turn :class:`CodecnnError` and click's own usage errors (a bad option
-    value, a missing option) into :class:`UserError` (exit 2, one line), and Ctrl-C into exit 130 with a
-    word on ``--resume``; its subgroups are of the same class; ``python -m hm_bridge`` uses it too."""
+    """A click group whose commands turn :class:`CodecnnError`, click's own usage errors (a bad option value,
+    a missing option) and the OS errors of an output (no space left, a read-only file system, ...:
+    :func:`codecnn.files.output_error`) into :class:`UserError` (exit 2, one line), and Ctrl-C into exit
+    130 with a word on ``--resume``; its subgroups are of the same class; ``python -m hm_bridge`` uses it
+    too."""
 
     group_class = type  # subgroups (``train``) behave the same
 
@@ -33,9 +36,32 @@ class CodecnnGroup(click.Group):
                 raise
             where = e.ctx.command_path if e.ctx is not None else ctx.command_path
             raise UserError(f"{e.format_message()} ({where} --help lists the options)") from None
+        except OSError as e:
+            error = output_error(e)
+            if error is None:
+                raise
+            raise UserError(str(error)) from None
         except KeyboardInterrupt:
             click.echo("codecnn: interrupted; finished work is kept: rerun with --resume to continue", err=True)
             sys.exit(130)
+
+
+def command_inputs(*outputs: str) -> list[tuple[str, object]]:
+    """The input paths the running command was given, as ``(option, value)`` pairs for
+    :func:`codecnn.files.check_not_input`: every path option and argument but the ``outputs`` (parameter
+    names), and the files of a sequence list (``--list``, found in ``--seq-dir``)."""
+    ctx = click.get_current_context()
+    pairs = [
+        (max(p.opts, key=len) if isinstance(p, click.Option) else p.human_readable_name, ctx.params.get(p.name))
+        for p in ctx.command.params
+        if isinstance(p.type, click.Path) and p.name not in outputs
+    ]
+    if ctx.params.get("seq_list"):
+        from codecnn.sequences import load_sequence_list
+
+        listed = load_sequence_list(ctx.params["seq_list"], ctx.params.get("seq_dir"))
+        pairs += [(f"--list {ctx.params['seq_list']}, sequence {s.name}, file", s.path) for s in listed]
+    return pairs
 
 
 def echo_lines(lines) -> None:

@@ -31,7 +31,7 @@ from codecnn.data import schema
 from codecnn.data.ctu import CTU_SIZES
 from codecnn.encoders import EncodeSettings
 from codecnn.errors import CodecnnError
-from codecnn.files import atomic_write, atomic_write_text
+from codecnn.files import atomic_h5, atomic_write_text
 from codecnn.sequences import SequenceSpec, file_fingerprint
 from codecnn.yuv import RawYuvReader, VideoInfo, sample_dtype, stage_frames
 
@@ -302,9 +302,12 @@ def _build(
     run_seconds = time.perf_counter() - tr
 
     tm = time.perf_counter()
-    records = _task_module(options.task).merge_shards(
-        [u.shard for u in units], out, options, dtype, seq_meta, encoder.describe()
-    )
+    try:
+        records = _task_module(options.task).merge_shards(
+            [u.shard for u in units], out, options, dtype, seq_meta, encoder.describe()
+        )
+    except CodecnnError as e:  # e.g. no space left for OUT: the shards stay for --resume
+        raise CodecnnError(f"{e}{_keep_or_drop(parts, units)}") from None
     merge_seconds = time.perf_counter() - tm
     shutil.rmtree(parts, ignore_errors=True)
     enc = sum(r["encode_seconds"] for r in records)
@@ -410,7 +413,6 @@ def _timed_unit(u: _Unit) -> tuple[str, float]:
 
 def _run_unit(u: _Unit) -> None:
     """Encode one sequence at one QP and write its CTU samples to the unit's shard."""
-    import h5py
 
     src = (
         RawYuvReader(u.staged, u.info.width, u.info.height, u.info.bit_depth, u.info.fps) if u.staged else u.spec.open()
@@ -430,7 +432,7 @@ def _run_unit(u: _Unit) -> None:
         res = encoder.encode(frames(), u.info, u.qp, work)
         recon = res.open_recon()
     t0 = time.perf_counter()
-    with atomic_write(u.shard) as tmp, h5py.File(tmp, "w") as h5:
+    with atomic_h5(u.shard) as h5:
         total = _task_module(u.options.task).write_unit(h5, u, src, recon, res, bar)
         if res is not None:
             h5.create_dataset("bitstream", data=np.frombuffer(Path(res.bitstream).read_bytes(), np.uint8))

@@ -41,7 +41,7 @@ import numpy as np
 from codecnn.data import schema
 from codecnn.data.schema import SPLIT_CODES, LazyH5, open_dataset_info
 from codecnn.errors import CodecnnError
-from codecnn.files import atomic_write
+from codecnn.files import atomic_h5
 from codecnn.yuv import sample_peak
 
 KIND = schema.INTRA_KIND
@@ -143,7 +143,7 @@ MERGE_ROWS = 65536  # rows copied at a time by the merge: bounds its memory what
 
 
 def merge_shards(shards: list[str], out: Path, options, dtype, seq_meta: list, encoder: dict) -> list[dict]:
-    """Concatenate the shards' groups into ``out`` (written through :func:`atomic_write`); returns the unit
+    """Concatenate the shards' groups into ``out`` (written through :func:`atomic_h5`); returns the unit
     records. Every array is created once at its final size and filled shard by shard in blocks of
     :data:`MERGE_ROWS` rows, so memory stays bounded. (Unlike the CTU datasets' one-sample chunks, the
     shards' chunks do not line up with the merged file's, so the rows are recompressed.)"""
@@ -157,7 +157,7 @@ def merge_shards(shards: list[str], out: Path, options, dtype, seq_meta: list, e
                 sizes[name] = sizes.get(name, 0) + src[name]["best"].shape[0]
                 for key, d in src[name].items():
                     layout[name, key] = (d.dtype, d.shape[1:])
-    with atomic_write(out) as tmp, h5py.File(tmp, "w") as dst:
+    with atomic_h5(out) as dst:
         for (name, key), (dt, shape) in layout.items():
             n = sizes[name]
             dst.require_group(name).create_dataset(

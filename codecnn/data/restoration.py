@@ -67,7 +67,7 @@ from codecnn.data import schema
 from codecnn.data.ctu import ctu_positions, cut_ctus
 from codecnn.data.schema import SPLIT_CODES, LazyH5, compression, open_dataset_info, set_attrs
 from codecnn.errors import CodecnnError
-from codecnn.files import atomic_write
+from codecnn.files import atomic_h5
 from codecnn.train.config import CACHES
 from codecnn.yuv import sample_peak
 
@@ -197,12 +197,12 @@ def write_unit(h5, u, src, recon, res, bar) -> int:
 
 
 def merge_shards(shards: list[str], out: Path, options, dtype: np.dtype, seq_meta: list, encoder: dict) -> list[dict]:
-    """Concatenate the shards into ``out`` (written through :func:`atomic_write`); compressed chunks are
+    """Concatenate the shards into ``out`` (written through :func:`atomic_h5`); compressed chunks are
     copied as they are."""
     import h5py
 
     records = []
-    with atomic_write(out) as tmp, h5py.File(tmp, "w") as dst:
+    with atomic_h5(out) as dst:
         sizes = []
         for path in shards:
             with h5py.File(path, "r") as src:

@@ -63,7 +63,9 @@ def psnr_yuv(ref, test, bit_depth: int = 8, convention: str = "max") -> tuple[fl
 # Bjontegaard delta
 
 BD_METHODS = ("pchip", "cubic", "akima")
-BD_MIN_POINTS = {"pchip": 2, "akima": 2, "cubic": 4}
+# points per curve a BD figure is computed from, for every method: the CTC's four QPs (22, 27, 32, 37). With
+# fewer, the interpolation would still return a number (two points: a straight line), not a CTC figure.
+BD_MIN_POINTS = dict.fromkeys(BD_METHODS, 4)
 
 
 class BDError(ValueError):
@@ -84,9 +86,10 @@ def bd_rate(anchor, test, method: str = "pchip") -> dict:
     """BD-rate (%) and BD-PSNR (dB) of ``test`` against ``anchor``, each a list of (rate, psnr) points.
 
     Computed by the ``bjontegaard`` package (PCHIP matches the JVET CTC Excel sheet; ``cubic`` is
-    VCEG-M33, ``akima`` is also offered). Points are sorted by rate; a curve with fewer points than the
-    method needs, a non-monotonic curve, or curves that do not overlap raise :class:`BDError` rather
-    than giving a number. The result records the method, the implementation and version, and the points.
+    VCEG-M33, ``akima`` is also offered). Points are sorted by rate; a curve with fewer than four points
+    (:data:`BD_MIN_POINTS`, the CTC's four QPs), a non-monotonic curve, or curves that do not overlap raise
+    :class:`BDError` rather than giving a number. The result records the method, the implementation and
+    version, and the points.
     """
     import warnings
 
@@ -97,7 +100,7 @@ def bd_rate(anchor, test, method: str = "pchip") -> dict:
     need = BD_MIN_POINTS[method]
     if len(anchor) < need or len(test) < need:
         raise BDError(
-            f"BD-rate with {method} needs at least {need} RD points per curve "
+            f"BD-rate with {method} needs at least {need} RD points per curve, the CTC's four QPs "
             f"(anchor has {len(anchor)}, test {len(test)}): encode more QPs"
         )
     ra, qa = _curve(anchor, "anchor")

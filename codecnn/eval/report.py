@@ -11,6 +11,9 @@ import numpy as np
 from codecnn.errors import CodecnnError
 from codecnn.files import atomic_write_text, read_text_input
 
+# what an evaluation writes into its --out folder (evaluate, evaluate-modes, report): names and glob patterns
+REPORT_FILES = ("results.json", "report.md", "rd_*.png", "gain_vs_qp.png")
+
 _QP_RECORD = {
     "qp": int,
     "frames": int,

@@ -353,6 +353,7 @@ def select_runs(
     ``runner`` (a :class:`codecnn.data.cluster.DaskRunner`) runs the fresh encodes on a Dask cluster; the
     encode settings travel to its workers."""
     from codecnn.sequences import load_sequence_list, sequence_from_path
+    from codecnn.yuv.names import warn_name_disagreement
 
     sources = [bool(inputs or seq_list), bool(data), bool(orig or recons or hm_logs)]
     if sum(sources) != 1:
@@ -372,6 +373,7 @@ def select_runs(
     if orig or recons or hm_logs:
         if not orig:
             raise CodecnnError("the HM route needs --orig (the source YUV that HM encoded)")
+        warn_name_disagreement(orig, encode.size, encode.bit_depth)
         runs = hm_runs(orig, list(recons), list(hm_logs), encode.size, encode.bit_depth, encode.fps, encode.qps)
         if not post:
             return runs, "HM files"

@@ -12,6 +12,7 @@ keys. Loading uses ``torch.load(weights_only=True)``: a checkpoint from elsewher
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 
 from codecnn.errors import CodecnnError
-from codecnn.files import atomic_write
+from codecnn.files import atomic_write_bytes
 
 FORMAT = "codecnn-checkpoint"
 VERSION = 1
@@ -36,11 +37,12 @@ def versions() -> dict:
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
-    """Write ``payload`` (plus format, version and library versions) to ``path`` via a temp file."""
-    p = Path(path)
-    with atomic_write(p) as tmp:
-        torch.save({"format": FORMAT, "version": VERSION, "versions": versions(), **payload}, tmp)
-    return p
+    """Write ``payload`` (plus format, version and library versions) to ``path`` via a temp file. It is
+    serialised in memory first: torch's own file writer turns an OS error (no space left) into a bare
+    RuntimeError, a plain write keeps it an OS error that :func:`codecnn.files.atomic_write` reports."""
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "version": VERSION, "versions": versions(), **payload}, buf)
+    return atomic_write_bytes(path, buf.getbuffer())
 
 
 def _first_words(e: Exception, limit: int) -> str:

@@ -25,7 +25,7 @@ from torch import nn
 
 from codecnn.errors import CodecnnError
 from codecnn.eval.metrics import standard_error
-from codecnn.files import check_output_dir
+from codecnn.files import check_not_input, check_output_dir
 from codecnn.models import build_model
 from codecnn.train import dist
 from codecnn.train.checkpoint import load_checkpoint, save_checkpoint
@@ -33,6 +33,7 @@ from codecnn.train.config import TrainConfig
 from codecnn.train.logs import RunLog
 
 log = logging.getLogger(__name__)
+RUN_FILES = ("last.pt", "best.pt", "log.jsonl", "curves.png")  # what a run writes into its --out folder
 
 
 class Task(Protocol):
@@ -146,6 +147,7 @@ def _train(task: Task, arch: str, model_config, cfg: TrainConfig, info: dist.Dis
                 f"{out} already holds a run (last.pt): pass --resume to continue it, or choose another --out"
             )
         check_output_dir(out, "--out")
+        check_not_input("--out", out, [("--data", cfg.data), ("--init", cfg.init)], RUN_FILES)
     train_ds, val_ds, ds_fingerprint = task.datasets(cfg)  # bad data or options stop here, before --out is made
     steps = total_steps(cfg, len(train_ds))
     cuda = info.device.type == "cuda"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from fractions import Fraction
 from pathlib import Path
 
 from codecnn.errors import CodecnnError
 from codecnn.yuv.frame import RAW_SUFFIXES
+
+log = logging.getLogger(__name__)
 
 _SIZE_RE = re.compile(r"(?<![0-9])(\d{2,5})x(\d{2,5})(?![0-9])")
 _FPS_RE = re.compile(r"(?<![0-9a-z])(\d{1,3}(?:\.\d+)?)(?:fps|hz|p)?(?![0-9a-z])", re.I)
@@ -62,6 +65,29 @@ def parse_size(text: str) -> tuple[int, int]:
     if not m:
         raise CodecnnError(f"bad size {text!r}: give it as WIDTHxHEIGHT, e.g. --size 1920x1080")
     return int(m.group(1)), int(m.group(2))
+
+
+def name_disagreements(path, size: str | tuple[int, int] | None, bit_depth: int | None) -> list[tuple[str, str, str]]:
+    """``(option, named, given)`` for each of the size and the bit depth that a raw YUV file's name states
+    otherwise than ``size``/``bit_depth`` (None: not given); e.g. ``[("--size", "176x144", "352x288")]``."""
+    if Path(path).suffix.lower() not in RAW_SUFFIXES:
+        return []  # a header (Y4M, a container) describes the file, not its name
+    hints = parse_name(Path(path).name)
+    out = []
+    if size is not None and "width" in hints:
+        w, h = parse_size(size) if isinstance(size, str) else size
+        if (w, h) != (hints["width"], hints["height"]):
+            out.append(("--size", f"{hints['width']}x{hints['height']}", f"{w}x{h}"))
+    if bit_depth is not None and "bit_depth" in hints and bit_depth != hints["bit_depth"]:
+        out.append(("--bit-depth", f"{hints['bit_depth']}-bit", f"{bit_depth}-bit"))
+    return out
+
+
+def warn_name_disagreement(path, size: str | tuple[int, int] | None, bit_depth: int | None) -> None:
+    """A warning on the log (stderr) for each way a raw YUV file's name contradicts the ``--size`` or
+    ``--bit-depth`` the user gave; the option is what is read."""
+    for option, named, given in name_disagreements(path, size, bit_depth):
+        log.warning("%s: the name says %s but %s says %s; reading it as %s", path, named, option, given, given)
 
 
 def check_420_geometry(path: Path, width: int, height: int) -> None:
