@@ -27,6 +27,7 @@ import hashlib
 import importlib.util
 import os
 import random
+import re
 import tomllib
 from dataclasses import dataclass
 from fractions import Fraction
@@ -159,19 +160,31 @@ def load_sequence_list(path: str | os.PathLike, seq_dir: str | os.PathLike | Non
     return out
 
 
+def sequence_name(path: str | os.PathLike, name: str | None = None) -> str:
+    """The name of the sequence in a file: ``name`` when given (``evaluate --name``; checked, since it names
+    files and report rows), else the file's name without its extension (``orig.yuv`` is ``orig``)."""
+    if name is None:
+        return Path(path).name.rsplit(".", 1)[0]
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", name):
+        raise CodecnnError(f"--name {name!r}: use letters, digits and _ . + - (it names files and report rows)")
+    return name
+
+
 def sequence_from_path(
     path: str | os.PathLike,
     size: str | None = None,
     bit_depth: int | None = None,
     fps: float | None = None,
     split: str = "train",
+    name: str | None = None,
 ) -> SequenceSpec:
-    """One ``--yuv`` input with the geometry options (warned about where its name says otherwise)."""
+    """The sequence of one file (``--yuv``), named ``name`` or after the file (:func:`sequence_name`); warned
+    about where the file's name says another geometry than the options."""
     p = Path(path)
     if size is not None:
         parse_size(size)
     warn_name_disagreement(p, size, bit_depth)
-    name = p.name.rsplit(".", 1)[0]
+    name = sequence_name(p, name)
     return SequenceSpec(
         name, str(p), size, bit_depth, str(Fraction(fps).limit_denominator(1001)) if fps else None, None, split
     )

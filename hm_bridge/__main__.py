@@ -49,14 +49,15 @@ def gain(orig, recon, log_path, model, size, bit_depth, ctu, as_json):
 @main.command("patch-hm")
 @click.argument("hm_dir", type=click.Path())
 def patch_hm_cmd(hm_dir):
-    """Insert the codecnn luma filter (after SAO, encoder and decoder) and --CnnModel into an HM checkout."""
-    from hm_bridge.patch_hm import patch_hm
+    """Insert the codecnn luma filter (after SAO, encoder and decoder) and the options --CnnModel and --CnnFlags
+    into an HM checkout; print the command that rebuilds it."""
+    from hm_bridge.patch_hm import patch_hm, rebuild_command
 
     for line in patch_hm(hm_dir):
         click.echo(line)
-    click.echo(
-        "now rebuild HM (e.g. make -C build/linux release) and run TAppEncoder/TAppDecoder with --CnnModel=model.cnnw"
-    )
+    click.echo("now rebuild HM (without AVX2, drop -mavx2 -mfma):")
+    click.echo(f"  {rebuild_command(hm_dir)}")
+    click.echo("then run TAppEncoderStatic and TAppDecoderStatic with --CnnModel=model.cnnw (the same model in both)")
 
 
 __all__ = ["main", "UserError", "CodecnnError"]

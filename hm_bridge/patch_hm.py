@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +37,6 @@ WAS = " (was: "  # a replaced line's marker keeps the original line: MARK + WAS 
 CPP = Path(__file__).resolve().parent / "cpp"
 HEADERS = ("cnnw.h", "codecnn_signal.h", "codecnn_hm.h")
 INCLUDE = f'#include "TLibCommon/codecnn_hm.h"  {MARK}'
-BUILD_HINT = (
-    'make -C build/linux release RELEASE_CPPFLAGS="-O3 -Wuninitialized -Wno-error -mavx2 -mfma -ffp-contract=off"'
-)
 _REC = "pcPic->getPicYuvRec()"
 _ARGS = (
     f"{_REC}->getAddr(COMPONENT_Y), {_REC}->getStride(COMPONENT_Y), {_REC}->getWidth(COMPONENT_Y), "
@@ -224,3 +222,16 @@ def patch_hm(hm_dir: str | os.PathLike) -> list[str]:
         os.replace(tmp, p)
         done.append(f"{p.relative_to(root)}: patched")
     return done
+
+
+# HM 16.20 builds with its makefiles only (build/linux; CMake came with later HM versions), which read neither
+# CXXFLAGS nor a CPPFLAGS that keeps HM's include paths: RELEASE_CPPFLAGS replaces HM's own "-O3 -Wuninitialized".
+# -Wno-error: HM builds with -Werror, and newer compilers (GCC 12: class-memaccess, deprecated-copy) warn on HM's
+# own code; -mavx2 -mfma: cnnw.h's vector kernels (drop them for a CPU without AVX2: same int16 output, slower);
+# -ffp-contract=off: no fused multiply-adds in HM's own RD costs, so HM's bitstreams stay those of a default build.
+RELEASE_CPPFLAGS = "-O3 -Wuninitialized -Wno-error -mavx2 -mfma -ffp-contract=off"
+
+
+def rebuild_command(hm_dir: str | os.PathLike) -> str:
+    """The command that rebuilds a patched HM 16.20 checkout (README, *Export to HM*, step 3)."""
+    return f'make -C {shlex.quote(str(Path(hm_dir) / "build" / "linux"))} release RELEASE_CPPFLAGS="{RELEASE_CPPFLAGS}"'

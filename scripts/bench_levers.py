@@ -26,7 +26,7 @@ import torch
 from click.testing import CliRunner
 
 from codecnn.cli import cli
-from codecnn.data.restoration import CTUDataset
+from codecnn.data.restoration_dataset import CTUDataset
 from codecnn.data.schema import SPLIT_CODES
 from codecnn.eval.metrics import standard_error
 from codecnn.eval.restoration import restoration_metrics

@@ -32,7 +32,7 @@ import torch
 from click.testing import CliRunner
 
 from codecnn.cli import cli
-from codecnn.data.restoration import CTUDataset, StepSampler
+from codecnn.data.restoration_dataset import CTUDataset, StepSampler
 from codecnn.eval.metrics import standard_error
 from codecnn.eval.restoration import restoration_metrics
 from codecnn.models import RDNConfig, build_model

@@ -17,7 +17,7 @@ from conftest import HM
 
 from codecnn.cli import cli
 from codecnn.data.ctu import cut_ctus
-from codecnn.data.restoration import CTUDataset
+from codecnn.data.restoration_dataset import CTUDataset
 from codecnn.data.schema import open_dataset_info
 from codecnn.encoders import read_hm_log
 from codecnn.encoders.base import hierarchy_layer

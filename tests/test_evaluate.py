@@ -140,6 +140,31 @@ def test_hm_route_bad_inputs(checkpoint, tmp_path):
     assert "BD-rate always on n/a (BD-rate with pchip needs" in (tmp_path / "o" / "report.md").read_text()
 
 
+def test_hm_route_names_the_sequence(checkpoint, tmp_path):
+    """HM's source is often just orig.yuv: --name gives the report the sequence's own name (default: the file's)."""
+    d = HM / "carphone" / "lf" / "qp32"
+    files = ["--orig", str(HM / "carphone" / "orig.yuv"), "--size", "176x144", "--recon", str(d / "recon.yuv"),
+             "--hm-log", str(d / "encoder.log")]  # fmt: skip
+    base = ["evaluate", "--checkpoint", str(checkpoint), *files]
+    r = CliRunner().invoke(cli, [*base, "--name", "carphone", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "o" / "results.json").read_text())["sequences"][0]["name"] == "carphone"
+    assert (tmp_path / "o" / "rd_carphone.png").is_file()
+    assert "## carphone" in (tmp_path / "o" / "report.md").read_text()
+    for extra, words in (
+        (["--name", "a/b"], "--name 'a/b': use letters, digits"),
+        (["--name", "carphone", "--data", "x.h5"], "--name names the one sequence of --orig or --yuv FILE"),
+    ):
+        r = CliRunner().invoke(cli, [*base, *extra, "--out", str(tmp_path / "bad")])
+        assert r.exit_code == 2 and words in r.output, r.output
+    assert not (tmp_path / "bad").exists()
+    # --yuv (fresh encodes, --in-loop) is named the same way
+    from codecnn.sequences import sequence_from_path
+
+    assert sequence_from_path(HM / "carphone" / "orig.yuv", "176x144").name == "orig"
+    assert sequence_from_path(HM / "carphone" / "orig.yuv", "176x144", name="carphone").name == "carphone"
+
+
 def test_wrong_kind_of_checkpoint(tmp_path):
     p = tmp_path / "modes.pt"
     save_checkpoint(p, {"task": "intra-modes", "arch": "modenet", "config": {}, "state_dict": {}})

@@ -969,6 +969,9 @@ def test_patch_hm_is_idempotent_and_refuses_unknown_sources(tmp_path):
     hm = _fake_hm(tmp_path / "HM")
     r = CliRunner().invoke(main, ["patch-hm", str(hm)])
     assert r.exit_code == 0, r.output
+    # the rebuild it prints is the one that works with HM 16.20's makefiles and GCC 12 (README step 3)
+    flags = "-O3 -Wuninitialized -Wno-error -mavx2 -mfma -ffp-contract=off"
+    assert f'make -C {hm}/build/linux release RELEASE_CPPFLAGS="{flags}"' in r.output
     enc = (hm / "source/Lib/TLibEncoder/TEncGOP.cpp").read_text().splitlines()
     i = next(k for k, ln in enumerate(enc) if "binCountsInNalUnits" in ln)  # after SAO, before the slices
     assert "codecnn_hm::filterLumaEncoder(" in enc[i - 1] and enc[i - 1].startswith("    ")  # right before, same indent

@@ -92,6 +92,7 @@ def test_in_loop_option_checks(tmp_path, carphone_yuv):
         (["--in-loop", "--model", str(ZOO_INT16)], "--yuv"),
         (["--model", str(ZOO_INT16), "--checkpoint", "zoo:rdn-inloop-ai", "--yuv", str(carphone_yuv)], "--in-loop"),
         (["--yuv", str(carphone_yuv)], "--checkpoint"),
+        (["--in-loop", "--name", "c", "--yuv", str(carphone_yuv), "--yuv", str(carphone_yuv)], "--name names the one"),
         (["--in-loop", "--model", str(ZOO_INT16), "--yuv", str(carphone_yuv), "--hm-cfg", str(tmp_path / "no.cfg")],
          "--hm-cfg"),
         # HM encodes under --in-loop whatever --encoder says: low delay B is HM's to code, not refused as x265's

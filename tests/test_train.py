@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from codecnn.cli import cli
-from codecnn.data.restoration import CTUDataset, StepSampler
+from codecnn.data.restoration_dataset import CTUDataset, StepSampler
 from codecnn.errors import CodecnnError
 from codecnn.models import RDNConfig, build_model
 from codecnn.train.checkpoint import load_checkpoint, load_model
@@ -277,7 +277,8 @@ def test_library_entry_point_without_cli(restoration_h5, tmp_path):
 def test_cached_batches_equal_the_dataloader_and_cached_run_equals_uncached(restoration_h5, tmp_path):
     """--cache ram crops each step's batch from the split decompressed in memory: the same tensors as the
     DataLoader collates from ``ds[spec]``, so the trained weights are equal bit for bit on CPU."""
-    from codecnn.data.restoration import CTUCache, resolve_cache
+    from codecnn.data.cache import resolve_cache
+    from codecnn.data.restoration_dataset import CTUCache
 
     for patch in (32, 0):
         ds = CTUDataset(restoration_h5, "train", patch=patch)

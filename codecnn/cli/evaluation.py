@@ -34,6 +34,9 @@ from codecnn.options import (
     help="Which sequences of --data.",
 )
 @click.option("--orig", type=click.Path(), help="HM route: the source YUV that HM encoded.")
+@click.option(
+    "--name", help="The sequence's name in the report, for --orig or one --yuv FILE (default: the file's name)."
+)
 @click.option("--recon", "recons", multiple=True, type=click.Path(), help="HM route: HM's -o file, one per QP.")
 @click.option("--hm-log", "hm_logs", multiple=True, type=click.Path(), help="HM route: HM's log, one per --recon.")
 @click.option(
@@ -130,6 +133,7 @@ def evaluate(
     data,
     split,
     orig,
+    name,
     recons,
     hm_logs,
     vs_loop_filters,
@@ -165,11 +169,13 @@ def evaluate(
       codecnn evaluate --checkpoint best.pt --yuv BQMall_832x480_60.yuv --frames 8 --out report/
       codecnn evaluate --checkpoint best.pt --list datasets/jctvc.toml --seq-dir /shared/ctc \\
           --dask tcp://head:8786 --work-dir /shared/eval-work --out report/
-      codecnn evaluate --checkpoint best.pt --orig orig.yuv --size 176x144 \\
+      codecnn evaluate --checkpoint best.pt --orig orig.yuv --size 176x144 --name carphone \\
           --recon qp22/recon.yuv --hm-log qp22/encoder.log --recon qp27/recon.yuv --hm-log qp27/encoder.log ...
       codecnn evaluate --in-loop --model rdn16.cnnw --hm-bin TAppEncoderStatic --hm-dec TAppDecoderStatic \\
           --hm-cfg encoder_randomaccess_main.cfg --config ra --yuv BQMall_832x480_60.yuv --frames 33 --out report/
     """
+    if name is not None and (seq_list or data or len(inputs) > 1):
+        raise CodecnnError("--name names the one sequence of --orig or --yuv FILE; --list and --data name theirs")
     if in_loop:
         return _evaluate_in_loop(**locals())
     if model or inter_model or jobs != 1 or ctu_flags or signal != "ctu":  # (--hm-dec may be $CODECNN_HM_DEC)
@@ -228,6 +234,7 @@ def evaluate(
             anchor_recons=anchor_recons,
             anchor_logs=anchor_logs,
             runner=runner,
+            name=name,
         )
 
     runner = None
@@ -290,7 +297,7 @@ def _evaluate_in_loop(**o) -> None:
     check_output_dir(o["out"], "--out")
     check_not_input("--out", o["out"], command_inputs("out", "work_dir"), REPORT_FILES)
     specs = load_sequence_list(o["seq_list"], o["seq_dir"]) if o["seq_list"] else []
-    specs += [sequence_from_path(p, encode.size, encode.bit_depth, encode.fps) for p in o["inputs"]]
+    specs += [sequence_from_path(p, encode.size, encode.bit_depth, encode.fps, name=o["name"]) for p in o["inputs"]]
     with contextlib.ExitStack() as stack:
         if o["work_dir"]:
             check_output_dir(o["work_dir"], "--work-dir")

@@ -295,7 +295,7 @@ class IntraModeDataset(LazyH5):
 class BlockSizeStepSampler:
     """Step ``s`` draws a global batch of one block size (sizes in turn), from that size's epoch
     permutations seeded by ``(seed, size, epoch)``; rank r of W takes its slice. Resume- and DDP-exact
-    like :class:`codecnn.data.restoration.StepSampler`."""
+    like :class:`codecnn.data.restoration_dataset.StepSampler`."""
 
     def __init__(
         self,

@@ -2,8 +2,9 @@
 the split codes, the file attributes and the ``meta`` group of JSON strings, the deflate filter of the
 sample chunks, and the validated header :class:`DatasetInfo`.
 
-Each kind's own arrays, writer and torch Dataset are in :mod:`codecnn.data.restoration` and
-:mod:`codecnn.data.intra`.
+Each kind's own arrays, writer and torch Dataset are in :mod:`codecnn.data.restoration` (with
+:mod:`codecnn.data.restoration_dataset`) and :mod:`codecnn.data.intra`; :mod:`codecnn.data.cache` decides how
+much of a split training may hold in memory.
 
 File attributes: ``schema_version``, ``kind``, ``codecnn_version``, ``created``, and for CTU datasets
 ``ctu`` and ``context``. Group ``meta`` holds JSON strings (scalar datasets, no size limit):

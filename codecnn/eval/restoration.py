@@ -34,7 +34,7 @@ from torch import nn
 
 from codecnn import __version__
 from codecnn.data.ctu import ctu_positions
-from codecnn.data.restoration import CTUDataset
+from codecnn.data.restoration_dataset import CTUDataset
 from codecnn.errors import CodecnnError
 from codecnn.eval.inference import filter_plane
 from codecnn.eval.metrics import (

@@ -255,11 +255,16 @@ def hm_runs(
     bit_depth: int | None,
     fps: float | None,
     qps=(),
+    name: str | None = None,
 ) -> Iterator[Run]:
     """Runs from HM's own files: the source, HM's ``-o`` reconstruction and its log, per QP; only the QPs in
-    ``qps`` when given. Every log is read first, so a QP given twice or missing is refused before any work."""
+    ``qps`` when given. Every log is read first, so a QP given twice or missing is refused before any work.
+    The sequence is called ``name``, by default after the source file."""
     from codecnn.encoders.hm import LOG_PSNR_TOLERANCE, read_hm_log
+    from codecnn.sequences import sequence_name
     from codecnn.yuv import open_video
+
+    name = sequence_name(orig, name)
 
     if len(recons) != len(logs):
         raise CodecnnError(f"give one --hm-log per --recon ({len(recons)} recon, {len(logs)} logs)")
@@ -310,7 +315,7 @@ def hm_runs(
                 f"and {first.psnr_y:.4f} dB in HM's log; check --orig, --recon and --size"
             )
         yield Run(
-            _seq_meta(Path(orig).name.rsplit(".", 1)[0], info, str(orig)),
+            _seq_meta(name, info, str(orig)),
             qp,
             hm.bits,
             ((p.poc, src.read(p.poc), rec.read(p.poc)) for p in hm.pictures),
@@ -338,12 +343,14 @@ def select_runs(
     anchor_recons=(),
     anchor_logs=(),
     runner=None,
+    name=None,
 ) -> tuple[Iterator[Run], str] | tuple[Iterator[Run], str, Iterator[Run]]:
     """The runs of ``codecnn evaluate`` and a label of their source, from exactly one of: sequences to encode
     now (``inputs``/``seq_list``, coded as ``encode`` says), a dataset's stored bitstreams (``data``), or HM's
     own files (``orig``, ``recons``, ``hm_logs``). ``encode.qps`` selects QPs on every source and its raw
     geometry reads the sources; its frame selection (``frames``, ``start``, ``frame_step``) applies to fresh
-    encodes only and is refused elsewhere.
+    encodes only and is refused elsewhere. ``name``
+    names the one sequence of ``orig`` or of a single file in ``inputs`` (default: the file's name).
 
     The post-filter setting (``vs_loop_filters``) adds anchor runs, the same pictures coded with deblocking
     and SAO on (the runs above are then the network's input, coded with both off): encoded now with
@@ -374,17 +381,17 @@ def select_runs(
         if not orig:
             raise CodecnnError("the HM route needs --orig (the source YUV that HM encoded)")
         warn_name_disagreement(orig, encode.size, encode.bit_depth)
-        runs = hm_runs(orig, list(recons), list(hm_logs), encode.size, encode.bit_depth, encode.fps, encode.qps)
+        runs = hm_runs(orig, list(recons), list(hm_logs), encode.size, encode.bit_depth, encode.fps, encode.qps, name)
         if not post:
             return runs, "HM files"
         if not anchor_recons:
             raise CodecnnError("the post-filter comparison on HM's files needs --anchor-recon and --anchor-log")
         anchors = hm_runs(
-            orig, list(anchor_recons), list(anchor_logs), encode.size, encode.bit_depth, encode.fps, encode.qps
+            orig, list(anchor_recons), list(anchor_logs), encode.size, encode.bit_depth, encode.fps, encode.qps, name
         )
         return runs, "HM files (loop filters off) against HM files (on)", anchors
     specs = load_sequence_list(seq_list, seq_dir) if seq_list else []
-    specs += [sequence_from_path(p, encode.size, encode.bit_depth, encode.fps, "test") for p in inputs]
+    specs += [sequence_from_path(p, encode.size, encode.bit_depth, encode.fps, "test", name) for p in inputs]
     coded = anchor = encode
     if post:  # the network's input without the loop filters, the anchor with both
         coded = dataclasses.replace(encode, deblock=False, sao=False)

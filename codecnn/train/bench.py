@@ -6,7 +6,8 @@ import time
 
 import torch
 
-from codecnn.data.restoration import CTUCache, CTUDataset, StepSampler, cache_nbytes, resolve_cache
+from codecnn.data.cache import resolve_cache
+from codecnn.data.restoration_dataset import CTUCache, CTUDataset, StepSampler, cache_nbytes
 from codecnn.models import build_model
 from codecnn.models.complexity import count_macs
 

@@ -10,7 +10,7 @@ from codecnn.errors import CodecnnError
 
 SCHEDULES = ("cosine", "step", "constant")
 LOSSES = ("l1", "l2", "gain")
-CACHES = ("auto", "ram", "device", "off")  # --cache: see codecnn.data.restoration.resolve_cache
+CACHES = ("auto", "ram", "device", "off")  # --cache: see codecnn.data.cache.resolve_cache
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from codecnn.data.cache import resolve_cache
 from codecnn.data.intra import KIND, BlockCache, BlockSizeStepSampler, IntraModeDataset, block_cache_nbytes
-from codecnn.data.restoration import resolve_cache
 from codecnn.errors import CodecnnError
 from codecnn.eval.intra import mode_metrics
 from codecnn.train.checkpoint import dataset_fingerprint

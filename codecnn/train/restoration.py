@@ -13,7 +13,9 @@ import os
 import torch
 from torch import nn
 
-from codecnn.data.restoration import KIND, CTUCache, CTUDataset, StepSampler, cache_nbytes, resolve_cache
+from codecnn.data.cache import resolve_cache
+from codecnn.data.restoration import KIND
+from codecnn.data.restoration_dataset import CTUCache, CTUDataset, StepSampler, cache_nbytes
 from codecnn.eval.restoration import restoration_metrics
 from codecnn.train.checkpoint import dataset_fingerprint
 from codecnn.train.config import LOSSES, TrainConfig
