@@ -20,8 +20,8 @@ from pathlib import Path
 from codecnn.files import atomic_write_text
 from codecnn.models import build_model
 from codecnn.models.complexity import count_params, describe_complexity, modenet_macs_per_block
-from codecnn.train.checkpoint import load_checkpoint
-from codecnn.zoo import ZOO_DIR, entries, pack_checkpoint, sha256
+from codecnn.train.checkpoint import load_checkpoint, pack_checkpoint
+from codecnn.zoo import ZOO_DIR, entries, sha256
 
 
 def summarise(label: str, path: Path) -> dict:

@@ -23,6 +23,7 @@ import torch
 
 from codecnn.errors import CodecnnError
 from codecnn.files import atomic_write_bytes
+from codecnn.zoo import resolve
 
 FORMAT = "codecnn-checkpoint"
 VERSION = 1
@@ -56,8 +57,6 @@ def _first_words(e: Exception, limit: int) -> str:
 def load_checkpoint(path: str | os.PathLike, task: str | None = None) -> dict:
     """Load and check a codecnn checkpoint (a path, or ``zoo:NAME`` for a shipped one); clear errors for
     missing, damaged, foreign or unsafe files."""
-    from codecnn.zoo import resolve
-
     p = resolve(path)
     if not p.is_file():
         raise CodecnnError(f"{p}: no such checkpoint")
@@ -129,3 +128,15 @@ def dataset_fingerprint(info) -> str:
         json.dumps([str(info.attrs.get("created")), info.num_samples, info.units], sort_keys=True).encode()
     )
     return h.hexdigest()[:16]
+
+
+def pack_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """A weights-only copy of a training checkpoint for shipping: the EMA weights where the run kept them,
+    no optimizer state; config, step, dataset and training options kept (a self-describing checkpoint that
+    ``load_model`` reads and ``train --init`` starts from)."""
+    ck = load_checkpoint(checkpoint)
+    keep = ("task", "arch", "config", "step", "elapsed", "dataset", "train_config", "best_score", "metrics")
+    payload = {k: ck[k] for k in keep if k in ck}
+    payload["state_dict"] = ck["ema"] if ck.get("ema") else ck["state_dict"]
+    payload["ema"] = None
+    return save_checkpoint(out, payload)

@@ -1,10 +1,13 @@
 """Frames and their geometry: :class:`Frame` (three planes of one 4:2:0 picture), :class:`VideoInfo`,
-and the sample type of a bit depth."""
+the sample type of a bit depth, and :class:`VideoReader`, the interface every reader (raw YUV, Y4M,
+containers in :mod:`codecnn.yuv.readers`, still images in :mod:`codecnn.yuv.images`) implements."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 
@@ -108,3 +111,53 @@ class Frame:
         return np.concatenate([self.y.reshape(-1), self.u.reshape(-1), self.v.reshape(-1)]).reshape(
             self.height * 3 // 2, self.width
         )
+
+
+class VideoReader:
+    """A sequence of 4:2:0 frames. Subclasses implement :meth:`read` or :meth:`_iter`."""
+
+    path: Path
+    info: VideoInfo
+    random_access = True
+
+    def read(self, index: int) -> Frame:
+        raise NotImplementedError
+
+    def _iter(self, indices: range) -> Iterator[tuple[int, Frame]]:
+        for i in indices:
+            yield i, self.read(i)
+
+    def select(self, start: int = 0, count: int | None = None, step: int = 1) -> range:
+        """Frame indices ``start, start+step, ...``: at most ``count`` of them, within the file."""
+        n = self.info.num_frames
+        if start < 0 or step < 1:
+            raise CodecnnError(f"bad frame selection start={start} step={step}: both must be >= 0 / >= 1")
+        if start >= n:
+            raise CodecnnError(
+                f"{self.path}: --start {start} is beyond the end: the file has {n} frame(s) (indices 0..{n - 1})"
+            )
+        if count is not None and count < 1:
+            raise CodecnnError(f"--frames must be at least 1 (got {count})")
+        if count is None:
+            return range(start, n, step)
+        last = start + (count - 1) * step
+        if last >= n:
+            fit = (n - 1 - start) // step + 1
+            raise CodecnnError(
+                f"{self.path}: {count} frame(s) from frame {start} every {step} need frame {last}, but the file has "
+                f"{n} (indices 0..{n - 1}); ask for at most --frames {fit}"
+            )
+        return range(start, last + 1, step)
+
+    def frames(self, start: int = 0, count: int | None = None, step: int = 1) -> Iterator[tuple[int, Frame]]:
+        """Yield ``(index, frame)`` for the selected frames, reading one frame at a time."""
+        return self._iter(self.select(start, count, step))
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from codecnn.errors import CodecnnError
-from codecnn.yuv.frame import Frame, VideoInfo, sample_peak
-from codecnn.yuv.readers import VideoReader
+from codecnn.yuv.frame import Frame, VideoInfo, VideoReader, sample_peak
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".ppm", ".pgm", ".webp")
 KR, KB = 0.2126, 0.0722  # BT.709

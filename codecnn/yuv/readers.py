@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from codecnn.errors import CodecnnError
-from codecnn.yuv.frame import RAW_SUFFIXES, Y4M_SUFFIXES, Frame, VideoInfo, check_bit_depth, sample_peak
+from codecnn.yuv.frame import RAW_SUFFIXES, Y4M_SUFFIXES, Frame, VideoInfo, VideoReader, check_bit_depth, sample_peak
+from codecnn.yuv.images import IMAGE_SUFFIXES, ImageReader
 from codecnn.yuv.names import check_420_geometry, ntsc, parse_name, parse_size
 
 _BYTES = np.dtype(np.uint8)
@@ -29,56 +30,6 @@ def _check_range(samples: np.ndarray, bit_depth: int, path: Path, index: int) ->
                 f"{path}: frame {index} holds sample value {top}, above the {bit_depth}-bit maximum "
                 f"{sample_peak(bit_depth)}: the file is not {bit_depth}-bit; check --bit-depth (or the name)"
             )
-
-
-class VideoReader:
-    """A sequence of 4:2:0 frames. Subclasses implement :meth:`read` or :meth:`_iter`."""
-
-    path: Path
-    info: VideoInfo
-    random_access = True
-
-    def read(self, index: int) -> Frame:
-        raise NotImplementedError
-
-    def _iter(self, indices: range) -> Iterator[tuple[int, Frame]]:
-        for i in indices:
-            yield i, self.read(i)
-
-    def select(self, start: int = 0, count: int | None = None, step: int = 1) -> range:
-        """Frame indices ``start, start+step, ...``: at most ``count`` of them, within the file."""
-        n = self.info.num_frames
-        if start < 0 or step < 1:
-            raise CodecnnError(f"bad frame selection start={start} step={step}: both must be >= 0 / >= 1")
-        if start >= n:
-            raise CodecnnError(
-                f"{self.path}: --start {start} is beyond the end: the file has {n} frame(s) (indices 0..{n - 1})"
-            )
-        if count is not None and count < 1:
-            raise CodecnnError(f"--frames must be at least 1 (got {count})")
-        if count is None:
-            return range(start, n, step)
-        last = start + (count - 1) * step
-        if last >= n:
-            fit = (n - 1 - start) // step + 1
-            raise CodecnnError(
-                f"{self.path}: {count} frame(s) from frame {start} every {step} need frame {last}, but the file has "
-                f"{n} (indices 0..{n - 1}); ask for at most --frames {fit}"
-            )
-        return range(start, last + 1, step)
-
-    def frames(self, start: int = 0, count: int | None = None, step: int = 1) -> Iterator[tuple[int, Frame]]:
-        """Yield ``(index, frame)`` for the selected frames, reading one frame at a time."""
-        return self._iter(self.select(start, count, step))
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> VideoReader:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class _MappedFile:
@@ -270,8 +221,6 @@ def open_video(
     suffix = p.suffix.lower()
     if suffix in Y4M_SUFFIXES:
         return Y4mReader(p)
-    from codecnn.yuv.images import IMAGE_SUFFIXES, ImageReader
-
     if suffix in IMAGE_SUFFIXES:
         return ImageReader(p, Fraction(fps) if fps is not None else None)
     if suffix not in RAW_SUFFIXES:

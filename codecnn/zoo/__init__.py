@@ -75,17 +75,3 @@ def _packaged(text: str, e: dict) -> Path:
     if sha256(path) != e["sha256"]:
         raise CodecnnError(f"{text}: {path} does not match its SHA-256 in the zoo index; reinstall codecnn")
     return path
-
-
-def pack_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """A weights-only copy of a training checkpoint for shipping: the EMA weights where the run kept them,
-    no optimizer state; config, step, dataset and training options kept (a self-describing checkpoint that
-    ``load_model`` reads and ``train --init`` starts from)."""
-    from codecnn.train.checkpoint import load_checkpoint, save_checkpoint
-
-    ck = load_checkpoint(checkpoint)
-    keep = ("task", "arch", "config", "step", "elapsed", "dataset", "train_config", "best_score", "metrics")
-    payload = {k: ck[k] for k in keep if k in ck}
-    payload["state_dict"] = ck["ema"] if ck.get("ema") else ck["state_dict"]
-    payload["ema"] = None
-    return save_checkpoint(out, payload)
