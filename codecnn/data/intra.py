@@ -60,6 +60,7 @@ COLUMNS = {  # name -> (dtype, trailing shape as a function of N)
 }
 
 
+@schema.layout_check(KIND)
 def check_layout(f, path: Path, attrs: dict, meta: dict) -> tuple[int, np.dtype]:
     """Check an open intra-modes dataset against the schema above (every block-size group, its arrays,
     their shapes, dtypes and lengths); returns (blocks, sample dtype)."""

@@ -85,6 +85,7 @@ def read_column(f, name: str) -> np.ndarray:
 SAMPLE_DTYPES = (np.dtype(np.uint8), np.dtype("<u2"))
 
 
+@schema.layout_check(KIND)
 def check_layout(f, path: Path, attrs: dict, meta: dict) -> tuple[int, np.dtype]:
     """Check an open CTU dataset against the schema above (attributes, every array, their lengths and
     dtypes, the split codes, the sequence indices and the units' sample ranges); returns (samples, dtype)."""

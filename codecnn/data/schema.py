@@ -85,6 +85,23 @@ class DatasetInfo:
     attrs: dict
 
 
+# kind -> the check of an open file's layout, (h5 file, path, attrs, meta) -> (samples, sample dtype);
+# codecnn.data.restoration and codecnn.data.intra register theirs (codecnn/data/__init__.py imports both)
+LAYOUT_CHECKS: dict = {}
+
+
+def layout_check(kind: str):
+    """Register a dataset kind's layout check (a decorator), so this module needs no import of the kinds."""
+
+    def register(check):
+        if kind in LAYOUT_CHECKS:
+            raise ValueError(f"a layout check for {kind!r} is registered already")
+        LAYOUT_CHECKS[kind] = check
+        return check
+
+    return register
+
+
 def open_dataset_info(path: str | os.PathLike, kind: str | None = RESTORATION_KIND) -> DatasetInfo:
     """Read and check a dataset's header; a clear error for a missing, foreign or newer file.
     ``kind=None`` accepts any codecnn dataset kind."""
@@ -110,11 +127,7 @@ def open_dataset_info(path: str | os.PathLike, kind: str | None = RESTORATION_KI
                 f"{p}: schema version {version} is newer than this codecnn reads ({SCHEMA_VERSION}); upgrade codecnn"
             )
         loaded = _read_meta(f, p)
-        if attrs.get("kind") == RESTORATION_KIND:
-            from codecnn.data.restoration import check_layout
-        else:
-            from codecnn.data.intra import check_layout
-        n, dtype = check_layout(f, p, attrs, loaded)
+        n, dtype = LAYOUT_CHECKS[attrs["kind"]](f, p, attrs, loaded)
         return DatasetInfo(
             p,
             n,
