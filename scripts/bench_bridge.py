@@ -131,7 +131,8 @@ def _bench(spec: str, frame: np.ndarray, yuv: Path, d: Path, tool: Path, counts:
         f"files: float32 {f32.stat().st_size} bytes, int16 {i16.stat().st_size} bytes"
     )
     print(f"  {note}")
-    print(f"  1920x1080 luma: 1 thread in CPU seconds (wall beside), {counts[-1]} threads in wall seconds")
+    more = f", {counts[-1]} threads in wall seconds" if len(counts) > 1 else ""
+    print(f"  1920x1080 luma: 1 thread in CPU seconds (wall beside){more}")
     print(f"  {'':10s} {'threads':>7s} {'wall s':>7s} {'CPU s':>7s} {'GMAC/s':>7s} {'/ peak':>7s}  x PyTorch 1 thread")
     base = seconds["PyTorch", 1][1]
     for path in ("PyTorch", "C++ float", "C++ int16"):
@@ -229,7 +230,7 @@ def _prepare(spec: str, plane: np.ndarray, d: Path):
     calib = d / "calib.h5"
     _calibration_file(plane, calib)
     i16, rep = export_checkpoint(ck, d / "m16.cnnw", int16=True, calib=calib)
-    return model, f32, i16, f"int16 vs float on the frame's CTUs: {rep['loss_db']:+.4f} dB"
+    return model, f32, i16, f"int16 loses {rep['loss_db']:.4f} dB to float on the frame's CTUs"
 
 
 def _build(source: Path, exe: Path) -> Path:
