@@ -59,6 +59,7 @@ lint: $(STAMP)
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
 	$(BIN)/clang-format --dry-run -Werror hm_bridge/cpp/*.h hm_bridge/cpp/*.cpp
+	$(BIN)/clang-format --dry-run -Werror --style=file:hm_bridge/cpp/.clang-format scripts/*.cpp
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_dataset.py

@@ -619,6 +619,40 @@ def test_cnnw_tool_prints_the_checksum_refuses_damage_and_warns_on_v1(tool, int1
     assert rc == 1 and err.startswith(f"error: {damaged}: the file is damaged: its CRC-32 is 0x"), err
 
 
+@needs_gxx
+def test_cnnw_tool_profile_counts_every_multiply_accumulate(tool, checkpoint, int16_model, float_model, tmp_path):
+    """cnnw_tool --profile (filterPlane's NodeTime): the same output samples, the clock, one line per node, and
+    the convolutions' multiply-accumulates sum to codecnn.models.complexity's count for every CTU computed
+    (176x144: 2 x 2 CTUs of 128x128 a frame, 2 frames), with 1 thread and with 3."""
+    from codecnn.models.complexity import describe_complexity
+    from codecnn.train.checkpoint import load_model
+
+    model, _ = load_model(checkpoint)
+    want = round(describe_complexity(model)["macs_per_pixel"] * 128 * 128) * 2 * 4
+    raw = np.fromfile(HM / "carphone" / "lf" / "qp27" / "recon.yuv", np.uint8).reshape(8, -1)[[1, 3]]
+    yuv = tmp_path / "in.yuv"
+    raw.tofile(yuv)
+    for cnnw_file in (int16_model, float_model):
+        nodes = len(read_cnnw(cnnw_file).nodes)
+        for threads in ("1", "3"):
+            outs = []
+            for extra in ([], ["--profile"]):
+                out = tmp_path / f"out{len(extra)}.raw"
+                args = [str(tool["-O3"]), "--threads", threads, *extra, str(cnnw_file), str(yuv), "176", "144", "8"]
+                r = subprocess.run([*args, "27", str(out)], capture_output=True, text=True, check=True)
+                outs.append(out.read_bytes())
+            assert outs[0] == outs[1]
+            lines = r.stdout.splitlines()
+            assert lines[0] == "clock cpu"  # Linux has a per-thread CPU clock
+            rows = [ln.split() for ln in lines[1:]]
+            assert [int(row[1]) for row in rows] == list(range(nodes))
+            assert all(float(row[3]) >= 0 for row in rows)
+            convs = [row for row in rows if row[2] == "conv2d"]
+            assert convs and all(len(row) == 8 for row in convs)
+            assert sum(int(row[7]) for row in convs) == want, (cnnw_file, threads)
+            assert {int(row[4]) for row in convs} == {1, 3}  # kernel sizes of the RDN
+
+
 GLUE = r"""// HM's types as far as the lines patch-hm inserts use them (written here, not copied from HM).
 #include <cstdio>
 #include <cstdlib>

@@ -33,8 +33,11 @@
 #ifndef CNNW_H
 #define CNNW_H
 
+#include <time.h>  // clock_gettime and CLOCK_THREAD_CPUTIME_ID where the platform has them (POSIX)
+
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -176,6 +179,33 @@ inline int64_t shiftRound(int64_t v, int s) {
 }
 inline int16_t sat16(int64_t v) { return static_cast<int16_t>(v < -32768 ? -32768 : (v > 32767 ? 32767 : v)); }
 
+// Where the time goes (filterPlane's last argument; cnnw_tool --profile): per node of the graph (entry i:
+// node i), the seconds spent in it, summed over tiles and threads, and for a convolution its shape and the
+// multiply-accumulates it did (biases not counted; as codecnn.models.complexity counts them). The seconds
+// are the running thread's CPU time (profileClock()) where the platform has such a clock (POSIX), so time
+// the scheduler gives to other processes does not count; elsewhere steady_clock's wall time.
+#ifdef CLOCK_THREAD_CPUTIME_ID
+static const bool kProfileCpuTime = true;
+inline double profileClock() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+#else
+static const bool kProfileCpuTime = false;
+inline double profileClock() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+#endif
+
+struct NodeTime {
+  uint32_t op;
+  int cin, cout, k;  // convolutions: input channels (per group), output channels, kernel size
+  uint64_t macs;
+  double seconds;
+  NodeTime() : op(0), cin(0), cout(0), k(0), macs(0), seconds(0) {}
+};
+
 struct Node {
   uint32_t op;
   std::vector<uint32_t> inputs;
@@ -281,18 +311,32 @@ struct VecI {
 };
 #endif
 
+// The loop that follows unrolled completely (GCC >= 8 and clang read "GCC unroll"), so that every index
+// into the block's accumulator array is a constant: only then do compilers keep the array in registers.
+#if (defined(__clang__) && __clang_major__ >= 8) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 8)
+#define CNNW_UNROLL _Pragma("GCC unroll 16")
+#else
+#define CNNW_UNROLL
+#endif
+
 // The sums of one block: CO output channels x P vectors of pixels of one output row, each the bias plus the
 // products over all input groups and taps, in registers. A group is one channel (VecF) or an interleaved
 // pair of int16 channels (VecI: E = 2 samples per pixel, one dot takes both). src: group 0 at the block's
 // first tap (margins hold the zero padding); groups cstride apart, rows rs apart, in samples. w:
-// [group][ky][kx][CO].
+// [group][ky][kx][CO]. The sums build up in a local array that only constant indices reach (the loops over
+// j unrolled by CNNW_UNROLL, those over p short enough to be unrolled anyway) and go to acc at the end, where
+// the epilogues index it with loop variables. Summed in acc itself, they stayed in memory, loaded and stored
+// around every tap (g++ 12 and clang 22): scripts/bench_bridge.py measured the int16 3x3 convolutions of
+// zoo:rdn-inloop-ai-v2 at 0.75 of one core's int16 MAC peak then, 0.95 now (g++ 12, AVX-512 VNNI).
 template <class S, int K, int CO>
 inline void accumulate(typename S::V (&acc)[CO][S::P], const typename S::T *src, size_t cstride, ptrdiff_t rs,
                        int groups, int kr, const typename S::W *w, const typename S::W *b) {
   const int k = K ? K : kr;
+  typename S::V sum[CO][S::P];
+  CNNW_UNROLL
   for (int j = 0; j < CO; ++j) {
     const typename S::V bv = S::set1(b[j]);
-    for (int p = 0; p < S::P; ++p) acc[j][p] = bv;
+    for (int p = 0; p < S::P; ++p) sum[j][p] = bv;
   }
   for (int c = 0; c < groups; ++c, src += cstride)
     for (int ky = 0; ky < k; ++ky)
@@ -302,9 +346,12 @@ inline void accumulate(typename S::V (&acc)[CO][S::P], const typename S::T *src,
         for (int p = 0; p < S::P; ++p) x[p] = S::load(s + p * S::E * S::N);
         for (int j = 0; j < CO; ++j) {
           const typename S::V wv = S::set1(w[j]);
-          for (int p = 0; p < S::P; ++p) acc[j][p] = S::mac(acc[j][p], x[p], wv);
+          for (int p = 0; p < S::P; ++p) sum[j][p] = S::mac(sum[j][p], x[p], wv);
         }
       }
+  CNNW_UNROLL
+  for (int j = 0; j < CO; ++j)
+    for (int p = 0; p < S::P; ++p) acc[j][p] = sum[j][p];
 }
 
 // One block of a float convolution (see accumulate). dst: output channel j at dst + j * ostride; n of the
@@ -719,9 +766,9 @@ class Model {
   }
 
   // The same, recycling node buffers through ``pool`` (kept by the caller across tiles: no allocation, no
-  // zero fill and no page faults after the first tile).
+  // zero fill and no page faults after the first tile); ``profile``: the time of every node added to it.
   Status runTile(const float *tile, int side, int qp, std::vector<float> &residual,
-                 std::vector<std::vector<float>> &pool) const {
+                 std::vector<std::vector<float>> &pool, std::vector<NodeTime> *profile = nullptr) const {
     if (nodes_.empty()) return Status::bad("no model loaded");
     if (precision_ != kFloat32) return Status::bad("runTile needs a float32 model; use runTileInt");
     if (side <= 2 * context_) return Status::bad("tile smaller than the context");
@@ -732,7 +779,7 @@ class Model {
     in.clearMargins();
     for (int y = 0; y < side; ++y)
       std::copy(tile + static_cast<size_t>(y) * side, tile + static_cast<size_t>(y + 1) * side, &in.v[in.at(0, y, 0)]);
-    Status st = runGraph(vals, qp, pool);
+    Status st = runGraph(vals, qp, pool, profile);
     const Buffer &res = vals.back();
     const int s = side - 2 * context_;
     if (st.ok && (res.c != 1 || res.h != s || res.w != s))
@@ -753,9 +800,9 @@ class Model {
     return runTileInt(samples, side, bitDepth, qp, outSamples, pool);
   }
 
-  // The same, recycling node buffers through ``pool`` (as runTile).
+  // The same, recycling node buffers through ``pool`` (as runTile), and with ``profile`` as runTile.
   Status runTileInt(const int32_t *samples, int side, int bitDepth, int qp, std::vector<int32_t> &outSamples,
-                    std::vector<std::vector<int16_t>> &pool) const {
+                    std::vector<std::vector<int16_t>> &pool, std::vector<NodeTime> *profile = nullptr) const {
     if (nodes_.empty()) return Status::bad("no model loaded");
     if (precision_ != kInt16) return Status::bad("runTileInt needs an int16 model");
     if (bitDepth < 1 || bitDepth > 16) return Status::bad("bad bit depth");
@@ -773,7 +820,7 @@ class Model {
             (static_cast<int64_t>(samples[static_cast<size_t>(y) * side + x]) * (static_cast<int64_t>(1) << in.q) +
              peak / 2) /
             peak);
-    Status st = runGraph(vals, qp, pool);
+    Status st = runGraph(vals, qp, pool, profile);
     const IBuffer &res = vals.back();
     const int c = context_, s = side - 2 * c, qin = in.q;
     if (st.ok && (res.c != 1 || res.h != s || res.w != s))
@@ -796,17 +843,19 @@ class Model {
   // filter_plane): dst = clip(round((src/peak + residual) * peak)). src and dst may be the same plane.
   // threads > 1: the CTUs are shared out among that many threads (this one included); each CTU is
   // computed exactly as with one thread, so the output is the same. If a thread cannot be started, the
-  // others do its share.
+  // others do its share. ``profile`` (optional): the time of every node, added to it (see NodeTime).
   template <typename Pel>
   Status filterPlane(const Pel *src, ptrdiff_t srcStride, Pel *dst, ptrdiff_t dstStride, int width, int height,
-                     int bitDepth, int qp, int ctu = 128, std::vector<float> *floatOut = nullptr,
-                     int threads = 1) const {
+                     int bitDepth, int qp, int ctu = 128, std::vector<float> *floatOut = nullptr, int threads = 1,
+                     std::vector<NodeTime> *profile = nullptr) const {
     if (width <= 0 || height <= 0 || bitDepth < 1 || bitDepth > 16 || ctu <= 0)
       return Status::bad("bad plane geometry or bit depth");
     if (nodes_.empty()) return Status::bad("no model loaded");
     std::vector<Pel> out(static_cast<size_t>(width) * height);
     if (floatOut) floatOut->assign(static_cast<size_t>(width) * height, 0.f);
     Job<Pel> job(src, srcStride, width, height, bitDepth, qp, ctu, &out[0], floatOut ? &(*floatOut)[0] : nullptr);
+    job.profile = profile;
+    if (profile) profile->resize(nodes_.size());
     const int workers = std::max(1, std::min(threads, std::min(job.count, 256)));
     std::vector<std::thread> pool;
     for (int t = 1; t < workers; ++t) {
@@ -826,8 +875,8 @@ class Model {
   }
 
  private:
-  // One filterPlane call: the plane, its CTUs (taken in turn by the threads through ``next``), the output
-  // and the first error.
+  // One filterPlane call: the plane, its CTUs (taken in turn by the threads through ``next``), the output,
+  // the first error and the profile (if asked for; each thread adds its own to it at the end).
   template <typename Pel>
   struct Job {
     const Pel *src;
@@ -835,6 +884,7 @@ class Model {
     int width, height, bitDepth, qp, ctu, cols, count;
     Pel *out;
     float *floatOut;
+    std::vector<NodeTime> *profile;
     std::atomic<int> next;
     std::atomic<bool> failed;
     std::mutex lock;
@@ -851,6 +901,7 @@ class Model {
           count(cols * ((h + c - 1) / c)),
           out(o),
           floatOut(fo),
+          profile(nullptr),
           next(0),
           failed(false),
           status(Status::good()) {}
@@ -867,15 +918,16 @@ class Model {
     std::vector<int32_t> itile(fixed ? static_cast<size_t>(side) * side : 0), ires;
     std::vector<std::vector<float>> pool;  // node buffers, recycled from tile to tile
     std::vector<std::vector<int16_t>> ipool;
+    std::vector<NodeTime> times, *profile = job->profile ? &times : nullptr;
     for (;;) {
       const int i = job->next++;
-      if (i >= job->count || job->failed) return;
+      if (i >= job->count || job->failed) break;
       const int y0 = (i / job->cols) * ctu, x0 = (i % job->cols) * ctu;
       const int hh = std::min(ctu, job->height - y0), ww = std::min(ctu, width - x0);
       Status st = Status::good();
       if (fixed) {
         fillTile(job->src, job->stride, width, job->height, x0, y0, side, &itile[0], SampleToInt());
-        st = runTileInt(&itile[0], side, job->bitDepth, job->qp, ires, ipool);
+        st = runTileInt(&itile[0], side, job->bitDepth, job->qp, ires, ipool, profile);
         if (st.ok)
           for (int y = 0; y < hh; ++y)
             for (int x = 0; x < ww; ++x)
@@ -883,7 +935,7 @@ class Model {
                   static_cast<Pel>(ires[static_cast<size_t>(y) * ctu + x]);
       } else {
         fillTile(job->src, job->stride, width, job->height, x0, y0, side, &tile[0], SampleToFloat(peak));
-        st = runTile(&tile[0], side, job->qp, res, pool);
+        st = runTile(&tile[0], side, job->qp, res, pool, profile);
         if (st.ok)
           for (int y = 0; y < hh; ++y) {
             for (int x = 0; x < ww; ++x) {
@@ -898,7 +950,16 @@ class Model {
         std::lock_guard<std::mutex> hold(job->lock);
         if (!job->failed) job->status = st;
         job->failed = true;
-        return;
+        break;
+      }
+    }
+    if (profile) {
+      std::lock_guard<std::mutex> hold(job->lock);
+      for (size_t i = 0; i < times.size(); ++i) {
+        NodeTime &t = (*job->profile)[i];
+        t.op = times[i].op, t.cin = times[i].cin, t.cout = times[i].cout, t.k = times[i].k;
+        t.macs += times[i].macs;
+        t.seconds += times[i].seconds;
       }
     }
   }
@@ -977,11 +1038,15 @@ class Model {
   }
 
   // The graph on one tile, float or int16 (the one runner of runTile and runTileInt): vals[0] holds the
-  // input tile; nodes take their buffers from ``pool`` and give back those no later node reads.
+  // input tile; nodes take their buffers from ``pool`` and give back those no later node reads. ``profile``:
+  // every node's time (and a convolution's work) added to its entry.
   template <typename T>
-  Status runGraph(std::vector<Buf<T>> &vals, int qp, std::vector<std::vector<T>> &pool) const {
+  Status runGraph(std::vector<Buf<T>> &vals, int qp, std::vector<std::vector<T>> &pool,
+                  std::vector<NodeTime> *profile) const {
+    if (profile) profile->resize(nodes_.size());
     for (size_t i = 1; i < nodes_.size(); ++i) {
       const Node &n = nodes_[i];
+      const double start = profile ? profileClock() : 0;
       const int qo = outScale(n);
       Buf<T> &out = vals[i];
       recycle(out, pool);
@@ -1013,6 +1078,16 @@ class Model {
         Status st = cropInto(vals[n.inputs[0]], n.params[0], out);
         if (!st.ok) return st;
         out.q = vals[n.inputs[0]].q;
+      }
+      if (profile) {
+        NodeTime &t = (*profile)[i];
+        t.op = n.op;
+        t.seconds += profileClock() - start;
+        if (n.op == OP_CONV2D) {
+          const Tensor &W = tensors_[n.params[0]];
+          t.cout = static_cast<int>(W.dims[0]), t.cin = static_cast<int>(W.dims[1]), t.k = static_cast<int>(W.dims[2]);
+          t.macs += static_cast<uint64_t>(out.h) * out.w * W.dims[0] * W.dims[1] * W.dims[2] * W.dims[3];
+        }
       }
       for (size_t k = 0; k < n.inputs.size(); ++k)  // free what no later node reads (never the input tile)
         if (lastUse_[n.inputs[k]] == i && n.inputs[k] != 0) toPool(vals[n.inputs[k]], pool);
