@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--result", action="append", default=[], metavar="LABEL=results.json")
     ap.add_argument("--hm-model", type=Path, help="the int16 .cnnw of the entry's model, shipped beside it")
     ap.add_argument("--hm-inter-model", type=Path, help="the int16 .cnnw of a second model for P and B pictures")
+    ap.add_argument("--inter-entry", help="the zoo entry whose HM export is this entry's model for P and B pictures")
     ap.add_argument("--hm-command", default="", help="how the .cnnw files were made")
     a = ap.parse_args()
     index = entries()
@@ -72,6 +73,8 @@ def main() -> None:
             "format": "cnnw v2, int16",
             "command": a.hm_command,
         }
+    if a.inter_entry:
+        entry["hm_model_inter"] = {"entry": a.inter_entry}
     new = [summarise(label, Path(p), a.machine) for label, p in (r.split("=", 1) for r in a.result)]
     keep = [
         r

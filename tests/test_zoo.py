@@ -52,3 +52,23 @@ def test_export_a_shipped_model(tmp_path):
     out = tmp_path / "m.cnnw"
     r = CliRunner().invoke(cli, ["export", f"zoo:{name}", "--out", str(out)])
     assert r.exit_code == 0 and out.stat().st_size > 1000, r.output
+
+
+def test_in_loop_results_and_inter_models_of_the_index():
+    """Entries measured inside HM keep each result's condition, signalling and per-sequence BD-rates, which
+    `codecnn zoo` prints; an entry's model for P and B pictures resolves to a shipped .cnnw (its own or
+    another entry's), and an entry without one gives None."""
+    from codecnn.cli.zoo import in_loop_line
+    from codecnn.zoo import resolve_inter
+
+    measured = [e for e in entries() if e.get("in_loop")]
+    assert measured
+    out = CliRunner().invoke(cli, ["zoo"]).output
+    for e in measured:
+        for r in e["in_loop"]:
+            assert r["config"] in ("ai", "ra", "ldb", "ldp") and r["signal"] in ("always", "picture", "ctu")
+            assert all(set(s["bd_rate"]) == {"y", "u", "v"} and s["frames"] > 0 for s in r["sequences"])
+            assert in_loop_line(r) in out
+        inter = resolve_inter(f"zoo:{e['name']}")
+        assert inter is None or (inter.suffix == ".cnnw" and inter.is_file())
+    assert resolve_inter("some/path.cnnw") is None

@@ -59,13 +59,19 @@ def resolve(spec: str | os.PathLike, hm: bool = False) -> Path:
 
 def resolve_inter(spec: str | os.PathLike) -> Path | None:
     """The HM export of ``zoo:NAME``'s model for the P and B pictures (HM's ``--CnnInterModel``), where the
-    entry ships one; None for a path or an entry with one model for every picture."""
+    entry names one (its own file, or ``{"entry": OTHER}``: another entry's export); None for a path or an
+    entry with one model for every picture."""
     text = str(spec)
     if not text.startswith(PREFIX):
         return None
     resolve(spec, hm=True)  # the entry exists and has its intra model
     e = {e["name"]: e for e in entries()}[text[len(PREFIX) :]]
-    return _packaged(text, e["hm_model_inter"]) if "hm_model_inter" in e else None
+    inter = e.get("hm_model_inter")
+    if inter is None:
+        return None
+    if "entry" in inter:  # another entry's HM export (a model of its own, shared by several pairs)
+        return resolve(PREFIX + inter["entry"], hm=True)
+    return _packaged(text, inter)
 
 
 def _packaged(text: str, e: dict) -> Path:
