@@ -35,7 +35,7 @@ from codecnn.errors import CodecnnError
 MARK = "// codecnn hm_bridge"
 WAS = " (was: "  # a replaced line's marker keeps the original line: MARK + WAS + original + ")"
 CPP = Path(__file__).resolve().parent / "cpp"
-HEADERS = ("cnnw.h", "codecnn_signal.h", "codecnn_hm.h")
+HEADERS = ("cnnw_format.h", "cnnw.h", "codecnn_signal.h", "codecnn_hm.h")
 INCLUDE = f'#include "TLibCommon/codecnn_hm.h"  {MARK}'
 _REC = "pcPic->getPicYuvRec()"
 _ARGS = (

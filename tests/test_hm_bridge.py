@@ -329,7 +329,8 @@ def test_python_reader_refuses_damaged_files(float_model, tmp_path):
     p = tmp_path / "bad.cnnw"
     for bad, msg in (
         (b"XXXX" + data[4:], "bad magic"),
-        (data[:4] + b"\x03" + data[5:], "version 3; this reader knows versions 1, 2"),
+        (data[:4] + b"\x04" + data[5:], "version 4; this reader knows versions 1, 2, 3"),
+        (data[:4] + b"\x03" + data[5:], "version 3 holds mode networks, but this file holds 'rdn'"),
         (data[:4] + b"\x00" + data[5:], "version 0"),
         (data[: len(data) // 2], "the file is damaged"),
         (data[:10], "truncated"),
