@@ -35,8 +35,9 @@ from codecnn.errors import CodecnnError
 MARK = "// codecnn hm_bridge"
 WAS = " (was: "  # a replaced line's marker keeps the original line: MARK + WAS + original + ")"
 CPP = Path(__file__).resolve().parent / "cpp"
-HEADERS = ("cnnw_format.h", "cnnw.h", "codecnn_signal.h", "codecnn_hm.h")
+HEADERS = ("cnnw_format.h", "cnnw.h", "codecnn_signal.h", "codecnn_hm.h", "cnnw_modenet.h", "codecnn_modes_hm.h")
 INCLUDE = f'#include "TLibCommon/codecnn_hm.h"  {MARK}'
+MODES_INCLUDE = f'#include "TLibCommon/codecnn_modes_hm.h"  {MARK}'
 _REC = "pcPic->getPicYuvRec()"
 _ARGS = (
     f"{_REC}->getAddr(COMPONENT_Y), {_REC}->getStride(COMPONENT_Y), {_REC}->getWidth(COMPONENT_Y), "
@@ -82,6 +83,27 @@ ENC_OPTION = (
 )
 DEC_OPTION = f"{_MODEL_OPTION}  {MARK}"
 
+# encoder only, the intra search: the mode network's top k and the MPMs as the RMD's candidates, fewer full RDs
+MODES_PRUNE = (
+    "Bool cnnAllowed[35]; Int cnnMpm[3] = {-1, -1, -1}; "
+    "pcCU->getIntraDirPredictor(uiPartOffset, cnnMpm, COMPONENT_Y); "
+    "numModesForFullRD = codecnn_modes::pruneRmd(piOrg, Int(uiStride), Int(puRect.width), Int(puRect.height), "
+    "getPredictorPtr(COMPONENT_Y, false), sps.getBitDepth(CHANNEL_TYPE_LUMA), Int(pcCU->getQP(0)), "
+    "Int(pcCU->getCUPelX() + puRect.x0), Int(pcCU->getCUPelY() + puRect.y0), Int(sps.getPicWidthInLumaSamples()), "
+    "Int(sps.getPicHeightInLumaSamples()), Int(sps.getMaxCUWidth()), cnnMpm, numModesForFullRD, cnnAllowed);  "
+    f"{MARK}"
+)
+MODES_SKIP = f"if (!cnnAllowed[uiMode]) continue;  {MARK}"
+MODES_OPTION = (
+    '("CnnModeModel", codecnn_modes::modelPath(), std::string(""), "codecnn: .cnnw mode network pruning the intra '
+    'rough mode decision (hm_bridge)")'
+    '("CnnModeK", codecnn_modes::topK(), 10, "codecnn: the mode network\'s top K modes (1..35) and the MPMs go '
+    'through the rough mode decision")'
+    '("CnnModeRd", codecnn_modes::rdCount(), 0, "codecnn: at most N full-RD intra candidates (0: HM\'s 8 for 4x4 '
+    f'and 8x8, 3 above)")  {MARK}'
+)
+MODES_PREPARE = f"{{ std::string cnnError; if (!codecnn_modes::prepare(cnnError)) {_STOP} }}  {MARK}"
+
 
 @dataclass(frozen=True)
 class Edit:
@@ -91,6 +113,7 @@ class Edit:
     context: str  # regex that must occur before the anchor (the anchor is its first match after it)
     line: str  # what to insert before the anchor (indented like it), or the anchor's replacement
     replace: bool = False
+    include: str = INCLUDE  # the include line the file needs for it
 
 
 EDITS = (
@@ -145,6 +168,38 @@ EDITS = (
         r"addOptions\(\)",
         DEC_OPTION,
     ),
+    Edit(
+        "Lib/TLibEncoder/TEncSearch.cpp",
+        '#include "TEncSearch.h"',
+        r"^\s*for\( Int modeIdx = 0; modeIdx < numModesAvailable; modeIdx\+\+ \)",
+        r"distParam\.bApplyWeight = false;",
+        MODES_PRUNE,
+        include=MODES_INCLUDE,
+    ),
+    Edit(
+        "Lib/TLibEncoder/TEncSearch.cpp",
+        '#include "TEncSearch.h"',
+        r"^\s*Distortion uiSad  = 0;",
+        r"UInt\s+uiMode = modeIdx;",
+        MODES_SKIP,
+        include=MODES_INCLUDE,
+    ),
+    Edit(
+        "App/TAppEncoder/TAppEncCfg.cpp",
+        '#include "TAppEncCfg.h"',
+        r'^\s*\("ReconFile,o",',
+        r"addOptions\(\)",
+        MODES_OPTION,
+        include=MODES_INCLUDE,
+    ),
+    Edit(
+        "App/TAppEncoder/TAppEncCfg.cpp",
+        '#include "TAppEncCfg.h"',
+        r"^\s*xCheckParameter\(\);",
+        r"TAppEncCfg::parseCfg\(",
+        MODES_PREPARE,
+        include=MODES_INCLUDE,
+    ),
 )
 
 
@@ -186,7 +241,8 @@ def _plan(text: str, edits: list[Edit], name: str) -> str:
             f"{name}: the line {edits[0].after_include!r} was not found once; this HM version is not "
             "supported by patch-hm (see the README to insert the lines by hand)"
         )
-    lines.insert(inc[0] + 1, INCLUDE)
+    for k, include in enumerate(dict.fromkeys(e.include for e in edits)):
+        lines.insert(inc[0] + 1 + k, include)
     return "\n".join(lines)
 
 

@@ -122,3 +122,198 @@ def test_wrong_task_and_damaged_files_are_refused_with_one_line(mtool, tmp_path)
         from hm_bridge.format import read_cnnw as rd
 
         run_modenet_graph(rd(rdn), np.zeros((3, 9, 9), np.float32), 4, 32)
+
+
+MODES_GLUE = r"""// HM's types as far as the lines patch-hm inserts into TEncSearch.cpp and TAppEncCfg.cpp use
+// them (written here, not copied from HM).
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "TLibCommon/codecnn_modes_hm.h"
+
+typedef short Pel;
+typedef int Int;
+typedef unsigned UInt;
+typedef bool Bool;
+enum ComponentID { COMPONENT_Y };
+enum ChannelType { CHANNEL_TYPE_LUMA };
+struct TComRectangle {
+  UInt width, height, x0, y0;
+};
+struct TComSPS {
+  int bitDepth;
+  UInt w, h, ctu;
+  int getBitDepth(ChannelType) const { return bitDepth; }
+  UInt getPicWidthInLumaSamples() const { return w; }
+  UInt getPicHeightInLumaSamples() const { return h; }
+  UInt getMaxCUWidth() const { return ctu; }
+};
+struct TComDataCU {
+  UInt pelX, pelY;
+  int qp, mpm[3];
+  void getIntraDirPredictor(UInt, Int preds[3], ComponentID, Int * = NULL) const {
+    for (int i = 0; i < 3; ++i) preds[i] = mpm[i];
+  }
+  signed char getQP(UInt) const { return static_cast<signed char>(qp); }
+  UInt getCUPelX() const { return pelX; }
+  UInt getCUPelY() const { return pelY; }
+};
+static Pel g_ref[65 * 65];
+static Pel *getPredictorPtr(ComponentID, bool) { return g_ref; }
+
+static Int search(TComDataCU *pcCU, UInt uiPartOffset, Pel *piOrg, UInt uiStride, const TComRectangle &puRect,
+                  const TComSPS &sps, Int numModesForFullRD, std::vector<int> &evaluated) {
+@PRUNE@
+  for (Int modeIdx = 0; modeIdx < 35; modeIdx++) {
+    UInt uiMode = modeIdx;
+@SKIP@
+    evaluated.push_back(static_cast<int>(uiMode));
+  }
+  return numModesForFullRD;
+}
+
+static void parseCfg() {
+@PREPARE@
+}
+
+// modes MODEL K RD CASES.txt: each line "N X Y QP MPM0 MPM1 MPM2" then N*N block samples and (2N+1)^2 samples of
+// HM's unfiltered reference buffer; prints per case "rd R modes m..."
+int main(int argc, char **argv) {
+  if (argc != 5) return 2;
+  codecnn_modes::modelPath() = argv[1];
+  codecnn_modes::topK() = std::atoi(argv[2]);
+  codecnn_modes::rdCount() = std::atoi(argv[3]);
+  parseCfg();
+  std::FILE *in = std::fopen(argv[4], "r");
+  if (!in) return 2;
+  int n, x, y, qp, m0, m1, m2;
+  while (std::fscanf(in, "%d %d %d %d %d %d %d", &n, &x, &y, &qp, &m0, &m1, &m2) == 7) {
+    std::vector<Pel> org(n * n);
+    for (int i = 0; i < n * n; ++i) std::fscanf(in, "%hd", &org[i]);
+    for (int i = 0; i < (2 * n + 1) * (2 * n + 1); ++i) std::fscanf(in, "%hd", &g_ref[i]);
+    TComDataCU cu = {static_cast<UInt>(x), static_cast<UInt>(y), qp, {m0, m1, m2}};
+    TComRectangle rect = {static_cast<UInt>(n), static_cast<UInt>(n), 0, 0};
+    TComSPS sps = {8, 176, 144, 64};
+    std::vector<int> evaluated;
+    const Int rd = search(&cu, 0, &org[0], static_cast<UInt>(n), rect, sps, n <= 8 ? 8 : 3, evaluated);
+    std::printf("rd %d modes", rd);
+    for (size_t i = 0; i < evaluated.size(); ++i) std::printf(" %d", evaluated[i]);
+    std::printf("\n");
+  }
+  std::fclose(in);
+  return 0;
+}
+"""
+
+
+def _hm_ref_buffer(ref: np.ndarray, n: int) -> np.ndarray:
+    """HM's unfiltered reference buffer ((2N+1)^2: row 0 corner and top, column 0 left) from linear references
+    (left bottom to top, corner, top); unavailable samples (-1) as 77, HM's substitution not modelled."""
+    buf = np.zeros((2 * n + 1, 2 * n + 1), np.int64)
+    r = np.where(ref >= 0, ref, 77)
+    buf[0, 0] = r[2 * n]
+    buf[0, 1:] = r[2 * n + 1 :]
+    buf[1:, 0] = r[: 2 * n][::-1]
+    return buf
+
+
+def test_hm_glue_prunes_the_rmd_to_the_networks_top_k_and_the_mpms(tmp_path):
+    """The lines patch-hm inserts into TEncSearch.cpp (before and in the RMD loop) and TAppEncCfg.cpp, compiled
+    (strict flags) against the copied headers and mock HM types, on blocks of a real frame at picture edges,
+    CTU edges and inside CTUs: the RMD evaluates exactly the network's top k (PyTorch on the canvas made with
+    HEVC's z-scan availability, codecnn.hevc.intra_labels) plus the MPMs; the full-RD count is
+    min(--CnnModeRd or HM's, modes evaluated); without a model every mode; bad options and models stop HM
+    with one line."""
+    from conftest import HM
+    from test_hm_bridge import _fake_hm
+
+    from codecnn.data.intra import canvas
+    from codecnn.hevc.intra_labels import label_blocks
+    from codecnn.yuv import RawYuvReader
+    from hm_bridge.__main__ import main
+
+    hm = _fake_hm(tmp_path / "HM")
+    r = CliRunner().invoke(main, ["patch-hm", str(hm)])
+    assert r.exit_code == 0, r.output
+    search = (hm / "source/Lib/TLibEncoder/TEncSearch.cpp").read_text().splitlines()
+    cfg = (hm / "source/App/TAppEncoder/TAppEncCfg.cpp").read_text().splitlines()
+    prune = next(ln for ln in search if "codecnn_modes::pruneRmd(" in ln)
+    skip = next(ln for ln in search if "cnnAllowed[uiMode]" in ln)
+    prepare = next(ln for ln in cfg if "codecnn_modes::prepare(" in ln)
+    assert any('("CnnModeModel", codecnn_modes::modelPath()' in ln and "CnnModeRd" in ln for ln in cfg)
+    src = tmp_path / "modes.cpp"
+    src.write_text(MODES_GLUE.replace("@PRUNE@", prune).replace("@SKIP@", skip).replace("@PREPARE@", prepare))
+    exe = _build(
+        _compiler("g++"),
+        ["-O2", "-mavx2", "-mfma"] if _cpu_has("avx2", "fma") else ["-O2"],
+        src,
+        tmp_path / "modes",
+        include=[hm / "source" / "Lib"],
+    )
+    m = _net("small", seed=3)
+    model = write_cnnw(graph_from_modenet(m), tmp_path / "m.cnnw")
+    y = RawYuvReader(HM / "carphone" / "orig.yuv", 176, 144).read(1).y
+    cases, expected = [], []
+    lines = []
+    for n, picks in (
+        (4, [(0, 0), (0, 60), (4, 4), (60, 64), (140, 172), (64, 60)]),
+        (8, [(8, 8), (56, 56)]),
+        (16, [(16, 48), (128, 160)]),
+        (32, [(32, 32), (96, 128)]),
+    ):
+        lab = label_blocks(y, y, n, threads=1)
+        for py, px in picks:
+            i = int(np.flatnonzero((lab.pos[:, 0] == py) & (lab.pos[:, 1] == px))[0])
+            patch = np.zeros((2 * n + 1, 2 * n + 1), np.int64)
+            patch[1 : n + 1, 1 : n + 1] = y[py : py + n, px : px + n]
+            c = torch.from_numpy(canvas(patch, lab.ref[i], n, 255.0))[None]
+            logits = m(c, torch.tensor([n]), torch.tensor([32]))[0].detach().numpy()
+            mpm = (0, 1, 26)
+            for k in (1, 6):
+                top = set(np.argsort(-logits, kind="stable")[:k].tolist()) | set(mpm)
+                expected.append((k, n, sorted(top)))
+            block = " ".join(map(str, y[py : py + n, px : px + n].ravel()))
+            lines.append(f"{n} {px} {py} 32 {' '.join(map(str, mpm))}\n{block}\n")
+            lines.append(" ".join(map(str, _hm_ref_buffer(lab.ref[i], n).ravel())) + "\n")
+            cases.append((n, py, px))
+    (tmp_path / "cases.txt").write_text("".join(lines))
+
+    def run(model_path, k, rd):
+        return subprocess.run(
+            [str(exe), str(model_path), str(k), str(rd), str(tmp_path / "cases.txt")], capture_output=True, text=True
+        )
+
+    for k, rd in ((1, 0), (6, 2)):
+        res = run(model, k, rd)
+        assert res.returncode == 0, res.stderr
+        assert f"top {k} modes" in res.stdout
+        got = [ln.split() for ln in res.stdout.splitlines() if ln.startswith("rd ")]
+        want = [e for e in expected if e[0] == k]
+        assert len(got) == len(want) == len(cases)
+        for (n, py, px), g, (_, _, modes) in zip(cases, got, want, strict=True):
+            assert sorted(map(int, g[3:])) == modes, (n, py, px)
+            hm_count = 8 if n <= 8 else 3
+            assert int(g[1]) == min(rd or hm_count, hm_count, len(modes))
+    res = run("", 10, 2)  # no model: every mode, the RD count alone reduced
+    got = [ln.split() for ln in res.stdout.splitlines() if ln.startswith("rd ")]
+    assert res.returncode == 0 and all(g[3:] == [str(i) for i in range(35)] for g in got)
+    assert [int(g[1]) for g in got] == [2] * len(cases)
+    rdn = CPP.parent.parent / "codecnn" / "zoo" / "rdn-inloop-ai-v2.int16.cnnw"
+    damaged = bytearray(model.read_bytes())
+    damaged[-3] ^= 1
+    (tmp_path / "bad.cnnw").write_bytes(bytes(damaged))
+    for args, msg in (
+        ((model, 0, 0), "--CnnModeK 0 is out of range"),
+        ((model, 36, 0), "--CnnModeK 36 is out of range"),
+        ((model, 10, 9), "--CnnModeRd 9 is out of range"),
+        ((model, 10, -1), "--CnnModeRd -1 is out of range"),
+        ((rdn, 10, 0), "a luma filter (.cnnw version 2), not a mode network"),
+        ((tmp_path / "bad.cnnw", 10, 0), "the file is damaged"),
+        ((tmp_path / "none.cnnw", 10, 0), "cannot open"),
+    ):
+        res = run(*args)
+        assert res.returncode == 1 and res.stdout == "", res.stdout
+        lines_err = [ln for ln in res.stderr.splitlines() if ln]
+        assert len(lines_err) == 1 and lines_err[0].startswith("ERROR: codecnn: ") and msg in lines_err[0], res.stderr
