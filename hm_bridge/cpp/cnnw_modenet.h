@@ -130,21 +130,20 @@ class ModeNet {
           const int x0 = j * out / L, x1 = ((j + 1) * out + L - 1) / L;
           std::fill(cell, cell + cp, 0.0f);  // after ReLU every value is >= 0
           for (int y = y0; y < y1; ++y)
-            for (int xx = x0; xx < x1; ++xx) {
-              const float *px = &(*in)[((y + 1) * w + xx + 1) * cp];
-              for (int c = 0; c < cp; ++c) cell[c] = std::max(cell[c], px[c]);
-            }
+            for (int xx = x0; xx < x1; ++xx) maxInto(cell, &(*in)[((y + 1) * w + xx + 1) * cp], cp);
           for (int c = 0; c < last.cout; ++c) s.vec[k + static_cast<size_t>(c) * cells + i * L + j] = cell[c];
         }
       }
       k += static_cast<size_t>(last.cout) * cells;
     }
     for (int i = 0; i < sideCount(); ++i) s.vec[k++] = sideIn[i];
-    s.hid.resize(hidden_ + sideCount());
+    s.hid.resize(fc1_.outPad + 8 + heads_[0].outPad);
     dense(fc1_, &s.vec[0], &s.hid[0], true);
     for (int i = 0; i < sideCount(); ++i) s.hid[hidden_ + i] = sideIn[i];
     const int head = sizeHeads_ ? (n == 4 ? 0 : n == 8 ? 1 : n == 16 ? 2 : 3) : 0;
-    dense(heads_[head], &s.hid[0], logits, false);
+    float *y = &s.hid[fc1_.outPad + 8];
+    dense(heads_[head], &s.hid[0], y, false);
+    std::copy(y, y + kModes, logits);
     return Status::good();
   }
 
@@ -154,9 +153,20 @@ class ModeNet {
     std::vector<float> w, b;  // w: [ky][kx][ci][coutPad]; b: [coutPad]
   };
   struct Dense {
-    int in, out;
-    std::vector<float> wt, b;  // wt: [in][out] (transposed), b: [out]
+    int in, out, outPad;
+    Dense() : in(0), out(0), outPad(0) {}
+    std::vector<float> wt, b;  // wt: [in][outPad] (transposed, zero columns past out), b: [outPad]
   };
+
+  // cell[c] = max(cell[c], px[c]) for c < cp (a multiple of 8).
+  static void maxInto(float *cell, const float *px, int cp) {
+#ifdef CNNW_MODENET_AVX2
+    for (int c = 0; c < cp; c += 8)
+      _mm256_storeu_ps(cell + c, _mm256_max_ps(_mm256_loadu_ps(cell + c), _mm256_loadu_ps(px + c)));
+#else
+    for (int c = 0; c < cp; ++c) cell[c] = std::max(cell[c], px[c]);
+#endif
+  }
 
   int sideCount() const { return normalise_ ? 3 : 2; }
 
@@ -187,16 +197,31 @@ class ModeNet {
     return std::log2(dev * 255.0f) / 8.0f;
   }
 
-  // y = W x + b (ReLU when relu), W stored transposed: y accumulates x[i] times row i.
+  // y = W x + b (ReLU when relu), W stored transposed: y accumulates x[i] times row i; y has outPad places.
   static void dense(const Dense &d, const float *x, float *y, bool relu) {
+#ifdef CNNW_MODENET_AVX2
+    for (int o0 = 0; o0 < d.outPad; o0 += 32) {
+      const int nv = std::min(4, (d.outPad - o0) / 8);
+      __m256 acc[4];
+      for (int v = 0; v < nv; ++v) acc[v] = _mm256_loadu_ps(&d.b[o0 + 8 * v]);
+      const float *r = &d.wt[o0];
+      for (int i = 0; i < d.in; ++i, r += d.outPad) {
+        const __m256 xi = _mm256_broadcast_ss(x + i);
+        for (int v = 0; v < nv; ++v) acc[v] = _mm256_fmadd_ps(xi, _mm256_loadu_ps(r + 8 * v), acc[v]);
+      }
+      for (int v = 0; v < nv; ++v)
+        _mm256_storeu_ps(y + o0 + 8 * v, relu ? _mm256_max_ps(acc[v], _mm256_setzero_ps()) : acc[v]);
+    }
+#else
     std::copy(d.b.begin(), d.b.end(), y);
     for (int i = 0; i < d.in; ++i) {
       const float xi = x[i];
-      const float *r = &d.wt[static_cast<size_t>(i) * d.out];
-      for (int o = 0; o < d.out; ++o) y[o] += xi * r[o];
+      const float *r = &d.wt[static_cast<size_t>(i) * d.outPad];
+      for (int o = 0; o < d.outPad; ++o) y[o] += xi * r[o];
     }
     if (relu)
-      for (int o = 0; o < d.out; ++o) y[o] = std::max(y[o], 0.0f);
+      for (int o = 0; o < d.outPad; ++o) y[o] = std::max(y[o], 0.0f);
+#endif
   }
 
 #ifdef CNNW_MODENET_AVX2
@@ -283,12 +308,13 @@ class ModeNet {
 
   bool denseFrom(const std::vector<Tensor> &ts, int32_t wi, int32_t bi, int out, int in, Dense &d) const {
     if (!tensorIs(ts, wi, out, in) || !tensorIs(ts, bi, out, 0)) return false;
-    d.in = in, d.out = out;
-    d.wt.resize(static_cast<size_t>(in) * out);
+    d.in = in, d.out = out, d.outPad = (out + 7) / 8 * 8;
+    d.wt.assign(static_cast<size_t>(in) * d.outPad, 0.0f);
     for (int o = 0; o < out; ++o)
       for (int i = 0; i < in; ++i)
-        d.wt[static_cast<size_t>(i) * out + o] = ts[wi].data[static_cast<size_t>(o) * in + i];
-    d.b = ts[bi].data;
+        d.wt[static_cast<size_t>(i) * d.outPad + o] = ts[wi].data[static_cast<size_t>(o) * in + i];
+    d.b.assign(d.outPad, 0.0f);
+    std::copy(ts[bi].data.begin(), ts[bi].data.end(), d.b.begin());
     return true;
   }
 
