@@ -197,20 +197,38 @@ class ModeNet {
     return std::log2(dev * 255.0f) / 8.0f;
   }
 
+#ifdef CNNW_MODENET_AVX2
+  // NV vectors of 8 outputs from o0, accumulated in registers over all inputs.
+  template <int NV>
+  static void denseBlock(const Dense &d, const float *x, float *y, bool relu, int o0) {
+    __m256 acc[NV];
+    for (int v = 0; v < NV; ++v) acc[v] = _mm256_loadu_ps(&d.b[o0 + 8 * v]);
+    const float *r = &d.wt[o0];
+    for (int i = 0; i < d.in; ++i, r += d.outPad) {
+      const __m256 xi = _mm256_broadcast_ss(x + i);
+      for (int v = 0; v < NV; ++v) acc[v] = _mm256_fmadd_ps(xi, _mm256_loadu_ps(r + 8 * v), acc[v]);
+    }
+    for (int v = 0; v < NV; ++v)
+      _mm256_storeu_ps(y + o0 + 8 * v, relu ? _mm256_max_ps(acc[v], _mm256_setzero_ps()) : acc[v]);
+  }
+#endif
+
   // y = W x + b (ReLU when relu), W stored transposed: y accumulates x[i] times row i; y has outPad places.
   static void dense(const Dense &d, const float *x, float *y, bool relu) {
 #ifdef CNNW_MODENET_AVX2
-    for (int o0 = 0; o0 < d.outPad; o0 += 32) {
-      const int nv = std::min(4, (d.outPad - o0) / 8);
-      __m256 acc[4];
-      for (int v = 0; v < nv; ++v) acc[v] = _mm256_loadu_ps(&d.b[o0 + 8 * v]);
-      const float *r = &d.wt[o0];
-      for (int i = 0; i < d.in; ++i, r += d.outPad) {
-        const __m256 xi = _mm256_broadcast_ss(x + i);
-        for (int v = 0; v < nv; ++v) acc[v] = _mm256_fmadd_ps(xi, _mm256_loadu_ps(r + 8 * v), acc[v]);
-      }
-      for (int v = 0; v < nv; ++v)
-        _mm256_storeu_ps(y + o0 + 8 * v, relu ? _mm256_max_ps(acc[v], _mm256_setzero_ps()) : acc[v]);
+    int o0 = 0;
+    for (; o0 + 40 <= d.outPad; o0 += 40) denseBlock<5>(d, x, y, relu, o0);
+    switch ((d.outPad - o0) / 8) {
+      case 4:
+        return denseBlock<4>(d, x, y, relu, o0);
+      case 3:
+        return denseBlock<3>(d, x, y, relu, o0);
+      case 2:
+        return denseBlock<2>(d, x, y, relu, o0);
+      case 1:
+        return denseBlock<1>(d, x, y, relu, o0);
+      default:
+        return;
     }
 #else
     std::copy(d.b.begin(), d.b.end(), y);
