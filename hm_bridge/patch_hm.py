@@ -102,7 +102,10 @@ MODES_OPTION = (
     '("CnnModeRd", codecnn_modes::rdCount(), 0, "codecnn: at most N full-RD intra candidates (0: HM\'s 8 for 4x4 '
     f'and 8x8, 3 above)")  {MARK}'
 )
-MODES_PREPARE = f"{{ std::string cnnError; if (!codecnn_modes::prepare(cnnError)) {_STOP} }}  {MARK}"
+MODES_PREPARE = (
+    "{ std::string cnnError; if (!codecnn_modes::prepare(cnnError, codecnn_hm::modelPath(), "
+    f"codecnn_hm::interModelPath())) {_STOP} }}  {MARK}"
+)
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,7 @@ MODES_GLUE = r"""// HM's types as far as the lines patch-hm inserts into TEncSea
 #include <string>
 #include <vector>
 
+#include "TLibCommon/codecnn_hm.h"
 #include "TLibCommon/codecnn_modes_hm.h"
 
 typedef short Pel;
@@ -178,10 +179,12 @@ static void parseCfg() {
 @PREPARE@
 }
 
-// modes MODEL K RD CASES.txt: each line "N X Y QP MPM0 MPM1 MPM2" then N*N block samples and (2N+1)^2 samples of
-// HM's unfiltered reference buffer; prints per case "rd R modes m..."
+// modes MODEL K RD CASES.txt [FILTERMODEL]: each line "N X Y QP MPM0 MPM1 MPM2" then N*N block samples and
+// (2N+1)^2 samples of HM's unfiltered reference buffer; prints per case "rd R modes m..." (FILTERMODEL: the
+// luma filter's --CnnModel)
 int main(int argc, char **argv) {
-  if (argc != 5) return 2;
+  if (argc != 5 && argc != 6) return 2;
+  if (argc == 6) codecnn_hm::modelPath() = argv[5];
   codecnn_modes::modelPath() = argv[1];
   codecnn_modes::topK() = std::atoi(argv[2]);
   codecnn_modes::rdCount() = std::atoi(argv[3]);
@@ -280,10 +283,9 @@ def test_hm_glue_prunes_the_rmd_to_the_networks_top_k_and_the_mpms(tmp_path):
             cases.append((n, py, px))
     (tmp_path / "cases.txt").write_text("".join(lines))
 
-    def run(model_path, k, rd):
-        return subprocess.run(
-            [str(exe), str(model_path), str(k), str(rd), str(tmp_path / "cases.txt")], capture_output=True, text=True
-        )
+    def run(model_path, k, rd, *filter_model):
+        argv = [str(exe), str(model_path), str(k), str(rd), str(tmp_path / "cases.txt"), *map(str, filter_model)]
+        return subprocess.run(argv, capture_output=True, text=True)
 
     for k, rd in ((1, 0), (6, 2)):
         res = run(model, k, rd)
@@ -312,6 +314,7 @@ def test_hm_glue_prunes_the_rmd_to_the_networks_top_k_and_the_mpms(tmp_path):
         ((rdn, 10, 0), "a luma filter (.cnnw version 2), not a mode network"),
         ((tmp_path / "bad.cnnw", 10, 0), "the file is damaged"),
         ((tmp_path / "none.cnnw", 10, 0), "cannot open"),
+        (("", 10, 0, model), "cannot use --CnnModel: " + str(model) + ": a mode network (.cnnw version 3), not a"),
     ):
         res = run(*args)
         assert res.returncode == 1 and res.stdout == "", res.stdout

@@ -26,6 +26,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>  // std::exit and EXIT_FAILURE (the line patch-hm inserts into HM)
+#include <cstring>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -67,9 +69,27 @@ inline State &state() {
   return s;
 }
 
+// A luma filter's model path (--CnnModel, --CnnInterModel) that holds a mode network: the message, else empty.
+// (The luma filter loads its model at the first picture; this refuses the mix-up before encoding.)
+inline std::string modeNetworkAsFilter(const std::string &path, const char *option) {
+  if (path.empty()) return std::string();
+  std::ifstream f(path.c_str(), std::ios::binary);
+  unsigned char head[8] = {0};
+  if (!f.read(reinterpret_cast<char *>(head), 8) || std::memcmp(head, "CNNW", 4) != 0) return std::string();
+  const uint32_t version = head[4] | (head[5] << 8) | (head[6] << 16) | (static_cast<uint32_t>(head[7]) << 24);
+  if (version != cnnw::kModesVersion) return std::string();
+  return std::string("cannot use ") + option + ": " + path +
+         ": a mode network (.cnnw version 3), not a luma filter: give it to --CnnModeModel";
+}
+
 // Checks the options and loads the model; HM calls it once, after parsing its options and before encoding.
-// False, with ``error`` set (one line): the caller prints it and stops.
-inline bool prepare(std::string &error) {
+// ``filterModel``, ``interModel``: the luma filter's --CnnModel and --CnnInterModel (a mode network there is
+// refused now, not at the first picture). False, with ``error`` set (one line): the caller prints it and stops.
+inline bool prepare(std::string &error, const std::string &filterModel = std::string(),
+                    const std::string &interModel = std::string()) {
+  error = modeNetworkAsFilter(filterModel, "--CnnModel");
+  if (error.empty()) error = modeNetworkAsFilter(interModel, "--CnnInterModel");
+  if (!error.empty()) return false;
   if (topK() < 1 || topK() > cnnw::ModeNet::kModes) {
     error = "--CnnModeK " + std::to_string(topK()) + " is out of range (1..35: the network's top K modes)";
     return false;
