@@ -99,6 +99,8 @@ MODES_OPTION = (
     'rough mode decision (hm_bridge)")'
     '("CnnModeK", codecnn_modes::topK(), 10, "codecnn: the mode network\'s top K modes (1..35) and the MPMs go '
     'through the rough mode decision")'
+    '("CnnModeMinSize", codecnn_modes::minSize(), 4, "codecnn: the mode network prunes blocks of this size and '
+    'larger (4, 8, 16, 32)")'
     '("CnnModeRd", codecnn_modes::rdCount(), 0, "codecnn: at most N full-RD intra candidates (0: HM\'s 8 for 4x4 '
     f'and 8x8, 3 above)")  {MARK}'
 )

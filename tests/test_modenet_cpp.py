@@ -179,12 +179,13 @@ static void parseCfg() {
 @PREPARE@
 }
 
-// modes MODEL K RD CASES.txt [FILTERMODEL]: each line "N X Y QP MPM0 MPM1 MPM2" then N*N block samples and
+// modes MODEL K RD CASES.txt [FILTERMODEL [MINSIZE]]: each line "N X Y QP MPM0 MPM1 MPM2" then N*N block samples and
 // (2N+1)^2 samples of HM's unfiltered reference buffer; prints per case "rd R modes m..." (FILTERMODEL: the
 // luma filter's --CnnModel)
 int main(int argc, char **argv) {
-  if (argc != 5 && argc != 6) return 2;
-  if (argc == 6) codecnn_hm::modelPath() = argv[5];
+  if (argc < 5 || argc > 7) return 2;
+  if (argc >= 6) codecnn_hm::modelPath() = argv[5];
+  if (argc == 7) codecnn_modes::minSize() = std::atoi(argv[6]);
   codecnn_modes::modelPath() = argv[1];
   codecnn_modes::topK() = std::atoi(argv[2]);
   codecnn_modes::rdCount() = std::atoi(argv[3]);
@@ -298,6 +299,11 @@ def test_hm_glue_prunes_the_rmd_to_the_networks_top_k_and_the_mpms(tmp_path):
             assert sorted(map(int, g[3:])) == modes, (n, py, px)
             hm_count = 8 if n <= 8 else 3
             assert int(g[1]) == min(rd or hm_count, hm_count, len(modes))
+    res = run(model, 1, 0, "", 16)  # --CnnModeMinSize 16: 4x4 and 8x8 blocks keep HM's full RMD
+    got = [ln.split() for ln in res.stdout.splitlines() if ln.startswith("rd ")]
+    assert res.returncode == 0 and "blocks 16x16 and up" in res.stdout
+    for (n, _, _), g, (_, _, modes) in zip(cases, got, [e for e in expected if e[0] == 1], strict=True):
+        assert sorted(map(int, g[3:])) == (list(range(35)) if n < 16 else modes)
     res = run("", 10, 2)  # no model: every mode, the RD count alone reduced
     got = [ln.split() for ln in res.stdout.splitlines() if ln.startswith("rd ")]
     assert res.returncode == 0 and all(g[3:] == [str(i) for i in range(35)] for g in got)
@@ -310,6 +316,7 @@ def test_hm_glue_prunes_the_rmd_to_the_networks_top_k_and_the_mpms(tmp_path):
         ((model, 0, 0), "--CnnModeK 0 is out of range"),
         ((model, 36, 0), "--CnnModeK 36 is out of range"),
         ((model, 10, 9), "--CnnModeRd 9 is out of range"),
+        ((model, 10, 0, "", 5), "--CnnModeMinSize 5 is not a block size"),
         ((model, 10, -1), "--CnnModeRd -1 is out of range"),
         ((rdn, 10, 0), "a luma filter (.cnnw version 2), not a mode network"),
         ((tmp_path / "bad.cnnw", 10, 0), "the file is damaged"),

@@ -36,9 +36,22 @@ def test_settings_parse_and_refuse():
     assert parse_setting("10:4") == Setting(10, 4) and parse_setting("10:4").name == "k10_rd4"
     assert parse_setting("6") == Setting(6, 0) and parse_setting("6").name == "k6"
     assert parse_setting("-:3") == Setting(None, 3) and parse_setting("-:3").name == "hm_rd3"
-    assert Setting(10, 4).args(Path("m.cnnw")) == ("--CnnModeModel=m.cnnw", "--CnnModeK=10", "--CnnModeRd=4")
+    assert parse_setting("10:2:8") == Setting(10, 2, 8) and parse_setting("10:2:8").name == "k10_min8_rd2"
+    assert Setting(10, 4).args(Path("m.cnnw")) == (
+        "--CnnModeModel=m.cnnw",
+        "--CnnModeK=10",
+        "--CnnModeMinSize=4",
+        "--CnnModeRd=4",
+    )
     assert Setting(None, 3).args(Path("m.cnnw")) == ("--CnnModeRd=3",)
-    for bad, msg in (("0:4", "1..35"), ("36", "1..35"), ("10:9", "RD is 0"), ("x:1", "use K:RD"), ("-:0", "anchor")):
+    for bad, msg in (
+        ("0:4", "1..35"),
+        ("36", "1..35"),
+        ("10:9", "RD is 0"),
+        ("x:1", "use K:RD"),
+        ("-:0", "anchor"),
+        ("10:2:5", "MIN is"),
+    ):
         with pytest.raises(CodecnnError, match=msg):
             parse_setting(bad)
 

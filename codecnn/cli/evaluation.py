@@ -330,7 +330,8 @@ def _evaluate_in_loop(**o) -> None:
     "settings",
     multiple=True,
     metavar="K:RD",
-    help="--in-hm: a pruned encoder, repeatable: top K modes + MPMs, at most RD full RDs (-:RD: no network).",
+    help="--in-hm: a pruned encoder, repeatable: top K modes + MPMs, at most RD full RDs (-:RD: no network; "
+    "K:RD:MIN: the network on blocks MIN x MIN and up).",
 )
 @click.option("--yuv", "inputs", multiple=True, type=click.Path(), help="--in-hm: a sequence to encode; repeatable.")
 @click.option("--list", "seq_list", type=click.Path(), help="--in-hm: a sequence list (datasets/*.toml).")

@@ -41,36 +41,43 @@ HM_RD_COUNTS = "8 for 4x4 and 8x8, 3 above"
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
-    """One pruned encoder: the network's top ``k`` (None: no network, HM's 35-mode RMD) and at most ``rd``
-    full-RD candidates (0: HM's counts)."""
+    """One pruned encoder: the network's top ``k`` (None: no network, HM's 35-mode RMD) on blocks of ``min_size``
+    and up, and at most ``rd`` full-RD candidates (0: HM's counts)."""
 
     k: int | None
     rd: int
+    min_size: int = 4
 
     @property
     def name(self) -> str:
-        return (f"k{self.k}" if self.k else "hm") + (f"_rd{self.rd}" if self.rd else "")
+        size = f"_min{self.min_size}" if self.k and self.min_size != 4 else ""
+        return (f"k{self.k}" if self.k else "hm") + size + (f"_rd{self.rd}" if self.rd else "")
 
     def args(self, model: Path) -> tuple[str, ...]:
-        net = (f"--CnnModeModel={model}", f"--CnnModeK={self.k}") if self.k else ()
+        net = (f"--CnnModeModel={model}", f"--CnnModeK={self.k}", f"--CnnModeMinSize={self.min_size}") if self.k else ()
         return (*net, f"--CnnModeRd={self.rd}")
 
 
 def parse_setting(text: str) -> Setting:
-    """``K:RD`` (e.g. ``10:4``), ``K`` (HM's RD counts) or ``-:RD`` (no network); K 1..35, RD 0..8."""
-    k_text, _, rd_text = text.partition(":")
+    """``K:RD`` (e.g. ``10:4``), ``K:RD:MIN`` (the network on blocks of MIN x MIN and up), ``K`` (HM's RD counts)
+    or ``-:RD`` (no network); K 1..35, RD 0..8, MIN 4, 8, 16 or 32."""
+    k_text, _, rest = text.partition(":")
+    rd_text, _, min_text = rest.partition(":")
     try:
         k = None if k_text.strip() in ("-", "") else int(k_text)
         rd = int(rd_text) if rd_text.strip() else 0
+        min_size = int(min_text) if min_text.strip() else 4
     except ValueError:
         raise CodecnnError(f"--setting {text!r}: use K:RD, e.g. 10:4 (or -:RD for no network)") from None
+    if min_size not in (4, 8, 16, 32):
+        raise CodecnnError(f"--setting {text!r}: MIN is a block size the network covers, 4, 8, 16 or 32")
     if k is not None and not 1 <= k <= 35:
         raise CodecnnError(f"--setting {text!r}: K is the network's top K modes, 1..35")
     if not 0 <= rd <= 8:
         raise CodecnnError(f"--setting {text!r}: RD is 0 (HM's counts: {HM_RD_COUNTS}) or 1..8")
     if k is None and rd == 0:
         raise CodecnnError(f"--setting {text!r}: without a network give an RD count (-:RD), else it is the anchor")
-    return Setting(k, rd)
+    return Setting(k, rd, min_size)
 
 
 def encoder_times(log_path: Path) -> dict:
@@ -109,7 +116,7 @@ def evaluate_modes_in_hm(
         model = Path(model).resolve()
     key_base = {"hm_enc": sha256_file(enc), "hm_dec": sha256_file(dec), "cfg": sha256_file(cfg)}
     key_base["config"] = encode.config
-    units, run_args = [], {}
+    units = []  # (unit, its encoder options)
     for si, spec in enumerate(specs):
         reader = spec.open()
         sel = reader.select(encode.start, encode.frames if encode.frames is not None else spec.frames, 1)
@@ -125,12 +132,12 @@ def evaluate_modes_in_hm(
                 if s is not None and s.k:
                     key["model"] = sha256_file(model)
                 u = Unit(spec.name, qp, run, str(src), info, str(workdir / spec.name / f"qp{qp}" / run), key)
-                units.append(u)
-                run_args[u] = args
+                units.append((u, args))
     t0 = time.perf_counter()
 
-    def one(u: Unit) -> dict:
-        rec = run_unit(u, enc, dec, cfg, encode.config, None, extra_args=run_args[u])
+    def one(unit: tuple[Unit, tuple[str, ...]]) -> dict:
+        u, args = unit
+        rec = run_unit(u, enc, dec, cfg, encode.config, None, extra_args=args)
         return {**rec, **encoder_times(Path(u.workdir) / "encoder.log")}
 
     with ThreadPoolExecutor(max(1, jobs)) as pool:  # HM runs as a subprocess: threads suffice

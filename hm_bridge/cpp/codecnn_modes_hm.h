@@ -9,6 +9,8 @@
 // TAppEncoder options:
 //   --CnnModeModel=modes.cnnw  the mode network (codecnn export of a modenet checkpoint; empty: no network)
 //   --CnnModeK=K               the network's top K modes (1..35, default 10) and the MPMs go through the RMD
+//   --CnnModeMinSize=S         the network prunes blocks of S x S and larger only (4, 8, 16, 32; default 4):
+//                              a 4x4 block's 35 Hadamard SATDs cost about what the network does
 //   --CnnModeRd=R              at most R full-RD candidates from the RMD (HM: 8 for 4x4 and 8x8, 3 above;
 //                              0 = HM's counts); works with or without a model. The MPMs are added as HM does.
 // The decoder is untouched: the bitstream is standard HEVC whatever the options (only the encoder's choices
@@ -47,6 +49,10 @@ inline int &topK() {
 inline int &rdCount() {
   static int r = 0;
   return r;
+}
+inline int &minSize() {
+  static int n = 4;
+  return n;
 }
 
 struct State {
@@ -94,6 +100,10 @@ inline bool prepare(std::string &error, const std::string &filterModel = std::st
     error = "--CnnModeK " + std::to_string(topK()) + " is out of range (1..35: the network's top K modes)";
     return false;
   }
+  if (minSize() != 4 && minSize() != 8 && minSize() != 16 && minSize() != 32) {
+    error = "--CnnModeMinSize " + std::to_string(minSize()) + " is not a block size the network covers (4, 8, 16, 32)";
+    return false;
+  }
   if (rdCount() < 0 || rdCount() > 8) {
     error = "--CnnModeRd " + std::to_string(rdCount()) + " is out of range (0: HM's counts, 1..8 full-RD candidates)";
     return false;
@@ -106,10 +116,12 @@ inline bool prepare(std::string &error, const std::string &filterModel = std::st
     return false;
   }
   s.active = true;
-  std::printf("codecnn: intra mode network %s (float32, CRC-32 %s): RMD over its top %d modes and the MPMs, %s\n",
-              modelPath().c_str(), s.net.checksumHex().c_str(), topK(),
-              rdCount() ? ("at most " + cnnw::decimal(rdCount()) + " full-RD candidates").c_str()
-                        : "HM's full-RD candidate counts");
+  std::printf(
+      "codecnn: intra mode network %s (float32, CRC-32 %s): RMD of blocks %dx%d and up over its top %d "
+      "modes and the MPMs, %s\n",
+      modelPath().c_str(), s.net.checksumHex().c_str(), minSize(), minSize(), topK(),
+      rdCount() ? ("at most " + cnnw::decimal(rdCount()) + " full-RD candidates").c_str()
+                : "HM's full-RD candidate counts");
   return true;
 }
 
@@ -162,7 +174,7 @@ inline int pruneRmd(const Pel *org, int orgStride, int width, int height, const 
   std::fill(allowed, allowed + cnnw::ModeNet::kModes, true);
   if (rdCount() > 0) numModesForFullRD = std::min(numModesForFullRD, rdCount());
   State &s = state();
-  if (!s.active || width != height || (width != 4 && width != 8 && width != 16 && width != 32))
+  if (!s.active || width != height || width < minSize() || (width != 4 && width != 8 && width != 16 && width != 32))
     return numModesForFullRD;
   const std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
   const int side = 2 * width + 1;
