@@ -2,6 +2,8 @@
 //   cnnw_modenet_tool run MODEL IN.f32 N QP COUNT OUT.f32   COUNT canvases (3 x (2N+1)^2 floats) -> 35 logits each
 //   cnnw_modenet_tool bench MODEL N REPS                   "N wall_us cpu_us macs" per N x N block, one thread
 //   cnnw_modenet_tool check MODEL                          loads it: its CRC-32, or the error (exit 1)
+//   cnnw_modenet_tool checks FILE...                       per file one line: "OK" after running it on a block of
+//                                                         each size, or why it is refused (for the ASan tests)
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -17,6 +19,24 @@ int main(int argc, char **argv) {
     return 2;
   }
   const std::string cmd = argv[1];
+  if (cmd == "checks") {
+    for (int i = 2; i < argc; ++i) {
+      cnnw::ModeNet m;
+      cnnw::Status ls = m.load(argv[i]);
+      if (!ls.ok) {
+        std::printf("%s\n", ls.message.c_str());
+        continue;
+      }
+      cnnw::ModeNet::Scratch sc;
+      float out[35];
+      for (int n = 4; n <= 32; n *= 2) {
+        std::vector<float> canvas(static_cast<size_t>(3) * (2 * n + 1) * (2 * n + 1), 0.5f);
+        ls = m.run(&canvas[0], n, 32, out, sc);
+      }
+      std::printf("%s\n", ls.ok ? "OK" : ls.message.c_str());
+    }
+    return 0;
+  }
   cnnw::ModeNet net;
   cnnw::Status st = net.load(argv[2]);
   if (!st.ok) {
