@@ -1,6 +1,7 @@
 """``python -m hm_bridge patch-hm HM_DIR``: put the codecnn luma filter into a user's HM 16.x checkout.
 
-It copies ``cnnw.h``, ``codecnn_signal.h`` and ``codecnn_hm.h`` into ``source/Lib/TLibCommon`` (already on
+It copies the headers of ``HEADERS`` (``cnnw.h`` and ``cnnw_format.h``, ``codecnn_signal.h``, ``codecnn_hm.h``,
+and the mode network's ``cnnw_modenet.h`` and ``codecnn_modes_hm.h``) into ``source/Lib/TLibCommon`` (already on
 HM's include path, so no build file changes) and edits, each line marked ``// codecnn hm_bridge``:
 
 * ``TEncGOP.cpp``: after SAO, before the picture's slices are written (and so before the PSNR and before
@@ -14,6 +15,15 @@ HM's include path, so no build file changes) and edits, each line marked ``// co
 * ``TDecGop.cpp``: after SAO in ``filterPicture``, ``codecnn_hm::filterLumaDecoder`` follows the payload;
 * ``TAppEncCfg.cpp``: the options ``--CnnModel`` (the model path; empty = off) and ``--CnnSignal``;
   ``TAppDecCfg.cpp``: ``--CnnModel``.
+
+and, for the mode network in the encoder's intra search (encoder only; the decoder is untouched):
+
+* ``TEncSearch.cpp``: before ``estIntraPredLumaQT``'s rough mode decision loop, ``codecnn_modes::pruneRmd`` (the
+  network's top k plus the MPMs are the modes the loop evaluates; the full-RD count reduced), and in the loop
+  the line that skips the other modes;
+* ``TAppEncCfg.cpp``: ``--CnnModeModel``, ``--CnnModeK``, ``--CnnModeMinSize``, ``--CnnModeRd``, and after the
+  options are parsed (before encoding) ``codecnn_modes::prepare``, which stops HM with one line on a bad option
+  or model.
 
 It is idempotent: it first takes out what any hm_bridge put in (marked lines are removed, replaced lines
 restored from the original they keep in their marker) and then applies this version's edits, and writes a
