@@ -3,10 +3,10 @@
 The C++ reader is ``hm_bridge/cpp/cnnw.h``; both sides must change together (the op enum and the
 field order below are mirrored there, and each file points at the other). Little-endian throughout.
 
-File layout (version 2)::
+File layout (version 2; version 3 is the same layout, for the mode network's ops)::
 
     char[4]  magic "CNNW"
-    u32      version (2)
+    u32      version (2 restoration, 3 mode network)
     u32      CRC-32 of every byte after this field (file offset 12 to the end): zlib's CRC-32 (polynomial
              0xEDB88320 reflected, as ``zlib.crc32``), checked by both readers before anything else is read
     u32      precision: 0 = float32, 1 = int16 fixed point (the rules: hm_bridge/fixed.py)
@@ -26,6 +26,10 @@ but 1 in 2^32 others) is refused as damaged by ``read_cnnw`` and by ``cnnw.h``, 
 wrong weights. The checksum is exposed (``Graph.crc32`` here, ``Model::checksum()`` in C++, printed by
 ``cnnw_tool`` and by HM's glue at load) so the encoder's and the decoder's model can be compared.
 
+Version 3 (``MODES_VERSION``) is version 2's layout holding a mode network (``arch`` "modenet", ops 7-11,
+:mod:`hm_bridge.modenet`): a reader of version 2 refuses it by its version, so a mode network given as a luma
+filter (or a luma filter as a mode network) is refused with one line that says which it is.
+
 Version 1 is version 2 without the checksum field (precision follows the version). Both readers still
 read it, with a warning that names the file and asks to re-export it; the writer writes version 2 only.
 
@@ -44,7 +48,15 @@ CONV2D     3   (weight, bias, pad, groups)   tensor ids of weight (Cout, Cin/gro
 RELU       4   ()
 ADD        5   ()                      two inputs of equal shape
 CROP       6   (border,)               removes ``border`` samples on every side
+NORMALISE  7   ()                      mode network: the canvas normalised (``modenet.normalise_canvas``)
+AVG_POOL   8   (size,)                 adaptive average pooling to size x size (when larger)
+SPP_MAX    9   (levels...)             adaptive max pooling to each level, flattened and concatenated
+DENSE      10  (weight, bias, side)    fully connected; side 1: the side inputs appended to its input
+HEADS      11  (w4, b4, w8, b8, w16, b16, w32, b32)   one DENSE with side inputs per block size 4..32
 =========  ==  =====================================================================================
+
+Ops 7-11 appear only in version 3 files (the mode network: node 0 is its canvas, 3 x (2N+1) x (2N+1),
+the last node its 35 logits; see :mod:`hm_bridge.modenet`).
 """
 
 from __future__ import annotations
@@ -67,14 +79,19 @@ from codecnn.hevc import QP_SCALE
 log = logging.getLogger(__name__)
 
 MAGIC = b"CNNW"
-VERSION = 2  # written; read: VERSION and LEGACY_VERSIONS
+VERSION = 2  # written for restoration networks; read: VERSION, MODES_VERSION and LEGACY_VERSIONS
+MODES_VERSION = 3  # written for mode networks (ops NORMALISE..HEADS); version 2's layout
 LEGACY_VERSIONS = (1,)  # read with a warning (no checksum)
 CHECKED_FROM = 12  # the CRC-32 (at offset 8) covers the bytes from this offset to the end
 FLOAT32, INT16 = 0, 1
 
-# op enum: mirrored in hm_bridge/cpp/cnnw.h (enum class Op)
-INPUT, QP_PLANE, CONCAT, CONV2D, RELU, ADD, CROP = range(7)
-OP_NAMES = ("INPUT", "QP_PLANE", "CONCAT", "CONV2D", "RELU", "ADD", "CROP")
+# op enum: mirrored in hm_bridge/cpp/cnnw_format.h (enum Op)
+INPUT, QP_PLANE, CONCAT, CONV2D, RELU, ADD, CROP, NORMALISE, AVG_POOL, SPP_MAX, DENSE, HEADS = range(12)
+OP_NAMES = (
+    *("INPUT", "QP_PLANE", "CONCAT", "CONV2D", "RELU", "ADD", "CROP"),
+    *("NORMALISE", "AVG_POOL", "SPP_MAX", "DENSE", "HEADS"),
+)
+MODE_OPS = (NORMALISE, AVG_POOL, SPP_MAX, DENSE, HEADS)
 MAX_DIMS, MAX_TENSOR_VALUES, MAX_NODES, MAX_HEADER = 4, 1 << 26, 1 << 16, 1 << 20
 
 
@@ -144,8 +161,9 @@ def graph_from_rdn(model) -> Graph:
 
 
 def write_cnnw(graph: Graph, path: str | os.PathLike) -> Path:
-    """Write ``graph`` as a version 2 ``.cnnw`` file, float32 or (a graph from ``fixed.quantise_graph``)
-    int16, via a temporary file and a rename; sets ``graph.version`` and ``graph.crc32`` to the file's."""
+    """Write ``graph`` as a version 2 ``.cnnw`` file (version 3 when it holds the mode network's ops), float32
+    or (a graph from ``fixed.quantise_graph``) int16, via a temporary file and a rename; sets
+    ``graph.version`` and ``graph.crc32`` to the file's."""
     p = Path(path)
     buf = io.BytesIO()  # everything after the checksum field
     fixed = hasattr(graph, "tensor_q")
@@ -166,8 +184,9 @@ def write_cnnw(graph: Graph, path: str | os.PathLike) -> Path:
         buf.write(struct.pack(f"<I{len(n.params)}i", len(n.params), *n.params))
     payload = buf.getvalue()
     crc = zlib.crc32(payload)
-    out = atomic_write_bytes(p, MAGIC + struct.pack("<II", VERSION, crc) + payload)
-    graph.version, graph.crc32 = VERSION, crc
+    version = MODES_VERSION if any(n.op in MODE_OPS for n in graph.nodes) else VERSION
+    out = atomic_write_bytes(p, MAGIC + struct.pack("<II", version, crc) + payload)
+    graph.version, graph.crc32 = version, crc
     return out
 
 
@@ -198,8 +217,8 @@ def read_cnnw(path: str | os.PathLike) -> Graph:
     if r.take(4) != MAGIC:
         raise CodecnnError(f"{p}: not a .cnnw file (bad magic)")
     version = r.u32()
-    if version != VERSION and version not in LEGACY_VERSIONS:
-        known = ", ".join(map(str, (*LEGACY_VERSIONS, VERSION)))
+    if version not in (VERSION, MODES_VERSION) and version not in LEGACY_VERSIONS:
+        known = ", ".join(map(str, (*LEGACY_VERSIONS, VERSION, MODES_VERSION)))
         raise CodecnnError(f"{p}: .cnnw version {version}; this reader knows versions {known}")
     crc = None
     if version >= 2:
@@ -219,6 +238,10 @@ def read_cnnw(path: str | os.PathLike) -> Graph:
         header = json.loads(r.take(hlen).decode())
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise CodecnnError(f"{p}: damaged header") from None
+    arch = header.get("arch") if isinstance(header, dict) else None
+    if (version == MODES_VERSION) != (arch == "modenet"):
+        held = f"version {MODES_VERSION} holds mode networks" if version == MODES_VERSION else f"version {version}"
+        raise CodecnnError(f"{p}: .cnnw {held}, but this file holds {arch!r}: damaged or mislabelled")
     g = Graph(header, version=version, crc32=crc)
     if precision == INT16:
         g.tensor_q = []  # type: ignore[attr-defined]
@@ -244,7 +267,7 @@ def read_cnnw(path: str | os.PathLike) -> Graph:
         raise CodecnnError(f"{p}: {k} nodes is out of range")
     for i in range(k):
         op, ni = r.u32(2)
-        if op >= len(OP_NAMES) or ni > MAX_NODES:
+        if op >= len(OP_NAMES) or ni > MAX_NODES or (op in MODE_OPS and version != MODES_VERSION):
             raise CodecnnError(f"{p}: node {i} has an unknown op {op}")
         ins = ([r.u32()] if ni == 1 else r.u32(ni)) if ni else []
         if any(j >= i for j in ins):

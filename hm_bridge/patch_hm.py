@@ -1,6 +1,7 @@
 """``python -m hm_bridge patch-hm HM_DIR``: put the codecnn luma filter into a user's HM 16.x checkout.
 
-It copies ``cnnw.h``, ``codecnn_signal.h`` and ``codecnn_hm.h`` into ``source/Lib/TLibCommon`` (already on
+It copies the headers of ``HEADERS`` (``cnnw.h`` and ``cnnw_format.h``, ``codecnn_signal.h``, ``codecnn_hm.h``,
+and the mode network's ``cnnw_modenet.h`` and ``codecnn_modes_hm.h``) into ``source/Lib/TLibCommon`` (already on
 HM's include path, so no build file changes) and edits, each line marked ``// codecnn hm_bridge``:
 
 * ``TEncGOP.cpp``: after SAO, before the picture's slices are written (and so before the PSNR and before
@@ -14,6 +15,15 @@ HM's include path, so no build file changes) and edits, each line marked ``// co
 * ``TDecGop.cpp``: after SAO in ``filterPicture``, ``codecnn_hm::filterLumaDecoder`` follows the payload;
 * ``TAppEncCfg.cpp``: the options ``--CnnModel`` (the model path; empty = off) and ``--CnnSignal``;
   ``TAppDecCfg.cpp``: ``--CnnModel``.
+
+and, for the mode network in the encoder's intra search (encoder only; the decoder is untouched):
+
+* ``TEncSearch.cpp``: before ``estIntraPredLumaQT``'s rough mode decision loop, ``codecnn_modes::pruneRmd`` (the
+  network's top k plus the MPMs are the modes the loop evaluates; the full-RD count reduced), and in the loop
+  the line that skips the other modes;
+* ``TAppEncCfg.cpp``: ``--CnnModeModel``, ``--CnnModeK``, ``--CnnModeMinSize``, ``--CnnModeRd``, and after the
+  options are parsed (before encoding) ``codecnn_modes::prepare``, which stops HM with one line on a bad option
+  or model.
 
 It is idempotent: it first takes out what any hm_bridge put in (marked lines are removed, replaced lines
 restored from the original they keep in their marker) and then applies this version's edits, and writes a
@@ -35,8 +45,9 @@ from codecnn.errors import CodecnnError
 MARK = "// codecnn hm_bridge"
 WAS = " (was: "  # a replaced line's marker keeps the original line: MARK + WAS + original + ")"
 CPP = Path(__file__).resolve().parent / "cpp"
-HEADERS = ("cnnw.h", "codecnn_signal.h", "codecnn_hm.h")
+HEADERS = ("cnnw_format.h", "cnnw.h", "codecnn_signal.h", "codecnn_hm.h", "cnnw_modenet.h", "codecnn_modes_hm.h")
 INCLUDE = f'#include "TLibCommon/codecnn_hm.h"  {MARK}'
+MODES_INCLUDE = f'#include "TLibCommon/codecnn_modes_hm.h"  {MARK}'
 _REC = "pcPic->getPicYuvRec()"
 _ARGS = (
     f"{_REC}->getAddr(COMPONENT_Y), {_REC}->getStride(COMPONENT_Y), {_REC}->getWidth(COMPONENT_Y), "
@@ -82,6 +93,32 @@ ENC_OPTION = (
 )
 DEC_OPTION = f"{_MODEL_OPTION}  {MARK}"
 
+# encoder only, the intra search: the mode network's top k and the MPMs as the RMD's candidates, fewer full RDs
+MODES_PRUNE = (
+    "Bool cnnAllowed[35]; Int cnnMpm[3] = {-1, -1, -1}; "
+    "pcCU->getIntraDirPredictor(uiPartOffset, cnnMpm, COMPONENT_Y); "
+    "numModesForFullRD = codecnn_modes::pruneRmd(piOrg, Int(uiStride), Int(puRect.width), Int(puRect.height), "
+    "getPredictorPtr(COMPONENT_Y, false), sps.getBitDepth(CHANNEL_TYPE_LUMA), Int(pcCU->getQP(0)), "
+    "Int(pcCU->getCUPelX() + puRect.x0), Int(pcCU->getCUPelY() + puRect.y0), Int(sps.getPicWidthInLumaSamples()), "
+    "Int(sps.getPicHeightInLumaSamples()), Int(sps.getMaxCUWidth()), cnnMpm, numModesForFullRD, cnnAllowed);  "
+    f"{MARK}"
+)
+MODES_SKIP = f"if (!cnnAllowed[uiMode]) continue;  {MARK}"
+MODES_OPTION = (
+    '("CnnModeModel", codecnn_modes::modelPath(), std::string(""), "codecnn: .cnnw mode network pruning the intra '
+    'rough mode decision (hm_bridge)")'
+    '("CnnModeK", codecnn_modes::topK(), 10, "codecnn: the mode network\'s top K modes (1..35) and the MPMs go '
+    'through the rough mode decision")'
+    '("CnnModeMinSize", codecnn_modes::minSize(), 4, "codecnn: the mode network prunes blocks of this size and '
+    'larger (4, 8, 16, 32)")'
+    '("CnnModeRd", codecnn_modes::rdCount(), 0, "codecnn: at most N full-RD intra candidates (0: HM\'s 8 for 4x4 '
+    f'and 8x8, 3 above)")  {MARK}'
+)
+MODES_PREPARE = (
+    "{ std::string cnnError; if (!codecnn_modes::prepare(cnnError, codecnn_hm::modelPath(), "
+    f"codecnn_hm::interModelPath())) {_STOP} }}  {MARK}"
+)
+
 
 @dataclass(frozen=True)
 class Edit:
@@ -91,6 +128,7 @@ class Edit:
     context: str  # regex that must occur before the anchor (the anchor is its first match after it)
     line: str  # what to insert before the anchor (indented like it), or the anchor's replacement
     replace: bool = False
+    include: str = INCLUDE  # the include line the file needs for it
 
 
 EDITS = (
@@ -145,6 +183,38 @@ EDITS = (
         r"addOptions\(\)",
         DEC_OPTION,
     ),
+    Edit(
+        "Lib/TLibEncoder/TEncSearch.cpp",
+        '#include "TEncSearch.h"',
+        r"^\s*for\( Int modeIdx = 0; modeIdx < numModesAvailable; modeIdx\+\+ \)",
+        r"distParam\.bApplyWeight = false;",
+        MODES_PRUNE,
+        include=MODES_INCLUDE,
+    ),
+    Edit(
+        "Lib/TLibEncoder/TEncSearch.cpp",
+        '#include "TEncSearch.h"',
+        r"^\s*Distortion uiSad  = 0;",
+        r"UInt\s+uiMode = modeIdx;",
+        MODES_SKIP,
+        include=MODES_INCLUDE,
+    ),
+    Edit(
+        "App/TAppEncoder/TAppEncCfg.cpp",
+        '#include "TAppEncCfg.h"',
+        r'^\s*\("ReconFile,o",',
+        r"addOptions\(\)",
+        MODES_OPTION,
+        include=MODES_INCLUDE,
+    ),
+    Edit(
+        "App/TAppEncoder/TAppEncCfg.cpp",
+        '#include "TAppEncCfg.h"',
+        r"^\s*xCheckParameter\(\);",
+        r"TAppEncCfg::parseCfg\(",
+        MODES_PREPARE,
+        include=MODES_INCLUDE,
+    ),
 )
 
 
@@ -186,7 +256,8 @@ def _plan(text: str, edits: list[Edit], name: str) -> str:
             f"{name}: the line {edits[0].after_include!r} was not found once; this HM version is not "
             "supported by patch-hm (see the README to insert the lines by hand)"
         )
-    lines.insert(inc[0] + 1, INCLUDE)
+    for k, include in enumerate(dict.fromkeys(e.include for e in edits)):
+        lines.insert(inc[0] + 1 + k, include)
     return "\n".join(lines)
 
 

@@ -329,7 +329,8 @@ def test_python_reader_refuses_damaged_files(float_model, tmp_path):
     p = tmp_path / "bad.cnnw"
     for bad, msg in (
         (b"XXXX" + data[4:], "bad magic"),
-        (data[:4] + b"\x03" + data[5:], "version 3; this reader knows versions 1, 2"),
+        (data[:4] + b"\x04" + data[5:], "version 4; this reader knows versions 1, 2, 3"),
+        (data[:4] + b"\x03" + data[5:], "version 3 holds mode networks, but this file holds 'rdn'"),
         (data[:4] + b"\x00" + data[5:], "version 0"),
         (data[: len(data) // 2], "the file is damaged"),
         (data[:10], "truncated"),
@@ -985,8 +986,12 @@ def _fake_hm(root: Path) -> Path:
         "    }\n}\n",
         "source/Lib/TLibDecoder/TDecGop.cpp": '#include "TDecGop.h"\nvoid g() {\n    m_pcSAO->SAOProcess(pcPic);\n'
         "  }\n\n  pcPic->compressMotion();\n}\n",
-        "source/App/TAppEncoder/TAppEncCfg.cpp": '#include "TAppEncCfg.h"\nvoid h() {\n  opts.addOptions()\n'
-        '  ("ReconFile,o", m_r, string(""), "recon");\n}\n',
+        "source/App/TAppEncoder/TAppEncCfg.cpp": '#include "TAppEncCfg.h"\nBool TAppEncCfg::parseCfg(Int argc) {\n'
+        '  opts.addOptions()\n  ("ReconFile,o", m_r, string(""), "recon");\n'
+        "  // check validity\n  xCheckParameter();\n}\n",
+        "source/Lib/TLibEncoder/TEncSearch.cpp": '#include "TEncSearch.h"\nvoid s() {\n'
+        "      distParam.bApplyWeight = false;\n      for( Int modeIdx = 0; modeIdx < numModesAvailable; modeIdx++ )\n"
+        "      {\n        UInt       uiMode = modeIdx;\n        Distortion uiSad  = 0;\n      }\n}\n",
         "source/App/TAppDecoder/TAppDecCfg.cpp": '#include "TAppDecCfg.h"\nvoid k() {\n  opts.addOptions()\n'
         '  ("ReconFile,o", m_r, string(""), "recon");\n}\n',
     }
@@ -1045,7 +1050,7 @@ def test_patch_hm_second_run_touches_nothing(tmp_path):
     r = CliRunner().invoke(main, ["patch-hm", str(hm)])
     assert r.exit_code == 0, r.output
     files = [*(hm / "source").rglob("*.cpp"), *(hm / "source/Lib/TLibCommon").glob("*.h")]
-    assert len(files) == 10
+    assert len(files) == 14
     subprocess.run(["touch", "-d", "@1000000000", *map(str, files)], check=True)  # as after an old build
     before = {p: p.stat().st_mtime_ns for p in files}
     r = CliRunner().invoke(main, ["patch-hm", str(hm)])

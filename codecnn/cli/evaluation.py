@@ -320,13 +320,51 @@ def _evaluate_in_loop(**o) -> None:
 
 
 @cli.command("evaluate-modes")
-@click.option("--checkpoint", required=True, type=click.Path())
-@click.option("--data", required=True, type=click.Path(), help="An intra-modes dataset.")
+@click.option("--checkpoint", type=click.Path(), help="A mode-network checkpoint (best.pt, zoo:NAME).")
+@click.option("--data", type=click.Path(), help="An intra-modes dataset.")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
+@click.option("--in-hm", is_flag=True, help="Run the mode network inside HM's encoder (patch-hm): EncT and BD-rate.")
+@click.option("--model", type=click.Path(), help="--in-hm: the exported mode network (codecnn export best.pt).")
+@click.option(
+    "--setting",
+    "settings",
+    multiple=True,
+    metavar="K:RD",
+    help="--in-hm: a pruned encoder, repeatable: top K modes + MPMs, at most RD full RDs (-:RD: no network; "
+    "K:RD:MIN: the network on blocks MIN x MIN and up).",
+)
+@click.option("--yuv", "inputs", multiple=True, type=click.Path(), help="--in-hm: a sequence to encode; repeatable.")
+@click.option("--list", "seq_list", type=click.Path(), help="--in-hm: a sequence list (datasets/*.toml).")
+@click.option("--seq-dir", type=click.Path(), help="--in-hm: folder holding the files of --list.")
+@click.option("--name", help="--in-hm: the name of a single --yuv sequence in the report.")
+@encode_options(hm_flag="in_hm")
+@click.option("--hm-dec", type=click.Path(), help="--in-hm: an UNMODIFIED HM TAppDecoder (from a pristine HM).")
+@click.option("--work-dir", type=click.Path(), help="--in-hm: keep HM's runs here; a second run resumes.")
+@click.option("--jobs", type=POSITIVE, default=1, show_default=True, help="--in-hm: HM runs in parallel.")
+@click.option("--method", type=click.Choice(["pchip", "cubic", "akima"]), default="pchip", show_default=True)
 @click.option("--out", required=True, type=click.Path(), help="Folder for results.json and report.md.")
-def evaluate_modes(checkpoint, data, split, out):
+def evaluate_modes(checkpoint, data, split, in_hm, out, **o):
     """Top-1/3/8 recall of the best mode and the cost increase of a top-k search, per block size, beside
-    HM's rough mode decision and planar+DC+MPM on the same blocks."""
+    HM's rough mode decision and planar+DC+MPM on the same blocks.
+
+    With --in-hm: the patched HM encoder (python -m hm_bridge patch-hm) without and with the network pruning
+    its intra search, each --setting K:RD against the anchor: BD-rate Y/U/V, EncT, the network's share of the
+    encoder time; every stream decoded by an unmodified HM decoder to the encoder's pictures.
+
+    \b
+    Examples:
+      codecnn evaluate-modes --checkpoint zoo:modenet-ai --data modes.h5 --out modes_report/
+      codecnn evaluate-modes --in-hm --model modes.cnnw --setting 10:4 --setting -:4 --yuv carphone.yuv \\
+        --size 176x144 --frames 17 --hm-bin TAppEncoderStatic --hm-cfg encoder_intra_main.cfg \\
+        --hm-dec pristine/TAppDecoderStatic --work-dir work/ --out modes_hm/
+    """
+    if in_hm:
+        return _evaluate_modes_in_hm(checkpoint=checkpoint, data=data, out=out, **o)
+    given = [k for k in ("model", "hm_dec", "work_dir", "seq_list") if o[k]] + (["setting"] if o["settings"] else [])
+    if given or o["inputs"]:
+        raise CodecnnError("--model, --setting, --yuv, --list, --hm-dec and --work-dir belong to --in-hm: add it")
+    if not checkpoint or not data:
+        raise CodecnnError("give --checkpoint and --data (the dataset's blocks), or --in-hm to run HM")
     from codecnn.eval.intra import evaluate_checkpoint, mode_table_lines, pruned_table_lines
 
     check_output_dir(out, "--out")
@@ -337,6 +375,49 @@ def evaluate_modes(checkpoint, data, split, out):
     echo_lines(pruned_table_lines(r))
     for name, path in written.items():
         click.echo(f"{name}: {path}")
+
+
+def _evaluate_modes_in_hm(**o) -> None:
+    """``evaluate-modes --in-hm``: the options checked, then :func:`codecnn.eval.modes_hm.evaluate_modes_in_hm`."""
+    import tempfile
+
+    from codecnn.eval import inloop, modes_hm
+    from codecnn.sequences import load_sequence_list, sequence_from_path
+
+    encode = o["encode"]
+    if o["checkpoint"] or o["data"]:
+        raise CodecnnError("--in-hm runs an exported model in HM: give --model M.cnnw, not --checkpoint/--data")
+    if not (o["inputs"] or o["seq_list"]):
+        raise CodecnnError("--in-hm encodes sequences: give --yuv FILE or --list datasets/NAME.toml")
+    if not o["settings"]:
+        raise CodecnnError("--in-hm needs at least one --setting K:RD (e.g. --setting 10:4)")
+    settings = [modes_hm.parse_setting(t) for t in o["settings"]]
+    if any(s.k for s in settings) and not o["model"]:
+        raise CodecnnError("--setting K:RD runs the network: give --model M.cnnw (codecnn export of a modenet)")
+    inloop.hm_encoder_files(encode)
+    dec = inloop.find_hm_decoder(o["hm_dec"])
+    check_output_dir(o["out"], "--out")
+    check_not_input("--out", o["out"], command_inputs("out", "work_dir"), REPORT_FILES)
+    specs = load_sequence_list(o["seq_list"], o["seq_dir"]) if o["seq_list"] else []
+    specs += [sequence_from_path(p, encode.size, encode.bit_depth, encode.fps, name=o["name"]) for p in o["inputs"]]
+    with contextlib.ExitStack() as stack:
+        if o["work_dir"]:
+            check_output_dir(o["work_dir"], "--work-dir")
+            work = Path(o["work_dir"]).absolute()
+        else:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="codecnn-modes-hm-")))
+        results = modes_hm.evaluate_modes_in_hm(
+            specs,
+            encode,
+            dec=dec,
+            model=Path(o["model"]) if o["model"] else None,
+            settings=settings,
+            workdir=work,
+            jobs=o["jobs"],
+            method=o["method"],
+        )
+    written = modes_hm.write_results(results, Path(o["out"]))
+    echo_lines(modes_hm.lines(results) + [f"{k}: {v}" for k, v in written.items()])
 
 
 @cli.command()

@@ -16,13 +16,22 @@ from codecnn.files import check_not_input, check_output_file
 @click.option("--calib", type=click.Path(), help="Dataset to calibrate --int16 on (default: the training data).")
 @click.option("--onnx", "as_onnx", is_flag=True, help="Write ONNX instead (checked against PyTorch with onnxruntime).")
 def export(checkpoint, out, int16, calib, as_onnx):
-    """Export a restoration checkpoint for HM: a versioned .cnnw file read by hm_bridge/cpp/cnnw.h."""
+    """Export a checkpoint for HM: a versioned .cnnw file read by hm_bridge/cpp/cnnw.h (a restoration network,
+    the luma filter) or by hm_bridge/cpp/cnnw_modenet.h (a mode network, for HM's intra search: float32)."""
+    from codecnn.train.checkpoint import load_checkpoint
     from hm_bridge.export import MAX_LOSS_DB, export_checkpoint, export_onnx
+    from hm_bridge.modenet import export_modenet
 
     if as_onnx and int16:
         raise CodecnnError("--onnx writes a float ONNX model and --int16 an int16 .cnnw file: give one of them")
     check_output_file(out, "--out")
     check_not_input("--out", out, command_inputs("out"))
+    if load_checkpoint(checkpoint).get("arch") == "modenet":
+        if int16 or as_onnx:
+            raise CodecnnError("a mode network exports as a float32 .cnnw file only: drop --int16 and --onnx")
+        p, g = export_modenet(checkpoint, out)
+        click.echo(f"wrote {p} ({p.stat().st_size} bytes, float32 mode network, .cnnw version {g.version})")
+        return
     if as_onnx:
         r = export_onnx(checkpoint, out)
         click.echo(

@@ -156,8 +156,10 @@ def run_unit(
     model: Path | None,
     signal: str = "ctu",
     inter_model: Path | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> dict:
-    """Encode, decode and check one unit; write and return its record (``unit.json``)."""
+    """Encode, decode and check one unit; write and return its record (``unit.json``). ``extra_args``: more
+    encoder options (``evaluate-modes --in-hm``'s mode-network settings; the decoder is given none)."""
     work = Path(u.workdir)
     done = work / "unit.json"
     if done.is_file():
@@ -175,6 +177,7 @@ def run_unit(
         args += (f"--CnnModel={model}", f"--CnnSignal={SIGNALS[signal]}")
         if inter_model is not None:
             args += (f"--CnnInterModel={inter_model}",)
+    args += tuple(extra_args)
     encoder = HMEncoder(enc, cfg, args=args, config=config)
     reader = RawYuvReader(u.source, u.info.width, u.info.height, u.info.bit_depth, u.info.fps)
     who = f"{u.seq} QP{u.qp} {u.run}"
