@@ -266,10 +266,8 @@ def evaluate(
 
 def _evaluate_in_loop(**o) -> None:
     """``evaluate --in-loop``: the options checked, then :func:`codecnn.eval.inloop.evaluate_in_loop`."""
-    import tempfile
 
     from codecnn.eval import inloop
-    from codecnn.sequences import load_sequence_list, sequence_from_path
 
     encode = o["encode"]
     other = [
@@ -292,18 +290,9 @@ def _evaluate_in_loop(**o) -> None:
         raise CodecnnError("--in-loop encodes sequences: give --yuv FILE or --list datasets/NAME.toml")
     if not o["model"]:
         raise CodecnnError("--in-loop needs the model HM runs: --model M.cnnw (codecnn export best.pt --int16 ...)")
-    inloop.hm_encoder_files(encode)  # a missing cfg or encoder is refused before --out is made
-    dec = inloop.find_hm_decoder(o["hm_dec"])
-    check_output_dir(o["out"], "--out")
-    check_not_input("--out", o["out"], command_inputs("out", "work_dir"), REPORT_FILES)
-    specs = load_sequence_list(o["seq_list"], o["seq_dir"]) if o["seq_list"] else []
-    specs += [sequence_from_path(p, encode.size, encode.bit_depth, encode.fps, name=o["name"]) for p in o["inputs"]]
+    dec, specs = _hm_runs_checked(o, encode)
     with contextlib.ExitStack() as stack:
-        if o["work_dir"]:
-            check_output_dir(o["work_dir"], "--work-dir")
-            work = Path(o["work_dir"]).absolute()
-        else:
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="codecnn-inloop-")))
+        work = _work_folder(o, stack, "codecnn-inloop-")
         results = inloop.evaluate_in_loop(
             specs,
             encode,
@@ -317,6 +306,31 @@ def _evaluate_in_loop(**o) -> None:
         )
     written = inloop.write_results(results, Path(o["out"]))
     echo_lines(inloop.lines(results) + [f"{k}: {v}" for k, v in written.items()])
+
+
+def _hm_runs_checked(o: dict, encode):
+    """What a command that runs HM on fresh encodes checks before any work (the encoder and cfg, the decoder,
+    --out, an --out that names an input) and the sequences it codes: (decoder, sequence specs)."""
+    from codecnn.eval import inloop
+    from codecnn.sequences import load_sequence_list, sequence_from_path
+
+    inloop.hm_encoder_files(encode)  # a missing cfg or encoder is refused before --out is made
+    dec = inloop.find_hm_decoder(o["hm_dec"])
+    check_output_dir(o["out"], "--out")
+    check_not_input("--out", o["out"], command_inputs("out", "work_dir"), REPORT_FILES)
+    specs = load_sequence_list(o["seq_list"], o["seq_dir"]) if o["seq_list"] else []
+    specs += [sequence_from_path(p, encode.size, encode.bit_depth, encode.fps, name=o["name"]) for p in o["inputs"]]
+    return dec, specs
+
+
+def _work_folder(o: dict, stack: contextlib.ExitStack, prefix: str) -> Path:
+    """--work-dir (checked, kept) or a temporary folder that the stack removes."""
+    import tempfile
+
+    if o["work_dir"]:
+        check_output_dir(o["work_dir"], "--work-dir")
+        return Path(o["work_dir"]).absolute()
+    return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
 
 
 @cli.command("evaluate-modes")
@@ -379,10 +393,8 @@ def evaluate_modes(checkpoint, data, split, in_hm, out, **o):
 
 def _evaluate_modes_in_hm(**o) -> None:
     """``evaluate-modes --in-hm``: the options checked, then :func:`codecnn.eval.modes_hm.evaluate_modes_in_hm`."""
-    import tempfile
 
-    from codecnn.eval import inloop, modes_hm
-    from codecnn.sequences import load_sequence_list, sequence_from_path
+    from codecnn.eval import modes_hm
 
     encode = o["encode"]
     if o["checkpoint"] or o["data"]:
@@ -394,18 +406,9 @@ def _evaluate_modes_in_hm(**o) -> None:
     settings = [modes_hm.parse_setting(t) for t in o["settings"]]
     if any(s.k for s in settings) and not o["model"]:
         raise CodecnnError("--setting K:RD runs the network: give --model M.cnnw (codecnn export of a modenet)")
-    inloop.hm_encoder_files(encode)
-    dec = inloop.find_hm_decoder(o["hm_dec"])
-    check_output_dir(o["out"], "--out")
-    check_not_input("--out", o["out"], command_inputs("out", "work_dir"), REPORT_FILES)
-    specs = load_sequence_list(o["seq_list"], o["seq_dir"]) if o["seq_list"] else []
-    specs += [sequence_from_path(p, encode.size, encode.bit_depth, encode.fps, name=o["name"]) for p in o["inputs"]]
+    dec, specs = _hm_runs_checked(o, encode)
     with contextlib.ExitStack() as stack:
-        if o["work_dir"]:
-            check_output_dir(o["work_dir"], "--work-dir")
-            work = Path(o["work_dir"]).absolute()
-        else:
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="codecnn-modes-hm-")))
+        work = _work_folder(o, stack, "codecnn-modes-hm-")
         results = modes_hm.evaluate_modes_in_hm(
             specs,
             encode,

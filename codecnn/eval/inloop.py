@@ -390,10 +390,11 @@ def lines(results: dict) -> list[str]:
     return out
 
 
-def write_results(results: dict, out: Path) -> dict:
+def write_results(results: dict, out: Path, title: str = "codecnn in-loop evaluation", table=None) -> dict:
+    """``results.json`` and ``report.md`` (the title and the table of ``table(results)``, by default
+    :func:`lines`) in ``out``; also what ``evaluate-modes --in-hm`` writes."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(results, indent=1))
-    atomic_write_text(
-        out / "report.md", "# codecnn in-loop evaluation\n\n```\n" + "\n".join(lines(results)) + "\n```\n"
-    )
+    text = "\n".join((table or lines)(results))
+    atomic_write_text(out / "report.md", f"# {title}\n\n```\n{text}\n```\n")
     return {"results": str(out / "results.json"), "report": str(out / "report.md")}

@@ -18,7 +18,6 @@ time (HM prints the time spent in the network at exit). Units are resumable as `
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,9 +27,9 @@ import numpy as np
 
 from codecnn.encoders.settings import EncodeSettings
 from codecnn.errors import CodecnnError
+from codecnn.eval import inloop
 from codecnn.eval.inloop import PLANES, Unit, hm_encoder_files, run_unit, sha256_file
 from codecnn.eval.metrics import BDError, bd_rate
-from codecnn.files import atomic_write_text
 from codecnn.yuv import stage_frames
 
 # TAppEncoder's last line (encmain.cpp, clock(): CPU time) and codecnn_modes_hm.h's line at exit
@@ -236,8 +235,4 @@ def lines(results: dict) -> list[str]:
 
 
 def write_results(results: dict, out: Path) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "results.json", json.dumps(results, indent=1))
-    text = "# codecnn: the mode network in HM's encoder\n\n```\n" + "\n".join(lines(results)) + "\n```\n"
-    atomic_write_text(out / "report.md", text)
-    return {"results": str(out / "results.json"), "report": str(out / "report.md")}
+    return inloop.write_results(results, out, "codecnn: the mode network in HM's encoder", lines)
