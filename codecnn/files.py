@@ -149,6 +149,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return Path(path)
 
 
+POSIX_NAME_MAX, POSIX_PATH_MAX = 0xFF, 4096  # Linux's NAME_MAX and PATH_MAX, where pathconf cannot tell
+
+
 def _nearest_existing(p: Path) -> Path:
     p = p.absolute()
     while not os.path.exists(p) and p != p.parent:  # (os.path.exists: False, not an error, for a name too long)
@@ -171,7 +174,7 @@ def _check_names(p: Path, option: str, room: int) -> None:
     try:
         name_max, path_max = os.pathconf(base, "PC_NAME_MAX"), os.pathconf(base, "PC_PATH_MAX")
     except OSError:
-        name_max, path_max = 255, 4096
+        name_max, path_max = POSIX_NAME_MAX, POSIX_PATH_MAX
     parts = p.parts
     for i, name in enumerate(parts):
         size = len(os.fsencode(name)) + (room if i == len(parts) - 1 else 0)

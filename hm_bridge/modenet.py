@@ -6,7 +6,7 @@ A version 3 file (:data:`hm_bridge.format.MODES_VERSION`): node 0 is the canvas 
     INPUT -> [NORMALISE] -> [AVG_POOL pool_to] -> (CONV2D, RELU) x depth -> SPP_MAX levels
           -> DENSE (fc1, side inputs appended) -> RELU -> HEADS (one per block size) or DENSE (fc2, side)
 
-The side inputs are ``log2(N) / 5``, ``QP / 51`` and, with NORMALISE, ``log2(deviation * 255) / 8``
+The side inputs are ``log2(N) / 5``, ``QP / 51`` and, with NORMALISE, ``log2(deviation * sample_peak(8)) / 8``
 (:func:`codecnn.models.modenet.side_info`). The last node gives the 35 logits. The C++ reader is
 ``hm_bridge/cpp/cnnw_modenet.h``; it accepts this chain only (the shape every ModeNet exports to).
 """
