@@ -29,6 +29,7 @@ OUTPUT_ERRNOS = {
 }
 # the longest suffix codecnn adds to an output file's name for its temporary siblings (OUT.h5.parts, NAME.tmp)
 TEMP_SUFFIX_ROOM = len(".parts")
+POSIX_NAME_MAX, POSIX_PATH_MAX = 0xFF, 4096  # Linux's NAME_MAX and PATH_MAX, where pathconf cannot tell
 
 
 def output_error(e: OSError, path: str | os.PathLike | None = None, option: str | None = None) -> CodecnnError | None:
@@ -147,9 +148,6 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_write(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
-
-
-POSIX_NAME_MAX, POSIX_PATH_MAX = 0xFF, 4096  # Linux's NAME_MAX and PATH_MAX, where pathconf cannot tell
 
 
 def _nearest_existing(p: Path) -> Path:
