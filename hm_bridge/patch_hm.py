@@ -89,7 +89,11 @@ _MODEL_OPTION = (
 )
 ENC_OPTION = (
     f'{_MODEL_OPTION}("CnnSignal", codecnn_hm::signalMode(), 2, "codecnn: 0 filter every picture, 1 decide per '
-    f'picture (on/off, residual scale), 2 also per CTU; signalled in the slice header (hm_bridge)")  {MARK}'
+    f'picture (on/off, residual scale), 2 also per CTU; signalled in the slice header (hm_bridge)")'
+    '("CnnQpSearch", codecnn_hm::qpSearch(), 1, "codecnn: 1 the encoder picks the QP the network is given per '
+    'picture (signalled), 0 the slice QP (hm_bridge)")'
+    '("CnnRecordInput", codecnn_hm::recordPath(), std::string(""), "codecnn: write every picture as it enters '
+    f'the filter to this I420 file, by POC (closed-loop training data; hm_bridge)")  {MARK}'
 )
 DEC_OPTION = f"{_MODEL_OPTION}  {MARK}"
 

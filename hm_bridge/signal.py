@@ -1,7 +1,8 @@
 """The in-loop signalling of ``hm_bridge/cpp/codecnn_signal.h``, read in Python (tests and analysis).
 
 The payload rides in a picture's first slice segment header extension: an optional 4-byte header
-(``0x00``, version/mode, model id) and the picture's parameters (scale ``k`` / 64 and optional per-CTU
+(``0x00``, version/mode, model id) and the picture's parameters (version 2: the QP index ``q``, the network
+given slice QP + 4 (q - 5), the scale ``k`` = 20 + 4 s, over 64; version 1: ``k`` alone; optional per-CTU
 flags); a filtered sample is ``clip(x + floor((k * (f - x) + 32) / 64))``. Keep this file and the C++ header
 in step: the C++ is what HM runs, this is its twin.
 """
@@ -12,8 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-VERSION = 1
+VERSION = 2  # what the encoder writes; version 1 is still read
+VERSIONS = (1, 2)
 SCALE_SHIFT = 6
+QP_STEP, QP_SAME = 4, 5  # version 2: the network's QP = slice QP + QP_STEP * (q - QP_SAME), clipped to 0..51
+SCALE_BASE, SCALE_STEP = 20, 4  # version 2: k = SCALE_BASE + SCALE_STEP * s
 MODES = ("always", "picture", "ctu")  # codecnn_signal.h Mode: 0, 1, 2
 HEADER_BYTES = 4
 
@@ -27,24 +31,35 @@ class Payload:
     on: bool | None  # None: no parameters in the payload (off in modes 1 and 2, on in mode 0)
     k: int = 0
     ctu: tuple[int, ...] = ()  # per-CTU flags, () = every CTU
+    q: int = QP_SAME  # version 2's QP index (version 1: always QP_SAME, the slice QP)
+    version: int | None = None  # the header's version, None without a header
 
 
-def parse_payload(data: bytes, width: int, height: int, block: int) -> Payload:
-    """Read one payload as the decoder does (codecnn_signal.h ``parse``), without the stream's state."""
-    mode = model_id = None
+def net_qp(slice_qp: int, q: int) -> int:
+    """The QP the network is given for QP index ``q`` (codecnn_signal.h ``qpFor``)."""
+    return max(0, min(51, slice_qp + QP_STEP * (q - QP_SAME)))
+
+
+def parse_payload(data: bytes, width: int, height: int, block: int, version: int = VERSION) -> Payload:
+    """Read one payload as the decoder does (codecnn_signal.h ``parse``), without the stream's state:
+    ``version`` is the stream's (its header's, which a header in ``data`` overrides)."""
+    mode = model_id = head = None
     at = 0
     if data[:1] == b"\x00":
-        if len(data) < HEADER_BYTES or data[1] >> 4 != VERSION or data[1] & 0x0F > 2:
+        if len(data) < HEADER_BYTES or data[1] >> 4 not in VERSIONS or data[1] & 0x0F > 2:
             raise ValueError("a codecnn payload of another version")
         mode, model_id, at = data[1] & 0x0F, int.from_bytes(data[2:4], "big"), HEADER_BYTES
+        head = version = data[1] >> 4
     if at == len(data):
-        return Payload(mode, model_id, None)
-    k, flags = data[at] & 0x7F, bool(data[at] & 0x80)
+        return Payload(mode, model_id, None, version=head)
+    flags = bool(data[at] & 0x80)
+    k = data[at] & 0x7F if version == 1 else SCALE_BASE + SCALE_STEP * (data[at] & 0x0F)
+    q = QP_SAME if version == 1 else (data[at] >> 4) & 0x07
     n = -(-width // block) * -(-height // block)
-    if k == 0 or len(data) != at + 1 + (-(-n // 8) if flags else 0):
+    if data[at] & 0x7F == 0 or len(data) != at + 1 + (-(-n // 8) if flags else 0):
         raise ValueError("codecnn parameters that do not fit the picture")
     bits = np.unpackbits(np.frombuffer(data[at + 1 :], np.uint8))[:n] if flags else ()
-    return Payload(mode, model_id, True, k, tuple(int(b) for b in bits))
+    return Payload(mode, model_id, True, k, tuple(int(b) for b in bits), q, head)
 
 
 def blend(rec: np.ndarray, filtered: np.ndarray, k: int, bit_depth: int) -> np.ndarray:

@@ -738,6 +738,8 @@ int main(int argc, char **argv) {
   codecnn_hm::modelPath() = argv[2];
   codecnn_hm::interModelPath() = argv[13];
   codecnn_hm::signalMode() = std::atoi(argv[9]);
+  if (std::getenv("GLUE_RECORD")) codecnn_hm::recordPath() = std::getenv("GLUE_RECORD");      // --CnnRecordInput
+  if (std::getenv("GLUE_QPSEARCH")) codecnn_hm::qpSearch() = std::atoi(std::getenv("GLUE_QPSEARCH"));  // --CnnQpSearch
   const int w = std::atoi(argv[5]), h = std::atoi(argv[6]);
   for (int poc = 0; poc < 2; ++poc) {
     TComPicYuv rec(w, h), org(w, h);
@@ -785,7 +787,7 @@ def test_hm_glue_signals_what_the_encoder_decides_and_the_decoder_follows(cxx, i
     streams and bad models stop HM with one message; without a model nothing changes."""
     from hm_bridge.__main__ import main
     from hm_bridge.fixed import filter_plane_int
-    from hm_bridge.signal import apply_payload, parse_payload
+    from hm_bridge.signal import apply_payload, net_qp, parse_payload
 
     compiler = _compiler(cxx)
     hm = _fake_hm(tmp_path / "HM")
@@ -809,11 +811,13 @@ def test_hm_glue_signals_what_the_encoder_decides_and_the_decoder_follows(cxx, i
     orig.astype(np.uint8).tofile(raw_org)
     model_id = zlib.crc32(int16_model.read_bytes()[12:]) & 0xFFFF
 
-    def run(model, side="enc", signal=2, lam=60.0, inter=""):
+    def run(model, side="enc", signal=2, lam=60.0, inter="", env=None):
         for poc in (0, 1):
             Path(f"{out}.{poc}").unlink(missing_ok=True)
         argv = [str(exe), side, str(model), str(raw), str(raw_org), "176", "144", "8", "27", str(signal), str(lam)]
-        res = subprocess.run([*argv, str(out), str(pay), str(inter)], capture_output=True, text=True)
+        res = subprocess.run(
+            [*argv, str(out), str(pay), str(inter)], capture_output=True, text=True, env={**os.environ, **(env or {})}
+        )
         pics = []
         for poc in (0, 1):
             if not Path(f"{out}.{poc}").exists():
@@ -827,30 +831,70 @@ def test_hm_glue_signals_what_the_encoder_decides_and_the_decoder_follows(cxx, i
     def payloads():
         return [Path(f"{pay}.{poc}").read_bytes() if Path(f"{pay}.{poc}").exists() else b"" for poc in (0, 1)]
 
-    res, pics = run(int16_model)
+    def filtered(q):  # the int16 twin's output for QP index q (the network given net_qp(27, q))
+        return filter_plane_int(read_cnnw(int16_model), plane, 8, net_qp(27, q))
+
+    record = tmp_path / "filter_input.yuv"
+    res, pics = run(int16_model, env={"GLUE_RECORD": str(record)})
     crc = f"CRC-32 {zlib.crc32(int16_model.read_bytes()[12:]):#010x}"  # printed by encoder and decoder alike
     assert res.returncode == 0 and f"codecnn: luma filter {int16_model} (int16, {crc}) after SAO" in res.stdout
     p0, p1 = payloads()
     first, second = parse_payload(p0, 176, 144, 64), parse_payload(p1, 176, 144, 64)
-    assert (first.mode, first.model_id) == (2, model_id) and second.mode is None  # the header once, first
+    assert (first.mode, first.model_id, first.version) == (2, model_id, 2) and second.mode is None  # header once
     assert first.on and first.ctu and first.ctu[0] == first.ctu[4] == first.ctu[8] == 1 and sum(first.ctu) < 9
+    assert first.q == 5  # the CTUs made to match are the network's output at the slice QP
     for pic, p in zip(pics, (first, second), strict=True):
-        np.testing.assert_array_equal(pic, apply_payload(plane, want, p, 64, 8))
+        np.testing.assert_array_equal(pic, apply_payload(plane, filtered(p.q), p, 64, 8))
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("codecnn: POC")]
-    assert lines[0] == f"codecnn: POC 0 on k={first.k} ctus={sum(first.ctu)}/9 bytes={len(p0)}", lines
+    assert lines[0] == f"codecnn: POC 0 on k={first.k} qp=27 ctus={sum(first.ctu)}/9 bytes={len(p0)} tries=3", lines
     assert len(p0) == 4 + 1 + 2
+    # --CnnRecordInput: each picture as it entered the filter, at its POC, I420 with grey chroma
+    rec_frames = np.fromfile(record, np.uint8).reshape(2, -1)
+    assert rec_frames.shape[1] == 176 * 144 * 3 // 2
+    for f in rec_frames:
+        np.testing.assert_array_equal(f[: 176 * 144].reshape(144, 176), plane)
+        assert (f[176 * 144 :] == 128).all()
     res, decoded = run(int16_model, "dec")
     assert res.returncode == 0, res.stderr
     for a, b in zip(decoded, pics, strict=True):
         np.testing.assert_array_equal(a, b)
 
+    # the network's QP: CTUs made to match its output at QP 19 (q = 3) make the encoder's search find q = 3,
+    # signalled, and the decoder gives the network QP 19 too; --CnnQpSearch=0 keeps the slice QP (one try)
+    orig19 = RawYuvReader(HM / "carphone" / "orig.yuv", 176, 144).read(1).y.copy()
+    for y, x in ((0, 0), (64, 64), (128, 128)):
+        orig19[y : y + 64, x : x + 64] = filtered(3)[y : y + 64, x : x + 64]
+    orig19.astype(np.uint8).tofile(raw_org)
+    res, pics = run(int16_model)
+    p0, p1 = payloads()
+    first, second = parse_payload(p0, 176, 144, 64), parse_payload(p1, 176, 144, 64)
+    assert first.q == 3 and first.on and res.returncode == 0, res.stdout
+    assert "codecnn: POC 0 on k=" in res.stdout and " qp=19 " in res.stdout
+    for pic, p in zip(pics, (first, second), strict=True):
+        np.testing.assert_array_equal(pic, apply_payload(plane, filtered(p.q), p, 64, 8))
+    res, decoded = run(int16_model, "dec")
+    assert res.returncode == 0 and all((a == b).all() for a, b in zip(decoded, pics, strict=True)), res.stderr
+    res, pics = run(int16_model, env={"GLUE_QPSEARCH": "0"})
+    assert res.returncode == 0 and " qp=27 " in res.stdout and " tries=1" in res.stdout and " qp=19 " not in res.stdout
+    assert parse_payload(payloads()[0], 176, 144, 64).q == 5
+    orig.astype(np.uint8).tofile(raw_org)
+    # a version 1 stream (the previous hm_bridge's) still decodes: k alone, the network at the slice QP
+    Path(f"{pay}.0").write_bytes(bytes([0, 0x12, model_id >> 8, model_id & 0xFF, 40]))
+    Path(f"{pay}.1").unlink(missing_ok=True)
+    res, decoded = run(int16_model, "dec", signal=1)
+    assert res.returncode == 0, res.stderr
+    v1 = parse_payload(Path(f"{pay}.0").read_bytes(), 176, 144, 64)
+    assert (v1.version, v1.k, v1.q) == (1, 40, 5)
+    np.testing.assert_array_equal(decoded[0], apply_payload(plane, want, v1, 64, 8))
+    np.testing.assert_array_equal(decoded[1], plane)  # no parameters: off
+
     # a huge lambda: no bits are worth spending, the filter is off and only the header is sent
     res, pics = run(int16_model, lam=1e12)
-    assert res.returncode == 0 and payloads() == [bytes([0, 0x12, model_id >> 8, model_id & 0xFF]), b""]
+    assert res.returncode == 0 and payloads() == [bytes([0, 0x22, model_id >> 8, model_id & 0xFF]), b""]
     np.testing.assert_array_equal(pics[0], plane)
     # always on (--CnnSignal=0): the header only, every picture filtered; the decoder follows
     res, pics = run(int16_model, signal=0)
-    assert res.returncode == 0 and payloads() == [bytes([0, 0x10, model_id >> 8, model_id & 0xFF]), b""]
+    assert res.returncode == 0 and payloads() == [bytes([0, 0x20, model_id >> 8, model_id & 0xFF]), b""]
     for pic in pics:
         np.testing.assert_array_equal(pic, want)
     res, decoded = run(int16_model, "dec", signal=1)
@@ -865,7 +909,7 @@ def test_hm_glue_signals_what_the_encoder_decides_and_the_decoder_follows(cxx, i
     res, pics = run(int16_model, signal=0, inter=other)
     assert res.returncode == 0 and "inter-picture luma filter" in res.stdout, res.stderr
     both = model_id ^ (((other_id << 8) | (other_id >> 8)) & 0xFFFF)
-    assert payloads() == [bytes([0, 0x10, both >> 8, both & 0xFF]), b""]
+    assert payloads() == [bytes([0, 0x20, both >> 8, both & 0xFF]), b""]
     np.testing.assert_array_equal(pics[0], want)
     np.testing.assert_array_equal(pics[1], filter_plane_int(read_cnnw(other), plane, 8, 27))
     res, decoded = run(int16_model, "dec", signal=1, inter=other)
@@ -880,13 +924,13 @@ def test_hm_glue_signals_what_the_encoder_decides_and_the_decoder_follows(cxx, i
     assert res.returncode == 1 and "coded with a codecnn filter: give the encoder's --CnnModel" in res.stderr
     res, _ = run(int16_model, "dec", signal=0)  # a model but no signalling (PPS flag off)
     assert res.returncode == 1 and "carries no codecnn signalling" in res.stderr, res.stderr
-    Path(f"{pay}.0").write_bytes(bytes([0, 0x20, 0, 0]))
+    Path(f"{pay}.0").write_bytes(bytes([0, 0x30, 0, 0]))
     res, _ = run(int16_model, "dec", signal=1)
     assert res.returncode == 1 and "another version" in res.stderr, res.stderr
-    Path(f"{pay}.0").write_bytes(bytes([0, 0x12, (model_id >> 8) ^ 1, model_id & 0xFF]))
+    Path(f"{pay}.0").write_bytes(bytes([0, 0x22, (model_id >> 8) ^ 1, model_id & 0xFF]))
     res, _ = run(int16_model, "dec", signal=1)
     assert res.returncode == 1 and "coded with another model" in res.stderr, res.stderr
-    Path(f"{pay}.0").write_bytes(bytes([0, 0x12, model_id >> 8, model_id & 0xFF, 0x80 | 40, 0xFF]))  # 9 CTUs
+    Path(f"{pay}.0").write_bytes(bytes([0, 0x22, model_id >> 8, model_id & 0xFF, 0x80 | 40, 0xFF]))  # 9 CTUs
     res, _ = run(int16_model, "dec", signal=1)
     assert res.returncode == 1 and "do not fit the picture" in res.stderr, res.stderr
     Path(f"{pay}.0").unlink()
@@ -1081,8 +1125,9 @@ def test_patch_hm_second_run_touches_nothing(tmp_path):
 
 
 SIGNAL_FUZZ = r"""// Feeds payloads to codecnn_signal::parse (one per line of the input file, hex) for a 176x144
-// picture in 64x64 CTUs, the stream state carried from line to line as the decoder carries it, and applies each
-// parsed choice to a picture; prints "ok" or "error <message>" per line.
+// picture in 64x64 CTUs, the stream state carried from line to line as the decoder carries it (a line "--"
+// starts a new stream), and applies each parsed choice to a picture; prints "ok" or "error <message>" per line
+// ("reset" for "--").
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -1093,11 +1138,15 @@ int main(int argc, char **argv) {
   if (argc != 2) return 2;
   std::FILE *in = std::fopen(argv[1], "r");
   if (!in) return 2;
-  int mode = 0;
-  bool seen = false;
+  codecnn_signal::Stream stream;
   std::vector<short> pic(176 * 144, 100), filtered(176 * 144, 120);
   char line[4096];
   while (std::fgets(line, sizeof line, in)) {
+    if (line[0] == '-') {
+      stream = codecnn_signal::Stream();
+      std::printf("reset\n");
+      continue;
+    }
     std::vector<unsigned char> p;
     for (const char *c = line; c[0] && c[1] && c[0] != '\n'; c += 2) {
       unsigned v = 0;
@@ -1106,7 +1155,7 @@ int main(int argc, char **argv) {
     }
     codecnn_signal::Choice choice;
     std::string error;
-    if (codecnn_signal::parse(p, 176, 144, 64, 0x1234, mode, seen, choice, error)) {
+    if (codecnn_signal::parse(p, 176, 144, 64, 0x1234, stream, choice, error)) {
       codecnn_signal::apply(&pic[0], 176, filtered, 176, 144, 8, 64, choice);
       std::printf("ok\n");
     } else {
@@ -1138,34 +1187,39 @@ def test_damaged_signalling_payloads_are_refused_under_asan(tmp_path):
         assert "[-W" not in r.stderr, r.stderr[-3000:]
         pytest.skip(f"cannot build with -fsanitize=address: {r.stderr[-300:]}")
     rng = np.random.default_rng(1)
-    header = bytes([0, 0x12, 0x12, 0x34])
-    good = [header, header + bytes([40]), header + bytes([0x80 | 40, 0b10110000, 0x80]), bytes([33]), b""]
-    cases = list(good)
-    for _ in range(300):
-        base = good[int(rng.integers(0, len(good)))]
-        kind = int(rng.integers(0, 3))
-        if kind == 0:
-            data = rng.integers(0, 256, int(rng.integers(1, 12)), dtype=np.uint8).tobytes()
-        elif kind == 1 and base:
-            data = base[: int(rng.integers(0, len(base)))]
-        else:
-            data = bytearray(base or b"\x00")
-            data[int(rng.integers(0, len(data)))] ^= 1 << int(rng.integers(0, 8))
-            data = bytes(data)
-        cases.append(header)  # a good header first, so the parameters after it are read as such
-        cases.append(data)
+    cases, versions = [], []  # each case: a new stream, a good header of version 1 or 2, then the payload
+    for version in (1, 2):
+        header = bytes([0, version << 4 | 2, 0x12, 0x34])
+        good = [header, header + bytes([40]), header + bytes([0x80 | 40, 0b10110000, 0x80]), bytes([33]), b""]
+        cases += [c for g in good for c in (None, header, g)]
+        versions += [version] * len(good)
+        for _ in range(150):
+            base = good[int(rng.integers(0, len(good)))]
+            kind = int(rng.integers(0, 3))
+            if kind == 0:
+                data = rng.integers(0, 256, int(rng.integers(1, 12)), dtype=np.uint8).tobytes()
+            elif kind == 1 and base:
+                data = base[: int(rng.integers(0, len(base)))]
+            else:
+                data = bytearray(base or b"\x00")
+                data[int(rng.integers(0, len(data)))] ^= 1 << int(rng.integers(0, 8))
+                data = bytes(data)
+            cases += [None, header, data]
+            versions.append(version)
     listing = tmp_path / "payloads.txt"
-    listing.write_text("".join(c.hex() + "\n" for c in cases))
+    listing.write_text("".join("--\n" if c is None else c.hex() + "\n" for c in cases))
     res = subprocess.run([str(exe), str(listing)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
-    outcomes = res.stdout.splitlines()
-    assert len(outcomes) == len(cases)
-    assert outcomes[: len(good)] == ["ok"] * len(good)
+    lines = res.stdout.splitlines()
+    assert len(lines) == len(cases) and lines[::3] == ["reset"] * (len(cases) // 3)
+    assert lines[1::3] == ["ok"] * (len(cases) // 3)  # the good header
+    outcomes, payloads = lines[2::3], cases[2::3]
+    assert [outcomes[i] for i in (0, 1, 2, 3, 4, 155, 156, 157, 158, 159)] == ["ok"] * 10  # the good payloads
     refused = [o for o in outcomes if o.startswith("error ")]
     assert refused and all("(empty)" not in o for o in refused)
-    for data, outcome in zip(cases, outcomes, strict=True):
+    for data, version, outcome in zip(payloads, versions, outcomes, strict=True):
         try:  # the Python twin agrees on which payloads are readable (the stream state aside)
-            parse_payload(data, 176, 144, 64)
+            parse_payload(data, 176, 144, 64, version=version)
             twin = "ok"
         except ValueError:
             twin = "error"

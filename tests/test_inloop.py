@@ -83,6 +83,74 @@ def test_in_loop_random_access_through_patched_hm(tmp_path):
         assert q["test"]["pictures_on"] == q["test"]["frames"]
 
 
+@needs_hm
+@pytest.mark.slow
+def test_closed_loop_dataset_records_what_the_filter_receives(tmp_path):
+    """make-dataset --loop-model: HM codes random access with the filter in its loop, and each sample's input
+    is the picture the filter received (after SAO, its references filtered), not HM's output: the inputs
+    equal HM's recorded filter input CTU for CTU, and differ from HM's output on the pictures it filtered.
+    Per-sample slice types, QPs and layers are kept; info --verify passes."""
+    import h5py
+    import numpy as np
+
+    from codecnn.data.ctu import cut_ctus
+    from codecnn.yuv import RawYuvReader
+
+    enc, dec, cfg = _hm()
+    orig = tmp_path / "carphone_176x144_30.yuv"
+    orig.write_bytes((HM / "carphone" / "orig.yuv").read_bytes())
+    out = tmp_path / "closed.h5"
+    args = ["make-dataset", "--yuv", str(orig), "--frames", "5", "--qp", "37", "--config", "ra", "--encoder", "hm",
+            "--hm-bin", enc, "--hm-cfg", cfg, "--loop-model", "zoo:rdn-inloop-lop", "--out", str(out)]  # fmt: skip
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    with h5py.File(out, "r") as f:
+        inputs, slice_type, qp = f["input"][()], f["slice_type"][()], f["qp"][()]
+        unit = json.loads(f["meta"]["units"][()])[0]
+    assert set(slice_type) == {0, 2} and len(set(qp)) > 1  # B and I pictures, at their own QPs
+    # the same encode by hand, recording the filter's input and keeping HM's output
+    from codecnn.zoo import resolve
+
+    work = tmp_path / "by_hand"
+    work.mkdir()
+    (work / "orig.yuv").write_bytes(orig.read_bytes()[: 5 * 176 * 144 * 3 // 2])
+    import subprocess
+
+    argv = [enc, "-c", cfg, "-i", "orig.yuv", "-b", "s.bin", "-o", "recon.yuv", "--SourceWidth=176",
+            "--SourceHeight=144", "--FrameRate=30", "--FramesToBeEncoded=5", "--InputChromaFormat=420",
+            "--InputBitDepth=8", "--InternalBitDepth=8", "--OutputBitDepth=8", "--QP=37",
+            f"--CnnModel={resolve('zoo:rdn-inloop-lop', hm=True)}", "--CnnRecordInput=fi.yuv"]  # fmt: skip
+    log = subprocess.run(argv, cwd=work, capture_output=True, text=True)
+    assert log.returncode == 0, log.stdout[-2000:]
+    on = [int(ln.split()[2]) for ln in log.stdout.splitlines() if ln.startswith("codecnn: POC") and " on " in ln]
+    assert on, log.stdout  # the filter was on somewhere: those pictures tell input from output apart
+    rec, fin = RawYuvReader(work / "recon.yuv", 176, 144), RawYuvReader(work / "fi.yuv", 176, 144)
+    per = len(inputs) // 5
+    for poc in range(5):
+        got = inputs[poc * per : (poc + 1) * per]
+        np.testing.assert_array_equal(got, cut_ctus(fin.read(poc).y, fin.read(poc).y, 128, 2)[0])
+        if poc in on:
+            assert not np.array_equal(got, cut_ctus(rec.read(poc).y, rec.read(poc).y, 128, 2)[0])
+    assert unit["encoder"]["loop_model"].endswith("rdn-inloop-lop.int16.cnnw")
+    v = CliRunner().invoke(cli, ["info", str(out), "--verify"])
+    assert v.exit_code == 0 and "no problem found" in v.output, v.output
+
+
+def test_loop_model_option_checks(tmp_path, carphone_yuv):
+    """--loop-model needs HM; a missing model file and intra-mode labels are refused; one line, exit 2."""
+    out = tmp_path / "x.h5"
+    cases = [
+        (["--loop-model", "zoo:rdn-inloop-lop"], "--encoder hm"),
+        (["--loop-model", "zoo:rdn-inloop-lop", "--task", "intra-modes"], "drop --task intra-modes"),
+        (["--loop-model", "zoo:no-such"], "no such shipped model"),
+    ]
+    for extra, words in cases:
+        argv = ["make-dataset", "--yuv", str(carphone_yuv), "--frames", "1", *extra, "--out", str(out)]
+        r = CliRunner().invoke(cli, argv)
+        assert r.exit_code == 2 and words in r.stderr and r.stderr.count("Error:") == 1, (extra, r.output)
+    assert not out.exists()
+
+
 def test_in_loop_option_checks(tmp_path, carphone_yuv):
     runner = CliRunner()
     out = str(tmp_path / "o")

@@ -74,6 +74,12 @@ from codecnn.options import (
     show_default=True,
     help="intra-modes: reference samples from the reconstruction (closed) or the original (open).",
 )
+@click.option(
+    "--loop-model",
+    type=click.Path(),
+    help="Closed-loop data (--encoder hm, a patched HM): HM runs this int16 .cnnw filter (or zoo:NAME's HM "
+    "export) in its loop, and each input is the picture the filter receives, its references filtered.",
+)
 @verbosity
 def make_dataset(
     inputs,
@@ -91,6 +97,7 @@ def make_dataset(
     task,
     intra_cost,
     intra_loop,
+    loop_model,
 ):
     """Encode sequences at each QP (all intra, or --config ra/ldb/ldp) and cut CTU samples into an HDF5 dataset.
 
@@ -106,6 +113,8 @@ def make_dataset(
       codecnn make-dataset --list datasets/samples.toml --frames 17 --config ra --out samples-ra.h5
       codecnn make-dataset --list datasets/jctvc.toml --seq-dir /data/ctc --jobs 2
       codecnn make-dataset --list datasets/jctvc.toml --seq-dir /shared/ctc --out /shared/j.h5 --dask tcp://head:8786
+      codecnn make-dataset --list datasets/zoo-rdn-inloop-ra-closed.toml --config ra --encoder hm \\
+        --hm-cfg encoder_randomaccess_main.cfg --loop-model zoo:rdn-inloop-ai-v2 --out closed.h5
     """
     from codecnn.data.build import BuildOptions, build_dataset
     from codecnn.sequences import assign_auto_splits, load_sequence_list, sequence_from_path
@@ -116,6 +125,14 @@ def make_dataset(
         raise CodecnnError("--task intra-modes labels all-intra pictures: drop --config (or use --config ai)")
     if not inputs and not seq_list:
         raise CodecnnError("no input: give --yuv FILE (repeatable) or --list datasets/NAME.toml")
+    if loop_model is not None:
+        import dataclasses
+
+        from codecnn.zoo import resolve
+
+        if task != "restoration":
+            raise CodecnnError("--loop-model makes restoration samples: drop --task intra-modes")
+        encode = dataclasses.replace(encode, loop_model=str(resolve(loop_model, hm=True)))
     specs = load_sequence_list(seq_list, seq_dir) if seq_list else []
     specs += [
         sequence_from_path(p, encode.size, encode.bit_depth, encode.fps, "train" if split == "auto" else split)

@@ -121,8 +121,8 @@ def verify_dataset(path: str | os.PathLike, progress: bool = False) -> tuple[lis
             if len(recons) != len(u["frames"]):
                 problems.append(f"bitstream {key} decodes to {len(recons)} pictures, the unit has {len(u['frames'])}")
                 continue
-            if intra or "sample_range" not in u:
-                continue
+            if intra or "sample_range" not in u or (u.get("encoder") or {}).get("loop_model"):
+                continue  # closed-loop inputs are what HM's filter received, not a plain decoder's pictures
             a, b = u["sample_range"]
             per_frame = (b - a) // max(1, len(recons))
             for j, r in enumerate(recons):

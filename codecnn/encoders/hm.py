@@ -26,6 +26,7 @@ from codecnn.yuv import Frame, VideoInfo, YuvWriter
 
 HM_BIN_ENV = "CODECNN_HM_BIN"
 HM_CFG_ENV = "CODECNN_HM_CFG"
+FILTER_INPUT = "filter_input.yuv"  # --CnnRecordInput: the pictures as the in-loop filter received them
 LOG_PSNR_TOLERANCE = 5.1e-5  # HM logs PSNR with 4 decimals: a figure recomputed here matches within this
 
 _FLOAT = r"([-+]?(?:\d+\.?\d*|nan|inf))"
@@ -147,6 +148,9 @@ class HMEncoder(Encoder):
         args: extra HM command-line options, appended last.
         config: the test condition ``cfg`` codes (``ai``, ``ra``, ``ldb``, ``ldp``); every encode is checked
             against it (slice types, coding order), so a mismatched cfg is an error, not a dataset.
+        loop_model: an int16 .cnnw filter for a patched HM's loop (``--CnnModel``); the encode's
+            reconstruction is then the picture that filter receives (``--CnnRecordInput``, after SAO, its
+            references filtered): closed-loop training data. The bitstream needs the patched decoder.
     """
 
     name = "hm"
@@ -159,8 +163,14 @@ class HMEncoder(Encoder):
         sao: bool = True,
         args: tuple[str, ...] = (),
         config: str = "ai",
+        loop_model: str | os.PathLike | None = None,
     ):
         self.config = check_config(config)
+        self.loop_model = None
+        if loop_model is not None:
+            self.loop_model = Path(loop_model).resolve()
+            if not self.loop_model.is_file():
+                raise EncoderError(f"--loop-model {loop_model}: no such file")
         self.binary = find_hm_binary(binary)
         cfg = cfg or os.environ.get(HM_CFG_ENV)
         if not cfg:
@@ -201,6 +211,8 @@ class HMEncoder(Encoder):
             a.append("--LoopFilterDisable=1")
         if not self.sao:
             a.append("--SAO=0")
+        if self.loop_model is not None:
+            a += [f"--CnnModel={self.loop_model}", f"--CnnRecordInput={FILTER_INPUT}"]
         return a + list(self.args)
 
     def describe(self) -> dict:
@@ -213,6 +225,7 @@ class HMEncoder(Encoder):
             "deblock": self.deblock,
             "sao": self.sao,
             "args": list(self.args),
+            "loop_model": str(self.loop_model) if self.loop_model else None,
         }
 
     def encode(self, frames: Iterable[Frame], info: VideoInfo, qp: int, workdir: str | os.PathLike) -> EncodeResult:
@@ -240,12 +253,20 @@ class HMEncoder(Encoder):
         coding = sorted(log.pictures, key=lambda p: p.coding_index)
         check_structure(self.config, [p.slice_code for p in coding], [p.poc for p in coding], "HM")
         (work / "orig.yuv").unlink()
+        recon = work / "recon.yuv"
+        if self.loop_model is not None:  # the pictures as the in-loop filter received them
+            recon = work / FILTER_INPUT
+            if not recon.is_file() or recon.stat().st_size != (work / "recon.yuv").stat().st_size:
+                raise EncoderError(
+                    f"HM did not record the filter's input ({FILTER_INPUT}): --loop-model needs an HM patched by "
+                    "this codecnn (python -m hm_bridge patch-hm HM_DIR, then rebuild HM)"
+                )
         return EncodeResult(
             self.name,
             qp,
             info,
             work / "stream.bin",
-            work / "recon.yuv",
+            recon,
             log.bits,
             [p.qp for p in log.pictures],
             [(p.psnr_y, p.psnr_u, p.psnr_v) for p in log.pictures],

@@ -30,6 +30,9 @@ class EncodeSettings:
     ``encoder``: ``x265`` or ``hm``; ``preset`` and ``tune`` are x265's, ``hm_bin`` and ``hm_cfg`` HM's;
     ``config`` the CTC test condition (ai, ra, ldb, ldp); ``deblock`` and ``sao`` the in-loop filters.
     ``threads``: x265 worker threads (None: x265 decides), no command-line option (scripts set it).
+    ``loop_model``: HM only, an int16 .cnnw filter HM runs in its loop (a patched HM), and each encode's
+    reconstruction is the picture that filter receives: closed-loop training data (make-dataset's
+    ``--loop-model``; not a shared option).
     """
 
     size: str | None = None
@@ -48,6 +51,7 @@ class EncodeSettings:
     hm_bin: str | None = None
     hm_cfg: str | None = None
     threads: int | None = None
+    loop_model: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "qps", tuple(self.qps))
@@ -71,6 +75,11 @@ class EncodeSettings:
             check_x265_config(self.config)
         elif self.threads is not None:
             raise CodecnnError(f"threads={self.threads} is an x265 setting; the {self.encoder} encoder has none")
+        if self.loop_model is not None and self.encoder != "hm":
+            raise CodecnnError(
+                "--loop-model runs a filter inside HM's loop: add --encoder hm with a patched HM "
+                "(python -m hm_bridge patch-hm HM_DIR)"
+            )
 
     @property
     def encode_qps(self) -> tuple[int, ...]:
@@ -88,6 +97,8 @@ class EncodeSettings:
         common = {"deblock": self.deblock, "sao": self.sao, "config": self.config}
         if self.encoder == "hm":
             common.update(binary=self.hm_bin, cfg=self.hm_cfg)
+            if self.loop_model is not None:
+                common["loop_model"] = self.loop_model
         else:
             common.update(preset=self.preset, tune=self.tune)
             if self.threads is not None:
@@ -105,4 +116,5 @@ class EncodeSettings:
         the HM cfg, and the HM binary when given as a path rather than a name found on the PATH."""
         hm_cfg = os.path.abspath(self.hm_cfg) if self.hm_cfg else self.hm_cfg
         hm_bin = os.path.abspath(self.hm_bin) if self.hm_bin and os.sep in self.hm_bin else self.hm_bin
-        return dataclasses.replace(self, hm_cfg=hm_cfg, hm_bin=hm_bin)
+        loop_model = os.path.abspath(self.loop_model) if self.loop_model else self.loop_model
+        return dataclasses.replace(self, hm_cfg=hm_cfg, hm_bin=hm_bin, loop_model=loop_model)

@@ -50,7 +50,9 @@ log = logging.getLogger(__name__)
 HM_DEC_ENV = "CODECNN_HM_DEC"
 SIGNALS = {"always": 0, "picture": 1, "ctu": 2}  # HM's --CnnSignal (hm_bridge/cpp/codecnn_signal.h Mode)
 # the encoder's line per picture (codecnn_hm.h filterLumaEncoder): "codecnn: POC 8 on k=52 ctus=7/9 bytes=3"
-_PICTURE = re.compile(r"^codecnn: POC (\d+) (on|off) k=(\d+) ctus=(\d+)/(\d+) bytes=(\d+)$", re.M)
+_PICTURE = re.compile(
+    r"^codecnn: POC (\d+) (on|off) k=(\d+)(?: qp=(\d+))? ctus=(\d+)/(\d+) bytes=(\d+)(?: tries=(\d+))?$", re.M
+)
 RUNS = ("anchor", "test")
 PLANES = ("y", "u", "v")
 # HM's decoder (TDecGop.cpp, decmain.cpp): "[MD5:<y>,<u>,<v>,(OK)]" per picture, "(***ERROR***)" on a
@@ -83,13 +85,23 @@ def find_hm_decoder(path: str | os.PathLike | None) -> Path:
 
 
 def read_decisions(log_text: str) -> list[dict]:
-    """The encoder's per-picture choices as the patched HM prints them (POC, on, scale k/64, CTUs on of all,
-    payload bytes), in coding order."""
-    return [
-        {"poc": int(m[0]), "on": m[1] == "on", "k": int(m[2]), "ctus_on": int(m[3]), "ctus": int(m[4]),
-         "bytes": int(m[5])}
-        for m in _PICTURE.findall(log_text)
-    ]  # fmt: skip
+    """The encoder's per-picture choices as the patched HM prints them (POC, on, scale k/64, the QP the network
+    was given, CTUs on of all, payload bytes, how many times the picture was filtered), in coding order.
+    Logs of signalling version 1 have no ``qp`` nor ``tries`` (None)."""
+    out = []
+    for m in _PICTURE.findall(log_text):
+        d = {
+            "poc": int(m[0]),
+            "on": m[1] == "on",
+            "k": int(m[2]),
+            "net_qp": int(m[3]) if m[3] else None,
+            "ctus_on": int(m[4]),
+            "ctus": int(m[5]),
+            "bytes": int(m[6]),
+            "tries": int(m[7]) if m[7] else None,
+        }
+        out.append(d)
+    return out  # fmt: skip
 
 
 def sha256_file(path: Path) -> str:
@@ -254,7 +266,7 @@ def evaluate_in_loop(
         "model": sha256_file(model),
         "inter_model": sha256_file(inter_model) if inter_model is not None else None,
         "signal": signal,
-        "signalling": 1,  # the payload's version (codecnn_signal.h kVersion): units of other versions are redone
+        "signalling": 2,  # the payload's version (codecnn_signal.h kVersion): units of other versions are redone
     }
     units = []
     for si, spec in enumerate(specs):

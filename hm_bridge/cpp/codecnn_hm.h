@@ -130,7 +130,9 @@ inline bool filterLuma(Pel *luma, int stride, int width, int height, int bitDept
 // first slice segment header of each picture, the payload of codecnn_signal.h: a header (first picture,
 // every 32nd IRAP), then the picture's choice. `--CnnSignal=N` on TAppEncoder: 0 filters every picture
 // (nothing but the header is sent), 1 decides per picture (off, or on with a residual scale fitted by least
-// squares), 2 (the default) also per CTU; each choice is made with lambda x its bits counted. The decoder
+// squares), 2 (the default) also per CTU; each choice is made with lambda x its bits counted. In modes 1 and
+// 2 the encoder also picks the QP the network is given (slice QP + 4 (q - 5), signalled; `--CnnQpSearch=0`:
+// the slice QP only). The decoder
 // follows the payload; HM's log counts its bytes in the slices' bits. A decoder given a codecnn bitstream
 // without --CnnModel, or another model, or a bitstream without codecnn signalling with a model, stops with a
 // message rather than decode wrong pictures.
@@ -138,6 +140,57 @@ inline bool filterLuma(Pel *luma, int stride, int width, int height, int bitDept
 inline int &signalMode() {  // storage of the encoder's --CnnSignal option
   static int mode = codecnn_signal::kPerCtu;
   return mode;
+}
+
+// Storage of the encoder's --CnnRecordInput option: a file that receives every picture as it enters the
+// filter (after SAO; its references already filtered), I420 at the frame index of its POC, chroma mid-grey:
+// the inputs of closed-loop training data (codecnn make-dataset --loop-model). Empty: nothing recorded.
+inline std::string &recordPath() {
+  static std::string path;
+  return path;
+}
+
+namespace detail {
+
+// Writes the luma plane at frame `poc` of recordPath() (created on the first call), chroma mid-grey (4:2:0).
+template <typename Pel>
+inline bool recordInput(const Pel *luma, int stride, int width, int height, int bitDepth, int poc, std::string &error) {
+  static std::FILE *f = nullptr;
+  if (f == nullptr) {
+    f = std::fopen(recordPath().c_str(), "w+b");
+    if (f == nullptr) {
+      error = "cannot write --CnnRecordInput " + recordPath();
+      return false;
+    }
+  }
+  const int bytes = bitDepth > 8 ? 2 : 1, cw = (width + 1) / 2, ch = (height + 1) / 2;
+  const long frame = static_cast<long>(bytes) * (static_cast<long>(width) * height + 2L * cw * ch);
+  std::vector<unsigned char> buf(static_cast<size_t>(frame));
+  size_t at = 0;
+  for (int y = 0; y < height; ++y)
+    for (int x = 0; x < width; ++x) {
+      const int v = luma[static_cast<ptrdiff_t>(y) * stride + x];
+      buf[at++] = static_cast<unsigned char>(v & 0xff);
+      if (bytes == 2) buf[at++] = static_cast<unsigned char>((v >> 8) & 0xff);
+    }
+  const int grey = 1 << (bitDepth - 1);
+  while (at < buf.size()) {
+    buf[at++] = static_cast<unsigned char>(grey & 0xff);
+    if (bytes == 2) buf[at++] = static_cast<unsigned char>((grey >> 8) & 0xff);
+  }
+  if (std::fseek(f, frame * poc, SEEK_SET) != 0 || std::fwrite(&buf[0], 1, buf.size(), f) != buf.size() ||
+      std::fflush(f) != 0) {
+    error = "cannot write --CnnRecordInput " + recordPath() + " (disk full?)";
+    return false;
+  }
+  return true;
+}
+
+}  // namespace detail
+
+inline int &qpSearch() {  // storage of the encoder's --CnnQpSearch option: 1 search the network's QP, 0 not
+  static int search = 1;
+  return search;
 }
 
 // The PPS flag: on when the encoder runs a model (HM's TEncTop::xInitPPS sets it).
@@ -221,6 +274,7 @@ inline bool filterLumaEncoder(Pel *luma, int stride, int width, int height, int 
                               std::string &error) {
   if (!detail::modelsReady(error)) return false;
   if (!loaded().active) return true;
+  if (!recordPath().empty() && !detail::recordInput(luma, stride, width, height, bitDepth, poc, error)) return false;
   const int mode = signalMode();
   if (mode < codecnn_signal::kAlwaysOn || mode > codecnn_signal::kPerCtu) {
     error = "--CnnSignal must be 0 (always on), 1 (per picture) or 2 (per picture and CTU)";
@@ -236,22 +290,56 @@ inline bool filterLumaEncoder(Pel *luma, int stride, int width, int height, int 
   first = false;
   const int ctus = codecnn_signal::blocksAcross(width, block) * codecnn_signal::blocksAcross(height, block);
   codecnn_signal::Choice c;
+  int tries = 0;
   if (mode == codecnn_signal::kAlwaysOn) {
     if (!filterLuma(luma, stride, width, height, bitDepth, qp, error, inter)) return false;
     c.on = true;
     c.scale = 1 << codecnn_signal::kScaleShift;
   } else {
-    std::vector<Pel> filtered;
-    if (!detail::filterCopy(luma, stride, width, height, bitDepth, qp, inter, filtered, error)) return false;
-    c = codecnn_signal::decide(luma, stride, filtered, org, orgStride, width, height, bitDepth, block, mode, lambda,
-                               payload.size());
+    // The network's QP: a hill climb over the index q from the last choice for pictures of this slice QP and
+    // kind (each step filters the picture once more; --CnnQpSearch=0: the slice QP only).
+    static std::map<int, int> lastQ;
+    const int key = 2 * qp + (inter ? 1 : 0);
+    const int start = !qpSearch() ? codecnn_signal::kQpSame
+                                  : (lastQ.count(key) ? lastQ[key] : codecnn_signal::kQpSame - (inter ? 2 : 0));
+    std::vector<Pel> filtered, trial;
+    std::vector<int> done;
+    bool failed = false;
+    auto tryQ = [&](int q) -> bool {  // true when q gave a cheaper choice than the best so far
+      if (q < 0 || q >= codecnn_signal::kQpIndices || std::find(done.begin(), done.end(), q) != done.end())
+        return false;
+      done.push_back(q);
+      ++tries;
+      if (!detail::filterCopy(luma, stride, width, height, bitDepth, codecnn_signal::qpFor(qp, q), inter, trial,
+                              error)) {
+        failed = true;
+        return false;
+      }
+      const codecnn_signal::Choice t = codecnn_signal::decide(luma, stride, trial, org, orgStride, width, height,
+                                                              bitDepth, block, mode, lambda, payload.size(), q);
+      if (tries > 1 && t.cost >= c.cost) return false;
+      c = t;
+      filtered.swap(trial);
+      return true;
+    };
+    tryQ(start);
+    if (qpSearch())
+      for (int dir = -1; dir <= 1 && !failed; dir += 2) {
+        int q = start + dir;
+        while (!failed && tryQ(q)) q += dir;
+        if (q != start + dir) break;  // this direction helped: the other cannot (one minimum, near enough)
+      }
+    if (failed) return false;
+    if (c.on) lastQ[key] = c.qpIndex;
     codecnn_signal::apply(luma, stride, filtered, width, height, bitDepth, block, c);
     codecnn_signal::appendParameters(payload, c);
   }
   const int on = !c.on ? 0 : (c.ctu.empty() ? ctus : static_cast<int>(std::count(c.ctu.begin(), c.ctu.end(), 1)));
-  // one line per picture on HM's output (codecnn.eval.inloop reads it): the choice and the payload's size
-  std::fprintf(stdout, "codecnn: POC %d %s k=%d ctus=%d/%d bytes=%d\n", poc, c.on ? "on" : "off", c.scale, on, ctus,
-               static_cast<int>(payload.size()));
+  // one line per picture on HM's output (codecnn.eval.inloop reads it): the choice, the QP the network was
+  // given, the payload's size and how many times the picture was filtered
+  std::fprintf(stdout, "codecnn: POC %d %s k=%d qp=%d ctus=%d/%d bytes=%d tries=%d\n", poc, c.on ? "on" : "off",
+               c.scale, c.on ? codecnn_signal::qpFor(qp, c.qpIndex) : qp, on, ctus, static_cast<int>(payload.size()),
+               tries);
   if (!payload.empty()) payloads()[poc] = payload;
   return true;
 }
@@ -281,15 +369,16 @@ inline bool filterLumaDecoder(Pel *luma, int stride, int width, int height, int 
     error = "this bitstream was coded with a codecnn filter: give the encoder's --CnnModel";
     return false;
   }
-  static int mode = codecnn_signal::kAlwaysOn;
-  static bool seenHeader = false;
+  static codecnn_signal::Stream stream;
   codecnn_signal::Choice c;
-  if (!codecnn_signal::parse(payload, width, height, block, detail::modelId(), mode, seenHeader, c, error))
-    return false;
+  if (!codecnn_signal::parse(payload, width, height, block, detail::modelId(), stream, c, error)) return false;
   if (!c.on) return true;
-  if (mode == codecnn_signal::kAlwaysOn) return filterLuma(luma, stride, width, height, bitDepth, qp, error, inter);
+  if (stream.mode == codecnn_signal::kAlwaysOn)
+    return filterLuma(luma, stride, width, height, bitDepth, qp, error, inter);
   std::vector<Pel> filtered;
-  if (!detail::filterCopy(luma, stride, width, height, bitDepth, qp, inter, filtered, error)) return false;
+  if (!detail::filterCopy(luma, stride, width, height, bitDepth, codecnn_signal::qpFor(qp, c.qpIndex), inter, filtered,
+                          error))
+    return false;
   codecnn_signal::apply(luma, stride, filtered, width, height, bitDepth, block, c);
   return true;
 }

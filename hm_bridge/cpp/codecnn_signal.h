@@ -1,21 +1,32 @@
 // codecnn_signal.h -- what the encoder decides for each picture and signals in the bitstream, and how the
-// decoder follows it: per picture on/off, a residual scale fitted at the encoder, and per-CTU on/off, decided
-// with the rate counted (distortion + lambda x bits). Header-only, no HM types (codecnn_hm.h is the glue).
+// decoder follows it: per picture on/off, the QP the network is given, a residual scale fitted at the
+// encoder, and per-CTU on/off, each decided with the rate counted (distortion + lambda x bits). Header-only,
+// no HM types (codecnn_hm.h is the glue).
 //
 // The payload travels in the first slice segment header of each picture, as HEVC's
 // slice_segment_header_extension_data_byte (H.265 7.3.6.1; the PPS's slice_segment_header_extension_present_flag
 // is set when the encoder runs a model). Every decoder skips those bytes; HM counts them in the slice's bits,
-// so the rate HM reports includes the signalling. Layout (version 1):
+// so the rate HM reports includes the signalling. Layout (version 2, what the encoder writes):
 //
 //   header  (on the first picture and on every IRAP picture whose POC is a multiple of 32; 4 bytes)
 //     0x00                    marks a header (a picture's parameters never start with 0x00 or 0x80)
-//     0x10 | mode             version 1 in the high nibble; mode 0 always on (no parameters follow on any
-//                             picture: every picture is filtered), 1 per picture, 2 per picture and per CTU
+//     0x20 | mode             the version in the high nibble; mode 0 always on (no parameters follow on any
+//                             picture: every picture is filtered with the slice QP), 1 per picture, 2 per
+//                             picture and per CTU
 //     model id (2 bytes)      the low 16 bits of the model file's CRC-32, big-endian (0 for a file without)
 //   parameters (modes 1 and 2; absent: the filter is off on this picture)
-//     byte 0                  bit 7: CTU flags follow; bits 6..0: the scale k, 1..127 (scale k / 64)
+//     byte 0                  bit 7: CTU flags follow; bits 6..4: q, the network is given the QP
+//                             slice QP + 4 (q - 5) (q = 5: the slice QP; clipped to 0..51); bits 3..0: s, the
+//                             scale k = 20 + 4 s (s = 11: k = 64); q = 0 with s = 0 is not used (a
+//                             byte 0x00 would read as a header)
 //     flags (bit 7 set)       one bit per CTU of the SPS's CTU size in raster order, most significant bit
 //                             first, zero-padded to a whole byte; 1 = filtered
+//
+// Version 1 (still read): byte 0 is bit 7 flags, bits 6..0 the scale k (1..127), the network always given the
+// slice QP. The QP offset is what makes inter pictures gain: a B picture of a high temporal layer is coded at
+// a QP well above its references' but copies most of their content, so the network, told the slice QP,
+// filters it as if it were much worse than it is (measured: carphone RA, QP 32, the best offset is -8 to
+// -12 on layers 3-4, 0 on the I picture).
 //
 // A filtered sample is clip(x + ((k * (f - x) + 32) >> 6)), x the picture after SAO, f the network's output
 // (k = 64 gives f itself); the shift is a floor on negative values too. Encoder and decoder compute it
@@ -24,6 +35,7 @@
 #define CODECNN_SIGNAL_H
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -32,9 +44,16 @@
 
 namespace codecnn_signal {
 
-static const int kVersion = 1;
-static const int kScaleShift = 6;  // scale = k / 64
-static const int kMaxScale = 127;
+static const int kVersion = 2;        // what the encoder writes
+static const int kOldestVersion = 1;  // what the decoder still reads
+static const int kScaleShift = 6;     // scale = k / 64
+static const int kMaxScale = 127;     // version 1's k: 1..127
+static const int kQpStep = 4;         // version 2: the network's QP is slice QP + kQpStep (q - kQpSame)
+static const int kQpSame = 5;
+static const int kQpIndices = 8;
+static const int kScaleBase = 20;  // version 2: k = kScaleBase + kScaleStep s, s = 0..15
+static const int kScaleStep = 4;
+static const int kScaleIndices = 16;
 static const size_t kHeaderBytes = 4;
 enum Mode { kAlwaysOn = 0, kPerPicture = 1, kPerCtu = 2 };
 
@@ -60,6 +79,11 @@ inline int ueBits(unsigned v) {
 
 inline int blocksAcross(int size, int block) { return (size + block - 1) / block; }
 
+// Version 2's fields: the network's QP for index q, and the scale k for index s.
+inline int qpFor(int sliceQp, int q) { return std::max(0, std::min(51, sliceQp + kQpStep * (q - kQpSame))); }
+inline int scaleOf(int s) { return kScaleBase + kScaleStep * s; }
+inline int scaleIndex(int k) { return (k - kScaleBase) / kScaleStep; }  // k on version 2's grid
+
 // The scaled residual of one sample: clip(x + floor((k * (f - x) + 32) / 64)) to [0, peak].
 inline int blend(int x, int f, int k, int peak) {
   const int64_t num = static_cast<int64_t>(k) * (f - x) + (1 << (kScaleShift - 1));
@@ -71,14 +95,17 @@ inline int blend(int x, int f, int k, int peak) {
 // What the encoder chose for one picture.
 struct Choice {
   bool on;
-  int scale;                       // k, 1..127
+  int scale;                       // k (version 2: on its grid, 20..80)
+  int qpIndex;                     // q: the network was given slice QP + 4 (q - 5)
   std::vector<unsigned char> ctu;  // per-CTU flags (empty: every CTU on)
-  Choice() : on(false), scale(0) {}
+  double cost;                     // the encoder's: distortion + lambda x bits of this choice
+  Choice() : on(false), scale(0), qpIndex(kQpSame), cost(0) {}
 };
 
+// A picture's parameters, version 2 (nothing when the filter is off).
 inline void appendParameters(std::vector<unsigned char> &out, const Choice &c) {
   if (!c.on) return;
-  out.push_back(static_cast<unsigned char>((c.ctu.empty() ? 0 : 0x80) | c.scale));
+  out.push_back(static_cast<unsigned char>((c.ctu.empty() ? 0 : 0x80) | (c.qpIndex << 4) | scaleIndex(c.scale)));
   const size_t start = out.size();
   out.resize(start + (c.ctu.size() + 7) / 8, 0);
   for (size_t b = 0; b < c.ctu.size(); ++b)
@@ -102,44 +129,57 @@ inline void apply(Pel *dst, ptrdiff_t stride, const std::vector<Pel> &filtered, 
   }
 }
 
-// The encoder's rate-distortion decision for one picture: off, on everywhere with a scale, or on per CTU
-// with a scale, whichever has the least squared error (against the original, in the units of HM's RD cost:
-// divided by 4^(bitDepth - 8)) plus lambda x the payload's bits. headerBytes: bytes the picture's payload
-// carries anyway (its header, else 0). mode limits the choices (kPerPicture: no CTU flags).
+// The encoder's rate-distortion decision for one picture filtered with the network given QP index q: off, on
+// everywhere with a scale, or on per CTU with a scale, whichever has the least squared error (against the
+// original, in the units of HM's RD cost: divided by 4^(bitDepth - 8)) plus lambda x the payload's bits
+// (`cost` in the result). headerBytes: bytes the picture's payload carries anyway (its header, else 0). mode
+// limits the choices (kPerPicture: no CTU flags). The scale is the least-squares fit over the picture and
+// over the CTUs kept, rounded to version 2's grid, and its neighbours.
 template <typename Pel>
 inline Choice decide(const Pel *rec, ptrdiff_t recStride, const std::vector<Pel> &filtered, const Pel *org,
                      ptrdiff_t orgStride, int width, int height, int bitDepth, int block, int mode, double lambda,
-                     size_t headerBytes) {
+                     size_t headerBytes, int q = kQpSame) {
   const int cols = blocksAcross(width, block), rows = blocksAcross(height, block), n = cols * rows;
   const int peak = (1 << bitDepth) - 1;
   const double unit = static_cast<double>(1 << (2 * std::max(0, bitDepth - 8)));
-  // the least-squares scale over the picture: k = 64 * <f - x, o - x> / <f - x, f - x>
-  double num = 0, den = 0;
-  std::vector<double> off(static_cast<size_t>(n), 0.0);
+  // per CTU: <f - x, o - x>, <f - x, f - x> and the error off; the least-squares k = 64 num / den
+  std::vector<double> off(static_cast<size_t>(n), 0.0), num(static_cast<size_t>(n), 0.0), den(num);
   for (int y = 0; y < height; ++y)
     for (int x = 0; x < width; ++x) {
+      const size_t b = static_cast<size_t>((y / block) * cols + x / block);
       const double xv = rec[static_cast<ptrdiff_t>(y) * recStride + x];
       const double r = filtered[static_cast<size_t>(y) * width + x] - xv;
       const double e = org[static_cast<ptrdiff_t>(y) * orgStride + x] - xv;
-      num += r * e;
-      den += r * r;
-      off[static_cast<size_t>((y / block) * cols + x / block)] += e * e;
+      num[b] += r * e;
+      den[b] += r * r;
+      off[b] += e * e;
     }
-  double offTotal = 0;
-  for (int b = 0; b < n; ++b) offTotal += off[static_cast<size_t>(b)];
-  const double bitsBase = ueBits(static_cast<unsigned>(headerBytes));
+  double offTotal = 0, numAll = 0, denAll = 0, numKept = 0, denKept = 0;
+  for (int b = 0; b < n; ++b) {
+    const size_t i = static_cast<size_t>(b);
+    offTotal += off[i];
+    numAll += num[i];
+    denAll += den[i];
+    if (num[i] > 0) {  // a CTU the filter helps at some scale
+      numKept += num[i];
+      denKept += den[i];
+    }
+  }
   Choice best;
-  double bestCost = offTotal / unit + lambda * bitsBase;
-  if (den <= 0) return best;
-  const int k0 = static_cast<int>(std::max(1.0, std::min(double(kMaxScale), 64.0 * num / den + 0.5)));
-  std::vector<int> candidates;
-  for (int k = k0 - 2; k <= k0 + 2; ++k)
-    if (k >= 1 && k <= kMaxScale) candidates.push_back(k);
-  if (std::find(candidates.begin(), candidates.end(), 64) == candidates.end()) candidates.push_back(64);
+  best.cost = offTotal / unit + lambda * ueBits(static_cast<unsigned>(headerBytes));
+  if (denAll <= 0) return best;
+  std::vector<int> grid;  // the scale indices tried
+  const double fits[2] = {denAll > 0 ? 64.0 * numAll / denAll : 0.0, denKept > 0 ? 64.0 * numKept / denKept : 0.0};
+  for (int f = 0; f < 2; ++f) {
+    const int s0 = static_cast<int>(std::floor((fits[f] - kScaleBase) / kScaleStep + 0.5));
+    for (int s = s0 - 1; s <= s0 + 1; ++s)
+      if (s >= 0 && s < kScaleIndices && std::find(grid.begin(), grid.end(), s) == grid.end()) grid.push_back(s);
+  }
   const size_t flagBytes = static_cast<size_t>((n + 7) / 8);
   std::vector<double> on(static_cast<size_t>(n));
-  for (size_t i = 0; i < candidates.size(); ++i) {
-    const int k = candidates[i];
+  for (size_t i = 0; i < grid.size(); ++i) {
+    const int k = scaleOf(grid[i]);
+    if (q == 0 && grid[i] == 0) continue;  // byte 0x00 / 0x80 would read as a header
     std::fill(on.begin(), on.end(), 0.0);
     for (int y = 0; y < height; ++y)
       for (int x = 0; x < width; ++x) {
@@ -156,19 +196,21 @@ inline Choice decide(const Pel *rec, ptrdiff_t recStride, const std::vector<Pel>
       kept += on[static_cast<size_t>(b)] < off[static_cast<size_t>(b)];
     }
     const double costAll = all / unit + lambda * (ueBits(static_cast<unsigned>(headerBytes + 1)) + 8.0);
-    if (costAll < bestCost) {
-      bestCost = costAll;
+    if (costAll < best.cost) {
+      best.cost = costAll;
       best.on = true;
       best.scale = k;
+      best.qpIndex = q;
       best.ctu.clear();
     }
     if (mode < kPerCtu || kept == 0 || kept == n) continue;
     const double costFlags =
         switched / unit + lambda * (ueBits(static_cast<unsigned>(headerBytes + 1 + flagBytes)) + 8.0 * (1 + flagBytes));
-    if (costFlags < bestCost) {
-      bestCost = costFlags;
+    if (costFlags < best.cost) {
+      best.cost = costFlags;
       best.on = true;
       best.scale = k;
+      best.qpIndex = q;
       best.ctu.assign(static_cast<size_t>(n), 0);
       for (int b = 0; b < n; ++b)
         best.ctu[static_cast<size_t>(b)] = on[static_cast<size_t>(b)] < off[static_cast<size_t>(b)];
@@ -177,17 +219,28 @@ inline Choice decide(const Pel *rec, ptrdiff_t recStride, const std::vector<Pel>
   return best;
 }
 
+// The stream's state as the decoder carries it from picture to picture: the header's version and mode.
+struct Stream {
+  bool seenHeader;
+  int version;
+  int mode;
+  Stream() : seenHeader(false), version(kVersion), mode(kAlwaysOn) {}
+};
+
 // The decoder's reading of one picture's payload. Returns false with `error` on a payload that cannot be
-// followed. `mode` and `seenHeader` carry the stream's header from picture to picture; `id` is the loaded
-// model's id (-1: no model loaded, any id accepted).
-inline bool parse(const std::vector<unsigned char> &p, int width, int height, int block, int id, int &mode,
-                  bool &seenHeader, Choice &choice, std::string &error) {
+// followed. `stream` carries the stream's header from picture to picture; `id` is the loaded model's id
+// (-1: no model loaded, any id accepted). The choice's qpIndex says which QP to give the network.
+inline bool parse(const std::vector<unsigned char> &p, int width, int height, int block, int id, Stream &stream,
+                  Choice &choice, std::string &error) {
   choice = Choice();
   size_t at = 0;
+  int &mode = stream.mode;
+  bool &seenHeader = stream.seenHeader;
   if (!p.empty() && p[0] == 0x00) {
-    if (p.size() < kHeaderBytes || (p[1] >> 4) != kVersion || (p[1] & 0x0f) > kPerCtu) {
-      error = "a codecnn payload of another version (this decoder reads version " + std::to_string(kVersion) +
-              "): decode it with the hm_bridge that encoded it";
+    const int version = p.size() < 2 ? 0 : p[1] >> 4;
+    if (p.size() < kHeaderBytes || version < kOldestVersion || version > kVersion || (p[1] & 0x0f) > kPerCtu) {
+      error = "a codecnn payload of another version (this decoder reads versions " + std::to_string(kOldestVersion) +
+              " to " + std::to_string(kVersion) + "): decode it with the hm_bridge that encoded it";
       return false;
     }
     const int streamId = (p[2] << 8) | p[3];
@@ -200,11 +253,12 @@ inline bool parse(const std::vector<unsigned char> &p, int width, int height, in
       error = buf;
       return false;
     }
-    if (seenHeader && mode != (p[1] & 0x0f)) {
-      error = "the codecnn header changes its mode within the bitstream (damaged)";
+    if (seenHeader && (mode != (p[1] & 0x0f) || stream.version != version)) {
+      error = "the codecnn header changes its mode or version within the bitstream (damaged)";
       return false;
     }
     mode = p[1] & 0x0f;
+    stream.version = version;
     seenHeader = true;
     at = kHeaderBytes;
   }
@@ -215,7 +269,7 @@ inline bool parse(const std::vector<unsigned char> &p, int width, int height, in
     return false;
   }
   if (at == p.size()) {
-    choice.on = mode == kAlwaysOn;
+    choice.on = mode == kAlwaysOn;  // always on: with the slice QP
     choice.scale = 1 << kScaleShift;
     return true;
   }
@@ -223,11 +277,13 @@ inline bool parse(const std::vector<unsigned char> &p, int width, int height, in
     error = "codecnn parameters in an always-on bitstream (damaged)";
     return false;
   }
-  const int k = p[at] & 0x7f;
   const bool flags = (p[at] & 0x80) != 0;
+  const bool v1 = stream.version == 1;
+  const int k = v1 ? p[at] & 0x7f : scaleOf(p[at] & 0x0f);
+  choice.qpIndex = v1 ? kQpSame : (p[at] >> 4) & 0x07;
   const int n = blocksAcross(width, block) * blocksAcross(height, block);
   const size_t want = at + 1 + (flags ? static_cast<size_t>((n + 7) / 8) : 0);
-  if (k == 0 || p.size() != want || (flags && mode != kPerCtu)) {
+  if ((p[at] & 0x7f) == 0 || p.size() != want || (flags && mode != kPerCtu)) {
     error = "codecnn parameters that do not fit the picture (damaged, or another picture or CTU size)";
     return false;
   }
