@@ -134,6 +134,10 @@ def test_closed_loop_dataset_records_what_the_filter_receives(tmp_path):
     assert unit["encoder"]["loop_model"].endswith("rdn-inloop-lop.int16.cnnw")
     v = CliRunner().invoke(cli, ["info", str(out), "--verify"])
     assert v.exit_code == 0 and "no problem found" in v.output, v.output
+    # its bitstreams decode right only in the patched HM with the model: evaluate --data refuses them
+    r = CliRunner().invoke(cli, ["evaluate", "--checkpoint", "zoo:rdn-inloop-lop", "--data", str(out), "--split",
+                                 "train", "--out", str(tmp_path / "ev")])  # fmt: skip
+    assert r.exit_code == 2 and "closed-loop data" in r.stderr and "--in-loop" in r.stderr, r.output
 
 
 def test_loop_model_option_checks(tmp_path, carphone_yuv):

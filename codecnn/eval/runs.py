@@ -219,6 +219,11 @@ def dataset_runs(path: str | os.PathLike, split: str | None, workdir: Path, qps=
     if not seqs:
         raise CodecnnError(f"{path}: no sequence in split {split!r}; choose --split train, val or test")
     units = [u for u in info.units if any(u["seq"] == s["name"] for s in seqs)]
+    if any((u.get("encoder") or {}).get("loop_model") for u in units):
+        raise CodecnnError(
+            f"{path} is closed-loop data (make-dataset --loop-model): its bitstreams decode right only in the "
+            "patched HM with that model; evaluate the network with --in-loop (or --yuv)"
+        )
     if qps:
         _check_qps(qps, [u["qp"] for u in units], f"{path} (split {split})")
     for s in seqs:
