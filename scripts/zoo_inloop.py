@@ -31,6 +31,7 @@ def summarise(label: str, path: Path, machine: str) -> dict:
         "label": label,
         "config": r["config"],
         "signal": r.get("signal", "always"),
+        "signalling": r.get("signalling", 1),
         "inter_model": r.get("inter_model") is not None,
         "machine": machine,
         "summary": r["summary"],

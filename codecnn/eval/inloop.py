@@ -341,6 +341,7 @@ def gather(
         "hm": {"sha256_encoder": key_base["hm_enc"], "sha256_decoder": key_base["hm_dec"]},
         "config": key_base["config"],
         "signal": key_base["signal"],
+        "signalling": key_base["signalling"],  # the payload's version (2: the network's QP searched and signalled)
         "bd_method": method,
         "seconds": seconds,
         "decoder_check": "every bitstream decoded by the patched HM decoder equals the encoder's reconstruction; "
