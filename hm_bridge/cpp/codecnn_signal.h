@@ -133,8 +133,9 @@ inline void apply(Pel *dst, ptrdiff_t stride, const std::vector<Pel> &filtered, 
 // everywhere with a scale, or on per CTU with a scale, whichever has the least squared error (against the
 // original, in the units of HM's RD cost: divided by 4^(bitDepth - 8)) plus lambda x the payload's bits
 // (`cost` in the result). headerBytes: bytes the picture's payload carries anyway (its header, else 0). mode
-// limits the choices (kPerPicture: no CTU flags). The scale is the least-squares fit over the picture and
-// over the CTUs kept, rounded to version 2's grid, and its neighbours.
+// limits the choices (kPerPicture: no CTU flags). The scales tried: the least-squares fit over the picture
+// and the fit over the CTUs it is kept on (alternating the two), rounded to version 2's grid with their
+// neighbours, and k = 64.
 template <typename Pel>
 inline Choice decide(const Pel *rec, ptrdiff_t recStride, const std::vector<Pel> &filtered, const Pel *org,
                      ptrdiff_t orgStride, int width, int height, int bitDepth, int block, int mode, double lambda,
@@ -154,22 +155,33 @@ inline Choice decide(const Pel *rec, ptrdiff_t recStride, const std::vector<Pel>
       den[b] += r * r;
       off[b] += e * e;
     }
-  double offTotal = 0, numAll = 0, denAll = 0, numKept = 0, denKept = 0;
+  double offTotal = 0, numAll = 0, denAll = 0;
   for (int b = 0; b < n; ++b) {
-    const size_t i = static_cast<size_t>(b);
-    offTotal += off[i];
-    numAll += num[i];
-    denAll += den[i];
-    if (num[i] > 0) {  // a CTU the filter helps at some scale
-      numKept += num[i];
-      denKept += den[i];
-    }
+    offTotal += off[static_cast<size_t>(b)];
+    numAll += num[static_cast<size_t>(b)];
+    denAll += den[static_cast<size_t>(b)];
+  }
+  // The scale fitted on the CTUs it is kept on: a CTU gains at scale a = k / 64 when its error,
+  // off - 2 a num + a^2 den (rounding aside), is below off, i.e. when a den < 2 num; refit a on those, repeat.
+  double keptFit = denAll > 0 ? numAll / denAll : 0.0;
+  for (int it = 0; it < 6 && mode == kPerCtu; ++it) {
+    double nk = 0, dk = 0;
+    for (int b = 0; b < n; ++b)
+      if (keptFit * den[static_cast<size_t>(b)] < 2 * num[static_cast<size_t>(b)]) {
+        nk += num[static_cast<size_t>(b)];
+        dk += den[static_cast<size_t>(b)];
+      }
+    if (dk <= 0) break;
+    const double next = nk / dk;
+    if (std::fabs(next - keptFit) < 1e-3) break;
+    keptFit = next;
   }
   Choice best;
   best.cost = offTotal / unit + lambda * ueBits(static_cast<unsigned>(headerBytes));
   if (denAll <= 0) return best;
-  std::vector<int> grid;  // the scale indices tried
-  const double fits[2] = {denAll > 0 ? 64.0 * numAll / denAll : 0.0, denKept > 0 ? 64.0 * numKept / denKept : 0.0};
+  // the scale indices tried: around the picture's fit and the kept CTUs' fit, and k = 64 (the network itself)
+  std::vector<int> grid(1, (64 - kScaleBase) / kScaleStep);
+  const double fits[2] = {64.0 * numAll / denAll, 64.0 * keptFit};
   for (int f = 0; f < 2; ++f) {
     const int s0 = static_cast<int>(std::floor((fits[f] - kScaleBase) / kScaleStep + 0.5));
     for (int s = s0 - 1; s <= s0 + 1; ++s)
