@@ -189,8 +189,10 @@ def bench_cpp(model, sizes=(4, 8, 16, 32), reps: int = 20000, cxx: str = "g++", 
 #   (C = 0: num = P, den = 2, i.e. P / 2); D = s * den - num for the block's samples and the available
 #   references (exact); W = sum D^2 (int64) over both; M = N^2 + C; k = (62 - bitlen(W)) rounded down to
 #   even, h = k / 2; r = max(isqrt((W << k) // M), ((2 * den * P) << h) // 255), the deviation (clamped at two
-#   8-bit steps, MIN_DEVIATION) in units of 2^-h / den samples; each value becomes round_div(D << (q + h), r)
-#   saturated to int16 (D * 2^h < 2^31, so every step fits in int64); channel 2 as a * 2^q. The third side
+#   8-bit steps, MIN_DEVIATION) in units of 2^-h / den samples; g = max(0, bitlen(r) - 32), then r >>= g and
+#   h -= g (r of at most 32 bits; only clamped deviations have more); with e = bitlen(r) and the reciprocal
+#   R = 2^(e+30) // r, each value becomes shift_round((D << h) * R, e + 30 - q) saturated to int16 (|D| 2^h
+#   < 2^31 and R <= 2^30, so every step fits in int64); channel 2 as a * 2^q. The third side
 #   input log2(deviation * 255) / 8 is L = log2x(r) + log2x(255) - h * 2^16 - log2x(den) - log2x(P) at
 #   16 fractional bits (log2x: the integer part from the bit length, then 16 fractional bits by repeated
 #   squaring of a 31-bit mantissa, each truncated), given at scale q as shift_round(L, 19 - q);
@@ -238,9 +240,13 @@ def normalise_int(c: np.ndarray, n: int, peak: int, q: int) -> tuple[np.ndarray,
     k = (62 - w.bit_length()) & ~1
     h = k // 2
     r = max(math.isqrt((w << k) // (n * n + count)), ((2 * den * peak) << h) // 255)
+    g = max(0, r.bit_length() - 32)
+    r, h = r >> g, h - g
+    e = r.bit_length()
+    recip = (1 << (e + 30)) // r
     out = np.zeros((3, side, side), np.int16)
-    out[0, 1 : n + 1, 1 : n + 1] = sat16(_round_div(db << (q + h), r))
-    out[1] = sat16(_round_div(dr << (q + h), r))
+    out[0, 1 : n + 1, 1 : n + 1] = sat16(shift_round((db << h) * recip, e + 30 - q))
+    out[1] = sat16(shift_round((dr << h) * recip, e + 30 - q))
     out[2] = sat16(av.astype(np.int64) << q)
     dev = log2_fixed(r) + log2_fixed(255) - (h << LOG_FRAC) - log2_fixed(den) - log2_fixed(peak)
     return out, dev

@@ -240,8 +240,8 @@ def test_hm_glue_prunes_the_rmd_to_the_networks_top_k_and_the_mpms(tmp_path):
     (strict flags) against the copied headers and mock HM types, on blocks of a real frame at picture edges,
     CTU edges and inside CTUs: the RMD evaluates exactly the network's top k (PyTorch on the canvas made with
     HEVC's z-scan availability, codecnn.hevc.intra_labels) plus the MPMs; the full-RD count is
-    min(--CnnModeRd or HM's, modes evaluated); without a model every mode; bad options and models stop HM
-    with one line."""
+    min(--CnnModeRd or HM's, modes evaluated); an int16 model's top k those of the numpy twin on the integer
+    canvas; without a model every mode; bad options and models stop HM with one line."""
     from conftest import HM
     from test_hm_bridge import _fake_hm
 
@@ -271,7 +271,7 @@ def test_hm_glue_prunes_the_rmd_to_the_networks_top_k_and_the_mpms(tmp_path):
     m = _net("small", seed=3)
     model = write_cnnw(graph_from_modenet(m), tmp_path / "m.cnnw")
     y = RawYuvReader(HM / "carphone" / "orig.yuv", 176, 144).read(1).y
-    cases, expected = [], []
+    cases, expected, ints = [], [], []
     lines = []
     for n, picks in (
         (4, [(0, 0), (0, 60), (4, 4), (60, 64), (140, 172), (64, 60)]),
@@ -285,6 +285,7 @@ def test_hm_glue_prunes_the_rmd_to_the_networks_top_k_and_the_mpms(tmp_path):
             patch = np.zeros((2 * n + 1, 2 * n + 1), np.int64)
             patch[1 : n + 1, 1 : n + 1] = y[py : py + n, px : px + n]
             c = torch.from_numpy(canvas(patch, lab.ref[i], n, 255.0))[None]
+            ints.append((int_canvas(patch, lab.ref[i], n), c[0].numpy(), n))
             logits = m(c, torch.tensor([n]), torch.tensor([32]))[0].detach().numpy()
             mpm = (0, 1, 26)
             for k in (1, 6):
@@ -311,6 +312,15 @@ def test_hm_glue_prunes_the_rmd_to_the_networks_top_k_and_the_mpms(tmp_path):
             assert sorted(map(int, g[3:])) == modes, (n, py, px)
             hm_count = 8 if n <= 8 else 3
             assert int(g[1]) == min(rd or hm_count, hm_count, len(modes))
+    # an int16 model (calibrated on these blocks): the RMD evaluates the twin's top k and the MPMs
+    q = quantise_modenet(graph_from_modenet(m), [(fc, n, 32) for _, fc, n in ints])
+    res = run(write_cnnw(q, tmp_path / "m16.cnnw"), 6, 2)
+    assert res.returncode == 0 and "(int16, CRC-32 " in res.stdout, res.stderr
+    got = [ln.split() for ln in res.stdout.splitlines() if ln.startswith("rd ")]
+    assert len(got) == len(ints)
+    for (ic, _, n), g in zip(ints, got, strict=True):
+        top = set(top_modes(run_modenet_int(q, ic, n, 32, 8), 6).tolist()) | {0, 1, 26}
+        assert sorted(map(int, g[3:])) == sorted(top)
     res = run(model, 1, 0, "", 16)  # --CnnModeMinSize 16: 4x4 and 8x8 blocks keep HM's full RMD
     got = [ln.split() for ln in res.stdout.splitlines() if ln.startswith("rd ")]
     assert res.returncode == 0 and "blocks 16x16 and up" in res.stdout
@@ -341,10 +351,12 @@ def test_hm_glue_prunes_the_rmd_to_the_networks_top_k_and_the_mpms(tmp_path):
         assert len(lines_err) == 1 and lines_err[0].startswith("ERROR: codecnn: ") and msg in lines_err[0], res.stderr
 
 
-def test_loader_survives_truncated_and_flipped_files_under_asan(tmp_path):
+@pytest.mark.parametrize("precision", ["float32", "int16"])
+def test_loader_survives_truncated_and_flipped_files_under_asan(precision, tmp_path):
     """Truncated mode networks, and bit flips with the checksum made right again (so the parser's own checks
     are what refuses them), under ASan/UBSan: each refused with a message or loaded and run on a block of
-    every size, never a crash or an out-of-bounds access."""
+    every size, never a crash or an out-of-bounds access (float32 and int16 models: an int16 one's flipped
+    scales, weights and biases included)."""
     import zlib
 
     from test_hm_bridge import GXX, STRICT
@@ -355,7 +367,10 @@ def test_loader_survives_truncated_and_flipped_files_under_asan(tmp_path):
     if r.returncode != 0:
         assert "[-W" not in r.stderr, r.stderr[-3000:]
         pytest.skip(f"cannot build with -fsanitize=address: {r.stderr[-300:]}")
-    data = write_cnnw(graph_from_modenet(_net("odd")), tmp_path / "m.cnnw").read_bytes()
+    g = graph_from_modenet(_net("odd"))
+    if precision == "int16":
+        g = quantise_modenet(g, [(x.numpy(), n, 32) for n in (4, 8, 16, 32) for x in _canvases(n, 2)])
+    data = write_cnnw(g, tmp_path / "m.cnnw").read_bytes()
     rng = np.random.default_rng(0)
     reseal = lambda b: b[:8] + zlib.crc32(b[12:]).to_bytes(4, "little") + b[12:]  # noqa: E731
     cases = [data] + [data[:cut] for cut in sorted(set(rng.integers(0, len(data), 40).tolist()) | {0, 4, 8, 12})]

@@ -207,10 +207,8 @@ class ModeNet {
           const int x0 = j * out / L, x1 = ((j + 1) * out + L - 1) / L;
           std::fill(cell, cell + cp, static_cast<int16_t>(0));  // after ReLU every value is >= 0
           for (int y = y0; y < y1; ++y)
-            for (int xx = x0; xx < x1; ++xx) {
-              const int16_t *px = &(*in)[(static_cast<size_t>(y + 1) * w + xx + 1) * cp];
-              for (int c = 0; c < cp; ++c) cell[c] = std::max(cell[c], px[c]);
-            }
+            for (int xx = x0; xx < x1; ++xx)
+              modenet16::maxInto(cell, &(*in)[(static_cast<size_t>(y + 1) * w + xx + 1) * cp], cp);
           for (int c = 0; c < lastCout_; ++c) s.ivec[k + static_cast<size_t>(c) * cells + i * L + j] = cell[c];
         }
       }
