@@ -45,7 +45,7 @@ def main() -> None:
                 models.append(export_modenet(a.checkpoint, Path(d) / "m.int16.cnnw", int16=True, calib=a.calib)[0])
         for m in models:
             precision = "int16" if hasattr(read_cnnw(m), "tensor_q") else "float32"
-            name = str(m) if a.model else f"{a.checkpoint} ({precision})"
+            name = str(m) if a.model else a.checkpoint
             results.append((name, precision, bench_cpp(m, reps=a.reps)))
     if a.json:
         rows = [{"model": name, "precision": p, "per_block": r} for name, p, r in results]

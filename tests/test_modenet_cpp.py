@@ -571,3 +571,55 @@ def test_int16_refusals_are_one_line(mtool, zoo_int16, tmp_path):
     r = subprocess.run([str(tool), str(path), "x.yuv", "8", "8", "8", "32", "o.raw"], capture_output=True, text=True)
     assert r.returncode != 0 and "a mode network (.cnnw version 3" in r.stderr and r.stderr.count("\n") == 1
     assert zlib.crc32(bytes(data[12:])) == q.crc32
+
+
+def _edge_canvases(n: int, bit_depth: int) -> np.ndarray:
+    """Integer canvases at the edges of the normalisation: a flat block and flat references (zero deviation, the
+    clamp), no reference available (the mean P / 2), a single one, the largest contrast (0 and P in a
+    checkerboard), a ramp."""
+    peak = (1 << bit_depth) - 1
+    side = 2 * n + 1
+    out = []
+    for kind in ("flat", "none", "one", "checker", "ramp"):
+        c = np.zeros((3, side, side), np.int64)
+        av = np.zeros((side, side), bool)
+        if kind != "none":
+            av[0, :] = av[:, 0] = True
+        if kind == "one":
+            av[:] = False
+            av[0, 0] = True
+        yy, xx = np.mgrid[:side, :side]
+        full = {"flat": np.full((side, side), peak // 3), "none": (yy * 7 + xx * 3) % (peak + 1),
+                "one": np.full((side, side), peak), "checker": ((yy + xx) % 2) * peak,
+                "ramp": (yy + xx) * peak // (2 * side)}[kind]  # fmt: skip
+        c[0, 1 : n + 1, 1 : n + 1] = full[1 : n + 1, 1 : n + 1]
+        c[1] = np.where(av, full, 0)
+        c[2] = av
+        out.append(c)
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("bit_depth", [8, 10, 16])
+def test_int16_normalisation_at_its_edges(mtool, zoo_int16, bit_depth, tmp_path):
+    """The integer normalisation on the blocks at its edges (zero deviation, no references, one reference, full
+    contrast, a ramp; 8, 10 and 16 bits): C++ == twin bit for bit, and the normalised canvas and the deviation's
+    side input within a rounding step of the float model's (codecnn.models.modenet.normalise_canvas)."""
+    from codecnn.models.modenet import DEVIATION_SCALE, normalise_canvas
+    from hm_bridge.modenet import LOG_FRAC, normalise_int
+
+    _, q, path, _ = zoo_int16
+    for n in (4, 8, 16, 32):
+        cs = _edge_canvases(n, bit_depth)
+        peak = (1 << bit_depth) - 1
+        for c in cs:
+            fl = c.astype(np.float64)
+            fl[:2] /= peak
+            x, dev = normalise_canvas(torch.from_numpy(fl[None]))
+            ints, d = normalise_int(c, n, peak, 10)
+            np.testing.assert_allclose(ints / 2.0**10, x[0].numpy(), atol=1.5 / 2**10, rtol=1e-6)
+            assert abs(d / 2.0 ** (LOG_FRAC + 3) - float(torch.log2(dev * DEVIATION_SCALE)[0]) / 8) < 1e-4
+        for opt, exe in mtool.items():
+            blocks = [(c, n) for c in cs]
+            ic, got = _run_int_cpp(exe, path, blocks, n, 32, bit_depth, tmp_path)
+            want = np.stack([run_modenet_int(q, c, n, 32, bit_depth) for c in ic])
+            np.testing.assert_array_equal(got, want, err_msg=f"{opt} N={n} {bit_depth}-bit")
