@@ -9,7 +9,8 @@ File layout (version 2; version 3 is the same layout, for the mode network's ops
     u32      version (2 restoration, 3 mode network)
     u32      CRC-32 of every byte after this field (file offset 12 to the end): zlib's CRC-32 (polynomial
              0xEDB88320 reflected, as ``zlib.crc32``), checked by both readers before anything else is read
-    u32      precision: 0 = float32, 1 = int16 fixed point (the rules: hm_bridge/fixed.py)
+    u32      precision: 0 = float32, 1 = int16 fixed point (the rules: hm_bridge/fixed.py; a mode network's
+             own steps, normalisation, pooling and side inputs in integers: hm_bridge/modenet.py)
     u32      header length H, then H bytes of UTF-8 JSON: {"arch", "config", "context", "codecnn_version"}
     u32      tensor count T, then T tensors:
                u32 ndim, u32 dims[ndim], then
@@ -29,6 +30,8 @@ wrong weights. The checksum is exposed (``Graph.crc32`` here, ``Model::checksum(
 Version 3 (``MODES_VERSION``) is version 2's layout holding a mode network (``arch`` "modenet", ops 7-11,
 :mod:`hm_bridge.modenet`): a reader of version 2 refuses it by its version, so a mode network given as a luma
 filter (or a luma filter as a mode network) is refused with one line that says which it is.
+A mode network is float32 or int16 (precision 1, ``codecnn export --int16``); a reader that runs float32 mode
+networks only refuses an int16 one by its precision field with one line.
 
 Version 1 is version 2 without the checksum field (precision follows the version). Both readers still
 read it, with a warning that names the file and asks to re-export it; the writer writes version 2 only.

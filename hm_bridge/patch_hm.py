@@ -1,8 +1,9 @@
 """``python -m hm_bridge patch-hm HM_DIR``: put the codecnn luma filter into a user's HM 16.x checkout.
 
 It copies the headers of ``HEADERS`` (``cnnw.h`` and ``cnnw_format.h``, ``codecnn_signal.h``, ``codecnn_hm.h``,
-and the mode network's ``cnnw_modenet.h`` and ``codecnn_modes_hm.h``) into ``source/Lib/TLibCommon`` (already on
-HM's include path, so no build file changes) and edits, each line marked ``// codecnn hm_bridge``:
+and the mode network's ``cnnw_modenet.h``, ``cnnw_modenet_int16.h`` and ``codecnn_modes_hm.h``) into
+``source/Lib/TLibCommon`` (already on HM's include path, so no build file changes) and edits, each line marked
+``// codecnn hm_bridge``:
 
 * ``TEncGOP.cpp``: after SAO, before the picture's slices are written (and so before the PSNR and before
   the picture serves as a reference), a call to ``codecnn_hm::filterLumaEncoder``: it filters the
@@ -45,7 +46,10 @@ from codecnn.errors import CodecnnError
 MARK = "// codecnn hm_bridge"
 WAS = " (was: "  # a replaced line's marker keeps the original line: MARK + WAS + original + ")"
 CPP = Path(__file__).resolve().parent / "cpp"
-HEADERS = ("cnnw_format.h", "cnnw.h", "codecnn_signal.h", "codecnn_hm.h", "cnnw_modenet.h", "codecnn_modes_hm.h")
+HEADERS = (
+    *("cnnw_format.h", "cnnw.h", "codecnn_signal.h", "codecnn_hm.h"),
+    *("cnnw_modenet.h", "cnnw_modenet_int16.h", "codecnn_modes_hm.h"),
+)
 INCLUDE = f'#include "TLibCommon/codecnn_hm.h"  {MARK}'
 MODES_INCLUDE = f'#include "TLibCommon/codecnn_modes_hm.h"  {MARK}'
 _REC = "pcPic->getPicYuvRec()"

@@ -1,4 +1,5 @@
-"""The mode network in C++ (hm_bridge/cpp/cnnw_modenet.h): export, equality with PyTorch, refusals."""
+"""The mode network in C++ (hm_bridge/cpp/cnnw_modenet.h): export, equality with PyTorch (float32) and with the
+numpy twin (int16, bit for bit), refusals."""
 
 import subprocess
 
@@ -12,8 +13,17 @@ from codecnn.cli import cli
 from codecnn.errors import CodecnnError
 from codecnn.models.modenet import ModeNet
 from codecnn.train.checkpoint import save_checkpoint
-from hm_bridge.format import MODES_VERSION, read_cnnw, write_cnnw
-from hm_bridge.modenet import graph_from_modenet, run_modenet_graph
+from hm_bridge.format import INT16, MODES_VERSION, read_cnnw, write_cnnw
+from hm_bridge.modenet import (
+    graph_from_modenet,
+    int_canvas,
+    quantise_modenet,
+    run_modenet_graph,
+    run_modenet_int,
+    top_modes,
+)
+
+ZOO_MODENET = CPP.parent.parent / "codecnn" / "zoo" / "modenet-hm-c8d1.pt"
 
 SHAPES = {  # the zoo's options, and the others each op must handle (channels not a multiple of 8, no pooling)
     "small": dict(channels=8, depth=2, hidden=32, normalise=True, pool_to=9, size_heads=True),
@@ -90,7 +100,9 @@ def test_export_command_writes_a_mode_network(mtool, tmp_path):
     assert r.exit_code == 0, r.output
     assert "float32 mode network, .cnnw version 3" in r.output
     r = CliRunner().invoke(cli, ["export", str(ck), "--out", str(tmp_path / "m16.cnnw"), "--int16"])
-    assert r.exit_code != 0 and "float32 .cnnw file only" in r.output
+    assert r.exit_code != 0 and "needs real blocks to calibrate on: pass --calib MODES.h5" in r.output
+    r = CliRunner().invoke(cli, ["export", str(ck), "--out", str(tmp_path / "m.onnx"), "--onnx"])
+    assert r.exit_code != 0 and "a mode network exports as a .cnnw file only" in r.output
     exe = next(iter(mtool.values()))
     ok = subprocess.run([str(exe), "check", str(tmp_path / "m.cnnw")], capture_output=True, text=True)
     assert ok.returncode == 0 and ok.stdout.startswith("CRC-32 0x")
@@ -228,8 +240,8 @@ def test_hm_glue_prunes_the_rmd_to_the_networks_top_k_and_the_mpms(tmp_path):
     (strict flags) against the copied headers and mock HM types, on blocks of a real frame at picture edges,
     CTU edges and inside CTUs: the RMD evaluates exactly the network's top k (PyTorch on the canvas made with
     HEVC's z-scan availability, codecnn.hevc.intra_labels) plus the MPMs; the full-RD count is
-    min(--CnnModeRd or HM's, modes evaluated); without a model every mode; bad options and models stop HM
-    with one line."""
+    min(--CnnModeRd or HM's, modes evaluated); an int16 model's top k those of the numpy twin on the integer
+    canvas; without a model every mode; bad options and models stop HM with one line."""
     from conftest import HM
     from test_hm_bridge import _fake_hm
 
@@ -259,7 +271,7 @@ def test_hm_glue_prunes_the_rmd_to_the_networks_top_k_and_the_mpms(tmp_path):
     m = _net("small", seed=3)
     model = write_cnnw(graph_from_modenet(m), tmp_path / "m.cnnw")
     y = RawYuvReader(HM / "carphone" / "orig.yuv", 176, 144).read(1).y
-    cases, expected = [], []
+    cases, expected, ints = [], [], []
     lines = []
     for n, picks in (
         (4, [(0, 0), (0, 60), (4, 4), (60, 64), (140, 172), (64, 60)]),
@@ -273,6 +285,7 @@ def test_hm_glue_prunes_the_rmd_to_the_networks_top_k_and_the_mpms(tmp_path):
             patch = np.zeros((2 * n + 1, 2 * n + 1), np.int64)
             patch[1 : n + 1, 1 : n + 1] = y[py : py + n, px : px + n]
             c = torch.from_numpy(canvas(patch, lab.ref[i], n, 255.0))[None]
+            ints.append((int_canvas(patch, lab.ref[i], n), c[0].numpy(), n))
             logits = m(c, torch.tensor([n]), torch.tensor([32]))[0].detach().numpy()
             mpm = (0, 1, 26)
             for k in (1, 6):
@@ -299,6 +312,15 @@ def test_hm_glue_prunes_the_rmd_to_the_networks_top_k_and_the_mpms(tmp_path):
             assert sorted(map(int, g[3:])) == modes, (n, py, px)
             hm_count = 8 if n <= 8 else 3
             assert int(g[1]) == min(rd or hm_count, hm_count, len(modes))
+    # an int16 model (calibrated on these blocks): the RMD evaluates the twin's top k and the MPMs
+    q = quantise_modenet(graph_from_modenet(m), [(fc, n, 32) for _, fc, n in ints])
+    res = run(write_cnnw(q, tmp_path / "m16.cnnw"), 6, 2)
+    assert res.returncode == 0 and "(int16, CRC-32 " in res.stdout, res.stderr
+    got = [ln.split() for ln in res.stdout.splitlines() if ln.startswith("rd ")]
+    assert len(got) == len(ints)
+    for (ic, _, n), g in zip(ints, got, strict=True):
+        top = set(top_modes(run_modenet_int(q, ic, n, 32, 8), 6).tolist()) | {0, 1, 26}
+        assert sorted(map(int, g[3:])) == sorted(top)
     res = run(model, 1, 0, "", 16)  # --CnnModeMinSize 16: 4x4 and 8x8 blocks keep HM's full RMD
     got = [ln.split() for ln in res.stdout.splitlines() if ln.startswith("rd ")]
     assert res.returncode == 0 and "blocks 16x16 and up" in res.stdout
@@ -329,10 +351,12 @@ def test_hm_glue_prunes_the_rmd_to_the_networks_top_k_and_the_mpms(tmp_path):
         assert len(lines_err) == 1 and lines_err[0].startswith("ERROR: codecnn: ") and msg in lines_err[0], res.stderr
 
 
-def test_loader_survives_truncated_and_flipped_files_under_asan(tmp_path):
+@pytest.mark.parametrize("precision", ["float32", "int16"])
+def test_loader_survives_truncated_and_flipped_files_under_asan(precision, tmp_path):
     """Truncated mode networks, and bit flips with the checksum made right again (so the parser's own checks
     are what refuses them), under ASan/UBSan: each refused with a message or loaded and run on a block of
-    every size, never a crash or an out-of-bounds access."""
+    every size, never a crash or an out-of-bounds access (float32 and int16 models: an int16 one's flipped
+    scales, weights and biases included)."""
     import zlib
 
     from test_hm_bridge import GXX, STRICT
@@ -343,7 +367,10 @@ def test_loader_survives_truncated_and_flipped_files_under_asan(tmp_path):
     if r.returncode != 0:
         assert "[-W" not in r.stderr, r.stderr[-3000:]
         pytest.skip(f"cannot build with -fsanitize=address: {r.stderr[-300:]}")
-    data = write_cnnw(graph_from_modenet(_net("odd")), tmp_path / "m.cnnw").read_bytes()
+    g = graph_from_modenet(_net("odd"))
+    if precision == "int16":
+        g = quantise_modenet(g, [(x.numpy(), n, 32) for n in (4, 8, 16, 32) for x in _canvases(n, 2)])
+    data = write_cnnw(g, tmp_path / "m.cnnw").read_bytes()
     rng = np.random.default_rng(0)
     reseal = lambda b: b[:8] + zlib.crc32(b[12:]).to_bytes(4, "little") + b[12:]  # noqa: E731
     cases = [data] + [data[:cut] for cut in sorted(set(rng.integers(0, len(data), 40).tolist()) | {0, 4, 8, 12})]
@@ -365,3 +392,234 @@ def test_loader_survives_truncated_and_flipped_files_under_asan(tmp_path):
     assert all(not ln.startswith("OK") for ln in lines[1:41])  # every truncation refused
     refused = [ln for ln in lines[41:] if ln != "OK"]
     assert refused and all(ln.startswith(str(tmp_path)) for ln in refused)
+
+
+# --------------------------------------------------------------------------------------------------
+# int16
+
+
+def _real_blocks(frame: int, per_size: int, bit_depth: int = 8, seed: int = 0) -> list[tuple]:
+    """Blocks of a frame of the real carphone clip (open-loop references, HEVC's z-scan availability), spread over
+    the frame: (integer canvas, float canvas, n). At 10 bits the 8-bit samples x 4 plus 0..3 of noise."""
+    from conftest import HM
+
+    from codecnn.data.intra import canvas, context_patches
+    from codecnn.hevc.intra_labels import label_blocks
+    from codecnn.yuv import RawYuvReader, sample_peak
+
+    y = RawYuvReader(HM / "carphone" / "orig.yuv", 176, 144).read(frame).y.astype(np.int64)
+    if bit_depth == 10:
+        y = y * 4 + np.random.default_rng(seed).integers(0, 4, y.shape)
+    out = []
+    for n in (4, 8, 16, 32):
+        lab = label_blocks(y, y, n, bit_depth=bit_depth, threads=1, with_hadamard=False)
+        rows = np.unique(np.linspace(0, len(lab.pos) - 1, min(per_size, len(lab.pos))).astype(int))
+        orig = context_patches(y, lab.pos[rows], n)
+        ic = int_canvas(orig, lab.ref[rows], n)
+        fc = canvas(orig, lab.ref[rows], n, np.full(len(rows), sample_peak(bit_depth), np.float32))
+        out += [(ic[i], fc[i], n) for i in range(len(rows))]
+    return out
+
+
+@pytest.fixture(scope="module")
+def zoo_int16(tmp_path_factory):
+    """The zoo's modenet-hm-c8d1 (the model HM runs) as float and int16 graphs, calibrated on real blocks of
+    carphone's frame 0 (QP 32), and real blocks of frame 5 to compare on."""
+    from codecnn.train.checkpoint import load_model
+
+    model, _ = load_model(ZOO_MODENET, task="intra-modes")
+    g = graph_from_modenet(model)
+    q = quantise_modenet(g, [(fc, n, 32) for _, fc, n in _real_blocks(0, 64)])
+    path = write_cnnw(q, tmp_path_factory.mktemp("zoo16") / "c8d1.int16.cnnw")
+    return g, read_cnnw(path), path, _real_blocks(5, 96)
+
+
+def _run_int_cpp(exe, model, blocks, n, qp, bit_depth, d):
+    ic = np.stack([b[0] for b in blocks if b[-1] == n]).astype("<i4")
+    ic.tofile(d / "in.i32")
+    argv = [str(exe), "runint", str(model), str(d / "in.i32"), str(n), str(qp), str(bit_depth), str(len(ic))]
+    subprocess.run([*argv, str(d / "o.i16")], check=True)
+    return ic, np.fromfile(d / "o.i16", "<i2").reshape(len(ic), 35)
+
+
+def test_int16_cpp_equals_python_twin_on_real_blocks(mtool, zoo_int16, tmp_path):
+    """The zoo's mode network in int16: C++ (portable -O0, -O3, AVX2 builds) gives the numpy twin's integer logits
+    bit for bit on real blocks of every size, at QPs 22 and 37 and open loop's -1."""
+    _, q, path, blocks = zoo_int16
+    assert read_cnnw(path).header["precision"] == "int16" and q.version == MODES_VERSION
+    for n in (4, 8, 16, 32):
+        for qp in (22, 37, -1):
+            want = None
+            for opt, exe in mtool.items():
+                ic, got = _run_int_cpp(exe, path, blocks, n, qp, 8, tmp_path)
+                if want is None:
+                    want = np.stack([run_modenet_int(q, c, n, qp, 8) for c in ic])
+                np.testing.assert_array_equal(got, want, err_msg=f"{opt} N={n} QP={qp}")
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_int16_cpp_equals_python_twin_every_shape(mtool, shape, tmp_path):
+    """Every op's integer path (no normalisation, no pooling, channels not a multiple of 8, pooling of 16x16 and
+    32x32 canvases, a shared head) on real 8-bit and 10-bit blocks: C++ == the twin bit for bit."""
+    g = graph_from_modenet(_net(shape, seed=2))
+    for bd in (8, 10):
+        q = quantise_modenet(g, [(fc, n, 27) for _, fc, n in _real_blocks(1, 8, bd)])
+        path = write_cnnw(q, tmp_path / f"m{bd}.cnnw")
+        blocks = _real_blocks(3, 12, bd, seed=1)
+        for n in (4, 8, 16, 32):
+            for opt, exe in mtool.items():
+                ic, got = _run_int_cpp(exe, path, blocks, n, 30, bd, tmp_path)
+                want = np.stack([run_modenet_int(q, c, n, 30, bd) for c in ic])
+                np.testing.assert_array_equal(got, want, err_msg=f"{opt} N={n} {bd}-bit")
+
+
+def test_int16_ranking_agrees_with_float(zoo_int16):
+    """The int16 zoo network ranks the modes as the float one on real blocks it was not calibrated on (308 blocks
+    of carphone's frame 5, QP 32): the same top-1 mode on at least 97% of them (measured: 100%; 99.7% at QPs 22
+    and 37), the float top-1 always in the int16 top 10, and the top-10 sets sharing at least 98% of their
+    modes (measured: 99.97%)."""
+    from hm_bridge.modenet import agreement
+
+    g, q, _, blocks = zoo_int16
+    r = agreement(g, q, [(ic, fc, n, 32, 8) for ic, fc, n in blocks])
+    assert r["blocks"] == len(blocks) > 250
+    assert r["top1_agree"] >= 0.97 and r["top10_overlap"] >= 0.98 and r["float_top1_in_int_top10"] == 1.0, r
+
+
+@pytest.fixture(scope="module")
+def modes_open_h5(tmp_path_factory):
+    """A small intra-modes dataset of real blocks (carphone frame 2, open loop: no encode)."""
+    from conftest import HM
+
+    d = tmp_path_factory.mktemp("modes16")
+    (d / "carphone_176x144_30.yuv").write_bytes((HM / "carphone" / "orig.yuv").read_bytes())
+    (d / "l.toml").write_text(
+        '[list]\nname = "l"\n[[sequence]]\nname = "a"\nfile = "carphone_176x144_30.yuv"\nsplit = "val"\n'
+    )
+    argv = ["make-dataset", "--task", "intra-modes", "--loop", "open", "--list", str(d / "l.toml"), "--seq-dir",
+            str(d), "--frames", "1", "--start", "2", "--jobs", "1", "--out", str(d / "modes.h5")]  # fmt: skip
+    r = CliRunner().invoke(cli, argv)
+    assert r.exit_code == 0, r.output
+    return d / "modes.h5"
+
+
+def test_export_int16_command(mtool, modes_open_h5, tmp_path):
+    """codecnn export MODENET --int16 --calib MODES.h5: an int16 version 3 file, calibrated on half the dataset's
+    blocks, its agreement with the float network on the other half printed and kept in its header; the C++
+    loads it; without real blocks it is refused."""
+    out = tmp_path / "m16.cnnw"
+    r = CliRunner().invoke(
+        cli, ["export", str(ZOO_MODENET), "--out", str(out), "--int16", "--calib", str(modes_open_h5)]
+    )
+    assert r.exit_code == 0, r.output
+    assert "int16 mode network, .cnnw version 3" in r.output and "top-1 the same on" in r.output
+    g = read_cnnw(out)
+    rep = g.header["int16_report"]
+    assert g.version == MODES_VERSION and g.header["precision"] == "int16" and rep["calibration"] == str(modes_open_h5)
+    assert rep["top1_agree"] >= 0.95 and rep["blocks"] > 100
+    assert out.read_bytes()[12:16] == INT16.to_bytes(4, "little")
+    ok = subprocess.run([str(next(iter(mtool.values()))), "check", str(out)], capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout == f"CRC-32 {g.crc32:#010x}\n"
+    r = CliRunner().invoke(cli, ["export", str(ZOO_MODENET), "--out", str(tmp_path / "x.cnnw"), "--int16"])
+    assert r.exit_code != 0 and "needs real blocks to calibrate on" in r.output  # its training data is not here
+
+
+def test_int16_refusals_are_one_line(mtool, zoo_int16, tmp_path):
+    """An int16 mode network given to a float reader (the float run, run_modenet_graph, the luma filter's cnnw.h)
+    is refused with one line that says what it is, as are a float model run on integer samples, an int16 luma
+    filter given as a mode network, a damaged int16 file and one whose scales do not chain."""
+    import zlib
+
+    exe = next(iter(mtool.values()))
+    g, q, path, _ = zoo_int16
+    fl = write_cnnw(g, tmp_path / "f.cnnw")
+    rdn = CPP.parent.parent / "codecnn" / "zoo" / "rdn-inloop-ai-v2.int16.cnnw"
+    np.zeros((1, 3, 9, 9), "<f4").tofile(tmp_path / "c.f32")
+    np.zeros((1, 3, 9, 9), "<i4").tofile(tmp_path / "c.i32")
+
+    def refusal(*argv):
+        r = subprocess.run([str(exe), *map(str, argv)], capture_output=True, text=True)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+        return r.stderr
+
+    msg = refusal("run", path, tmp_path / "c.f32", 4, 32, 1, tmp_path / "o")
+    assert "an int16 mode network runs on integer samples (runInt), not on a float canvas" in msg
+    msg = refusal("runint", fl, tmp_path / "c.i32", 4, 32, 8, 1, tmp_path / "o")
+    assert "a float32 mode network runs on a float canvas (run), not on integer samples" in msg
+    assert "a luma filter (.cnnw version 2), not a mode network" in refusal("check", rdn)
+    with pytest.raises(CodecnnError, match="an int16 mode network runs on integer samples"):
+        run_modenet_graph(q, np.zeros((3, 9, 9), np.float32), 4, 32)
+    with pytest.raises(CodecnnError, match="a float32 mode network"):
+        run_modenet_int(g, np.zeros((3, 9, 9), np.int32), 4, 32)
+    data = bytearray(path.read_bytes())
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 4
+    (tmp_path / "bad.cnnw").write_bytes(bytes(flipped))
+    assert "the file is damaged" in refusal("check", tmp_path / "bad.cnnw")
+    # the last node's scale (its last parameter, the file's last 4 bytes) set apart from the chain's rules: a
+    # ReLU's scale is its convolution's; here the head's own may be anything in 0..16, so change the first ReLU's
+    relu = next(i for i, nd in enumerate(q.nodes) if nd.op == 4)
+    q2 = read_cnnw(path)
+    q2.nodes[relu].params[-1] += 1
+    bad = write_cnnw(q2, tmp_path / "chain.cnnw")
+    assert "not a mode network's chain" in refusal("check", bad)
+    q2.nodes[relu].params[-1] -= 1
+    q2.tensor_q[q2.nodes[relu - 1].params[1]] += 1  # the conv's bias not at q_w + q_in
+    assert "not a mode network's chain" in refusal("check", write_cnnw(q2, tmp_path / "bias.cnnw"))
+    # and the luma filter's reader refuses an int16 mode network as a mode network
+    tool = _build(_compiler("g++"), ["-O1"], CPP / "cnnw_tool.cpp", tmp_path / "cnnw_tool")
+    r = subprocess.run([str(tool), str(path), "x.yuv", "8", "8", "8", "32", "o.raw"], capture_output=True, text=True)
+    assert r.returncode != 0 and "a mode network (.cnnw version 3" in r.stderr and r.stderr.count("\n") == 1
+    assert zlib.crc32(bytes(data[12:])) == q.crc32
+
+
+def _edge_canvases(n: int, bit_depth: int) -> np.ndarray:
+    """Integer canvases at the edges of the normalisation: a flat block and flat references (zero deviation, the
+    clamp), no reference available (the mean P / 2), a single one, the largest contrast (0 and P in a
+    checkerboard), a ramp."""
+    peak = (1 << bit_depth) - 1
+    side = 2 * n + 1
+    out = []
+    for kind in ("flat", "none", "one", "checker", "ramp"):
+        c = np.zeros((3, side, side), np.int64)
+        av = np.zeros((side, side), bool)
+        if kind != "none":
+            av[0, :] = av[:, 0] = True
+        if kind == "one":
+            av[:] = False
+            av[0, 0] = True
+        yy, xx = np.mgrid[:side, :side]
+        full = {"flat": np.full((side, side), peak // 3), "none": (yy * 7 + xx * 3) % (peak + 1),
+                "one": np.full((side, side), peak), "checker": ((yy + xx) % 2) * peak,
+                "ramp": (yy + xx) * peak // (2 * side)}[kind]  # fmt: skip
+        c[0, 1 : n + 1, 1 : n + 1] = full[1 : n + 1, 1 : n + 1]
+        c[1] = np.where(av, full, 0)
+        c[2] = av
+        out.append(c)
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("bit_depth", [8, 10, 16])
+def test_int16_normalisation_at_its_edges(mtool, zoo_int16, bit_depth, tmp_path):
+    """The integer normalisation on the blocks at its edges (zero deviation, no references, one reference, full
+    contrast, a ramp; 8, 10 and 16 bits): C++ == twin bit for bit, and the normalised canvas and the deviation's
+    side input within a rounding step of the float model's (codecnn.models.modenet.normalise_canvas)."""
+    from codecnn.models.modenet import DEVIATION_SCALE, normalise_canvas
+    from hm_bridge.modenet import LOG_FRAC, normalise_int
+
+    _, q, path, _ = zoo_int16
+    for n in (4, 8, 16, 32):
+        cs = _edge_canvases(n, bit_depth)
+        peak = (1 << bit_depth) - 1
+        for c in cs:
+            fl = c.astype(np.float64)
+            fl[:2] /= peak
+            x, dev = normalise_canvas(torch.from_numpy(fl[None]))
+            ints, d = normalise_int(c, n, peak, 10)
+            np.testing.assert_allclose(ints / 2.0**10, x[0].numpy(), atol=1.5 / 2**10, rtol=1e-6)
+            assert abs(d / 2.0 ** (LOG_FRAC + 3) - float(torch.log2(dev * DEVIATION_SCALE)[0]) / 8) < 1e-4
+        for opt, exe in mtool.items():
+            blocks = [(c, n) for c in cs]
+            ic, got = _run_int_cpp(exe, path, blocks, n, 32, bit_depth, tmp_path)
+            want = np.stack([run_modenet_int(q, c, n, 32, bit_depth) for c in ic])
+            np.testing.assert_array_equal(got, want, err_msg=f"{opt} N={n} {bit_depth}-bit")

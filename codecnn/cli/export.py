@@ -12,12 +12,20 @@ from codecnn.files import check_not_input, check_output_file
 @cli.command()
 @click.argument("checkpoint", type=click.Path())
 @click.option("--out", required=True, type=click.Path(), help="The .cnnw file to write.")
-@click.option("--int16", is_flag=True, help="int16 fixed point (bit-exact across machines), calibrated on real CTUs.")
-@click.option("--calib", type=click.Path(), help="Dataset to calibrate --int16 on (default: the training data).")
+@click.option(
+    "--int16",
+    is_flag=True,
+    help="int16 fixed point (bit-exact across machines), calibrated on real CTUs (a mode network: real blocks).",
+)
+@click.option(
+    "--calib",
+    type=click.Path(),
+    help="Dataset to calibrate --int16 on (default: the training data); a mode network's: an intra-modes dataset.",
+)
 @click.option("--onnx", "as_onnx", is_flag=True, help="Write ONNX instead (checked against PyTorch with onnxruntime).")
 def export(checkpoint, out, int16, calib, as_onnx):
     """Export a checkpoint for HM: a versioned .cnnw file read by hm_bridge/cpp/cnnw.h (a restoration network,
-    the luma filter) or by hm_bridge/cpp/cnnw_modenet.h (a mode network, for HM's intra search: float32)."""
+    the luma filter) or by hm_bridge/cpp/cnnw_modenet.h (a mode network, for HM's intra search), float32 or int16."""
     from codecnn.train.checkpoint import load_checkpoint
     from hm_bridge.export import MAX_LOSS_DB, export_checkpoint, export_onnx
     from hm_bridge.modenet import export_modenet
@@ -27,10 +35,17 @@ def export(checkpoint, out, int16, calib, as_onnx):
     check_output_file(out, "--out")
     check_not_input("--out", out, command_inputs("out"))
     if load_checkpoint(checkpoint).get("arch") == "modenet":
-        if int16 or as_onnx:
-            raise CodecnnError("a mode network exports as a float32 .cnnw file only: drop --int16 and --onnx")
-        p, g = export_modenet(checkpoint, out)
-        click.echo(f"wrote {p} ({p.stat().st_size} bytes, float32 mode network, .cnnw version {g.version})")
+        if as_onnx:
+            raise CodecnnError("a mode network exports as a .cnnw file only (float32 or --int16): drop --onnx")
+        p, g, rep = export_modenet(checkpoint, out, int16, calib)
+        kind = "int16" if int16 else "float32"
+        click.echo(f"wrote {p} ({p.stat().st_size} bytes, {kind} mode network, .cnnw version {g.version})")
+        if rep:
+            click.echo(
+                f"int16 against float on {rep['blocks']} real blocks (not those calibrated on): top-1 the same on "
+                f"{100 * rep['top1_agree']:.1f}%, float top-1 in the int16 top 10 on "
+                f"{100 * rep['float_top1_in_int_top10']:.1f}%, top-10 overlap {100 * rep['top10_overlap']:.1f}%"
+            )
         return
     if as_onnx:
         r = export_onnx(checkpoint, out)

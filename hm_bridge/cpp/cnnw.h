@@ -121,12 +121,7 @@ struct Buf {
 typedef Buf<float> Buffer;     // float32 models
 typedef Buf<int16_t> IBuffer;  // int16 models
 
-// Integer helpers of hm_bridge/fixed.py: floor shift, round-half-up rescale, int16 saturation.
-inline int64_t floorShift(int64_t v, int s) { return v >= 0 ? (v >> s) : -((-v - 1) >> s) - 1; }
-inline int64_t shiftRound(int64_t v, int s) {
-  return s > 0 ? floorShift(v + (static_cast<int64_t>(1) << (s - 1)), s) : v * (static_cast<int64_t>(1) << (-s));
-}
-inline int16_t sat16(int64_t v) { return static_cast<int16_t>(v < -32768 ? -32768 : (v > 32767 ? 32767 : v)); }
+// The integer helpers of hm_bridge/fixed.py (floorShift, shiftRound, sat16) are in cnnw_format.h.
 
 // Where the time goes (filterPlane's last argument; cnnw_tool --profile): per node of the graph (entry i:
 // node i), the seconds spent in it, summed over tiles and threads, and for a convolution its shape and the

@@ -195,6 +195,14 @@ struct Node {
   Node() : op(0), channels(0), plan(-1) {}
 };
 
+// Integer helpers of hm_bridge/fixed.py (int16 models, both networks): floor shift, round-half-up rescale,
+// int16 saturation.
+inline int64_t floorShift(int64_t v, int s) { return v >= 0 ? (v >> s) : -((-v - 1) >> s) - 1; }
+inline int64_t shiftRound(int64_t v, int s) {
+  return s > 0 ? floorShift(v + (static_cast<int64_t>(1) << (s - 1)), s) : v * (static_cast<int64_t>(1) << (-s));
+}
+inline int16_t sat16(int64_t v) { return static_cast<int16_t>(v < -32768 ? -32768 : (v > 32767 ? 32767 : v)); }
+
 // Decimal text of a count (messages).
 inline std::string decimal(uint64_t v) {
   std::ostringstream s;

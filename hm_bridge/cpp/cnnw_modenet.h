@@ -2,14 +2,18 @@
 // version 3 .cnnw file (hm_bridge/modenet.py writes it; the chain of ops is specified there):
 //   canvas (3 x (2N+1)^2) -> [normalise] -> [average pooling to pool_to] -> (3x3 conv, ReLU) x depth
 //   -> spatial pyramid max pooling -> dense + side inputs -> ReLU -> per-size head (or dense) + side -> 35 logits
-// Its float output equals PyTorch's up to rounding (tests/test_modenet_cpp.py). Float32 models only.
+// A float32 model's output equals PyTorch's up to rounding; an int16 model's (codecnn export --int16; its
+// kernels in cnnw_modenet_int16.h) equals the numpy twin hm_bridge.modenet.run_modenet_int bit for bit
+// (tests/test_modenet_cpp.py).
 //
 // Use (HM's intra search does it through codecnn_modes_hm.h):
 //   cnnw::ModeNet net;
 //   cnnw::Status st = net.load("modes.cnnw");           // not ok: st.message names the file and says why
 //   cnnw::ModeNet::Scratch scratch;                     // one per thread; reused, no allocation per block
-//   float logits[35];
+//   float logits[35];                                   // a float32 model (net.isInt16() false):
 //   net.run(canvas, n, qp, logits, scratch);            // canvas: 3 planes of (2N+1)^2 floats, N = 4..32
+//   int16_t ilogits[35];                                // an int16 model: integer samples in, integer logits out
+//   net.runInt(icanvas, n, qp, bitDepth, ilogits, scratch);  // icanvas: 3 planes of (2N+1)^2 int32
 //
 // Speed: the convolutions run channels-last (HWC) with a zero border, CV vectors of 8 output channels x P
 // pixels of accumulators in registers (AVX2/AVX-512 with FMA, by the compiler flags as cnnw.h; portable
@@ -25,6 +29,7 @@
 #include <vector>
 
 #include "cnnw_format.h"
+#include "cnnw_modenet_int16.h"
 
 #if !defined(CNNW_NO_SIMD) && defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -35,14 +40,28 @@ namespace cnnw {
 
 class ModeNet {
  public:
-  enum { kModes = 35, kMaxChannels = 64, kMaxCanvas = 65, kMaxLevels = 4 };
+  enum { kModes = 35, kMaxChannels = 64, kMaxCanvas = 65, kMaxLevels = 4, kMaxQ = 16 };
   // Per-thread working memory (sized on first use, then reused).
   struct Scratch {
     std::vector<float> canvas, a, b, vec, hid;
+    std::vector<int16_t> icanvas, ia, ib, ivec, ihid;  // int16 models
+    std::vector<uint32_t> iacc;
   };
 
-  ModeNet() : poolTo_(0), normalise_(false), sizeHeads_(false), hidden_(0), version_(0), checksum_(0) {}
-  bool loaded() const { return !convs_.empty(); }
+  ModeNet()
+      : poolTo_(0),
+        normalise_(false),
+        sizeHeads_(false),
+        hidden_(0),
+        lastCout_(0),
+        qCanvas_(0),
+        qFc1In_(0),
+        qHeadIn_(0),
+        precision_(kFloat32),
+        version_(0),
+        checksum_(0) {}
+  bool loaded() const { return !convs_.empty() || !iconvs_.empty(); }
+  bool isInt16() const { return precision_ == kInt16; }
   uint32_t checksum() const { return checksum_; }
   std::string checksumHex() const { return hex32(checksum_); }
   int poolTo() const { return poolTo_; }
@@ -52,6 +71,8 @@ class ModeNet {
     if (poolTo_ && s > poolTo_) s = poolTo_;
     long m = 0;
     for (size_t l = 0; l < convs_.size(); ++l) m += static_cast<long>(s) * s * 9 * convs_[l].cin * convs_[l].cout;
+    for (size_t l = 0; l < iconvs_.size(); ++l) m += static_cast<long>(s) * s * 9 * iconvs_[l].cin * iconvs_[l].cout;
+    if (isInt16()) return m + static_cast<long>(ifc1_.in) * ifc1_.out + static_cast<long>(iheads_[0].in) * kModes;
     return m + static_cast<long>(fc1_.in) * fc1_.out + static_cast<long>(heads_[0].in) * heads_[0].out;
   }
 
@@ -68,6 +89,7 @@ class ModeNet {
     Status st = parse(data, size);
     if (!st.ok) {
       convs_.clear();
+      iconvs_.clear();
       checksum_ = version_ = 0;
     }
     return st;
@@ -77,6 +99,7 @@ class ModeNet {
   // availability; samples divided by the bit depth's peak), n = 4, 8, 16 or 32, qp the block's QP.
   Status run(const float *canvas, int n, int qp, float *logits, Scratch &s) const {
     if (!loaded()) return Status::bad("no mode model loaded");
+    if (isInt16()) return Status::bad("an int16 mode network runs on integer samples (runInt), not on a float canvas");
     if (n != 4 && n != 8 && n != 16 && n != 32) return Status::bad("block size " + decimal(n) + " is not 4..32");
     int side = 2 * n + 1;
     float sideIn[3] = {static_cast<float>(std::log2(static_cast<float>(n)) / 5.0f), static_cast<float>(qp) / 51.0f,
@@ -143,6 +166,62 @@ class ModeNet {
     const int head = sizeHeads_ ? (n == 4 ? 0 : n == 8 ? 1 : n == 16 ? 2 : 3) : 0;
     float *y = &s.hid[fc1_.outPad + 8];
     dense(heads_[head], &s.hid[0], y, false);
+    std::copy(y, y + kModes, logits);
+    return Status::good();
+  }
+
+  // The 35 int16 logits of one block through an int16 model: canvas = 3 planes of (2N+1) x (2N+1) int32 (the
+  // original block's samples, the reference samples, 0 where unavailable, their availability 0/1), n = 4..32,
+  // qp the block's QP, bitDepth 1..16. The integer rules: hm_bridge/modenet.py.
+  Status runInt(const int32_t *canvas, int n, int qp, int bitDepth, int16_t *logits, Scratch &s) const {
+    if (!loaded()) return Status::bad("no mode model loaded");
+    if (!isInt16()) return Status::bad("a float32 mode network runs on a float canvas (run), not on integer samples");
+    if (n != 4 && n != 8 && n != 16 && n != 32) return Status::bad("block size " + decimal(n) + " is not 4..32");
+    if (bitDepth < 1 || bitDepth > 16) return Status::bad("bit depth " + decimal(bitDepth) + " is not 1..16");
+    const int side = 2 * n + 1, peak = (1 << bitDepth) - 1;
+    s.icanvas.resize(static_cast<size_t>(3) * side * side);
+    int64_t dev = 0;
+    if (normalise_)
+      dev = modenet16::normaliseCanvas(canvas, n, peak, qCanvas_, &s.icanvas[0]);
+    else
+      modenet16::scaleCanvas(canvas, n, peak, qCanvas_, &s.icanvas[0]);
+    const int out = (poolTo_ && side > poolTo_) ? poolTo_ : side, w = out + 2;
+    s.ia.assign(static_cast<size_t>(w) * w * 3, 0);
+    modenet16::poolCanvas(&s.icanvas[0], side, out, &s.ia[0]);  // out == side: a copy into HWC
+    std::vector<int16_t> *in = &s.ia, *o = &s.ib;
+    for (size_t l = 0; l < iconvs_.size(); ++l) {
+      o->assign(static_cast<size_t>(w) * w * iconvs_[l].coutPad, 0);
+      modenet16::conv3x3(iconvs_[l], &(*in)[0], &(*o)[0], out);
+      std::swap(in, o);
+    }
+    // spatial pyramid max pooling, channel-major per level, then the side inputs (at fc1's input scale)
+    const int cp = iconvs_.back().coutPad, levels = static_cast<int>(levels_.size());
+    s.ivec.resize(ifc1_.in);
+    int16_t cell[kMaxChannels];
+    size_t k = 0;
+    for (int lv = 0; lv < levels; ++lv) {
+      const int L = levels_[lv], cells = L * L;
+      for (int i = 0; i < L; ++i) {
+        const int y0 = i * out / L, y1 = ((i + 1) * out + L - 1) / L;
+        for (int j = 0; j < L; ++j) {
+          const int x0 = j * out / L, x1 = ((j + 1) * out + L - 1) / L;
+          std::fill(cell, cell + cp, static_cast<int16_t>(0));  // after ReLU every value is >= 0
+          for (int y = y0; y < y1; ++y)
+            for (int xx = x0; xx < x1; ++xx)
+              modenet16::maxInto(cell, &(*in)[(static_cast<size_t>(y + 1) * w + xx + 1) * cp], cp);
+          for (int c = 0; c < lastCout_; ++c) s.ivec[k + static_cast<size_t>(c) * cells + i * L + j] = cell[c];
+        }
+      }
+      k += static_cast<size_t>(lastCout_) * cells;
+    }
+    modenet16::sideInts(n, qp, normalise_, dev, qFc1In_, &s.ivec[k]);
+    const modenet16::Dense &head = iheads_[sizeHeads_ ? (n == 4 ? 0 : n == 8 ? 1 : n == 16 ? 2 : 3) : 0];
+    s.ihid.resize(ifc1_.outPad + 8 + head.outPad);
+    s.iacc.resize(std::max(ifc1_.outPad, head.outPad));
+    modenet16::dense(ifc1_, &s.ivec[0], &s.ihid[0], true, &s.iacc[0]);
+    modenet16::sideInts(n, qp, normalise_, dev, qHeadIn_, &s.ihid[hidden_]);
+    int16_t *y = &s.ihid[ifc1_.outPad + 8];
+    modenet16::dense(head, &s.ihid[0], y, false, &s.iacc[0]);
     std::copy(y, y + kModes, logits);
     return Status::good();
   }
@@ -317,16 +396,37 @@ class ModeNet {
       }
   }
 
-  // Checks tensor ``t`` is a float tensor of the given dims (d1 = 0: rank 1).
-  bool tensorIs(const std::vector<Tensor> &ts, int32_t t, uint32_t d0, uint32_t d1) const {
-    if (t < 0 || static_cast<size_t>(t) >= ts.size() || ts[t].data.empty()) return false;
+  // Checks tensor ``t`` exists with the given dims (d1 = 0: rank 1) and holds values of the model's precision
+  // (int16 models: ``dtype`` 1 int16 weights, 2 int32 biases; 0: either).
+  bool tensorIs(const std::vector<Tensor> &ts, int32_t t, uint32_t d0, uint32_t d1, uint32_t dtype = 0) const {
+    if (t < 0 || static_cast<size_t>(t) >= ts.size()) return false;
     const Tensor &x = ts[t];
+    if (precision_ == kInt16 ? (x.idata.empty() || (dtype && x.dtype != dtype)) : x.data.empty()) return false;
     return d1 ? (x.dims.size() == 2 && x.dims[0] == d0 && x.dims[1] == d1) : (x.dims.size() == 1 && x.dims[0] == d0);
   }
 
-  bool denseFrom(const std::vector<Tensor> &ts, int32_t wi, int32_t bi, int out, int in, Dense &d) const {
-    if (!tensorIs(ts, wi, out, in) || !tensorIs(ts, bi, out, 0)) return false;
-    d.in = in, d.out = out, d.outPad = (out + 7) / 8 * 8;
+  // The int16 scale rule of a layer: bias at q_w + q_in; the rescale shift q_w + q_in - q_out in range.
+  static bool scalesFit(const Tensor &w, const Tensor &b, int qIn, int qOut, int &shift) {
+    shift = w.frac + qIn - qOut;
+    return b.frac == w.frac + qIn && shift >= -16 && shift <= 62;
+  }
+
+  bool denseFrom(const std::vector<Tensor> &ts, int32_t wi, int32_t bi, int out, int in, int qIn, int qOut, Dense &d,
+                 modenet16::Dense &di) const {
+    if (!tensorIs(ts, wi, out, in, 1) || !tensorIs(ts, bi, out, 0, 2)) return false;
+    const int outPad = (out + 7) / 8 * 8;
+    if (precision_ == kInt16) {
+      di.in = in, di.out = out, di.outPad = outPad;
+      if (!scalesFit(ts[wi], ts[bi], qIn, qOut, di.shift)) return false;
+      di.wt.assign(static_cast<size_t>(in) * outPad, 0);
+      for (int o = 0; o < out; ++o)
+        for (int i = 0; i < in; ++i)
+          di.wt[static_cast<size_t>(i) * outPad + o] = ts[wi].idata[static_cast<size_t>(o) * in + i];
+      di.b.assign(outPad, 0);
+      std::copy(ts[bi].idata.begin(), ts[bi].idata.end(), di.b.begin());
+      return true;
+    }
+    d.in = in, d.out = out, d.outPad = outPad;
     d.wt.assign(static_cast<size_t>(in) * d.outPad, 0.0f);
     for (int o = 0; o < out; ++o)
       for (int i = 0; i < in; ++i)
@@ -334,6 +434,20 @@ class ModeNet {
     d.b.assign(d.outPad, 0.0f);
     std::copy(ts[bi].data.begin(), ts[bi].data.end(), d.b.begin());
     return true;
+  }
+
+  // A 3x3 convolution's weights (Cout, cin, 3, 3) repacked [ky][kx][ci][coutPad] with cinPad input channels.
+  template <typename T>
+  static void packConv(const std::vector<T> &w, const std::vector<T> &b, int cout, int cin, int cinPad, int coutPad,
+                       std::vector<T> &pw, std::vector<T> &pb) {
+    pw.assign(static_cast<size_t>(9) * cinPad * coutPad, T());  // zero weights on padded channels
+    pb.assign(coutPad, T());
+    for (int co = 0; co < cout; ++co) {
+      pb[co] = b[co];
+      for (int ci = 0; ci < cin; ++ci)
+        for (int t = 0; t < 9; ++t)
+          pw[(static_cast<size_t>(t) * cinPad + ci) * coutPad + co] = w[(static_cast<size_t>(co) * cin + ci) * 9 + t];
+    }
   }
 
   Status parse(const uint8_t *data, size_t size) {
@@ -353,7 +467,9 @@ class ModeNet {
       return Status::bad("the file is damaged: its CRC-32 is " + hex32(actual) + " but " + hex32(stored) +
                          " was written with it (altered or truncated after export); export the model again");
     if (!r.u32(precision) || !r.u32(hlen)) return Status::bad("truncated header");
-    if (precision != kFloat32) return Status::bad("int16 mode networks are not supported; export it as float32");
+    if (precision != kFloat32 && precision != kInt16)
+      return Status::bad("unsupported precision " + decimal(precision) + " (0 float32, 1 int16)");
+    precision_ = precision;
     if (hlen > kMaxHeader || !r.bytes(hlen, p)) return Status::bad("truncated or oversized JSON header");
     const std::string header(reinterpret_cast<const char *>(p), hlen);
     std::string arch;
@@ -386,11 +502,21 @@ class ModeNet {
     }
     if (r.remaining() != 0) return Status::bad("trailing bytes after the last node");
     convs_.clear();
+    iconvs_.clear();
     levels_.clear();
     heads_.clear();
-    size_t i = 0;
+    iheads_.clear();
     const Status bad = Status::bad("the nodes are not a mode network's chain (hm_bridge/modenet.py)");
-    if (nodes[i++].op != OP_INPUT) return bad;
+    // int16 files: every node's last parameter is its output scale q (0..kMaxQ); strip it into qs
+    const bool fixed = precision == kInt16;
+    std::vector<int> qs(nodes.size(), 0);
+    for (size_t k = 0; k < nodes.size() && fixed; ++k) {
+      if (nodes[k].params.empty() || nodes[k].params.back() < 0 || nodes[k].params.back() > kMaxQ) return bad;
+      qs[k] = nodes[k].params.back();
+      nodes[k].params.pop_back();
+    }
+    size_t i = 0;
+    if (nodes[i++].op != OP_INPUT || !nodes[0].params.empty()) return bad;
     normalise_ = i < nodes.size() && nodes[i].op == OP_NORMALISE && nodes[i].params.empty();
     if (normalise_) ++i;
     poolTo_ = 0;
@@ -398,30 +524,39 @@ class ModeNet {
       if (nodes[i].params.size() != 1 || nodes[i].params[0] < 1 || nodes[i].params[0] > kMaxCanvas) return bad;
       poolTo_ = nodes[i++].params[0];
     }
-    int cin = 3, cinPad = 3;  // the true and the stored (padded to 8) input channels of the next layer
+    qCanvas_ = qs[0];
+    for (size_t k = 1; k < i; ++k)
+      if (qs[k] != qCanvas_) return bad;  // the canvas keeps one scale until the first convolution
+    // the true and the stored (padded to 8) input channels of the next layer
+    int cin = 3, cinPad = 3;
+    int q = qCanvas_;
     while (i + 1 < nodes.size() && nodes[i].op == OP_CONV2D && nodes[i + 1].op == OP_RELU) {
-      const std::vector<int32_t> &q = nodes[i].params;
-      if (q.size() != 4 || q[2] != 1 || q[3] != 1 || q[0] < 0 || static_cast<size_t>(q[0]) >= ts.size()) return bad;
-      const Tensor &W = ts[q[0]];
-      if (W.dims.size() != 4 || W.dims[1] != static_cast<uint32_t>(cin) || W.dims[2] != 3 || W.dims[3] != 3 ||
-          W.dims[0] < 1 || W.dims[0] > kMaxChannels || !tensorIs(ts, q[1], W.dims[0], 0) || W.data.empty())
+      const std::vector<int32_t> &c = nodes[i].params;
+      if (c.size() != 4 || c[2] != 1 || c[3] != 1 || c[0] < 0 || static_cast<size_t>(c[0]) >= ts.size() ||
+          !nodes[i + 1].params.empty() || qs[i + 1] != qs[i])
         return bad;
-      Conv cv;
-      cv.cin = cinPad, cv.cout = static_cast<int>(W.dims[0]), cv.coutPad = (cv.cout + 7) / 8 * 8;
-      cv.w.assign(static_cast<size_t>(9) * cinPad * cv.coutPad, 0.0f);  // zero weights on padded channels
-      cv.b.assign(cv.coutPad, 0.0f);
-      for (int co = 0; co < cv.cout; ++co) {
-        cv.b[co] = ts[q[1]].data[co];
-        for (int ci = 0; ci < cin; ++ci)
-          for (int t = 0; t < 9; ++t)
-            cv.w[(static_cast<size_t>(t) * cinPad + ci) * cv.coutPad + co] =
-                W.data[(static_cast<size_t>(co) * cin + ci) * 9 + t];
+      const Tensor &W = ts[c[0]];
+      if (W.dims.size() != 4 || W.dims[1] != static_cast<uint32_t>(cin) || W.dims[2] != 3 || W.dims[3] != 3 ||
+          W.dims[0] < 1 || W.dims[0] > kMaxChannels || (fixed ? (W.idata.empty() || W.dtype != 1) : W.data.empty()) ||
+          !tensorIs(ts, c[1], W.dims[0], 0, 2))
+        return bad;
+      const int cout = static_cast<int>(W.dims[0]), coutPad = (cout + 7) / 8 * 8;
+      if (fixed) {
+        modenet16::Conv cv;
+        cv.cin = cinPad, cv.cout = cout, cv.coutPad = coutPad;
+        if (!scalesFit(W, ts[c[1]], q, qs[i], cv.shift)) return bad;
+        packConv(W.idata, ts[c[1]].idata, cout, cin, cinPad, coutPad, cv.w, cv.b);
+        iconvs_.push_back(cv);
+      } else {
+        Conv cv;
+        cv.cin = cinPad, cv.cout = cout, cv.coutPad = coutPad;
+        packConv(W.data, ts[c[1]].data, cout, cin, cinPad, coutPad, cv.w, cv.b);
+        convs_.push_back(cv);
       }
-      convs_.push_back(cv);
-      cin = cv.cout, cinPad = cv.coutPad;
+      cin = cout, cinPad = coutPad, q = qs[i];
       i += 2;
     }
-    if (convs_.empty() || i >= nodes.size() || nodes[i].op != OP_SPP_MAX) return bad;
+    if (cin == 3 || i >= nodes.size() || nodes[i].op != OP_SPP_MAX || qs[i] != q) return bad;
     const std::vector<int32_t> &lv = nodes[i++].params;
     if (lv.empty() || lv.size() > kMaxLevels) return bad;
     int cells = 0;
@@ -430,16 +565,19 @@ class ModeNet {
       levels_.push_back(lv[k]);
       cells += lv[k] * lv[k];
     }
-    const int side = sideCount(), pooled = convs_.back().cout * cells;
+    lastCout_ = cin;
+    const int side = sideCount(), pooled = cin * cells;
     if (i + 2 >= nodes.size() || nodes[i].op != OP_DENSE || nodes[i].params.size() != 3 || nodes[i].params[2] != 1 ||
-        nodes[i + 1].op != OP_RELU || ts.empty())
+        nodes[i + 1].op != OP_RELU || !nodes[i + 1].params.empty() || qs[i + 1] != qs[i] || ts.empty())
       return bad;
     const int32_t fw = nodes[i].params[0];
     if (fw < 0 || static_cast<size_t>(fw) >= ts.size() || ts[fw].dims.size() != 2 || ts[fw].dims[0] < 1 ||
         ts[fw].dims[0] > 4096)
       return bad;
     hidden_ = static_cast<int>(ts[fw].dims[0]);
-    if (!denseFrom(ts, fw, nodes[i].params[1], hidden_, pooled + side, fc1_)) return bad;
+    qFc1In_ = q;
+    if (!denseFrom(ts, fw, nodes[i].params[1], hidden_, pooled + side, q, qs[i], fc1_, ifc1_)) return bad;
+    qHeadIn_ = q = qs[i];
     i += 2;
     const Node &h = nodes[i];
     sizeHeads_ = h.op == OP_HEADS;
@@ -448,26 +586,35 @@ class ModeNet {
       return bad;
     for (int k = 0; k < (sizeHeads_ ? 4 : 1); ++k) {
       Dense d;
-      if (!denseFrom(ts, h.params[2 * k], h.params[2 * k + 1], kModes, hidden_ + side, d)) return bad;
-      heads_.push_back(d);
+      modenet16::Dense di;
+      if (!denseFrom(ts, h.params[2 * k], h.params[2 * k + 1], kModes, hidden_ + side, q, qs[i], d, di)) return bad;
+      if (fixed)
+        iheads_.push_back(di);
+      else
+        heads_.push_back(d);
     }
     version_ = version;
     checksum_ = stored;
     return Status::good();
   }
 
-  std::vector<Conv> convs_;
+  std::vector<Conv> convs_;              // float32 models
+  std::vector<modenet16::Conv> iconvs_;  // int16 models
+  modenet16::Dense ifc1_;
+  std::vector<modenet16::Dense> iheads_;
   std::vector<int> levels_;
   Dense fc1_;
   std::vector<Dense> heads_;
   int poolTo_;
   bool normalise_, sizeHeads_;
-  int hidden_;
-  uint32_t version_, checksum_;
+  int hidden_, lastCout_;
+  int qCanvas_, qFc1In_, qHeadIn_;  // int16 models: the scales of the canvas, fc1's input and the heads' input
+  uint32_t precision_, version_, checksum_;
 };
 
-// The k modes of highest logit (ties: the lower mode), in order of rank.
-inline int topModes(const float *logits, int k, int *modes) {
+// The k modes of highest logit (ties: the lower mode), in order of rank (float32 or int16 logits).
+template <typename T>
+inline int topModes(const T *logits, int k, int *modes) {
   k = std::max(0, std::min(k, static_cast<int>(ModeNet::kModes)));
   int order[ModeNet::kModes];
   for (int m = 0; m < ModeNet::kModes; ++m) order[m] = m;

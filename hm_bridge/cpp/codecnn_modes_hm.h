@@ -7,7 +7,9 @@
 //   TAppEncCfg.cpp: the options and, after HM parsed them and before encoding, prepare(): a bad option or a model
 //   that cannot be used stops HM with one line ("ERROR: codecnn: ...").
 // TAppEncoder options:
-//   --CnnModeModel=modes.cnnw  the mode network (codecnn export of a modenet checkpoint; empty: no network)
+//   --CnnModeModel=modes.cnnw  the mode network (codecnn export of a modenet checkpoint, float32 or --int16: an
+//                              int16 model ranks from integer samples, its logits the same on every machine;
+//                              empty: no network)
 //   --CnnModeK=K               the network's top K modes (1..35, default 10) and the MPMs go through the RMD
 //   --CnnModeMinSize=S         the network prunes blocks of S x S and larger only (4, 8, 16, 32; default 4):
 //                              a 4x4 block's 35 Hadamard SATDs cost about what the network does
@@ -59,6 +61,7 @@ struct State {
   cnnw::ModeNet net;
   cnnw::ModeNet::Scratch scratch;
   std::vector<float> canvas;
+  std::vector<int32_t> icanvas;  // int16 models
   bool active;
   long blocks;
   double seconds;
@@ -117,9 +120,10 @@ inline bool prepare(std::string &error, const std::string &filterModel = std::st
   }
   s.active = true;
   std::printf(
-      "codecnn: intra mode network %s (float32, CRC-32 %s): RMD of blocks %dx%d and up over its top %d "
+      "codecnn: intra mode network %s (%s, CRC-32 %s): RMD of blocks %dx%d and up over its top %d "
       "modes and the MPMs, %s\n",
-      modelPath().c_str(), s.net.checksumHex().c_str(), minSize(), minSize(), topK(),
+      modelPath().c_str(), s.net.isInt16() ? "int16" : "float32", s.net.checksumHex().c_str(), minSize(), minSize(),
+      topK(),
       rdCount() ? ("at most " + cnnw::decimal(rdCount()) + " full-RD candidates").c_str()
                 : "HM's full-RD candidate counts");
   return true;
@@ -165,6 +169,27 @@ inline void makeCanvas(const Pel *org, int orgStride, int n, const Pel *ref, int
   }
 }
 
+// The integer canvas of an int16 model (cnnw_modenet.h runInt, hm_bridge.modenet.int_canvas): as makeCanvas,
+// the samples as they are (not divided by the peak), availability 0/1.
+template <typename Pel>
+inline void makeCanvasInt(const Pel *org, int orgStride, int n, const Pel *ref, int x, int y, int picW, int picH,
+                          int ctu, int32_t *c) {
+  const int side = 2 * n + 1, plane = side * side;
+  std::fill(c, c + 3 * plane, 0);
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < n; ++j) c[(i + 1) * side + j + 1] = static_cast<int32_t>(org[i * orgStride + j]);
+  for (int j = 0; j < side; ++j) {  // corner and above
+    if (!available(x - 1 + j, y - 1, x, y, picW, picH, ctu)) continue;
+    c[plane + j] = static_cast<int32_t>(ref[j]);
+    c[2 * plane + j] = 1;
+  }
+  for (int i = 1; i < side; ++i) {  // left
+    if (!available(x - 1, y + i - 1, x, y, picW, picH, ctu)) continue;
+    c[plane + i * side] = static_cast<int32_t>(ref[i * side]);
+    c[2 * plane + i * side] = 1;
+  }
+}
+
 // Before HM's RMD loop: ``allowed`` the modes the RMD evaluates (all, without a model or for a block the
 // network does not cover; else the network's top k and the MPMs ``mpm``); returns the full-RD candidate count
 // (HM's ``numModesForFullRD``, reduced to --CnnModeRd and to the number of allowed modes).
@@ -178,12 +203,21 @@ inline int pruneRmd(const Pel *org, int orgStride, int width, int height, const 
     return numModesForFullRD;
   const std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
   const int side = 2 * width + 1;
-  s.canvas.resize(static_cast<size_t>(3) * side * side);
-  makeCanvas(org, orgStride, width, ref, bitDepth, x, y, picW, picH, ctu, &s.canvas[0]);
-  float logits[cnnw::ModeNet::kModes];
-  if (!s.net.run(&s.canvas[0], width, qp, logits, s.scratch).ok) return numModesForFullRD;  // cannot fail here
   int top[cnnw::ModeNet::kModes];
-  const int k = cnnw::topModes(logits, topK(), top);
+  int k = 0;
+  if (s.net.isInt16()) {
+    s.icanvas.resize(static_cast<size_t>(3) * side * side);
+    makeCanvasInt(org, orgStride, width, ref, x, y, picW, picH, ctu, &s.icanvas[0]);
+    int16_t logits[cnnw::ModeNet::kModes];
+    if (!s.net.runInt(&s.icanvas[0], width, qp, bitDepth, logits, s.scratch).ok) return numModesForFullRD;
+    k = cnnw::topModes(logits, topK(), top);
+  } else {
+    s.canvas.resize(static_cast<size_t>(3) * side * side);
+    makeCanvas(org, orgStride, width, ref, bitDepth, x, y, picW, picH, ctu, &s.canvas[0]);
+    float logits[cnnw::ModeNet::kModes];
+    if (!s.net.run(&s.canvas[0], width, qp, logits, s.scratch).ok) return numModesForFullRD;  // cannot fail here
+    k = cnnw::topModes(logits, topK(), top);
+  }
   std::fill(allowed, allowed + cnnw::ModeNet::kModes, false);
   for (int i = 0; i < k; ++i) allowed[top[i]] = true;
   for (int i = 0; i < 3; ++i)
