@@ -23,7 +23,7 @@ from codecnn.files import atomic_write_text
 from codecnn.zoo import ZOO_DIR, entries, sha256
 
 
-def summarise(label: str, path: Path, machine: str) -> dict:
+def summarise(label: str, path: Path, machine: str, signalling: int = 1) -> dict:
     r = json.loads(path.read_text())
     if r.get("kind") != "codecnn-inloop-evaluation":
         raise SystemExit(f"{path}: not an evaluate --in-loop result")
@@ -31,7 +31,7 @@ def summarise(label: str, path: Path, machine: str) -> dict:
         "label": label,
         "config": r["config"],
         "signal": r.get("signal", "always"),
-        "signalling": r.get("signalling", 1),
+        "signalling": r.get("signalling", signalling),
         "inter_model": r.get("inter_model") is not None,
         "machine": machine,
         "summary": r["summary"],
@@ -58,6 +58,12 @@ def main() -> None:
     ap.add_argument("--hm-inter-model", type=Path, help="the int16 .cnnw of a second model for P and B pictures")
     ap.add_argument("--inter-entry", help="the zoo entry whose HM export is this entry's model for P and B pictures")
     ap.add_argument("--hm-command", default="", help="how the .cnnw files were made")
+    ap.add_argument(
+        "--signalling",
+        type=int,
+        default=1,
+        help="the payload version of results.json files written before they recorded it (their unit.json keys say)",
+    )
     a = ap.parse_args()
     index = entries()
     (entry,) = [e for e in index if e["name"] == a.name] or [None]
@@ -76,7 +82,7 @@ def main() -> None:
         }
     if a.inter_entry:
         entry["hm_model_inter"] = {"entry": a.inter_entry}
-    new = [summarise(label, Path(p), a.machine) for label, p in (r.split("=", 1) for r in a.result)]
+    new = [summarise(label, Path(p), a.machine, a.signalling) for label, p in (r.split("=", 1) for r in a.result)]
     keep = [
         r
         for r in entry.get("in_loop", [])
