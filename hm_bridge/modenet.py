@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from codecnn.errors import CodecnnError
+from codecnn.yuv import sample_peak
 from hm_bridge.fixed import I16_MAX, I16_MIN, _add_tensor, _conv_int, q_for, sat16, shift_round
 from hm_bridge.format import (
     AVG_POOL,
@@ -188,12 +189,12 @@ def bench_cpp(model, sizes=(4, 8, 16, 32), reps: int = 20000, cxx: str = "g++", 
 # * NORMALISE: C = the available references' count; the mean is num / den, num = their sum and den = C
 #   (C = 0: num = P, den = 2, i.e. P / 2); D = s * den - num for the block's samples and the available
 #   references (exact); W = sum D^2 (int64) over both; M = N^2 + C; k = (62 - bitlen(W)) rounded down to
-#   even, h = k / 2; r = max(isqrt((W << k) // M), ((2 * den * P) << h) // 255), the deviation (clamped at two
+#   even, h = k / 2; r = max(isqrt((W << k) // M), ((2 * den * P) << h) // S), the deviation (clamped at two
 #   8-bit steps, MIN_DEVIATION) in units of 2^-h / den samples; g = max(0, bitlen(r) - 32), then r >>= g and
 #   h -= g (r of at most 32 bits; only clamped deviations have more); with e = bitlen(r) and the reciprocal
 #   R = 2^(e+30) // r, each value becomes shift_round((D << h) * R, e + 30 - q) saturated to int16 (|D| 2^h
 #   < 2^31 and R <= 2^30, so every step fits in int64); channel 2 as a * 2^q. The third side
-#   input log2(deviation * 255) / 8 is L = log2x(r) + log2x(255) - h * 2^16 - log2x(den) - log2x(P) at
+#   input log2(deviation * S) / 8 is L = log2x(r) + log2x(S) - h * 2^16 - log2x(den) - log2x(P) at
 #   16 fractional bits (log2x: the integer part from the bit length, then 16 fractional bits by repeated
 #   squaring of a 31-bit mantissa, each truncated), given at scale q as shift_round(L, 19 - q);
 # * AVG_POOL (adaptive, regions as PyTorch's): round_div(sum of the region, its area), q unchanged;
@@ -203,6 +204,7 @@ def bench_cpp(model, sizes=(4, 8, 16, 32), reps: int = 20000, cxx: str = "g++", 
 # * the output: 35 int16 logits at the last node's q (ties rank the lower mode first).
 
 LOG_FRAC = 16  # fractional bits of the integer log2
+DEV_SCALE = sample_peak(8)  # S: the float model's DEVIATION_SCALE (codecnn.models.modenet), an 8-bit peak
 W_MAX_Q = 24  # weights: at most this many fractional bits (biases must also fit int32)
 CALIB_BLOCKS = 128  # per block size: calibration blocks, and as many others to measure the agreement on
 
@@ -226,7 +228,7 @@ def log2_fixed(x: int) -> int:
 
 def normalise_int(c: np.ndarray, n: int, peak: int, q: int) -> tuple[np.ndarray, int]:
     """NORMALISE in integers (see above): the int16 canvas at scale q and the deviation side input L
-    (log2(deviation * 255) / 8 at LOG_FRAC + 3 fractional bits)."""
+    (log2(deviation * DEV_SCALE) / 8 at LOG_FRAC + 3 fractional bits)."""
     import math
 
     c = np.asarray(c, np.int64)
@@ -239,7 +241,7 @@ def normalise_int(c: np.ndarray, n: int, peak: int, q: int) -> tuple[np.ndarray,
     w = sum(int(v) * int(v) for v in db.ravel()) + sum(int(v) * int(v) for v in dr[av])
     k = (62 - w.bit_length()) & ~1
     h = k // 2
-    r = max(math.isqrt((w << k) // (n * n + count)), ((2 * den * peak) << h) // 255)
+    r = max(math.isqrt((w << k) // (n * n + count)), ((2 * den * peak) << h) // DEV_SCALE)
     g = max(0, r.bit_length() - 32)
     r, h = r >> g, h - g
     e = r.bit_length()
@@ -248,7 +250,7 @@ def normalise_int(c: np.ndarray, n: int, peak: int, q: int) -> tuple[np.ndarray,
     out[0, 1 : n + 1, 1 : n + 1] = sat16(shift_round((db << h) * recip, e + 30 - q))
     out[1] = sat16(shift_round((dr << h) * recip, e + 30 - q))
     out[2] = sat16(av.astype(np.int64) << q)
-    dev = log2_fixed(r) + log2_fixed(255) - (h << LOG_FRAC) - log2_fixed(den) - log2_fixed(peak)
+    dev = log2_fixed(r) + log2_fixed(DEV_SCALE) - (h << LOG_FRAC) - log2_fixed(den) - log2_fixed(peak)
     return out, dev
 
 

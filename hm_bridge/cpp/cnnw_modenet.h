@@ -141,24 +141,8 @@ class ModeNet {
     }
     // spatial pyramid max pooling, channel-major per level (PyTorch's flatten order), then the side inputs
     const Conv &last = convs_.back();
-    const int cp = last.coutPad, levels = static_cast<int>(levels_.size());
     s.vec.resize(fc1_.in);
-    float cell[kMaxChannels];
-    size_t k = 0;
-    for (int lv = 0; lv < levels; ++lv) {
-      const int L = levels_[lv], cells = L * L;
-      for (int i = 0; i < L; ++i) {
-        const int y0 = i * out / L, y1 = ((i + 1) * out + L - 1) / L;
-        for (int j = 0; j < L; ++j) {
-          const int x0 = j * out / L, x1 = ((j + 1) * out + L - 1) / L;
-          std::fill(cell, cell + cp, 0.0f);  // after ReLU every value is >= 0
-          for (int y = y0; y < y1; ++y)
-            for (int xx = x0; xx < x1; ++xx) maxInto(cell, &(*in)[((y + 1) * w + xx + 1) * cp], cp);
-          for (int c = 0; c < last.cout; ++c) s.vec[k + static_cast<size_t>(c) * cells + i * L + j] = cell[c];
-        }
-      }
-      k += static_cast<size_t>(last.cout) * cells;
-    }
+    size_t k = pyramid(&(*in)[0], out, last.coutPad, last.cout, &s.vec[0]);
     for (int i = 0; i < sideCount(); ++i) s.vec[k++] = sideIn[i];
     s.hid.resize(fc1_.outPad + 8 + heads_[0].outPad);
     dense(fc1_, &s.vec[0], &s.hid[0], true);
@@ -195,25 +179,8 @@ class ModeNet {
       std::swap(in, o);
     }
     // spatial pyramid max pooling, channel-major per level, then the side inputs (at fc1's input scale)
-    const int cp = iconvs_.back().coutPad, levels = static_cast<int>(levels_.size());
     s.ivec.resize(ifc1_.in);
-    int16_t cell[kMaxChannels];
-    size_t k = 0;
-    for (int lv = 0; lv < levels; ++lv) {
-      const int L = levels_[lv], cells = L * L;
-      for (int i = 0; i < L; ++i) {
-        const int y0 = i * out / L, y1 = ((i + 1) * out + L - 1) / L;
-        for (int j = 0; j < L; ++j) {
-          const int x0 = j * out / L, x1 = ((j + 1) * out + L - 1) / L;
-          std::fill(cell, cell + cp, static_cast<int16_t>(0));  // after ReLU every value is >= 0
-          for (int y = y0; y < y1; ++y)
-            for (int xx = x0; xx < x1; ++xx)
-              modenet16::maxInto(cell, &(*in)[(static_cast<size_t>(y + 1) * w + xx + 1) * cp], cp);
-          for (int c = 0; c < lastCout_; ++c) s.ivec[k + static_cast<size_t>(c) * cells + i * L + j] = cell[c];
-        }
-      }
-      k += static_cast<size_t>(lastCout_) * cells;
-    }
+    const size_t k = pyramid(&(*in)[0], out, iconvs_.back().coutPad, lastCout_, &s.ivec[0]);
     modenet16::sideInts(n, qp, normalise_, dev, qFc1In_, &s.ivec[k]);
     const modenet16::Dense &head = iheads_[sizeHeads_ ? (n == 4 ? 0 : n == 8 ? 1 : n == 16 ? 2 : 3) : 0];
     s.ihid.resize(ifc1_.outPad + 8 + head.outPad);
@@ -236,6 +203,31 @@ class ModeNet {
     Dense() : in(0), out(0), outPad(0) {}
     std::vector<float> wt, b;  // wt: [in][outPad] (transposed, zero columns past out), b: [outPad]
   };
+
+  // Spatial pyramid max pooling of the last convolution's out x out map (HWC, cp channels a pixel, a zero
+  // border of 1), channel-major per level (PyTorch's flatten order), into vec; returns the values written.
+  template <typename T>
+  size_t pyramid(const T *map, int out, int cp, int cout, T *vec) const {
+    const int w = out + 2;
+    T cell[kMaxChannels];
+    size_t k = 0;
+    for (size_t lv = 0; lv < levels_.size(); ++lv) {
+      const int L = levels_[lv], cells = L * L;
+      for (int i = 0; i < L; ++i) {
+        const int y0 = i * out / L, y1 = ((i + 1) * out + L - 1) / L;
+        for (int j = 0; j < L; ++j) {
+          const int x0 = j * out / L, x1 = ((j + 1) * out + L - 1) / L;
+          std::fill(cell, cell + cp, static_cast<T>(0));  // after ReLU every value is >= 0
+          for (int y = y0; y < y1; ++y)
+            for (int xx = x0; xx < x1; ++xx) maxInto(cell, map + (static_cast<size_t>(y + 1) * w + xx + 1) * cp, cp);
+          for (int c = 0; c < cout; ++c) vec[k + static_cast<size_t>(c) * cells + i * L + j] = cell[c];
+        }
+      }
+      k += static_cast<size_t>(cout) * cells;
+    }
+    return k;
+  }
+  static void maxInto(int16_t *cell, const int16_t *px, int cp) { modenet16::maxInto(cell, px, cp); }
 
   // cell[c] = max(cell[c], px[c]) for c < cp (a multiple of 8).
   static void maxInto(float *cell, const float *px, int cp) {

@@ -29,6 +29,7 @@ namespace cnnw {
 namespace modenet16 {
 
 enum { kLogFrac = 16, kMaxChannels = 64 };
+enum { kDevScale = (1 << 8) - 1 };  // the float model's DEVIATION_SCALE, an 8-bit peak (modenet.DEV_SCALE)
 
 // floor(a / b) for b > 0 (Python's //).
 inline int64_t floorDiv(int64_t a, int64_t b) {
@@ -94,7 +95,7 @@ inline void scaleCanvas(const int32_t *c, int n, int peak, int q, int16_t *o) {
 }
 
 // NORMALISE in integers (modenet.normalise_int): the canvas at scale q into o (CHW); returns the deviation side
-// input log2(deviation * 255) / 8 at kLogFrac + 3 fractional bits.
+// input log2(deviation * kDevScale) / 8 at kLogFrac + 3 fractional bits.
 inline int64_t normaliseCanvas(const int32_t *c, int n, int peak, int q, int16_t *o) {
   const int side = 2 * n + 1, plane = side * side;
   const int32_t *blk = c, *ref = c + plane, *av = c + 2 * plane;
@@ -116,7 +117,7 @@ inline int64_t normaliseCanvas(const int32_t *c, int n, int peak, int q, int16_t
   const int k = (62 - bitLength(w)) & ~1;
   int h = k / 2;
   const uint64_t r0 = isqrt((w << k) / (static_cast<uint64_t>(n) * n + static_cast<uint64_t>(count)));
-  const uint64_t rmin = (static_cast<uint64_t>(2 * den * peak) << h) / 255;
+  const uint64_t rmin = (static_cast<uint64_t>(2 * den * peak) << h) / kDevScale;
   uint64_t r = std::max(r0, rmin);
   const int g = std::max(0, bitLength(r) - 32);  // (clamped deviations only) at most 32 bits: r and h lowered
   r >>= g, h -= g;
@@ -132,7 +133,7 @@ inline int64_t normaliseCanvas(const int32_t *c, int n, int peak, int q, int16_t
       o[plane + i] = sat16(shiftRound((ref[i] * den - num) * up * recip, shift));
       o[2 * plane + i] = sat16(pow2(q));
     }
-  return log2Fixed(static_cast<uint64_t>(r)) + log2Fixed(255) - (static_cast<int64_t>(h) << kLogFrac) -
+  return log2Fixed(static_cast<uint64_t>(r)) + log2Fixed(kDevScale) - (static_cast<int64_t>(h) << kLogFrac) -
          log2Fixed(static_cast<uint64_t>(den)) - log2Fixed(static_cast<uint64_t>(peak));
 }
 
