@@ -1,9 +1,10 @@
 """The in-loop signalling of ``hm_bridge/cpp/codecnn_signal.h``, read in Python (tests and analysis).
 
 The payload rides in a picture's first slice segment header extension: an optional 4-byte header
-(``0x00``, version/mode, model id) and the picture's parameters (version 2: the QP index ``q``, the network
-given slice QP + 4 (q - 5), the scale ``k`` = 20 + 4 s, over 64; version 1: ``k`` alone; optional per-CTU
-flags); a filtered sample is ``clip(x + floor((k * (f - x) + 32) / 64))``. Keep this file and the C++ header
+(``0x00``, version/mode, model id) and the picture's parameters (versions 2 and 3: the QP index ``q``, the
+network given slice QP + 4 (q - 5), the scale ``k`` = 20 + 4 s, over 64; version 1: ``k`` alone; optional
+per-CTU flags: version 3 a flag per group of 2^g x 2^g CTUs after 2 bits g, versions 1 and 2 one per CTU); a
+filtered sample is ``clip(x + floor((k * (f - x) + 32) / 64))``. Keep this file and the C++ header
 in step: the C++ is what HM runs, this is its twin.
 """
 
@@ -13,13 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-VERSION = 2  # what the encoder writes; version 1 is still read
-VERSIONS = (1, 2)
+VERSION = 3  # what the encoder writes; versions 1 and 2 are still read
+VERSIONS = (1, 2, 3)
 SCALE_SHIFT = 6
 QP_STEP, QP_SAME = 4, 5  # version 2: the network's QP = slice QP + QP_STEP * (q - QP_SAME), clipped to 0..51
 SCALE_BASE, SCALE_STEP = 20, 4  # version 2: k = SCALE_BASE + SCALE_STEP * s
 MODES = ("always", "picture", "ctu")  # codecnn_signal.h Mode: 0, 1, 2
 HEADER_BYTES = 4
+GROUP_BITS, GROUP_LOGS = 2, 3  # version 3: the flags start with g (2 bits); groups of 2^g x 2^g CTUs, g < 3
 
 
 @dataclass(frozen=True)
@@ -30,9 +32,10 @@ class Payload:
     model_id: int | None
     on: bool | None  # None: no parameters in the payload (off in modes 1 and 2, on in mode 0)
     k: int = 0
-    ctu: tuple[int, ...] = ()  # per-CTU flags, () = every CTU
+    ctu: tuple[int, ...] = ()  # per-CTU flags (a group's flag on each of its CTUs), () = every CTU
     q: int = QP_SAME  # version 2's QP index (version 1: always QP_SAME, the slice QP)
     version: int | None = None  # the header's version, None without a header
+    group: int = 0  # version 3: the flags' g (groups of 2^g x 2^g CTUs)
 
 
 def net_qp(slice_qp: int, q: int) -> int:
@@ -55,11 +58,20 @@ def parse_payload(data: bytes, width: int, height: int, block: int, version: int
     flags = bool(data[at] & 0x80)
     k = data[at] & 0x7F if version == 1 else SCALE_BASE + SCALE_STEP * (data[at] & 0x0F)
     q = QP_SAME if version == 1 else (data[at] >> 4) & 0x07
-    n = -(-width // block) * -(-height // block)
-    if data[at] & 0x7F == 0 or len(data) != at + 1 + (-(-n // 8) if flags else 0):
+    cols, rows = -(-width // block), -(-height // block)
+    grouped = version >= 3
+    g = data[at + 1] >> (8 - GROUP_BITS) if grouped and flags and len(data) > at + 1 else 0
+    groups = -(-cols // (1 << g)) * -(-rows // (1 << g))
+    nbits = (GROUP_BITS + groups) if grouped else cols * rows
+    if data[at] & 0x7F == 0 or g >= GROUP_LOGS or len(data) != at + 1 + (-(-nbits // 8) if flags else 0):
         raise ValueError("codecnn parameters that do not fit the picture")
-    bits = np.unpackbits(np.frombuffer(data[at + 1 :], np.uint8))[:n] if flags else ()
-    return Payload(mode, model_id, True, k, tuple(int(b) for b in bits), q, head)
+    ctu: tuple[int, ...] = ()
+    if flags:
+        bits = np.unpackbits(np.frombuffer(data[at + 1 :], np.uint8))
+        b = np.arange(cols * rows)
+        index = (b // cols >> g) * -(-cols // (1 << g)) + (b % cols >> g) + GROUP_BITS if grouped else b
+        ctu = tuple(int(v) for v in bits[index])
+    return Payload(mode, model_id, True, k, ctu, q, head, g)
 
 
 def blend(rec: np.ndarray, filtered: np.ndarray, k: int, bit_depth: int) -> np.ndarray:

@@ -840,14 +840,14 @@ def test_hm_glue_signals_what_the_encoder_decides_and_the_decoder_follows(cxx, i
     assert res.returncode == 0 and f"codecnn: luma filter {int16_model} (int16, {crc}) after SAO" in res.stdout
     p0, p1 = payloads()
     first, second = parse_payload(p0, 176, 144, 64), parse_payload(p1, 176, 144, 64)
-    assert (first.mode, first.model_id, first.version) == (2, model_id, 2) and second.mode is None  # header once
+    assert (first.mode, first.model_id, first.version) == (2, model_id, 3) and second.mode is None  # header once
     assert first.on and first.ctu and first.ctu[0] == first.ctu[4] == first.ctu[8] == 1 and sum(first.ctu) < 9
     assert first.q == 5  # the CTUs made to match are the network's output at the slice QP
     for pic, p in zip(pics, (first, second), strict=True):
         np.testing.assert_array_equal(pic, apply_payload(plane, filtered(p.q), p, 64, 8))
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("codecnn: POC")]
     assert lines[0] == f"codecnn: POC 0 on k={first.k} qp=27 ctus={sum(first.ctu)}/9 bytes={len(p0)} tries=3", lines
-    assert len(p0) == 4 + 1 + 2
+    assert len(p0) == 4 + 1 + (2 if first.group == 0 else 1)  # flags: g and 9 CTUs (g 0) or 4 groups (g 1)
     # --CnnRecordInput: each picture as it entered the filter, at its POC, I420 with grey chroma
     rec_frames = np.fromfile(record, np.uint8).reshape(2, -1)
     assert rec_frames.shape[1] == 176 * 144 * 3 // 2
@@ -877,8 +877,30 @@ def test_hm_glue_signals_what_the_encoder_decides_and_the_decoder_follows(cxx, i
     res, pics = run(int16_model, env={"GLUE_QPSEARCH": "0"})
     assert res.returncode == 0 and " qp=27 " in res.stdout and " tries=1" in res.stdout and " qp=19 " not in res.stdout
     assert parse_payload(payloads()[0], 176, 144, 64).q == 5
+    # the flags per group of 2x2 CTUs (g = 1): the top-left 128x128 made to match the network, the rest not;
+    # one byte of flags instead of two, and the decoder follows
+    orig4 = RawYuvReader(HM / "carphone" / "orig.yuv", 176, 144).read(1).y.copy()
+    orig4[:128, :128] = want[:128, :128]
+    orig4.astype(np.uint8).tofile(raw_org)
+    res, pics = run(int16_model, env={"GLUE_QPSEARCH": "0"})
+    p0, p1 = payloads()
+    first, second = parse_payload(p0, 176, 144, 64), parse_payload(p1, 176, 144, 64)
+    assert res.returncode == 0 and (first.group, first.ctu) == (1, (1, 1, 0, 1, 1, 0, 0, 0, 0)), (res.stdout, first)
+    assert len(p0) == 4 + 1 + 1 and p0[5] >> 6 == 1
+    for pic, p in zip(pics, (first, second), strict=True):
+        np.testing.assert_array_equal(pic, apply_payload(plane, filtered(p.q), p, 64, 8))
+    res, decoded = run(int16_model, "dec")
+    assert res.returncode == 0 and all((a == b).all() for a, b in zip(decoded, pics, strict=True)), res.stderr
     orig.astype(np.uint8).tofile(raw_org)
-    # a version 1 stream (the previous hm_bridge's) still decodes: k alone, the network at the slice QP
+    # a version 2 stream (the previous hm_bridge's) still decodes: a flag per CTU, no g
+    Path(f"{pay}.0").write_bytes(bytes([0, 0x22, model_id >> 8, model_id & 0xFF, 0x80 | 0x50 | 5, 0b10001000, 0x80]))
+    Path(f"{pay}.1").unlink(missing_ok=True)
+    res, decoded = run(int16_model, "dec", signal=2)
+    assert res.returncode == 0, res.stderr
+    v2 = parse_payload(Path(f"{pay}.0").read_bytes(), 176, 144, 64)
+    assert (v2.version, v2.k, v2.q, v2.ctu) == (2, 40, 5, (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    np.testing.assert_array_equal(decoded[0], apply_payload(plane, want, v2, 64, 8))
+    # a version 1 stream still decodes: k alone, the network at the slice QP
     Path(f"{pay}.0").write_bytes(bytes([0, 0x12, model_id >> 8, model_id & 0xFF, 40]))
     Path(f"{pay}.1").unlink(missing_ok=True)
     res, decoded = run(int16_model, "dec", signal=1)
@@ -890,11 +912,11 @@ def test_hm_glue_signals_what_the_encoder_decides_and_the_decoder_follows(cxx, i
 
     # a huge lambda: no bits are worth spending, the filter is off and only the header is sent
     res, pics = run(int16_model, lam=1e12)
-    assert res.returncode == 0 and payloads() == [bytes([0, 0x22, model_id >> 8, model_id & 0xFF]), b""]
+    assert res.returncode == 0 and payloads() == [bytes([0, 0x32, model_id >> 8, model_id & 0xFF]), b""]
     np.testing.assert_array_equal(pics[0], plane)
     # always on (--CnnSignal=0): the header only, every picture filtered; the decoder follows
     res, pics = run(int16_model, signal=0)
-    assert res.returncode == 0 and payloads() == [bytes([0, 0x20, model_id >> 8, model_id & 0xFF]), b""]
+    assert res.returncode == 0 and payloads() == [bytes([0, 0x30, model_id >> 8, model_id & 0xFF]), b""]
     for pic in pics:
         np.testing.assert_array_equal(pic, want)
     res, decoded = run(int16_model, "dec", signal=1)
@@ -909,7 +931,7 @@ def test_hm_glue_signals_what_the_encoder_decides_and_the_decoder_follows(cxx, i
     res, pics = run(int16_model, signal=0, inter=other)
     assert res.returncode == 0 and "inter-picture luma filter" in res.stdout, res.stderr
     both = model_id ^ (((other_id << 8) | (other_id >> 8)) & 0xFFFF)
-    assert payloads() == [bytes([0, 0x20, both >> 8, both & 0xFF]), b""]
+    assert payloads() == [bytes([0, 0x30, both >> 8, both & 0xFF]), b""]
     np.testing.assert_array_equal(pics[0], want)
     np.testing.assert_array_equal(pics[1], filter_plane_int(read_cnnw(other), plane, 8, 27))
     res, decoded = run(int16_model, "dec", signal=1, inter=other)
@@ -924,13 +946,16 @@ def test_hm_glue_signals_what_the_encoder_decides_and_the_decoder_follows(cxx, i
     assert res.returncode == 1 and "coded with a codecnn filter: give the encoder's --CnnModel" in res.stderr
     res, _ = run(int16_model, "dec", signal=0)  # a model but no signalling (PPS flag off)
     assert res.returncode == 1 and "carries no codecnn signalling" in res.stderr, res.stderr
-    Path(f"{pay}.0").write_bytes(bytes([0, 0x30, 0, 0]))
+    Path(f"{pay}.0").write_bytes(bytes([0, 0x40, 0, 0]))
     res, _ = run(int16_model, "dec", signal=1)
     assert res.returncode == 1 and "another version" in res.stderr, res.stderr
     Path(f"{pay}.0").write_bytes(bytes([0, 0x22, (model_id >> 8) ^ 1, model_id & 0xFF]))
     res, _ = run(int16_model, "dec", signal=1)
     assert res.returncode == 1 and "coded with another model" in res.stderr, res.stderr
     Path(f"{pay}.0").write_bytes(bytes([0, 0x22, model_id >> 8, model_id & 0xFF, 0x80 | 40, 0xFF]))  # 9 CTUs
+    res, _ = run(int16_model, "dec", signal=1)
+    assert res.returncode == 1 and "do not fit the picture" in res.stderr, res.stderr
+    Path(f"{pay}.0").write_bytes(bytes([0, 0x32, model_id >> 8, model_id & 0xFF, 0x80 | 40, 0xC0]))  # g = 3
     res, _ = run(int16_model, "dec", signal=1)
     assert res.returncode == 1 and "do not fit the picture" in res.stderr, res.stderr
     Path(f"{pay}.0").unlink()
@@ -1188,9 +1213,10 @@ def test_damaged_signalling_payloads_are_refused_under_asan(tmp_path):
         pytest.skip(f"cannot build with -fsanitize=address: {r.stderr[-300:]}")
     rng = np.random.default_rng(1)
     cases, versions = [], []  # each case: a new stream, a good header of version 1 or 2, then the payload
-    for version in (1, 2):
+    for version in (1, 2, 3):
         header = bytes([0, version << 4 | 2, 0x12, 0x34])
-        good = [header, header + bytes([40]), header + bytes([0x80 | 40, 0b10110000, 0x80]), bytes([33]), b""]
+        flags = bytes([0b10110000, 0x80]) if version < 3 else bytes([0b01101000])  # 9 CTUs / g 1, 4 groups
+        good = [header, header + bytes([40]), header + bytes([0x80 | 40]) + flags, bytes([33]), b""]
         cases += [c for g in good for c in (None, header, g)]
         versions += [version] * len(good)
         for _ in range(150):
@@ -1214,7 +1240,7 @@ def test_damaged_signalling_payloads_are_refused_under_asan(tmp_path):
     assert len(lines) == len(cases) and lines[::3] == ["reset"] * (len(cases) // 3)
     assert lines[1::3] == ["ok"] * (len(cases) // 3)  # the good header
     outcomes, payloads = lines[2::3], cases[2::3]
-    assert [outcomes[i] for i in (0, 1, 2, 3, 4, 155, 156, 157, 158, 159)] == ["ok"] * 10  # the good payloads
+    assert [outcomes[i] for v in range(3) for i in range(155 * v, 155 * v + 5)] == ["ok"] * 15  # the good payloads
     refused = [o for o in outcomes if o.startswith("error ")]
     assert refused and all("(empty)" not in o for o in refused)
     for data, version, outcome in zip(payloads, versions, outcomes, strict=True):

@@ -44,6 +44,7 @@ from codecnn.errors import CodecnnError, EncoderError
 from codecnn.eval.metrics import BDError, bd_rate
 from codecnn.files import atomic_write_text
 from codecnn.yuv import RawYuvReader, stage_frames
+from hm_bridge.signal import VERSION as SIGNAL_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +267,8 @@ def evaluate_in_loop(
         "model": sha256_file(model),
         "inter_model": sha256_file(inter_model) if inter_model is not None else None,
         "signal": signal,
-        "signalling": 2,  # the payload's version (codecnn_signal.h kVersion): units of other versions are redone
+        # the payload's version (codecnn_signal.h kVersion): units of other versions are redone
+        "signalling": SIGNAL_VERSION,
     }
     units = []
     for si, spec in enumerate(specs):
@@ -341,7 +343,8 @@ def gather(
         "hm": {"sha256_encoder": key_base["hm_enc"], "sha256_decoder": key_base["hm_dec"]},
         "config": key_base["config"],
         "signal": key_base["signal"],
-        "signalling": key_base["signalling"],  # the payload's version (2: the network's QP searched and signalled)
+        # the payload's version (2: the network's QP searched and signalled; 3: CTU flags per group)
+        "signalling": key_base["signalling"],
         "bd_method": method,
         "seconds": seconds,
         "decoder_check": "every bitstream decoded by the patched HM decoder equals the encoder's reconstruction; "

@@ -332,7 +332,7 @@ inline bool filterLumaEncoder(Pel *luma, int stride, int width, int height, int 
     if (failed) return false;
     if (c.on) lastQ[key] = c.qpIndex;
     codecnn_signal::apply(luma, stride, filtered, width, height, bitDepth, block, c);
-    codecnn_signal::appendParameters(payload, c);
+    codecnn_signal::appendParameters(payload, c, codecnn_signal::blocksAcross(width, block));
   }
   const int on = !c.on ? 0 : (c.ctu.empty() ? ctus : static_cast<int>(std::count(c.ctu.begin(), c.ctu.end(), 1)));
   // one line per picture on HM's output (codecnn.eval.inloop reads it): the choice, the QP the network was
