@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from conftest import HM
 
 from codecnn.cli import cli
-from codecnn.errors import EncoderError
-from codecnn.eval.inloop import decode_and_check
+from codecnn.errors import CodecnnError, EncoderError
+from codecnn.eval.inloop import check_signalling, decode_and_check
 
 ZOO_INT16 = Path(__file__).parents[1] / "codecnn" / "zoo" / "rdn-inloop-ai.int16.cnnw"
 
@@ -138,6 +138,20 @@ def test_closed_loop_dataset_records_what_the_filter_receives(tmp_path):
     r = CliRunner().invoke(cli, ["evaluate", "--checkpoint", "zoo:rdn-inloop-lop", "--data", str(out), "--split",
                                  "train", "--out", str(tmp_path / "ev")])  # fmt: skip
     assert r.exit_code == 2 and "closed-loop data" in r.stderr and "--in-loop" in r.stderr, r.output
+
+
+def test_in_loop_refuses_an_hm_of_another_signalling_version(tmp_path):
+    """The version the patched encoder prints on its load line is the one results.json records: an HM patched
+    by an older hm_bridge (the first line, from a version 2 build's log) or by another version is refused
+    with one line naming the fix; a log without a model loaded (anchors) passes."""
+    enc = tmp_path / "TAppEncoderStatic"
+    old = "codecnn: luma filter /m/rdn-inloop-ai-v2.int16.cnnw (int16, CRC-32 0xb550c5c9) after SAO\n"
+    with pytest.raises(CodecnnError, match="a version before 3 .*patch-hm HM` again and rebuild HM"):
+        check_signalling("HM software: Encoder Version [16.20]\n" + old, enc)
+    with pytest.raises(CodecnnError, match="writes codecnn signalling version 4, this codecnn records version 3"):
+        check_signalling(old.replace("after SAO", "after SAO, signalling version 4"), enc)
+    check_signalling(old.replace("after SAO", "after SAO, signalling version 3"), enc)
+    check_signalling("HM software: Encoder Version [16.20]\n", enc)
 
 
 def test_loop_model_option_checks(tmp_path, carphone_yuv):

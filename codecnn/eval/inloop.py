@@ -85,6 +85,26 @@ def find_hm_decoder(path: str | os.PathLike | None) -> Path:
     return p.resolve()
 
 
+# the load line of the patched encoder (codecnn_hm.h Loaded): "codecnn: luma filter M (int16, CRC-32 ...) after
+# SAO, signalling version 3"; builds patched by an hm_bridge before version 3 print no version
+_LOADED = re.compile(r"^codecnn: luma filter .* after SAO(?:, signalling version (\d+))?$", re.M)
+
+
+def check_signalling(log_text: str, enc: Path) -> None:
+    """Refuse an encoder whose signalling version is not the one the results record (``SIGNAL_VERSION``):
+    an HM patched by another hm_bridge would be reported under the wrong version."""
+    m = _LOADED.search(log_text)
+    if m is None:
+        return  # no model loaded (evaluate-modes --in-hm, anchors)
+    found = int(m.group(1)) if m.group(1) else None
+    if found != SIGNAL_VERSION:
+        said = f"version {found}" if found else "a version before 3 (patched by an older hm_bridge)"
+        raise CodecnnError(
+            f"{enc} writes codecnn signalling {said}, this codecnn records version {SIGNAL_VERSION}: run "
+            "`python -m hm_bridge patch-hm HM` again and rebuild HM"
+        )
+
+
 def read_decisions(log_text: str) -> list[dict]:
     """The encoder's per-picture choices as the patched HM prints them (POC, on, scale k/64, the QP the network
     was given, CTUs on of all, payload bytes, how many times the picture was filtered), in coding order.
@@ -198,11 +218,14 @@ def run_unit(
         res = encoder.encode((reader.read(i) for i in range(u.info.num_frames)), u.info, u.qp, work)
     finally:
         reader.close()
+    log_text = Path(res.log).read_text(errors="replace")
+    if model is not None:
+        check_signalling(log_text, enc)
     dec_seconds = decode_and_check(dec, work, u.info.bit_depth, model, who, inter_model)
     hm = read_hm_log(res.log)
     if hm.summary is None:
         raise CodecnnError(f"{who}: HM's log has no SUMMARY table: {res.log}")
-    decisions = read_decisions(Path(res.log).read_text(errors="replace"))
+    decisions = read_decisions(log_text)
     fps = hm.frame_rate or round(float(u.info.fps))
     rec = {
         "seq": u.seq,

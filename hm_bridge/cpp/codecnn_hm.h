@@ -14,7 +14,8 @@
 //
 // Integrity: the loader verifies the model file's CRC-32 (a damaged file is refused like a missing one:
 // HM stops) and the load line prints it, "codecnn: luma filter rdn16.cnnw (int16, CRC-32 0x1a2b3c4d) after
-// SAO", in the encoder's and the decoder's output alike: equal checksums, same weights. A version 1 file
+// SAO, signalling version 3", in the encoder's and the decoder's output alike: equal checksums, same weights
+// (and the payload version this build writes). A version 1 file
 // (no checksum) is used with a warning on stderr asking to re-export it.
 //
 // Threads: the model is loaded once, on the first call, by a function-local static (initialised
@@ -63,8 +64,9 @@ struct Loaded {
     active = true;
     if (!status.message.empty()) std::fprintf(stderr, "codecnn: %s\n", status.message.c_str());  // a warning
     const std::string crc = model.hasChecksum() ? "CRC-32 " + model.checksumHex() : "no checksum";
-    std::fprintf(stdout, "codecnn: %s %s (%s, %s) after SAO\n", what, path.c_str(),
-                 model.isInt16() ? "int16" : "float32", crc.c_str());
+    // (the signalling version: codecnn.eval.inloop checks it against the version it records)
+    std::fprintf(stdout, "codecnn: %s %s (%s, %s) after SAO, signalling version %d\n", what, path.c_str(),
+                 model.isInt16() ? "int16" : "float32", crc.c_str(), codecnn_signal::kVersion);
   }
 };
 
