@@ -18,7 +18,8 @@ def in_loop_line(r: dict) -> str:
     )
     t = r["summary"]
     inter = " + inter model" if r.get("inter_model") else ""
-    version = {1: "", 2: " v2 (QP searched)"}.get(r.get("signalling", 1), " v3 (QP searched, grouped CTU flags)")
+    v = r.get("signalling", 1)
+    version = {1: "", 2: " v2 (QP searched)", 3: " v3 (QP searched, grouped CTU flags)"}.get(v, f" v{v}")
     return (
         f"in HM, {r['config'].upper()}, signal {r['signal']}{version}{inter}: BD-rate Y {seqs} ({r['label']}); "
         f"EncT {100 * t['enc_t']:.0f} %, DecT {100 * t['dec_t']:.0f} %"

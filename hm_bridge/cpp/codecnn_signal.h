@@ -248,8 +248,9 @@ inline Choice decide(const Pel *rec, ptrdiff_t recStride, const std::vector<Pel>
       onG.assign(static_cast<size_t>(groups), 0.0);
       offG.assign(static_cast<size_t>(groups), 0.0);
       for (int b = 0; b < n; ++b) {
-        onG[static_cast<size_t>(groupOf(b, cols, g))] += on[static_cast<size_t>(b)];
-        offG[static_cast<size_t>(groupOf(b, cols, g))] += off[static_cast<size_t>(b)];
+        const size_t gi = static_cast<size_t>(groupOf(b, cols, g));
+        onG[gi] += on[static_cast<size_t>(b)];
+        offG[gi] += off[static_cast<size_t>(b)];
       }
       double sw = 0;
       int keptG = 0;
