@@ -66,6 +66,7 @@ ENC_CALL = (
     "{ std::string cnnError; if (!codecnn_hm::filterLumaEncoder("
     f"{_ARGS}, pcPic->getPicYuvOrg()->getAddr(COMPONENT_Y), pcPic->getPicYuvOrg()->getStride(COMPONENT_Y), "
     f"{_CTU}, pcPic->getPOC(), pcPic->getSlice(0)->isIRAP(), {_INTER}, pcPic->getSlice(0)->getLambdas()[0], "
+    "static_cast<int>(pcPic->getSlice(0)->getTLayer()), static_cast<int>(pcSlice->getSPS()->getMaxTLayers()), "
     f"cnnError)) "
     f"{_STOP} }}  {MARK}"
 )
@@ -96,6 +97,8 @@ ENC_OPTION = (
     f'picture (on/off, residual scale), 2 also per CTU; signalled in the slice header (hm_bridge)")'
     '("CnnQpSearch", codecnn_hm::qpSearch(), 1, "codecnn: 1 the encoder picks the QP the network is given per '
     'picture (signalled), 0 the slice QP (hm_bridge)")'
+    '("CnnPropagation", codecnn_hm::propagation(), 0.0, "codecnn: rho, a reference picture\'s distortion counts '
+    '1 + rho x (2^(layers below it) - 1) times in the decision (hm_bridge)")'
     '("CnnRecordInput", codecnn_hm::recordPath(), std::string(""), "codecnn: write every picture as it enters '
     f'the filter to this I420 file, by POC (closed-loop training data; hm_bridge)")  {MARK}'
 )

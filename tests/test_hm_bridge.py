@@ -682,6 +682,7 @@ struct TComSPS {
   unsigned maxCU;
   int getBitDepth(ChannelType) const { return bitDepth; }
   unsigned getMaxCUWidth() const { return maxCU; }
+  unsigned getMaxTLayers() const { return 2; }  // two temporal layers: POC 0 in layer 0, POC 1 in layer 1
 };
 struct TComPPS {
   bool ext;
@@ -699,6 +700,7 @@ struct TComSlice {
   int getSliceQp() const { return qp; }
   bool isIRAP() const { return irap; }
   const Double *getLambdas() const { return lambdas; }
+  unsigned getTLayer() const { return irap ? 0 : 1; }
 };
 struct TComPic {
   TComPicYuv *rec, *org;
@@ -740,6 +742,7 @@ int main(int argc, char **argv) {
   codecnn_hm::signalMode() = std::atoi(argv[9]);
   if (std::getenv("GLUE_RECORD")) codecnn_hm::recordPath() = std::getenv("GLUE_RECORD");      // --CnnRecordInput
   if (std::getenv("GLUE_QPSEARCH")) codecnn_hm::qpSearch() = std::atoi(std::getenv("GLUE_QPSEARCH"));  // --CnnQpSearch
+  if (std::getenv("GLUE_RHO")) codecnn_hm::propagation() = std::atof(std::getenv("GLUE_RHO"));  // --CnnPropagation
   const int w = std::atoi(argv[5]), h = std::atoi(argv[6]);
   for (int poc = 0; poc < 2; ++poc) {
     TComPicYuv rec(w, h), org(w, h);
@@ -914,6 +917,13 @@ def test_hm_glue_signals_what_the_encoder_decides_and_the_decoder_follows(cxx, i
     res, pics = run(int16_model, lam=1e12)
     assert res.returncode == 0 and payloads() == [bytes([0, 0x32, model_id >> 8, model_id & 0xFF]), b""]
     np.testing.assert_array_equal(pics[0], plane)
+    # --CnnPropagation: the same lambda, but POC 0 (layer 0 of 2) is a reference whose distortion counts
+    # 1 + rho times: with rho = 1e12 its bits are cheap again and it is filtered; POC 1 (the top layer) is not
+    res, pics = run(int16_model, lam=1e12, env={"GLUE_RHO": "1e12"})
+    first = parse_payload(payloads()[0], 176, 144, 64)
+    assert res.returncode == 0 and first.on and payloads()[1] == b"", res.stdout
+    np.testing.assert_array_equal(pics[0], apply_payload(plane, filtered(first.q), first, 64, 8))
+    np.testing.assert_array_equal(pics[1], plane)
     # always on (--CnnSignal=0): the header only, every picture filtered; the decoder follows
     res, pics = run(int16_model, signal=0)
     assert res.returncode == 0 and payloads() == [bytes([0, 0x30, model_id >> 8, model_id & 0xFF]), b""]

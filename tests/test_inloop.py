@@ -81,6 +81,15 @@ def test_in_loop_random_access_through_patched_hm(tmp_path):
     assert res3["signal"] == "always"
     for q in res3["sequences"][0]["qps"]:
         assert q["test"]["pictures_on"] == q["test"]["frames"]
+    # --propagation: HM's --CnnPropagation weighs the reference pictures' error (the decision changes, the
+    # stream still decodes to the encoder's pictures); recorded in results.json
+    prop = [a if a != str(tmp_path / "w") else str(tmp_path / "wp") for a in args[:-1]]
+    r = CliRunner().invoke(cli, [*prop, str(tmp_path / "out4"), "--propagation", "4", "--qp", "37"])
+    assert r.exit_code == 0, r.output
+    res4 = json.loads((tmp_path / "out4" / "results.json").read_text())
+    assert res4["propagation"] == 4.0 and res["propagation"] == 0.0
+    unit4 = json.loads((tmp_path / "wp" / seq["name"] / "qp37" / "test" / "unit.json").read_text())
+    assert unit4["decoder_match"] and unit4["md5_checked"]
 
 
 @needs_hm
@@ -178,6 +187,8 @@ def test_in_loop_option_checks(tmp_path, carphone_yuv):
         (["--in-loop", "--model", str(ZOO_INT16)], "--yuv"),
         (["--model", str(ZOO_INT16), "--checkpoint", "zoo:rdn-inloop-ai", "--yuv", str(carphone_yuv)], "--in-loop"),
         (["--yuv", str(carphone_yuv)], "--checkpoint"),
+        (["--propagation", "0.5", "--checkpoint", "zoo:rdn-inloop-ai", "--yuv", str(carphone_yuv)], "--in-loop"),
+        (["--in-loop", "--model", str(ZOO_INT16), "--yuv", str(carphone_yuv), "--propagation", "-1"], "--propagation"),
         (["--in-loop", "--name", "c", "--yuv", str(carphone_yuv), "--yuv", str(carphone_yuv)], "--name names the one"),
         (["--in-loop", "--model", str(ZOO_INT16), "--yuv", str(carphone_yuv), "--hm-cfg", str(tmp_path / "no.cfg")],
          "--hm-cfg"),

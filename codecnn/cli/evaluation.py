@@ -123,6 +123,15 @@ from codecnn.options import (
     help="--in-loop: a second .cnnw model for the P and B pictures (HM --CnnInterModel); zoo:NAME entries that "
     "ship one use it by default.",
 )
+@click.option(
+    "--propagation",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="--in-loop: rho (HM --CnnPropagation): a reference picture's distortion counts 1 + rho x (2^(temporal "
+    "layers below it) - 1) times in the encoder's decision, for the pictures that predict from it; 0: each "
+    "picture for itself.",
+)
 @click.option("--out", required=True, type=click.Path(), help="Report folder: results.json, report.md, PNGs.")
 @verbosity
 def evaluate(
@@ -156,6 +165,7 @@ def evaluate(
     signal,
     ctu_flags,
     inter_model,
+    propagation,
     out,
 ):
     """Measure a restoration network's PSNR gains and BD-rates against the codec's reconstruction.
@@ -178,9 +188,10 @@ def evaluate(
         raise CodecnnError("--name names the one sequence of --orig or --yuv FILE; --list and --data name theirs")
     if in_loop:
         return _evaluate_in_loop(**locals())
-    if model or inter_model or jobs != 1 or ctu_flags or signal != "ctu":  # (--hm-dec may be $CODECNN_HM_DEC)
+    if model or inter_model or jobs != 1 or ctu_flags or signal != "ctu" or propagation:  # (--hm-dec: $CODECNN_HM_DEC)
         raise CodecnnError(
-            "--model, --inter-model, --jobs, --signal and --ctu-flags belong to --in-loop: add it, or drop them"
+            "--model, --inter-model, --jobs, --signal, --ctu-flags and --propagation belong to --in-loop: add it, "
+            "or drop them"
         )
     if not checkpoint:
         raise CodecnnError("give the network to evaluate: --checkpoint best.pt (or zoo:NAME; --in-loop takes --model)")
@@ -303,6 +314,7 @@ def _evaluate_in_loop(**o) -> None:
             method=o["method"],
             signal="ctu" if o["ctu_flags"] else o["signal"],
             inter_model=Path(o["inter_model"]) if o["inter_model"] else None,
+            propagation=o["propagation"],
         )
     written = inloop.write_results(results, Path(o["out"]))
     echo_lines(inloop.lines(results) + [f"{k}: {v}" for k, v in written.items()])

@@ -262,11 +262,12 @@ def evaluate_in_loop(
     method: str = "pchip",
     signal: str = "ctu",
     inter_model: Path | None = None,
+    propagation: float = 0.0,
 ) -> dict:
     """Run every (sequence, QP, anchor|test) unit (``jobs`` at a time) and gather the results. ``encode``
     gives the HM encoder and its cfg, the test condition, the QPs and the frames (consecutive ones from
     ``start``: ``frame_step``, like the loop-filter switches, is not used). ``inter_model``: a second model for
-    the P and B pictures (default: the zoo entry's, if it ships one)."""
+    the P and B pictures (default: the zoo entry's, if it ships one). ``propagation``: HM's --CnnPropagation (rho)."""
     from codecnn.zoo import resolve, resolve_inter
 
     enc, cfg = hm_encoder_files(encode)
@@ -292,6 +293,7 @@ def evaluate_in_loop(
         "signal": signal,
         # the payload's version (codecnn_signal.h kVersion): units of other versions are redone
         "signalling": SIGNAL_VERSION,
+        "propagation": propagation,
     }
     units = []
     for si, spec in enumerate(specs):
@@ -304,13 +306,24 @@ def evaluate_in_loop(
             for run in RUNS:
                 key = {**key_base, "source": sha256_file(Path(src)), "frames": list(sel), "qp": qp, "run": run}
                 if run == "anchor":
-                    for k in ("model", "inter_model", "signal", "signalling"):
+                    for k in ("model", "inter_model", "signal", "signalling", "propagation"):
                         key.pop(k)
                 units.append(Unit(spec.name, qp, run, str(src), info, str(workdir / spec.name / f"qp{qp}" / run), key))
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max(1, jobs)) as pool:  # HM runs as a subprocess: threads suffice
         futures = [
-            pool.submit(run_unit, u, enc, dec, cfg, config, model if u.run == "test" else None, signal, inter_model)
+            pool.submit(
+                run_unit,
+                u,
+                enc,
+                dec,
+                cfg,
+                config,
+                model if u.run == "test" else None,
+                signal,
+                inter_model,
+                (f"--CnnPropagation={propagation}",) if propagation and u.run == "test" else (),
+            )
             for u in units
         ]
         records = [f.result() for f in futures]
@@ -368,6 +381,8 @@ def gather(
         "signal": key_base["signal"],
         # the payload's version (2: the network's QP searched and signalled; 3: CTU flags per group)
         "signalling": key_base["signalling"],
+        # HM --CnnPropagation: the weight of reference pictures' distortion in the decision (0: none)
+        "propagation": key_base.get("propagation", 0.0),
         "bd_method": method,
         "seconds": seconds,
         "decoder_check": "every bitstream decoded by the patched HM decoder equals the encoder's reconstruction; "

@@ -195,6 +195,22 @@ inline int &qpSearch() {  // storage of the encoder's --CnnQpSearch option: 1 se
   return search;
 }
 
+// Storage of the encoder's --CnnPropagation option, rho: a reference picture's distortion counts
+// 1 + rho x (2^(top - t) - 1) times in the decision (t its temporal layer, top the stream's highest; the
+// pictures below it in a hierarchical GOP see it through prediction), i.e. its lambda is divided by that.
+// 0: every picture decided for itself alone. Low delay (one temporal layer) is unchanged.
+inline double &propagation() {
+  static double rho = 0.0;
+  return rho;
+}
+
+// The weight of the distortion of a picture of temporal layer `tid` in a stream of `layers` temporal layers.
+inline double propagationWeight(int tid, int layers) {
+  const int below = layers - 1 - tid;
+  if (below <= 0 || propagation() <= 0) return 1.0;
+  return 1.0 + propagation() * static_cast<double>((1 << std::min(below, 16)) - 1);
+}
+
 // The PPS flag: on when the encoder runs a model (HM's TEncTop::xInitPPS sets it).
 inline bool extensionPresent() { return !modelPath().empty(); }
 
@@ -268,12 +284,13 @@ inline bool filterCopy(const Pel *luma, int stride, int width, int height, int b
 
 // Encoder side, after SAO and before the picture's slices are written: filter the reconstruction in place as
 // decided against the original `org` (CTU size `block`, HM's slice lambda), and queue the picture's payload
-// for its slice header. `inter`: a P or B picture (filtered by --CnnInterModel when one is given). Returns false
-// with `error` as filterLuma does.
+// for its slice header. `inter`: a P or B picture (filtered by --CnnInterModel when one is given); `tid`: its
+// temporal layer, of `layers` in the stream (--CnnPropagation's weight). Returns false with `error` as
+// filterLuma does.
 template <typename Pel>
 inline bool filterLumaEncoder(Pel *luma, int stride, int width, int height, int bitDepth, int qp, const Pel *org,
-                              int orgStride, int block, int poc, bool irap, bool inter, double lambda,
-                              std::string &error) {
+                              int orgStride, int block, int poc, bool irap, bool inter, double lambda, int tid,
+                              int layers, std::string &error) {
   if (!detail::modelsReady(error)) return false;
   if (!loaded().active) return true;
   if (!recordPath().empty() && !detail::recordInput(luma, stride, width, height, bitDepth, poc, error)) return false;
@@ -306,6 +323,7 @@ inline bool filterLumaEncoder(Pel *luma, int stride, int width, int height, int 
                                   : (lastQ.count(key) ? lastQ[key] : codecnn_signal::kQpSame - (inter ? 2 : 0));
     std::vector<Pel> filtered, trial;
     std::vector<int> done;
+    const double lambdaFor = lambda / propagationWeight(tid, layers);
     bool failed = false;
     auto tryQ = [&](int q) -> bool {  // true when q gave a cheaper choice than the best so far
       if (q < 0 || q >= codecnn_signal::kQpIndices || std::find(done.begin(), done.end(), q) != done.end())
@@ -318,7 +336,7 @@ inline bool filterLumaEncoder(Pel *luma, int stride, int width, int height, int 
         return false;
       }
       const codecnn_signal::Choice t = codecnn_signal::decide(luma, stride, trial, org, orgStride, width, height,
-                                                              bitDepth, block, mode, lambda, payload.size(), q);
+                                                              bitDepth, block, mode, lambdaFor, payload.size(), q);
       if (tries > 1 && t.cost >= c.cost) return false;
       c = t;
       filtered.swap(trial);
