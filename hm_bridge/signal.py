@@ -68,6 +68,8 @@ def parse_payload(data: bytes, width: int, height: int, block: int, version: int
     ctu: tuple[int, ...] = ()
     if flags:
         bits = np.unpackbits(np.frombuffer(data[at + 1 :], np.uint8))
+        if bits[nbits:].any():  # the bits after the last flag are zero as every encoder writes them
+            raise ValueError("codecnn parameters that do not fit the picture (padding bits set)")
         b = np.arange(cols * rows)
         index = (b // cols >> g) * -(-cols // (1 << g)) + (b % cols >> g) + GROUP_BITS if grouped else b
         ctu = tuple(int(v) for v in bits[index])

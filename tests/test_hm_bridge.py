@@ -1207,7 +1207,7 @@ def test_damaged_signalling_payloads_are_refused_under_asan(tmp_path):
     """Hostile payloads (random bytes, truncations and bit flips of good ones, headers of other versions,
     modes and models) parsed under ASan/UBSan as the decoder parses them: each either reads as a valid
     payload or is refused with a message, never a crash; and a payload is accepted only when its length is
-    exactly what its header and flags say."""
+    exactly what its header and flags say and the bits after its last flag are zero."""
     from hm_bridge.signal import parse_payload
 
     src = tmp_path / "fuzz.cpp"
@@ -1242,6 +1242,12 @@ def test_damaged_signalling_payloads_are_refused_under_asan(tmp_path):
                 data = bytes(data)
             cases += [None, header, data]
             versions.append(version)
+    # a padding bit set after the last flag (v1/v2: 9 CTU bits of 16; v3: 2 + 4 group bits of 8): refused
+    padded = {1: bytes([0x80 | 40, 0b10110000, 0x81]), 2: bytes([0x80 | 0x50, 0b10110000, 0x84]),
+              3: bytes([0x80 | 0x50, 0b01101001])}  # fmt: skip
+    for version, data in padded.items():
+        cases += [None, bytes([0, version << 4 | 2, 0x12, 0x34]), data]
+        versions.append(version)
     listing = tmp_path / "payloads.txt"
     listing.write_text("".join("--\n" if c is None else c.hex() + "\n" for c in cases))
     res = subprocess.run([str(exe), str(listing)], capture_output=True, text=True)
@@ -1251,6 +1257,7 @@ def test_damaged_signalling_payloads_are_refused_under_asan(tmp_path):
     assert lines[1::3] == ["ok"] * (len(cases) // 3)  # the good header
     outcomes, payloads = lines[2::3], cases[2::3]
     assert [outcomes[i] for v in range(3) for i in range(155 * v, 155 * v + 5)] == ["ok"] * 15  # the good payloads
+    assert all("padding bits set" in o for o in outcomes[-3:]), outcomes[-3:]
     refused = [o for o in outcomes if o.startswith("error ")]
     assert refused and all("(empty)" not in o for o in refused)
     for data, version, outcome in zip(payloads, versions, outcomes, strict=True):
