@@ -299,12 +299,32 @@ restoration_train_options = _stack(
     ),
     click.option("--no-augment", is_flag=True, help="No random flips."),
     click.option(
+        "--repeat",
+        multiple=True,
+        callback=lambda ctx, param, v: parse_repeat(v),
+        metavar="NAME=N",
+        help="Take the train samples of the sequences named NAME (a pattern: '*' any) N times an epoch, e.g. "
+        "--repeat '*=6' --repeat bigbuckbunny=1 weighs the photographs against the video (the last matching "
+        "NAME wins; 0 leaves a sequence out).",
+    ),
+    click.option(
         "--slice-types",
         callback=lambda ctx, param, v: parse_slice_types(v),
         metavar="I,P,B",
         help="Train on pictures of these slice types only, e.g. I or B,P (datasets of --config ra/ldb/ldp).",
     ),
 )
+
+
+def parse_repeat(values) -> tuple[tuple[str, int], ...]:
+    """``("*=6", "bigbuckbunny=1")`` -> ``(("*", 6), ("bigbuckbunny", 1))``."""
+    out = []
+    for v in values or ():
+        name, sep, count = v.rpartition("=")
+        if not sep or not name or not count.strip().isdigit():
+            raise click.BadParameter(f"{v!r}: give NAME=N, a sequence name (or pattern) and a count, e.g. photos*=4")
+        out.append((name, int(count)))
+    return tuple(out)
 
 
 def parse_slice_types(text: str | None) -> tuple[int, ...]:
@@ -317,13 +337,16 @@ def parse_slice_types(text: str | None) -> tuple[int, ...]:
     return tuple(sorted({SLICE_LETTERS.index(t) for t in letters}))
 
 
-def train_config(*, no_amp: bool, no_channels_last: bool, compile_: bool, qps, no_augment: bool = False, **kw):
+def train_config(
+    *, no_amp: bool, no_channels_last: bool, compile_: bool, qps, no_augment: bool = False, repeat=(), **kw
+):
     """A :class:`codecnn.train.config.TrainConfig` from the training options (keywords only)."""
     return TrainConfig(
         amp=not no_amp,
         channels_last=not no_channels_last,
         compile=compile_,
         qps=tuple(qps),
+        repeat=tuple(repeat),
         augment=not no_augment,
         **kw,
     )

@@ -22,6 +22,7 @@ from codecnn.data.schema import open_dataset_info
 from codecnn.encoders import read_hm_log
 from codecnn.encoders.base import hierarchy_layer
 from codecnn.encoders.x265 import decode_hevc, intra_period
+from codecnn.errors import CodecnnError
 from codecnn.hevc.syntax import access_units, display_order
 from codecnn.yuv import open_video
 
@@ -129,6 +130,32 @@ def test_train_slice_types_option(ra_h5, tmp_path):
         cli, ["train", "rdn", "--data", str(ra_h5), "--out", str(tmp_path / "x"), "--slice-types", "I,Q"]
     )
     assert bad.exit_code == 2 and "I, P, B" in bad.output
+
+
+def test_repeat_weighs_sequences(ra_h5, tmp_path):
+    """--repeat NAME=N takes a sequence's train samples N times an epoch (the last matching pattern wins; 0
+    leaves it out); a name that matches no sequence is refused in one line; the run records the weights."""
+    name = CTUDataset(ra_h5, "train").info.sequences[0]["name"]
+    base = CTUDataset(ra_h5, "train")
+    tripled = CTUDataset(ra_h5, "train", repeat=(("*", 3),))
+    assert len(tripled) == 3 * len(base) == 243
+    np.testing.assert_array_equal(tripled.indices, np.repeat(base.indices, 3))
+    assert len(CTUDataset(ra_h5, "train", repeat=(("*", 3), (name, 2)))) == 162  # the last match wins
+    assert len(CTUDataset(ra_h5, "train", slice_types=(I,), repeat=((name[:3] + "*", 2),))) == 18
+    assert len(CTUDataset(ra_h5, "val", repeat=(("*", 0),))) == 0
+    with pytest.raises(CodecnnError, match="--repeat nosuch=2: no sequence"):
+        CTUDataset(ra_h5, "train", repeat=(("nosuch", 2),))
+    args = ["train", "rdn", "--data", str(ra_h5), "--blocks", "1", "--layers", "1", "--growth", "4", "--features",
+            "8", "--steps", "1", "--batch", "2", "--workers", "0"]  # fmt: skip
+    r = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "r"), "--repeat", "*=2"])
+    assert r.exit_code == 0, r.output
+    ckpt = torch.load(tmp_path / "r" / "last.pt", map_location="cpu", weights_only=False)
+    assert [list(p) for p in ckpt["train_config"]["repeat"]] == [["*", 2]]
+    for bad, words in ((["--repeat", "x"], "give NAME=N"), (["--repeat", "nosuch=2"], "no sequence")):
+        r = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "x"), *bad])
+        assert r.exit_code == 2 and words in r.output and "Traceback" not in r.output, r.output
+    r = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "y"), "--repeat", "*=0"])
+    assert r.exit_code == 2 and "no training samples" in r.output, r.output
 
 
 def test_refusals(carphone_mp4, tmp_path):

@@ -39,6 +39,22 @@ class CropSpec:
     flip_v: bool = False
 
 
+def repeat_counts(info, seq: np.ndarray, repeat: tuple[tuple[str, int], ...]) -> np.ndarray:
+    """How many times each sample (by its sequence index) is taken: the count of the last (pattern, n) in
+    ``repeat`` whose pattern matches the sequence's name, else 1. A pattern that matches no sequence is an
+    error (a misspelt name would silently weigh nothing)."""
+    from fnmatch import fnmatchcase
+
+    names = [s["name"] for s in info.sequences]
+    per_seq = np.ones(len(names), np.int64)
+    for pattern, n in repeat:
+        hit = [i for i, name in enumerate(names) if fnmatchcase(name, pattern)]
+        if not hit:
+            raise CodecnnError(f"--repeat {pattern}={n}: no sequence of {info.path} is named so (codecnn info)")
+        per_seq[hit] = n
+    return per_seq[seq]
+
+
 class CTUDataset(LazyH5):
     """CTU samples of one split (and optionally some QPs) of a restoration dataset.
 
@@ -55,6 +71,7 @@ class CTUDataset(LazyH5):
         qps: tuple[int, ...] | None = None,
         patch: int = 0,
         slice_types: tuple[int, ...] | None = None,
+        repeat: tuple[tuple[str, int], ...] = (),
     ):
         import h5py
 
@@ -73,6 +90,8 @@ class CTUDataset(LazyH5):
             if slice_types:
                 keep &= np.isin(read_column(f, "slice_type"), list(slice_types))
             self.indices = np.flatnonzero(keep)
+            if repeat:
+                self.indices = np.repeat(self.indices, repeat_counts(self.info, f["seq"][()][self.indices], repeat))
             self.valid = f["valid"][()][self.indices]
             self.qp = f["qp"][()][self.indices]
             self.seq = f["seq"][()][self.indices]

@@ -39,6 +39,9 @@ class TrainConfig:
     cache: str = "auto"  # the train split decompressed in memory: auto, ram, device, off
     qps: tuple[int, ...] = ()
     slice_types: tuple[int, ...] = ()  # train on pictures of these slice types only (0 B, 1 P, 2 I); () all
+    # --repeat: (pattern, n) pairs, the train samples of sequences whose name matches (fnmatch; the last
+    # matching pair wins) taken n times an epoch (0: left out); () every sample once
+    repeat: tuple[tuple[str, int], ...] = ()
     augment: bool = True
     resume: bool = False
     init: str | None = None  # a checkpoint whose weights start the run (fine-tuning)
@@ -69,6 +72,8 @@ class TrainConfig:
             raise CodecnnError(f"--cache {self.cache!r}: use one of {', '.join(CACHES)}")
         if self.patch < 0 or self.workers < 0:
             raise CodecnnError("--patch and --workers cannot be negative")
+        if any(n < 0 or not pattern for pattern, n in self.repeat):
+            raise CodecnnError("--repeat NAME=N: a sequence name (or pattern, e.g. '*') and a count N >= 0")
         if not set(self.slice_types) <= {0, 1, 2}:
             raise CodecnnError(f"--slice-types {list(self.slice_types)}: use I, P and B")
         if not 0.0 <= self.ema < 1.0:

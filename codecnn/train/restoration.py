@@ -65,7 +65,7 @@ class RestorationTask:
     def datasets(self, cfg: TrainConfig):
         from codecnn.errors import CodecnnError
 
-        train = CTUDataset(cfg.data, "train", cfg.qps or None, cfg.patch, cfg.slice_types or None)
+        train = CTUDataset(cfg.data, "train", cfg.qps or None, cfg.patch, cfg.slice_types or None, cfg.repeat)
         if train.context != self.context:
             raise CodecnnError(
                 f"{cfg.data}: CTUs carry a {train.context}-pixel context, the network consumes "
