@@ -90,11 +90,12 @@ class CTUDataset(LazyH5):
             if slice_types:
                 keep &= np.isin(read_column(f, "slice_type"), list(slice_types))
             self.indices = np.flatnonzero(keep)
+            seq = f["seq"][()]
             if repeat:
-                self.indices = np.repeat(self.indices, repeat_counts(self.info, f["seq"][()][self.indices], repeat))
+                self.indices = np.repeat(self.indices, repeat_counts(self.info, seq[self.indices], repeat))
             self.valid = f["valid"][()][self.indices]
             self.qp = f["qp"][()][self.indices]
-            self.seq = f["seq"][()][self.indices]
+            self.seq = seq[self.indices]
             self.frame = f["frame"][()][self.indices]
             self.pos = f["pos"][()][self.indices]
 

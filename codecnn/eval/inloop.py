@@ -382,7 +382,7 @@ def gather(
         # the payload's version (2: the network's QP searched and signalled; 3: CTU flags per group)
         "signalling": key_base["signalling"],
         # HM --CnnPropagation: the weight of reference pictures' distortion in the decision (0: none)
-        "propagation": key_base.get("propagation", 0.0),
+        "propagation": key_base["propagation"],
         "bd_method": method,
         "seconds": seconds,
         "decoder_check": "every bitstream decoded by the patched HM decoder equals the encoder's reconstruction; "

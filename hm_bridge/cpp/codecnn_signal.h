@@ -351,12 +351,14 @@ inline bool parse(const std::vector<unsigned char> &p, int width, int height, in
   }
   // the bits after the last flag are zero as every encoder writes them: a set one is a damaged payload, or
   // one of a picture with fewer CTUs
-  const int used = !flags ? 0 : grouped ? kGroupBits + groupsOf(cols, rows, g) : n;
-  for (size_t bit = static_cast<size_t>(used); flags && bit < 8 * (want - at - 1); ++bit)
-    if ((p[at + 1 + bit / 8] >> (7 - bit % 8)) & 1) {
-      error = "codecnn parameters that do not fit the picture (padding bits set: damaged, or another picture size)";
-      return false;
-    }
+  if (flags) {
+    const size_t used = static_cast<size_t>(grouped ? kGroupBits + groupsOf(cols, rows, g) : n);
+    for (size_t bit = used; bit < 8 * (want - at - 1); ++bit)
+      if ((p[at + 1 + bit / 8] >> (7 - bit % 8)) & 1) {
+        error = "codecnn parameters that do not fit the picture (padding bits set: damaged, or another picture size)";
+        return false;
+      }
+  }
   choice.on = true;
   choice.scale = k;
   choice.group = g;
