@@ -107,8 +107,8 @@ def calibration_ctus(path: str | os.PathLike, count: int = CALIB_CTUS, context: 
 
 
 def filter_plane_cnnw(graph: Graph, plane: np.ndarray, bit_depth: int, qp: int = 0, ctu: int = 128) -> np.ndarray:
-    """The float ``.cnnw`` network on a luma plane, CTU by CTU, exactly as ``cnnw.h``'s ``filterPlane``
-    (edge-replicated context, round half to even, clip); the Python reference of the C++ path."""
+    """The float ``.cnnw`` network on a luma plane, CTU by CTU, exactly as ``Model::filterPlane`` (``cnnw.h``,
+    in ``cnnw_model.h``: edge-replicated context, round half to even, clip); the Python reference of the C++ path."""
     c = int(graph.header["context"])
     peak = np.float32(sample_peak(bit_depth))
 

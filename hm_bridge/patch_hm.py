@@ -1,9 +1,10 @@
 """``python -m hm_bridge patch-hm HM_DIR``: put the codecnn luma filter into a user's HM 16.x checkout.
 
-It copies the headers of ``HEADERS`` (``cnnw.h`` and ``cnnw_format.h``, ``codecnn_signal.h``, ``codecnn_hm.h``,
-and the mode network's ``cnnw_modenet.h``, ``cnnw_modenet_int16.h`` and ``codecnn_modes_hm.h``) into
-``source/Lib/TLibCommon`` (already on HM's include path, so no build file changes) and edits, each line marked
-``// codecnn hm_bridge``:
+It copies the headers of ``HEADERS`` (the luma filter's ``cnnw.h``, which includes ``cnnw_format.h``,
+``cnnw_buffer.h``, ``cnnw_profile.h``, ``cnnw_simd.h``, ``cnnw_layers.h``, ``cnnw_conv.h``, ``cnnw_tiles.h`` and
+``cnnw_model.h``; ``codecnn_signal.h``, ``codecnn_hm.h``; and the mode network's ``cnnw_modenet.h``,
+``cnnw_modenet_int16.h`` and ``codecnn_modes_hm.h``) into ``source/Lib/TLibCommon`` (already on HM's include
+path, so no build file changes) and edits, each line marked ``// codecnn hm_bridge``:
 
 * ``TEncGOP.cpp``: after SAO, before the picture's slices are written (and so before the PSNR and before
   the picture serves as a reference), a call to ``codecnn_hm::filterLumaEncoder``: it filters the
@@ -47,7 +48,8 @@ MARK = "// codecnn hm_bridge"
 WAS = " (was: "  # a replaced line's marker keeps the original line: MARK + WAS + original + ")"
 CPP = Path(__file__).resolve().parent / "cpp"
 HEADERS = (
-    *("cnnw_format.h", "cnnw.h", "codecnn_signal.h", "codecnn_hm.h"),
+    *("cnnw_format.h", "cnnw_buffer.h", "cnnw_profile.h", "cnnw_simd.h", "cnnw_layers.h", "cnnw_conv.h"),
+    *("cnnw_tiles.h", "cnnw_model.h", "cnnw.h", "codecnn_signal.h", "codecnn_hm.h"),
     *("cnnw_modenet.h", "cnnw_modenet_int16.h", "codecnn_modes_hm.h"),
 )
 INCLUDE = f'#include "TLibCommon/codecnn_hm.h"  {MARK}'
@@ -309,7 +311,7 @@ def patch_hm(hm_dir: str | os.PathLike) -> list[str]:
 # HM 16.20 builds with its makefiles only (build/linux; CMake came with later HM versions), which read neither
 # CXXFLAGS nor a CPPFLAGS that keeps HM's include paths: RELEASE_CPPFLAGS replaces HM's own "-O3 -Wuninitialized".
 # -Wno-error: HM builds with -Werror, and newer compilers (GCC 12: class-memaccess, deprecated-copy) warn on HM's
-# own code; -mavx2 -mfma: cnnw.h's vector kernels (drop them for a CPU without AVX2: same int16 output, slower;
+# own code; -mavx2 -mfma: cnnw_simd.h's vector kernels (drop them for a CPU without AVX2: same int16 output, slower;
 # -march=native on a CPU with AVX-512 VNNI: the same int16 output, about twice as fast, README *Speed*);
 # -ffp-contract=off: no fused multiply-adds in HM's own RD costs, so HM's bitstreams stay those of a default build.
 RELEASE_CPPFLAGS = "-O3 -Wuninitialized -Wno-error -mavx2 -mfma -ffp-contract=off"

@@ -3,7 +3,7 @@ hm_bridge/cpp/cnnw.h (cnnw_tool, g++ -O3 -march=native), at one thread and at --
 with the speed stated against the machine's limit:
 
 * the peak int16 multiply-accumulate rate of one core, measured by scripts/int16_peak.cpp (independent chains
-  of the instruction cnnw.h's int16 kernels use: vpdpwssd on zmm with AVX-512 VNNI, else vpmaddwd + vpaddd);
+  of the instruction cnnw_simd.h's int16 kernels use: vpdpwssd on zmm with AVX-512 VNNI, else vpmaddwd + vpaddd);
 * achieved GMAC/s = kMAC/pixel x 1920 x 1080 / seconds (the frame's pixels: the 128x128 CTU grid computes
   1920 x 1152) for PyTorch, C++ float and C++ int16, and int16's ratio to the peak (N threads: to N peaks);
 * the int16 3x3 convolutions alone, from cnnw_tool --profile (each node's CPU time) in the one-thread run:
@@ -253,7 +253,7 @@ def _timed(args: list[str]) -> tuple[tuple[float, float], str]:
 
 
 def _vector_path() -> str:
-    """Which kernels of cnnw.h -march=native selects on this machine (from the compiler's predefined macros)."""
+    """Which kernels of cnnw_simd.h -march=native selects on this machine (from the compiler's predefined macros)."""
     r = subprocess.run(["g++", "-march=native", "-dM", "-E", "-x", "c++", "/dev/null"], capture_output=True, text=True)
     macros = {ln.split()[1] for ln in r.stdout.splitlines() if ln.startswith("#define ")}
     if {"__AVX512F__", "__AVX512BW__", "__FMA__"} <= macros:

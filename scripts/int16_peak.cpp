@@ -1,7 +1,7 @@
 // int16_peak: the peak int16 multiply-accumulate rate of one core, for scripts/bench_bridge.py.
 //   g++ -O3 -march=native -o int16_peak scripts/int16_peak.cpp && ./int16_peak [SECONDS]
 // Runs kChains independent accumulator chains of the int16 multiply-accumulate that the int16 kernels of
-// hm_bridge/cpp/cnnw.h use in the same build (the same choice of instruction set): vpdpwssd on zmm with
+// hm_bridge/cpp/cnnw_simd.h use in the same build (the same choice of instruction set): vpdpwssd on zmm with
 // AVX-512 VNNI, else vpmaddwd + vpaddd on zmm (AVX-512 BW) or on ymm (AVX2). The chains cover the
 // instruction's latency, so only its throughput limits the rate. Each int16 product counts as one MAC.
 // Prints one line, "INSTRUCTION GMAC/S SECONDS CHAINS": the best rate of its rounds (~0.04 s each) over

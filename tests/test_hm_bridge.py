@@ -23,6 +23,7 @@ from codecnn.train.checkpoint import save_checkpoint
 from codecnn.yuv import RawYuvReader
 from hm_bridge.export import filter_plane_cnnw
 from hm_bridge.format import graph_from_rdn, read_cnnw, run_graph, write_cnnw
+from hm_bridge.patch_hm import HEADERS
 
 CPP = Path(__file__).resolve().parent.parent / "hm_bridge" / "cpp"
 GXX = shutil.which("g++")
@@ -78,7 +79,7 @@ def tool(request, tmp_path_factory):
     d = tmp_path_factory.mktemp("cpp")
     out = {}
     opts = ["-O0", "-O3"]
-    if _cpu_has("avx2", "fma"):  # the vector kernels of cnnw.h
+    if _cpu_has("avx2", "fma"):  # the vector kernels of cnnw.h (cnnw_simd.h)
         opts.append("-O3 -mavx2 -mfma")
     if _cpu_has("avx512f", "avx512bw", "fma"):  # its AVX-512 kernels (with vpdpwssd where the CPU has VNNI)
         opts.append("-O3 -mavx512f -mavx512bw -mfma" + (" -mavx512vnni" if _cpu_has("avx512_vnni") else ""))
@@ -1094,8 +1095,9 @@ def test_patch_hm_is_idempotent_and_refuses_unknown_sources(tmp_path):
     i = next(k for k, ln in enumerate(enc) if "binCountsInNalUnits" in ln)  # after SAO, before the slices
     assert "codecnn_hm::filterLumaEncoder(" in enc[i - 1] and enc[i - 1].startswith("    ")  # right before, same indent
     assert enc[1].startswith('#include "TLibCommon/codecnn_hm.h"')
-    for name in ("cnnw.h", "codecnn_signal.h", "codecnn_hm.h"):
-        assert (hm / "source/Lib/TLibCommon" / name).exists()
+    assert set(HEADERS) == {p.name for p in CPP.glob("*.h")}  # every header (cnnw.h includes its parts)
+    for name in HEADERS:
+        assert (hm / "source/Lib/TLibCommon" / name).read_bytes() == (CPP / name).read_bytes()
     dec = (hm / "source/App/TAppDecoder/TAppDecCfg.cpp").read_text()
     assert '("CnnModel", codecnn_hm::modelPath()' in dec and "CnnSignal" not in dec
     cfg = (hm / "source/App/TAppEncoder/TAppEncCfg.cpp").read_text()
@@ -1129,7 +1131,7 @@ def test_patch_hm_second_run_touches_nothing(tmp_path):
     r = CliRunner().invoke(main, ["patch-hm", str(hm)])
     assert r.exit_code == 0, r.output
     files = [*(hm / "source").rglob("*.cpp"), *(hm / "source/Lib/TLibCommon").glob("*.h")]
-    assert len(files) == 15  # 8 HM sources, 7 headers
+    assert len(files) == 8 + len(HEADERS)  # 8 HM sources, the headers
     subprocess.run(["touch", "-d", "@1000000000", *map(str, files)], check=True)  # as after an old build
     before = {p: p.stat().st_mtime_ns for p in files}
     r = CliRunner().invoke(main, ["patch-hm", str(hm)])

@@ -16,7 +16,7 @@
 //   net.runInt(icanvas, n, qp, bitDepth, ilogits, scratch);  // icanvas: 3 planes of (2N+1)^2 int32
 //
 // Speed: the convolutions run channels-last (HWC) with a zero border, CV vectors of 8 output channels x P
-// pixels of accumulators in registers (AVX2/AVX-512 with FMA, by the compiler flags as cnnw.h; portable
+// pixels of accumulators in registers (AVX2/AVX-512 with FMA, by the compiler flags as cnnw_simd.h; portable
 // loops otherwise), weights repacked at load. scripts/bench_modenet_cpp.py measures the time per block.
 #ifndef CNNW_MODENET_H
 #define CNNW_MODENET_H

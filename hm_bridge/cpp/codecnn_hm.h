@@ -1,6 +1,6 @@
 // codecnn_hm.h -- the glue HM calls after SAO, on the encoder (TEncGOP::compressGOP) and the decoder
 // (TDecGop::filterPicture) side alike, so both filter the identical picture with the same network.
-// Header-only; `python -m hm_bridge patch-hm HM_DIR` copies it (with cnnw.h) into HM's
+// Header-only; `python -m hm_bridge patch-hm HM_DIR` copies it (with cnnw.h and its parts) into HM's
 // source/Lib/TLibCommon and inserts the calls. The model path comes from HM's own command line:
 // `--CnnModel=model.cnnw` on TAppEncoder and TAppDecoder (empty: no filtering, HM unchanged), and optionally
 // `--CnnInterModel=inter.cnnw`, a second model for the P and B pictures (both sides must give the same).
