@@ -10,12 +10,15 @@ path, so no build file changes) and edits, each line marked ``// codecnn hm_brid
   the picture serves as a reference), a call to ``codecnn_hm::filterLumaEncoder``: it filters the
   reconstruction as the encoder decides against the original (``--CnnSignal``: always on, per picture, per
   CTU) and queues the picture's payload for its slice header; when it fails (the model cannot be loaded, or
-  filtering fails) the line prints the message and stops HM;
+  filtering fails) the line prints the message and stops HM; the same call after deblocking and before SAO
+  acts instead when ``--CnnBeforeSao=1``;
 * ``TEncTop.cpp``: the PPS's ``slice_segment_header_extension_present_flag`` set when a model is given;
 * ``TEncCavlc.cpp``: the slice header's extension bytes written from the queued payload (HM wrote none);
 * ``TDecCAVLC.cpp``: the extension bytes HM reads and ignored kept for the picture;
-* ``TDecGop.cpp``: after SAO in ``filterPicture``, ``codecnn_hm::filterLumaDecoder`` follows the payload;
-* ``TAppEncCfg.cpp``: the options ``--CnnModel`` (the model path; empty = off) and ``--CnnSignal``;
+* ``TDecGop.cpp``: after SAO in ``filterPicture``, ``codecnn_hm::filterLumaDecoder`` follows the payload (and
+  the same call before SAO, which acts when the stream's header places the filter there);
+* ``TAppEncCfg.cpp``: the options ``--CnnModel`` (the model path; empty = off), ``--CnnSignal``,
+  ``--CnnBeforeSao`` and the others of ``ENC_OPTION``;
   ``TAppDecCfg.cpp``: ``--CnnModel``.
 
 and, for the mode network in the encoder's intra search (encoder only; the decoder is untouched):
@@ -63,20 +66,34 @@ _ARGS = (
 _CTU = "static_cast<int>(pcSlice->getSPS()->getMaxCUWidth())"
 _INTER = "pcPic->getSlice(0)->getSliceType() != I_SLICE"
 _STOP = '{ std::fprintf(stderr, "\\nERROR: codecnn: %s\\n", cnnError.c_str()); std::exit(EXIT_FAILURE); }'
+
+
+def _enc_call(stage: bool) -> str:
+    """The encoder's call at one stage (true: after deblocking, before SAO; false: after SAO): it acts at the
+    stage --CnnBeforeSao names and returns at the other."""
+    return (
+        "{ std::string cnnError; if (!codecnn_hm::filterLumaEncoder("
+        f"{_ARGS}, pcPic->getPicYuvOrg()->getAddr(COMPONENT_Y), pcPic->getPicYuvOrg()->getStride(COMPONENT_Y), "
+        f"{_CTU}, pcPic->getPOC(), pcPic->getSlice(0)->isIRAP(), {_INTER}, pcPic->getSlice(0)->getLambdas()[0], "
+        "static_cast<int>(pcPic->getSlice(0)->getTLayer()), static_cast<int>(pcSlice->getSPS()->getMaxTLayers()), "
+        f"{'true' if stage else 'false'}, cnnError)) "
+        f"{_STOP} }}  {MARK}"
+    )
+
+
+def _dec_call(stage: bool) -> str:
+    """The decoder's call at one stage: it follows the picture's payload at the stage the stream's header names."""
+    return (
+        f"{{ std::string cnnError; if (!codecnn_hm::filterLumaDecoder({_ARGS}, {_CTU}, pcPic->getPOC(), {_INTER}, "
+        f"pcPic->getSlice(0)->getPPS()->getSliceHeaderExtensionPresentFlag(), {'true' if stage else 'false'}, "
+        f"cnnError)) {_STOP} }}  {MARK}"
+    )
+
+
 # encoder: filter as decided against the original, the payload queued for the picture's slice header
-ENC_CALL = (
-    "{ std::string cnnError; if (!codecnn_hm::filterLumaEncoder("
-    f"{_ARGS}, pcPic->getPicYuvOrg()->getAddr(COMPONENT_Y), pcPic->getPicYuvOrg()->getStride(COMPONENT_Y), "
-    f"{_CTU}, pcPic->getPOC(), pcPic->getSlice(0)->isIRAP(), {_INTER}, pcPic->getSlice(0)->getLambdas()[0], "
-    "static_cast<int>(pcPic->getSlice(0)->getTLayer()), static_cast<int>(pcSlice->getSPS()->getMaxTLayers()), "
-    f"cnnError)) "
-    f"{_STOP} }}  {MARK}"
-)
+ENC_CALL, ENC_CALL_BEFORE_SAO = _enc_call(False), _enc_call(True)
 # decoder: follow the picture's payload (read from its slice header)
-DEC_CALL = (
-    f"{{ std::string cnnError; if (!codecnn_hm::filterLumaDecoder({_ARGS}, {_CTU}, pcPic->getPOC(), {_INTER}, "
-    f"pcPic->getSlice(0)->getPPS()->getSliceHeaderExtensionPresentFlag(), cnnError)) {_STOP} }}  {MARK}"
-)
+DEC_CALL, DEC_CALL_BEFORE_SAO = _dec_call(False), _dec_call(True)
 PPS_FLAG = f"pps.setSliceHeaderExtensionPresentFlag(codecnn_hm::extensionPresent());  {MARK}"
 EXT_WRITE = (
     "{ const std::vector<unsigned char> cnnExt = codecnn_hm::takeExtension(pcSlice->getPOC(), "
@@ -97,6 +114,8 @@ _MODEL_OPTION = (
 ENC_OPTION = (
     f'{_MODEL_OPTION}("CnnSignal", codecnn_hm::signalMode(), 2, "codecnn: 0 filter every picture, 1 decide per '
     f'picture (on/off, residual scale), 2 also per CTU; signalled in the slice header (hm_bridge)")'
+    '("CnnBeforeSao", codecnn_hm::beforeSao(), 0, "codecnn: 1 the filter runs after deblocking and before SAO, 0 '
+    'after SAO; signalled in the header, the decoder follows (hm_bridge)")'
     '("CnnQpSearch", codecnn_hm::qpSearch(), 1, "codecnn: 1 the encoder picks the QP the network is given per '
     'picture (signalled), 0 the slice QP (hm_bridge)")'
     '("CnnPropagation", codecnn_hm::propagation(), 0.0, "codecnn: rho, a reference picture\'s distortion counts '
@@ -153,6 +172,13 @@ EDITS = (
         ENC_CALL,
     ),
     Edit(
+        "Lib/TLibEncoder/TEncGOP.cpp",
+        '#include "TEncGOP.h"',
+        r"^\s*if \(pcSlice->getSPS\(\)->getUseSAO\(\)\)\s*$",
+        r"xCreatePerPictureSEIMessages\(iGOPid",
+        ENC_CALL_BEFORE_SAO,
+    ),
+    Edit(
         "Lib/TLibEncoder/TEncTop.cpp",
         '#include "TEncTop.h"',
         r"^\s*xInitPPSforTiles\(pps\);",
@@ -181,6 +207,13 @@ EDITS = (
         r"^\s*pcPic->compressMotion\(\);\s*$",
         r"m_pcSAO->SAOProcess\(pcPic\);",
         DEC_CALL,
+    ),
+    Edit(
+        "Lib/TLibDecoder/TDecGop.cpp",
+        '#include "TDecGop.h"',
+        r"^\s*if\( pcSlice->getSPS\(\)->getUseSAO\(\) \)\s*$",
+        r"m_pcLoopFilter->loopFilterPic\( pcPic \);",
+        DEC_CALL_BEFORE_SAO,
     ),
     Edit(
         "App/TAppEncoder/TAppEncCfg.cpp",

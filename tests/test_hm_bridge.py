@@ -713,12 +713,28 @@ struct TComPic {
   int getPOC() const { return poc; }
 };
 
+static void encoderBeforeSao(TComPic *pcPic, TComSlice *pcSlice) {
+@ENCB@
+}
+
 static void encoderAfterSao(TComPic *pcPic, TComSlice *pcSlice) {
 @ENC@
 }
 
+static void decoderBeforeSao(TComPic *pcPic, TComSlice *pcSlice) {
+@DECB@
+}
+
 static void decoderAfterSao(TComPic *pcPic, TComSlice *pcSlice) {
 @DEC@
+}
+
+// SAO as the glue sees it: between the two stages, every sample + 1 when GLUE_SAO is set (so a test can tell
+// where the filter ran)
+static void sao(TComPicYuv &p) {
+  if (!std::getenv("GLUE_SAO")) return;
+  for (int y = 0; y < p.height; ++y)
+    for (int x = 0; x < p.width; ++x) p.getAddr(COMPONENT_Y)[y * p.stride + x] += 1;
 }
 
 static void readPlane(const char *path, TComPicYuv &p) {
@@ -744,6 +760,7 @@ int main(int argc, char **argv) {
   if (std::getenv("GLUE_RECORD")) codecnn_hm::recordPath() = std::getenv("GLUE_RECORD");      // --CnnRecordInput
   if (std::getenv("GLUE_QPSEARCH")) codecnn_hm::qpSearch() = std::atoi(std::getenv("GLUE_QPSEARCH"));  // --CnnQpSearch
   if (std::getenv("GLUE_RHO")) codecnn_hm::propagation() = std::atof(std::getenv("GLUE_RHO"));  // --CnnPropagation
+  if (std::getenv("GLUE_BEFORE_SAO")) codecnn_hm::beforeSao() = 1;  // --CnnBeforeSao=1
   const int w = std::atoi(argv[5]), h = std::atoi(argv[6]);
   for (int poc = 0; poc < 2; ++poc) {
     TComPicYuv rec(w, h), org(w, h);
@@ -754,6 +771,8 @@ int main(int argc, char **argv) {
     TComPic pic = {&rec, &org, &slice, poc};
     const std::string payloadPath = std::string(argv[12]) + "." + std::to_string(poc);
     if (enc) {
+      encoderBeforeSao(&pic, &slice);
+      sao(rec);
       encoderAfterSao(&pic, &slice);
       const std::vector<unsigned char> p = codecnn_hm::takeExtension(poc, true);
       if (!codecnn_hm::takeExtension(poc, true).empty()) return 3;  // taken once
@@ -770,6 +789,8 @@ int main(int argc, char **argv) {
         for (int c = std::fgetc(f); c != EOF; c = std::fgetc(f)) codecnn_hm::receiveExtensionByte(poc, i++, c);
         std::fclose(f);
       }
+      decoderBeforeSao(&pic, &slice);
+      sao(rec);
       decoderAfterSao(&pic, &slice);
     }
     std::FILE *out = std::fopen((std::string(argv[11]) + "." + std::to_string(poc)).c_str(), "wb");
@@ -797,13 +818,19 @@ def test_hm_glue_signals_what_the_encoder_decides_and_the_decoder_follows(cxx, i
     hm = _fake_hm(tmp_path / "HM")
     r = CliRunner().invoke(main, ["patch-hm", str(hm)])
     assert r.exit_code == 0, r.output
-    enc_line, dec_line = (
-        next(ln.strip() for ln in (hm / "source" / f).read_text().splitlines() if "codecnn_hm::filterLuma" in ln)
+    (enc_before, enc_line), (dec_before, dec_line) = (
+        [ln.strip() for ln in (hm / "source" / f).read_text().splitlines() if "codecnn_hm::filterLuma" in ln]
         for f in ("Lib/TLibEncoder/TEncGOP.cpp", "Lib/TLibDecoder/TDecGop.cpp")
-    )
+    )  # in file order: before SAO, after SAO
     assert "filterLumaEncoder(" in enc_line and "filterLumaDecoder(" in dec_line
+    assert ", true, cnnError" in enc_before + dec_before and ", false, cnnError" in enc_line + dec_line
     src = tmp_path / "glue.cpp"
-    src.write_text(GLUE.replace("@ENC@", "  " + enc_line).replace("@DEC@", "  " + dec_line))
+    src.write_text(
+        GLUE.replace("@ENC@", "  " + enc_line)
+        .replace("@DEC@", "  " + dec_line)
+        .replace("@ENCB@", "  " + enc_before)
+        .replace("@DECB@", "  " + dec_before)
+    )
     exe = _build(compiler, ["-O1"], src, tmp_path / "glue", include=[hm / "source" / "Lib"])
     plane = RawYuvReader(HM / "carphone" / "lf" / "qp27" / "recon.yuv", 176, 144).read(1).y
     want = filter_plane_int(read_cnnw(int16_model), plane, 8, 27)
@@ -925,6 +952,29 @@ def test_hm_glue_signals_what_the_encoder_decides_and_the_decoder_follows(cxx, i
     assert res.returncode == 0 and first.on and payloads()[1] == b"", res.stdout
     np.testing.assert_array_equal(pics[0], apply_payload(plane, filtered(first.q), first, 64, 8))
     np.testing.assert_array_equal(pics[1], plane)
+    # --CnnBeforeSao=1: the encoder decides and filters after deblocking, SAO (here +1 on every sample) comes
+    # after; the header's placement bit says so and the decoder, which has no such option, follows it
+    res, pics = run(int16_model, env={"GLUE_BEFORE_SAO": "1", "GLUE_SAO": "1"})
+    p0, p1 = payloads()
+    first, second = parse_payload(p0, 176, 144, 64), parse_payload(p1, 176, 144, 64, version=3)
+    assert res.returncode == 0 and p0[1] == 0x30 | 0x04 | 2 and first.before_sao and first.on, res.stdout
+    assert f"luma filter {int16_model} (int16, {crc}) before SAO" in res.stdout
+    for pic, p in zip(pics, (first, second), strict=True):
+        np.testing.assert_array_equal(pic, apply_payload(plane, filtered(p.q), p, 64, 8) + 1)
+    res, decoded = run(int16_model, "dec", env={"GLUE_SAO": "1"})
+    assert res.returncode == 0 and "this bitstream's filter runs before SAO" in res.stdout, res.stderr
+    assert all((a == b).all() for a, b in zip(decoded, pics, strict=True))
+    res, _ = run("", "dec", env={"GLUE_SAO": "1"})  # without the model: stopped at the first stage
+    assert res.returncode == 1 and "give the encoder's --CnnModel" in res.stderr, res.stderr
+    # after SAO (the default): the filter sees SAO's output, the header's bit is clear, the decoder follows
+    res, pics = run(int16_model, env={"GLUE_SAO": "1", "GLUE_QPSEARCH": "0"})
+    first = parse_payload(payloads()[0], 176, 144, 64)
+    assert res.returncode == 0 and payloads()[0][1] == 0x32 and first.before_sao is False, res.stdout
+    np.testing.assert_array_equal(
+        pics[0], apply_payload(plane + 1, filter_plane_int(read_cnnw(int16_model), plane + 1, 8, 27), first, 64, 8)
+    )
+    res, decoded = run(int16_model, "dec", env={"GLUE_SAO": "1"})
+    assert res.returncode == 0 and all((a == b).all() for a, b in zip(decoded, pics, strict=True)), res.stderr
     # always on (--CnnSignal=0): the header only, every picture filtered; the decoder follows
     res, pics = run(int16_model, signal=0)
     assert res.returncode == 0 and payloads() == [bytes([0, 0x30, model_id >> 8, model_id & 0xFF]), b""]
@@ -1053,7 +1103,9 @@ def test_onnx_export_checked_with_onnxruntime(checkpoint, tmp_path):
 def _fake_hm(root: Path) -> Path:
     """Files with the lines patch-hm anchors on, in HM 16.x's layout (written here, not copied from HM)."""
     files = {
-        "source/Lib/TLibEncoder/TEncGOP.cpp": '#include "TEncGOP.h"\nvoid f() {\n      m_pcSAO->SAOProcess(pcPic);\n'
+        "source/Lib/TLibEncoder/TEncGOP.cpp": '#include "TEncGOP.h"\nvoid f() {\n'
+        "    xCreatePerPictureSEIMessages(iGOPid, leadingSeiMessages, nestedSeiMessages, pcSlice);\n"
+        "    if (pcSlice->getSPS()->getUseSAO())\n    {\n      m_pcSAO->SAOProcess(pcPic);\n"
         "    }\n\n    std::size_t binCountsInNalUnits   = 0;\n    pcPic->compressMotion();\n}\n",
         "source/Lib/TLibEncoder/TEncTop.cpp": '#include "TEncTop.h"\nVoid TEncTop::xInitPPS(TComPPS &pps) {\n'
         "  xInitPPSforTiles(pps);\n}\n",
@@ -1064,7 +1116,9 @@ def _fake_hm(root: Path) -> Path:
         '    READ_UVLC(uiCode,"slice_segment_header_extension_length");\n    for(Int i=0; i<uiCode; i++)\n'
         '    {\n      UInt ignored;\n      READ_CODE(8,ignored,"slice_segment_header_extension_data_byte");\n'
         "    }\n}\n",
-        "source/Lib/TLibDecoder/TDecGop.cpp": '#include "TDecGop.h"\nvoid g() {\n    m_pcSAO->SAOProcess(pcPic);\n'
+        "source/Lib/TLibDecoder/TDecGop.cpp": '#include "TDecGop.h"\nvoid g() {\n'
+        "  m_pcLoopFilter->loopFilterPic( pcPic );\n\n  if( pcSlice->getSPS()->getUseSAO() )\n  {\n"
+        "    m_pcSAO->SAOProcess(pcPic);\n"
         "  }\n\n  pcPic->compressMotion();\n}\n",
         "source/App/TAppEncoder/TAppEncCfg.cpp": '#include "TAppEncCfg.h"\nBool TAppEncCfg::parseCfg(Int argc) {\n'
         '  opts.addOptions()\n  ("ReconFile,o", m_r, string(""), "recon");\n'
@@ -1244,6 +1298,10 @@ def test_damaged_signalling_payloads_are_refused_under_asan(tmp_path):
                 data = bytes(data)
             cases += [None, header, data]
             versions.append(version)
+    # version 3's placement bit (0x04, before SAO): a stream placed before SAO reads; bit 3 is refused by both
+    cases += [None, bytes([0, 0x36, 0x12, 0x34]), bytes([0x50 | 11]), None, bytes([0, 0x32, 0x12, 0x34])]
+    cases += [bytes([0, 0x3A, 0x12, 0x34])]
+    versions += [3, 3]
     # a padding bit set after the last flag (v1/v2: 9 CTU bits of 16; v3: 2 + 4 group bits of 8): refused
     padded = {1: bytes([0x80 | 40, 0b10110000, 0x81]), 2: bytes([0x80 | 0x50, 0b10110000, 0x84]),
               3: bytes([0x80 | 0x50, 0b01101001])}  # fmt: skip
@@ -1260,6 +1318,7 @@ def test_damaged_signalling_payloads_are_refused_under_asan(tmp_path):
     outcomes, payloads = lines[2::3], cases[2::3]
     assert [outcomes[i] for v in range(3) for i in range(155 * v, 155 * v + 5)] == ["ok"] * 15  # the good payloads
     assert all("padding bits set" in o for o in outcomes[-3:]), outcomes[-3:]
+    assert outcomes[-5] == "ok" and "another version" in outcomes[-4], outcomes[-5:-3]
     refused = [o for o in outcomes if o.startswith("error ")]
     assert refused and all("(empty)" not in o for o in refused)
     for data, version, outcome in zip(payloads, versions, outcomes, strict=True):

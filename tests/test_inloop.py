@@ -90,6 +90,17 @@ def test_in_loop_random_access_through_patched_hm(tmp_path):
     assert res4["propagation"] == 4.0 and res["propagation"] == 0.0
     unit4 = json.loads((tmp_path / "wp" / seq["name"] / "qp37" / "test" / "unit.json").read_text())
     assert unit4["decoder_match"] and unit4["md5_checked"]
+    # --before-sao: the filter after deblocking, SAO on its output; the decoder follows the stream's header
+    # (the same pictures, MD5 checked); recorded in results.json
+    pre = [a if a != str(tmp_path / "w") else str(tmp_path / "wb") for a in args[:-1]]
+    r = CliRunner().invoke(cli, [*pre, str(tmp_path / "out5"), "--before-sao", "--qp", "32"])
+    assert r.exit_code == 0, r.output
+    res5 = json.loads((tmp_path / "out5" / "results.json").read_text())
+    assert res5["placement"] == "before SAO" and res["placement"] == "after SAO"
+    unit5 = json.loads((tmp_path / "wb" / seq["name"] / "qp32" / "test" / "unit.json").read_text())
+    assert unit5["decoder_match"] and unit5["md5_checked"] and any(d["on"] for d in unit5["decisions"])
+    assert "before SAO" in (tmp_path / "wb" / seq["name"] / "qp32" / "test" / "encoder.log").read_text()
+    assert res5["sequences"][0]["qps"][0]["test"]["y"] != seq["qps"][2]["test"]["y"]  # another picture than after SAO
 
 
 @needs_hm
@@ -189,6 +200,7 @@ def test_in_loop_option_checks(tmp_path, carphone_yuv):
         (["--yuv", str(carphone_yuv)], "--checkpoint"),
         (["--propagation", "0.5", "--checkpoint", "zoo:rdn-inloop-ai", "--yuv", str(carphone_yuv)], "--in-loop"),
         (["--in-loop", "--model", str(ZOO_INT16), "--yuv", str(carphone_yuv), "--propagation", "-1"], "--propagation"),
+        (["--before-sao", "--checkpoint", "zoo:rdn-inloop-ai", "--yuv", str(carphone_yuv)], "--in-loop"),
         (["--in-loop", "--name", "c", "--yuv", str(carphone_yuv), "--yuv", str(carphone_yuv)], "--name names the one"),
         (["--in-loop", "--model", str(ZOO_INT16), "--yuv", str(carphone_yuv), "--hm-cfg", str(tmp_path / "no.cfg")],
          "--hm-cfg"),

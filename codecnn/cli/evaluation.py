@@ -132,6 +132,12 @@ from codecnn.options import (
     "layers below it) - 1) times in the encoder's decision, for the pictures that predict from it; 0: each "
     "picture for itself.",
 )
+@click.option(
+    "--before-sao",
+    is_flag=True,
+    help="--in-loop: the filter runs after deblocking and before SAO (HM --CnnBeforeSao=1; SAO then works on the "
+    "filtered picture; the bitstream says so and the decoder follows). Default: after SAO.",
+)
 @click.option("--out", required=True, type=click.Path(), help="Report folder: results.json, report.md, PNGs.")
 @verbosity
 def evaluate(
@@ -166,6 +172,7 @@ def evaluate(
     ctu_flags,
     inter_model,
     propagation,
+    before_sao,
     out,
 ):
     """Measure a restoration network's PSNR gains and BD-rates against the codec's reconstruction.
@@ -188,10 +195,10 @@ def evaluate(
         raise CodecnnError("--name names the one sequence of --orig or --yuv FILE; --list and --data name theirs")
     if in_loop:
         return _evaluate_in_loop(**locals())
-    if model or inter_model or jobs != 1 or ctu_flags or signal != "ctu" or propagation:  # (--hm-dec: $CODECNN_HM_DEC)
-        raise CodecnnError(
-            "--model, --inter-model, --jobs, --signal, --ctu-flags and --propagation belong to --in-loop: add it, "
-            "or drop them"
+    if model or inter_model or jobs != 1 or ctu_flags or signal != "ctu" or propagation or before_sao:
+        raise CodecnnError(  # (--hm-dec: $CODECNN_HM_DEC)
+            "--model, --inter-model, --jobs, --signal, --ctu-flags, --propagation and --before-sao belong to "
+            "--in-loop: add it, or drop them"
         )
     if not checkpoint:
         raise CodecnnError("give the network to evaluate: --checkpoint best.pt (or zoo:NAME; --in-loop takes --model)")
@@ -315,6 +322,7 @@ def _evaluate_in_loop(**o) -> None:
             signal="ctu" if o["ctu_flags"] else o["signal"],
             inter_model=Path(o["inter_model"]) if o["inter_model"] else None,
             propagation=o["propagation"],
+            before_sao=o["before_sao"],
         )
     written = inloop.write_results(results, Path(o["out"]))
     echo_lines(inloop.lines(results) + [f"{k}: {v}" for k, v in written.items()])

@@ -86,8 +86,9 @@ def find_hm_decoder(path: str | os.PathLike | None) -> Path:
 
 
 # the load line of the patched encoder (codecnn_hm.h Loaded): "codecnn: luma filter M (int16, CRC-32 ...) after
-# SAO, signalling version 3"; builds patched by an hm_bridge before version 3 print no version
-_LOADED = re.compile(r"^codecnn: luma filter .* after SAO(?:, signalling version (\d+))?$", re.M)
+# SAO, signalling version 3" (before SAO with --CnnBeforeSao=1); builds patched by an hm_bridge before version 3
+# print no version
+_LOADED = re.compile(r"^codecnn: luma filter .* (?:after|before) SAO(?:, signalling version (\d+))?$", re.M)
 
 
 def check_signalling(log_text: str, enc: Path) -> None:
@@ -263,11 +264,13 @@ def evaluate_in_loop(
     signal: str = "ctu",
     inter_model: Path | None = None,
     propagation: float = 0.0,
+    before_sao: bool = False,
 ) -> dict:
     """Run every (sequence, QP, anchor|test) unit (``jobs`` at a time) and gather the results. ``encode``
     gives the HM encoder and its cfg, the test condition, the QPs and the frames (consecutive ones from
     ``start``: ``frame_step``, like the loop-filter switches, is not used). ``inter_model``: a second model for
-    the P and B pictures (default: the zoo entry's, if it ships one). ``propagation``: HM's --CnnPropagation (rho)."""
+    the P and B pictures (default: the zoo entry's, if it ships one). ``propagation``: HM's --CnnPropagation (rho);
+    ``before_sao``: HM's --CnnBeforeSao (the filter after deblocking, before SAO)."""
     from codecnn.zoo import resolve, resolve_inter
 
     enc, cfg = hm_encoder_files(encode)
@@ -294,6 +297,7 @@ def evaluate_in_loop(
         # the payload's version (codecnn_signal.h kVersion): units of other versions are redone
         "signalling": SIGNAL_VERSION,
         "propagation": propagation,
+        "placement": "before SAO" if before_sao else "after SAO",
     }
     units = []
     for si, spec in enumerate(specs):
@@ -306,7 +310,7 @@ def evaluate_in_loop(
             for run in RUNS:
                 key = {**key_base, "source": sha256_file(Path(src)), "frames": list(sel), "qp": qp, "run": run}
                 if run == "anchor":
-                    for k in ("model", "inter_model", "signal", "signalling", "propagation"):
+                    for k in ("model", "inter_model", "signal", "signalling", "propagation", "placement"):
                         key.pop(k)
                 units.append(Unit(spec.name, qp, run, str(src), info, str(workdir / spec.name / f"qp{qp}" / run), key))
     t0 = time.perf_counter()
@@ -322,7 +326,12 @@ def evaluate_in_loop(
                 model if u.run == "test" else None,
                 signal,
                 inter_model,
-                (f"--CnnPropagation={propagation}",) if propagation and u.run == "test" else (),
+                (
+                    ((f"--CnnPropagation={propagation}",) if propagation else ())
+                    + (("--CnnBeforeSao=1",) if before_sao else ())
+                    if u.run == "test"
+                    else ()
+                ),
             )
             for u in units
         ]
@@ -383,6 +392,8 @@ def gather(
         "signalling": key_base["signalling"],
         # HM --CnnPropagation: the weight of reference pictures' distortion in the decision (0: none)
         "propagation": key_base["propagation"],
+        # HM --CnnBeforeSao: where the filter runs, after SAO (the default) or after deblocking, before SAO
+        "placement": key_base["placement"],
         "bd_method": method,
         "seconds": seconds,
         "decoder_check": "every bitstream decoded by the patched HM decoder equals the encoder's reconstruction; "

@@ -1,5 +1,6 @@
-// codecnn_hm.h -- the glue HM calls after SAO, on the encoder (TEncGOP::compressGOP) and the decoder
-// (TDecGop::filterPicture) side alike, so both filter the identical picture with the same network.
+// codecnn_hm.h -- the glue HM calls after SAO (and after deblocking, before SAO: --CnnBeforeSao), on the
+// encoder (TEncGOP::compressGOP) and the decoder (TDecGop::filterPicture) side alike, so both filter the
+// identical picture with the same network.
 // Header-only; `python -m hm_bridge patch-hm HM_DIR` copies it (with cnnw.h and its parts) into HM's
 // source/Lib/TLibCommon and inserts the calls. The model path comes from HM's own command line:
 // `--CnnModel=model.cnnw` on TAppEncoder and TAppDecoder (empty: no filtering, HM unchanged), and optionally
@@ -49,6 +50,14 @@ inline std::string &modelPath() {
   return path;
 }
 
+// Storage of the encoder's --CnnBeforeSao option: 1 the filter runs after deblocking and before SAO (SAO then
+// decides its offsets on the filtered picture: NNVC's place), 0 after SAO. The stream's header says which,
+// and the decoder follows it (it has no such option).
+inline int &beforeSao() {
+  static int before = 0;
+  return before;
+}
+
 // A model named on HM's command line, loaded once, with the outcome of loading it.
 struct Loaded {
   cnnw::Model model;
@@ -65,8 +74,9 @@ struct Loaded {
     if (!status.message.empty()) std::fprintf(stderr, "codecnn: %s\n", status.message.c_str());  // a warning
     const std::string crc = model.hasChecksum() ? "CRC-32 " + model.checksumHex() : "no checksum";
     // (the signalling version: codecnn.eval.inloop checks it against the version it records)
-    std::fprintf(stdout, "codecnn: %s %s (%s, %s) after SAO, signalling version %d\n", what, path.c_str(),
-                 model.isInt16() ? "int16" : "float32", crc.c_str(), codecnn_signal::kVersion);
+    std::fprintf(stdout, "codecnn: %s %s (%s, %s) %s SAO, signalling version %d\n", what, path.c_str(),
+                 model.isInt16() ? "int16" : "float32", crc.c_str(), beforeSao() ? "before" : "after",
+                 codecnn_signal::kVersion);
   }
 };
 
@@ -284,13 +294,15 @@ inline bool filterCopy(const Pel *luma, int stride, int width, int height, int b
 
 // Encoder side, after SAO and before the picture's slices are written: filter the reconstruction in place as
 // decided against the original `org` (CTU size `block`, HM's slice lambda), and queue the picture's payload
-// for its slice header. `inter`: a P or B picture (filtered by --CnnInterModel when one is given); `tid`: its
-// temporal layer, of `layers` in the stream (--CnnPropagation's weight). Returns false with `error` as
-// filterLuma does.
+// for its slice header. HM calls it twice per picture, `stage` true after deblocking and before SAO, false
+// after SAO: it acts at the stage --CnnBeforeSao names, and returns at the other. `inter`: a P or B picture (filtered
+// by --CnnInterModel when one is given); `tid`: its temporal layer, of `layers` in the stream (--CnnPropagation's
+// weight). Returns false with `error` as filterLuma does.
 template <typename Pel>
 inline bool filterLumaEncoder(Pel *luma, int stride, int width, int height, int bitDepth, int qp, const Pel *org,
                               int orgStride, int block, int poc, bool irap, bool inter, double lambda, int tid,
-                              int layers, std::string &error) {
+                              int layers, bool stage, std::string &error) {
+  if (stage != (beforeSao() != 0)) return true;
   if (!detail::modelsReady(error)) return false;
   if (!loaded().active) return true;
   if (!recordPath().empty() && !detail::recordInput(luma, stride, width, height, bitDepth, poc, error)) return false;
@@ -305,7 +317,8 @@ inline bool filterLumaEncoder(Pel *luma, int stride, int width, int height, int 
   }
   static bool first = true;
   std::vector<unsigned char> payload;
-  if (codecnn_signal::headerDue(first, irap, poc)) codecnn_signal::appendHeader(payload, mode, detail::modelId());
+  if (codecnn_signal::headerDue(first, irap, poc))
+    codecnn_signal::appendHeader(payload, mode, detail::modelId(), beforeSao() != 0);
   first = false;
   const int ctus = codecnn_signal::blocksAcross(width, block) * codecnn_signal::blocksAcross(height, block);
   codecnn_signal::Choice c;
@@ -364,13 +377,24 @@ inline bool filterLumaEncoder(Pel *luma, int stride, int width, int height, int 
   return true;
 }
 
-// Decoder side, at the same point: follow the picture's payload (`extension`: the PPS's
-// slice_segment_header_extension_present_flag; `inter` as for the encoder).
+namespace detail {
+inline codecnn_signal::Stream &decoderStream() {  // the decoder's stream state, shared by its two stages
+  static codecnn_signal::Stream stream;
+  return stream;
+}
+}  // namespace detail
+
+// Decoder side, at the same points (`stage` as for the encoder): follow the picture's payload at the stage
+// the stream's header names (`extension`: the PPS's slice_segment_header_extension_present_flag; `inter` as
+// for the encoder).
 template <typename Pel>
 inline bool filterLumaDecoder(Pel *luma, int stride, int width, int height, int bitDepth, int qp, int block, int poc,
-                              bool inter, bool extension, std::string &error) {
+                              bool inter, bool extension, bool stage, std::string &error) {
+  codecnn_signal::Stream &stream = detail::decoderStream();
   std::vector<unsigned char> payload;
   std::map<int, std::vector<unsigned char>>::iterator it = payloads().find(poc);
+  static const std::vector<unsigned char> none;
+  if (stage != codecnn_signal::placedBeforeSao(it != payloads().end() ? it->second : none, stream)) return true;
   if (it != payloads().end()) {
     payload.swap(it->second);
     payloads().erase(it);
@@ -389,9 +413,11 @@ inline bool filterLumaDecoder(Pel *luma, int stride, int width, int height, int 
     error = "this bitstream was coded with a codecnn filter: give the encoder's --CnnModel";
     return false;
   }
-  static codecnn_signal::Stream stream;
   codecnn_signal::Choice c;
   if (!codecnn_signal::parse(payload, width, height, block, detail::modelId(), stream, c, error)) return false;
+  static bool told = false;  // (the load line names the encoder's option, which a decoder does not have)
+  if (stream.beforeSao && !told) std::fprintf(stdout, "codecnn: this bitstream's filter runs before SAO\n");
+  told = told || stream.beforeSao;
   if (!c.on) return true;
   if (stream.mode == codecnn_signal::kAlwaysOn)
     return filterLuma(luma, stride, width, height, bitDepth, qp, error, inter);

@@ -10,9 +10,10 @@
 //
 //   header  (on the first picture and on every IRAP picture whose POC is a multiple of 32; 4 bytes)
 //     0x00                    marks a header (a picture's parameters never start with 0x00 or 0x80)
-//     0x30 | mode             the version in the high nibble; mode 0 always on (no parameters follow on any
-//                             picture: every picture is filtered with the slice QP), 1 per picture, 2 per
-//                             picture and per CTU
+//     0x30 | place | mode     the version in the high nibble; mode (bits 1..0) 0 always on (no parameters
+//                             follow on any picture: every picture is filtered with the slice QP), 1 per
+//                             picture, 2 per picture and per CTU; place (bit 2, 0x04): the filter runs after
+//                             deblocking and before SAO (0: after SAO); bit 3 is 0
 //     model id (2 bytes)      the low 16 bits of the model file's CRC-32, big-endian (0 for a file without)
 //   parameters (modes 1 and 2; absent: the filter is off on this picture)
 //     byte 0                  bit 7: CTU flags follow; bits 6..4: q, the network is given the QP
@@ -62,6 +63,8 @@ static const size_t kHeaderBytes = 4;
 static const int kGroupBits = 2;  // version 3: the flags' group size g (groups of 2^g x 2^g CTUs)
 static const int kGroupLogs = 3;  // g = 0, 1, 2
 enum Mode { kAlwaysOn = 0, kPerPicture = 1, kPerCtu = 2 };
+static const int kModeBits = 0x03;   // the header's mode field (byte 1, bits 1..0)
+static const int kBeforeSao = 0x04;  // the header's placement bit (byte 1): the filter runs before SAO
 
 inline int modelId(uint32_t crc) { return static_cast<int>(crc & 0xffffu); }
 
@@ -69,9 +72,9 @@ inline int modelId(uint32_t crc) { return static_cast<int>(crc & 0xffffu); }
 // picture it decodes; every 32nd IRAP repeats it for a decoder that starts at a random access point).
 inline bool headerDue(bool firstPicture, bool irap, int poc) { return firstPicture || (irap && poc % 32 == 0); }
 
-inline void appendHeader(std::vector<unsigned char> &out, int mode, int id) {
+inline void appendHeader(std::vector<unsigned char> &out, int mode, int id, bool beforeSao = false) {
   out.push_back(0x00);
-  out.push_back(static_cast<unsigned char>((kVersion << 4) | mode));
+  out.push_back(static_cast<unsigned char>((kVersion << 4) | (beforeSao ? kBeforeSao : 0) | mode));
   out.push_back(static_cast<unsigned char>((id >> 8) & 0xff));
   out.push_back(static_cast<unsigned char>(id & 0xff));
 }
@@ -279,13 +282,26 @@ inline Choice decide(const Pel *rec, ptrdiff_t recStride, const std::vector<Pel>
   return best;
 }
 
-// The stream's state as the decoder carries it from picture to picture: the header's version and mode.
+// The stream's state as the decoder carries it from picture to picture: the header's version, mode and
+// placement.
 struct Stream {
   bool seenHeader;
   int version;
   int mode;
-  Stream() : seenHeader(false), version(kVersion), mode(kAlwaysOn) {}
+  bool beforeSao;
+  Stream() : seenHeader(false), version(kVersion), mode(kAlwaysOn), beforeSao(false) {}
 };
+
+// Where the decoder filters a picture with this payload: before SAO (true) or after it, as its header says,
+// else as the stream's header said (a payload without a header, or a damaged header: after SAO, where
+// parse() reports what is wrong).
+inline bool placedBeforeSao(const std::vector<unsigned char> &p, const Stream &stream) {
+  if (p.size() >= kHeaderBytes && p[0] == 0x00) {
+    const int version = p[1] >> 4, field = p[1] & 0x0f;
+    return version >= 3 && version <= kVersion && (field & kBeforeSao) != 0 && (field & ~kBeforeSao) <= kPerCtu;
+  }
+  return stream.seenHeader && stream.beforeSao;
+}
 
 // The decoder's reading of one picture's payload. Returns false with `error` on a payload that cannot be
 // followed. `stream` carries the stream's header from picture to picture; `id` is the loaded model's id
@@ -298,7 +314,8 @@ inline bool parse(const std::vector<unsigned char> &p, int width, int height, in
   bool &seenHeader = stream.seenHeader;
   if (!p.empty() && p[0] == 0x00) {
     const int version = p.size() < 2 ? 0 : p[1] >> 4;
-    if (p.size() < kHeaderBytes || version < kOldestVersion || version > kVersion || (p[1] & 0x0f) > kPerCtu) {
+    const int field = p.size() < 2 ? 0 : p[1] & 0x0f, placeBits = version >= 3 ? kBeforeSao : 0;
+    if (p.size() < kHeaderBytes || version < kOldestVersion || version > kVersion || (field & ~placeBits) > kPerCtu) {
       error = "a codecnn payload of another version (this decoder reads versions " + std::to_string(kOldestVersion) +
               " to " + std::to_string(kVersion) + "): decode it with the hm_bridge that encoded it";
       return false;
@@ -313,11 +330,13 @@ inline bool parse(const std::vector<unsigned char> &p, int width, int height, in
       error = buf;
       return false;
     }
-    if (seenHeader && (mode != (p[1] & 0x0f) || stream.version != version)) {
-      error = "the codecnn header changes its mode or version within the bitstream (damaged)";
+    if (seenHeader &&
+        (mode != (field & kModeBits) || stream.version != version || stream.beforeSao != ((field & kBeforeSao) != 0))) {
+      error = "the codecnn header changes its mode, placement or version within the bitstream (damaged)";
       return false;
     }
-    mode = p[1] & 0x0f;
+    mode = field & kModeBits;
+    stream.beforeSao = (field & kBeforeSao) != 0;
     stream.version = version;
     seenHeader = true;
     at = kHeaderBytes;
