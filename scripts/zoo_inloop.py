@@ -8,7 +8,8 @@ optionally its HM exports: the int16 ``.cnnw`` of its model and of a second mode
 
 Each result keeps the test condition, the signalling, per sequence the BD-rates of Y, U and V, the per-QP
 luma change, EncT and DecT, and the machine note (say there whether other work ran beside: EncT/DecT under
-another load are not figures). A result with the same label and condition replaces the earlier one.
+another load are not figures). A result with the same label, condition and placement (after or before SAO)
+replaces the earlier one.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def summarise(label: str, path: Path, machine: str, signalling: int = 1) -> dict
         "signal": r.get("signal", "always"),
         "signalling": r.get("signalling", signalling),
         "inter_model": r.get("inter_model") is not None,
+        "placement": r.get("placement", "after SAO"),  # results.json before --before-sao: after SAO
         "machine": machine,
         "summary": r["summary"],
         "sequences": [
@@ -86,7 +88,10 @@ def main() -> None:
     keep = [
         r
         for r in entry.get("in_loop", [])
-        if not any((r["label"], r["config"]) == (n["label"], n["config"]) for n in new)
+        if not any(
+            (r["label"], r["config"], r.get("placement", "after SAO")) == (n["label"], n["config"], n["placement"])
+            for n in new
+        )
     ]
     entry["in_loop"] = keep + new
     atomic_write_text(ZOO_DIR / "index.json", json.dumps(index, indent=1) + "\n")

@@ -68,7 +68,10 @@ def test_in_loop_results_and_inter_models_of_the_index():
         for r in e["in_loop"]:
             assert r["config"] in ("ai", "ra", "ldb", "ldp") and r["signal"] in ("always", "picture", "ctu")
             assert all(set(s["bd_rate"]) == {"y", "u", "v"} and s["frames"] > 0 for s in r["sequences"])
-            assert in_loop_line(r) in out
+            assert r.get("placement", "after SAO") in ("after SAO", "before SAO")
+            assert in_loop_line(r) in out and (", before SAO" in in_loop_line(r)) == (
+                r.get("placement") == "before SAO"
+            )
         inter = resolve_inter(f"zoo:{e['name']}")
         assert inter is None or (inter.suffix == ".cnnw" and inter.is_file())
     assert resolve_inter("some/path.cnnw") is None

@@ -18,6 +18,7 @@ def in_loop_line(r: dict) -> str:
     )
     t = r["summary"]
     inter = " + inter model" if r.get("inter_model") else ""
+    inter += ", before SAO" if r.get("placement") == "before SAO" else ""
     v = r.get("signalling", 1)
     version = {1: "", 2: " v2 (QP searched)", 3: " v3 (QP searched, grouped CTU flags)"}.get(v, f" v{v}")
     return (
