@@ -1298,6 +1298,11 @@ def test_damaged_signalling_payloads_are_refused_under_asan(tmp_path):
                 data = bytes(data)
             cases += [None, header, data]
             versions.append(version)
+    # the placement bit in a version 1 or 2 header (refused as another version), and a version 3 header that
+    # moves the filter before SAO within the stream (refused as damaged)
+    for version, first, then in ((1, 0x12, 0x16), (2, 0x22, 0x26), (3, 0x32, 0x36)):
+        cases += [None, bytes([0, first, 0x12, 0x34]), bytes([0, then, 0x12, 0x34])]
+        versions.append(version)
     # version 3's placement bit (0x04, before SAO): a stream placed before SAO reads; bit 3 is refused by both
     cases += [None, bytes([0, 0x36, 0x12, 0x34]), bytes([0x50 | 11]), None, bytes([0, 0x32, 0x12, 0x34])]
     cases += [bytes([0, 0x3A, 0x12, 0x34])]
@@ -1319,6 +1324,7 @@ def test_damaged_signalling_payloads_are_refused_under_asan(tmp_path):
     assert [outcomes[i] for v in range(3) for i in range(155 * v, 155 * v + 5)] == ["ok"] * 15  # the good payloads
     assert all("padding bits set" in o for o in outcomes[-3:]), outcomes[-3:]
     assert outcomes[-5] == "ok" and "another version" in outcomes[-4], outcomes[-5:-3]
+    assert all("another version" in o for o in outcomes[-8:-6]) and "changes its mode, placement" in outcomes[-6]
     refused = [o for o in outcomes if o.startswith("error ")]
     assert refused and all("(empty)" not in o for o in refused)
     for data, version, outcome in zip(payloads, versions, outcomes, strict=True):

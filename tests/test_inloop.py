@@ -172,6 +172,13 @@ def test_in_loop_refuses_an_hm_of_another_signalling_version(tmp_path):
         check_signalling(old.replace("after SAO", "after SAO, signalling version 4"), enc)
     check_signalling(old.replace("after SAO", "after SAO, signalling version 3"), enc)
     check_signalling("HM software: Encoder Version [16.20]\n", enc)
+    # the placement: asked before SAO, the log must say so (and the other way round)
+    before = old.replace("after SAO", "before SAO, signalling version 3")
+    check_signalling(before, enc, before_sao=True)
+    with pytest.raises(CodecnnError, match="ran the filter after SAO, not before it as asked"):
+        check_signalling(old.replace("after SAO", "after SAO, signalling version 3"), enc, before_sao=True)
+    with pytest.raises(CodecnnError, match="ran the filter before SAO, not after it"):
+        check_signalling(before, enc)
 
 
 def test_loop_model_option_checks(tmp_path, carphone_yuv):

@@ -336,10 +336,10 @@ def _hm_runs_checked(o: dict, encode):
     dec = inloop.find_hm_decoder(o["hm_dec"])
     check_output_dir(o["out"], "--out")
     check_not_input("--out", o["out"], command_inputs("out", "work_dir"), REPORT_FILES)
-    split = o.get("split")  # (evaluate-modes --in-hm: its --split is --data's)
+    split = o["split"]
     specs = select_split(load_sequence_list(o["seq_list"], o["seq_dir"]), split, o["seq_list"]) if o["seq_list"] else []
     if split and not o["seq_list"]:
-        raise CodecnnError("--split picks the sequences of --list (or --data): drop it with --yuv")
+        raise CodecnnError("--split picks the sequences of --list or --data: drop it with --yuv or HM's files")
     specs += [sequence_from_path(p, encode.size, encode.bit_depth, encode.fps, name=o["name"]) for p in o["inputs"]]
     return dec, specs
 
@@ -357,7 +357,11 @@ def _work_folder(o: dict, stack: contextlib.ExitStack, prefix: str) -> Path:
 @cli.command("evaluate-modes")
 @click.option("--checkpoint", type=click.Path(), help="A mode-network checkpoint (best.pt, zoo:NAME).")
 @click.option("--data", type=click.Path(), help="An intra-modes dataset.")
-@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
+@click.option(
+    "--split",
+    type=click.Choice(["train", "val", "test"]),
+    help="Which blocks of --data (default: test), or which sequences of --list with --in-hm (default: all).",
+)
 @click.option("--in-hm", is_flag=True, help="Run the mode network inside HM's encoder (patch-hm): EncT and BD-rate.")
 @click.option("--model", type=click.Path(), help="--in-hm: the exported mode network (codecnn export best.pt).")
 @click.option(
@@ -394,7 +398,7 @@ def evaluate_modes(checkpoint, data, split, in_hm, out, **o):
         --hm-dec pristine/TAppDecoderStatic --work-dir work/ --out modes_hm/
     """
     if in_hm:
-        return _evaluate_modes_in_hm(checkpoint=checkpoint, data=data, out=out, **o)
+        return _evaluate_modes_in_hm(checkpoint=checkpoint, data=data, out=out, split=split, **o)
     given = [k for k in ("model", "hm_dec", "work_dir", "seq_list") if o[k]] + (["setting"] if o["settings"] else [])
     if given or o["inputs"]:
         raise CodecnnError("--model, --setting, --yuv, --list, --hm-dec and --work-dir belong to --in-hm: add it")
@@ -404,7 +408,7 @@ def evaluate_modes(checkpoint, data, split, in_hm, out, **o):
 
     check_output_dir(out, "--out")
     check_not_input("--out", out, command_inputs("out"), REPORT_FILES)
-    r, written = evaluate_checkpoint(checkpoint, data, split, out)
+    r, written = evaluate_checkpoint(checkpoint, data, split or "test", out)
     echo_lines(mode_table_lines(r))
     click.echo("pruned rough mode decision (network top k + MPMs, HM's candidate count):")
     echo_lines(pruned_table_lines(r))

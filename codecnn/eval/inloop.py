@@ -88,16 +88,23 @@ def find_hm_decoder(path: str | os.PathLike | None) -> Path:
 # the load line of the patched encoder (codecnn_hm.h Loaded): "codecnn: luma filter M (int16, CRC-32 ...) after
 # SAO, signalling version 3" (before SAO with --CnnBeforeSao=1); builds patched by an hm_bridge before version 3
 # print no version
-_LOADED = re.compile(r"^codecnn: luma filter .* (?:after|before) SAO(?:, signalling version (\d+))?$", re.M)
+_LOADED = re.compile(r"^codecnn: luma filter .* (after|before) SAO(?:, signalling version (\d+))?$", re.M)
 
 
-def check_signalling(log_text: str, enc: Path) -> None:
-    """Refuse an encoder whose signalling version is not the one the results record (``SIGNAL_VERSION``):
-    an HM patched by another hm_bridge would be reported under the wrong version."""
+def check_signalling(log_text: str, enc: Path, before_sao: bool = False) -> None:
+    """Refuse an encoder whose signalling version is not the one the results record (``SIGNAL_VERSION``), or
+    whose filter ran at another place than asked (``before_sao``): an HM patched by another hm_bridge would be
+    reported under the wrong version or placement."""
     m = _LOADED.search(log_text)
     if m is None:
         return  # no model loaded (evaluate-modes --in-hm, anchors)
-    found = int(m.group(1)) if m.group(1) else None
+    if (m.group(1) == "before") != before_sao:
+        raise CodecnnError(
+            f"{enc} ran the filter {m.group(1)} SAO, not {'before' if before_sao else 'after'} it as asked "
+            "(--before-sao needs an HM patched by this hm_bridge): run `python -m hm_bridge patch-hm HM` again and "
+            "rebuild HM"
+        )
+    found = int(m.group(2)) if m.group(2) else None
     if found != SIGNAL_VERSION:
         said = f"version {found}" if found else "a version before 3 (patched by an older hm_bridge)"
         raise CodecnnError(
@@ -221,7 +228,7 @@ def run_unit(
         reader.close()
     log_text = Path(res.log).read_text(errors="replace")
     if model is not None:
-        check_signalling(log_text, enc)
+        check_signalling(log_text, enc, "--CnnBeforeSao=1" in extra_args)
     dec_seconds = decode_and_check(dec, work, u.info.bit_depth, model, who, inter_model)
     hm = read_hm_log(res.log)
     if hm.summary is None:
