@@ -110,14 +110,20 @@ def _check_entry(p: Path, s: dict) -> None:
         raise bad("root", f"use one of {', '.join(map(repr, _PACKAGE_DATA))} (or leave it out: --seq-dir)")
 
 
-def select_split(specs: list[SequenceSpec], split: str | None, source) -> list[SequenceSpec]:
-    """The sequences of a list in ``split`` (all of them for None); none there is refused."""
+def list_sequences(seq_list, seq_dir, split: str | None) -> list[SequenceSpec]:
+    """The sequences of ``--list`` in ``split`` (all of them for None; none for no list). A split the list
+    does not have, or a split without a list (``--yuv``, HM's files: one split each), is refused."""
+    if not seq_list:
+        if split:
+            raise CodecnnError("--split picks the sequences of --list or --data: drop it with --yuv or HM's files")
+        return []
+    specs = load_sequence_list(seq_list, seq_dir)
     if split is None:
         return specs
     kept = [s for s in specs if s.split == split]
     if not kept:
         have = ", ".join(sorted({s.split for s in specs}))
-        raise CodecnnError(f"{source}: no sequence in split {split} (it has {have}): pick another --split")
+        raise CodecnnError(f"{seq_list}: no sequence in split {split} (it has {have}): pick another --split")
     return kept
 
 

@@ -330,16 +330,13 @@ def _hm_runs_checked(o: dict, encode):
     """What a command that runs HM on fresh encodes checks before any work (the encoder and cfg, the decoder,
     --out, an --out that names an input) and the sequences it codes: (decoder, sequence specs)."""
     from codecnn.eval import inloop
-    from codecnn.sequences import load_sequence_list, select_split, sequence_from_path
+    from codecnn.sequences import list_sequences, sequence_from_path
 
     inloop.hm_encoder_files(encode)  # a missing cfg or encoder is refused before --out is made
     dec = inloop.find_hm_decoder(o["hm_dec"])
     check_output_dir(o["out"], "--out")
     check_not_input("--out", o["out"], command_inputs("out", "work_dir"), REPORT_FILES)
-    split = o["split"]
-    specs = select_split(load_sequence_list(o["seq_list"], o["seq_dir"]), split, o["seq_list"]) if o["seq_list"] else []
-    if split and not o["seq_list"]:
-        raise CodecnnError("--split picks the sequences of --list or --data: drop it with --yuv or HM's files")
+    specs = list_sequences(o["seq_list"], o["seq_dir"], o["split"])
     specs += [sequence_from_path(p, encode.size, encode.bit_depth, encode.fps, name=o["name"]) for p in o["inputs"]]
     return dec, specs
 

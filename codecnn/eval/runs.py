@@ -364,7 +364,7 @@ def select_runs(
 
     ``runner`` (a :class:`codecnn.data.cluster.DaskRunner`) runs the fresh encodes on a Dask cluster; the
     encode settings travel to its workers."""
-    from codecnn.sequences import load_sequence_list, select_split, sequence_from_path
+    from codecnn.sequences import list_sequences, sequence_from_path
     from codecnn.yuv.names import warn_name_disagreement
 
     sources = [bool(inputs or seq_list), bool(data), bool(orig or recons or hm_logs)]
@@ -383,8 +383,7 @@ def select_runs(
             raise CodecnnError("the post-filter comparison encodes now or reads HM's files; --data is not supported")
         split = split or "test"
         return dataset_runs(data, split, workdir, encode.qps), f"dataset {data} ({split})"
-    if split and not (seq_list or data):
-        raise CodecnnError("--split picks the sequences of --list or --data: drop it with --yuv or HM's files")
+    specs = list_sequences(seq_list, seq_dir, split)  # (before the HM route: it refuses --split there too)
     if orig or recons or hm_logs:
         if not orig:
             raise CodecnnError("the HM route needs --orig (the source YUV that HM encoded)")
@@ -398,7 +397,6 @@ def select_runs(
             orig, list(anchor_recons), list(anchor_logs), encode.size, encode.bit_depth, encode.fps, encode.qps, name
         )
         return runs, "HM files (loop filters off) against HM files (on)", anchors
-    specs = select_split(load_sequence_list(seq_list, seq_dir), split, seq_list) if seq_list else []
     specs += [sequence_from_path(p, encode.size, encode.bit_depth, encode.fps, "test", name) for p in inputs]
     coded = anchor = encode
     if post:  # the network's input without the loop filters, the anchor with both

@@ -292,14 +292,18 @@ struct Stream {
   Stream() : seenHeader(false), version(kVersion), mode(kAlwaysOn), beforeSao(false) {}
 };
 
+// Whether a header's version and its byte 1's low nibble (mode, and from version 3 the placement bit) are
+// ones this decoder reads.
+inline bool headerReadable(int version, int field) {
+  const int placeBits = version >= 3 ? kBeforeSao : 0;
+  return version >= kOldestVersion && version <= kVersion && (field & ~placeBits) <= kPerCtu;
+}
+
 // Where the decoder filters a picture with this payload: before SAO (true) or after it, as its header says,
 // else as the stream's header said (a payload without a header, or a damaged header: after SAO, where
 // parse() reports what is wrong).
 inline bool placedBeforeSao(const std::vector<unsigned char> &p, const Stream &stream) {
-  if (p.size() >= kHeaderBytes && p[0] == 0x00) {
-    const int version = p[1] >> 4, field = p[1] & 0x0f;
-    return version >= 3 && version <= kVersion && (field & kBeforeSao) != 0 && (field & ~kBeforeSao) <= kPerCtu;
-  }
+  if (p.size() >= kHeaderBytes && p[0] == 0x00) return headerReadable(p[1] >> 4, p[1] & 0x0f) && (p[1] & kBeforeSao);
   return stream.seenHeader && stream.beforeSao;
 }
 
@@ -314,8 +318,8 @@ inline bool parse(const std::vector<unsigned char> &p, int width, int height, in
   bool &seenHeader = stream.seenHeader;
   if (!p.empty() && p[0] == 0x00) {
     const int version = p.size() < 2 ? 0 : p[1] >> 4;
-    const int field = p.size() < 2 ? 0 : p[1] & 0x0f, placeBits = version >= 3 ? kBeforeSao : 0;
-    if (p.size() < kHeaderBytes || version < kOldestVersion || version > kVersion || (field & ~placeBits) > kPerCtu) {
+    const int field = p.size() < 2 ? 0 : p[1] & 0x0f;
+    if (p.size() < kHeaderBytes || !headerReadable(version, field)) {
       error = "a codecnn payload of another version (this decoder reads versions " + std::to_string(kOldestVersion) +
               " to " + std::to_string(kVersion) + "): decode it with the hm_bridge that encoded it";
       return false;
