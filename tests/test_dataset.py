@@ -110,10 +110,12 @@ def test_info_command(built):
 
 
 def test_split_by_sequence_from_list(tmp_path, carphone_yuv):
+    """Splits by sequence; the test sequence downscaled by 2 (88x72: one CTU), recorded so that evaluate --data
+    reads its source again at the size the bitstream has."""
     lst = tmp_path / "l.toml"
     lst.write_text(
         '[list]\nname = "l"\n[[sequence]]\nname = "a"\nfile = "carphone_176x144_30.yuv"\nsplit = "val"\n'
-        '[[sequence]]\nname = "b"\nfile = "carphone_176x144_30.yuv"\nsplit = "test"\n'
+        '[[sequence]]\nname = "b"\nfile = "carphone_176x144_30.yuv"\nsplit = "test"\ndownscale = 2\n'
     )
     out = tmp_path / "l.h5"
     r = CliRunner().invoke(
@@ -137,7 +139,15 @@ def test_split_by_sequence_from_list(tmp_path, carphone_yuv):
     assert r.exit_code == 0, r.output
     with h5py.File(out, "r") as f:
         seq, split = f["seq"][()], f["split"][()]
-    assert seq.tolist() == [0] * 4 + [1] * 4 and split.tolist() == [1] * 4 + [2] * 4
+    assert seq.tolist() == [0] * 4 + [1] and split.tolist() == [1] * 4 + [2]
+    r = CliRunner().invoke(cli, ["info", str(out)])
+    assert "b: 88x72 (downscaled by 2 from 176x144) 8-bit, 1 frames, test" in r.output, r.output
+    r = CliRunner().invoke(
+        cli, ["evaluate", "--checkpoint", "zoo:rdn-inloop-lop", "--data", str(out), "--out", str(tmp_path / "ev")]
+    )
+    assert r.exit_code == 0, r.output
+    (row,) = json.loads((tmp_path / "ev" / "results.json").read_text())["sequences"]
+    assert row["name"] == "b" and (row["width"], row["height"]) == (88, 72)
 
 
 def _build_cmd(src, out, *extra):

