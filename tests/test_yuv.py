@@ -209,8 +209,9 @@ def test_downscale_list_key(tmp_path, carphone_yuv):
     assert small.u.shape == small.v.shape == (24, 29)
     y = frame.y[:144, :174].reshape(48, 3, 58, 3).astype(int).sum(axis=(1, 3))
     np.testing.assert_array_equal(small.y, (y + 4) // 9)
-    u = frame.u[:72, :87].reshape(24, 3, 29, 3).astype(int).sum(axis=(1, 3))
-    np.testing.assert_array_equal(small.u, (u + 4) // 9)
+    for name in ("u", "v"):
+        c = getattr(frame, name)[:72, :87].reshape(24, 3, 29, 3).astype(int).sum(axis=(1, 3))
+        np.testing.assert_array_equal(getattr(small, name), (c + 4) // 9)
     with m2.open() as r:
         assert (r.info.width, r.info.height) == (88, 72) and not r.random_access
         frames = [f for _, f in r.frames(0, 2)]
@@ -220,5 +221,29 @@ def test_downscale_list_key(tmp_path, carphone_yuv):
         load_sequence_list(listed, tmp_path)
     tiny = tmp_path / "tiny_32x16.yuv"
     tiny.write_bytes(bytes(32 * 16 * 3 // 2))
-    with RawYuvReader(tiny, 32, 16) as r, pytest.raises(CodecnnError, match="32x16 downscaled by 3 is 10x4, under 8x8"):
-        DownscaledReader(r, 3)
+    with RawYuvReader(tiny, 32, 16) as r, pytest.raises(CodecnnError, match="32x16 downscaled by 2 is 16x8, under 16"):
+        DownscaledReader(r, 2)
+
+
+def test_downscale_plane_rounds_half_up_in_16_bits():
+    """10-bit planes: sums in 64 bits (no overflow at 1023), the mean rounded half up, the dtype kept."""
+    from codecnn.yuv.scale import downscale_plane
+
+    plane = np.array([[1023, 1023, 0, 1], [1022, 1022, 2, 2]], dtype=np.uint16)
+    out = downscale_plane(plane, 2)
+    assert out.dtype == np.uint16 and out.tolist() == [[1023, 1]]  # 1022.5 -> 1023, 1.25 -> 1
+    assert downscale_plane(np.array([[1, 2], [2, 2]], dtype=np.uint8), 2).tolist() == [[2]]  # 1.75 -> 2
+
+
+def test_auto_splits_keep_a_source_in_one_split():
+    """--split auto splits by source file: a sequence and its downscaled copies never land in two splits."""
+    from codecnn.sequences import assign_auto_splits, load_sequence_list
+
+    specs = load_sequence_list(Path(__file__).parents[1] / "datasets" / "zoo-video-photos-scales.toml")
+    assert len({s.path for s in specs}) < len(specs)  # bigbuckbunny, bigbuckbunny_d2, _d3, ...
+    for seed in range(4):
+        split_of: dict[str, set] = {}
+        for s in assign_auto_splits(specs, seed):
+            split_of.setdefault(s.path, set()).add(s.split)
+        assert all(len(v) == 1 for v in split_of.values())
+        assert {next(iter(v)) for v in split_of.values()} == {"train", "val", "test"}

@@ -39,7 +39,7 @@ from codecnn.options import (
     type=click.Choice(["train", "val", "test", "auto"]),
     default="train",
     show_default=True,
-    help="Split of the --yuv sequences (auto: seeded, by sequence).",
+    help="Split of the --yuv sequences (auto: seeded, by source file: a sequence and its downscaled copies share one).",
 )
 @click.option("--out", type=click.Path(), help="Output .h5 (default: NAME.h5 in the current folder).")
 @click.option("--jobs", type=POSITIVE, default=1, show_default=True, help="Encodes run in parallel.")

@@ -42,8 +42,10 @@ class Run:
         return int(self.coded_qp[k]) if self.coded_qp else self.qp
 
 
-def _seq_meta(name: str, info: VideoInfo, source: str, cls: str | None = None) -> dict:
-    return {
+def _seq_meta(name: str, info: VideoInfo, source: str, cls: str | None = None, downscale: int = 1) -> dict:
+    """A results row's sequence: its geometry and source (and the list's ``downscale`` when the pictures are the
+    source's averaged: width and height are then the smaller pictures')."""
+    meta = {
         "name": name,
         "class": cls,
         "width": info.width,
@@ -52,6 +54,9 @@ def _seq_meta(name: str, info: VideoInfo, source: str, cls: str | None = None) -
         "fps": str(info.fps),
         "source": source,
     }
+    if downscale != 1:
+        meta["downscale"] = downscale
+    return meta
 
 
 def _encoded_run(spec, info: VideoInfo, qp: int, res, reader, indices: list, shown: list) -> Run:
@@ -59,7 +64,7 @@ def _encoded_run(spec, info: VideoInfo, qp: int, res, reader, indices: list, sho
     beside the encode's reconstruction, with its bits, PSNR and settings."""
     recon = res.open_recon()
     return Run(
-        _seq_meta(spec.name, info, spec.path, spec.cls),
+        _seq_meta(spec.name, info, spec.path, spec.cls, spec.downscale),
         qp,
         res.bits,
         ((shown[k], reader.read(i), recon.read(k)) for k, i in enumerate(indices)),
@@ -247,7 +252,7 @@ def dataset_runs(path: str | os.PathLike, split: str | None, workdir: Path, qps=
             decoded = decode_hevc(stream, s["bit_depth"], f"{path}: bitstream {s['name']}_qp{u['qp']}")
             frames = ((fi, o, r) for fi, o, r in zip(u["frames"], origs, decoded, strict=False))
             yield Run(
-                _seq_meta(s["name"], vinfo, s["source"], s.get("class")),
+                _seq_meta(s["name"], vinfo, s["source"], s.get("class"), s.get("downscale", 1)),
                 u["qp"],
                 u["bits"],
                 frames,

@@ -19,6 +19,7 @@ from codecnn.errors import CodecnnError
 from codecnn.yuv.frame import Frame, VideoReader
 
 MAX_DOWNSCALE = 8
+MIN_SIZE = 16  # the smallest picture x265 encodes (codecnn.encoders.x265.MIN_SIZE)
 
 
 def downscale_plane(plane: np.ndarray, factor: int) -> np.ndarray:
@@ -43,10 +44,10 @@ class DownscaledReader(VideoReader):
         i = reader.info
         step = 2 * factor
         width, height = i.width // step * 2, i.height // step * 2
-        if width < 8 or height < 8:
+        if width < MIN_SIZE or height < MIN_SIZE:
             raise CodecnnError(
-                f"{reader.path}: {i.width}x{i.height} downscaled by {factor} is {width}x{height}, under 8x8: "
-                "use a smaller downscale"
+                f"{reader.path}: {i.width}x{i.height} downscaled by {factor} is {width}x{height}, under "
+                f"{MIN_SIZE}x{MIN_SIZE} (the smallest picture the encoders take): use a smaller downscale"
             )
         self.info = dataclasses.replace(i, width=width, height=height)
 
