@@ -41,7 +41,7 @@ from codecnn.errors import CodecnnError
 from codecnn.files import read_text_input
 from codecnn.yuv import VideoReader, open_video, parse_size
 from codecnn.yuv.names import warn_name_disagreement
-from codecnn.yuv.scale import MAX_DOWNSCALE, DownscaledReader
+from codecnn.yuv.scale import MAX_DOWNSCALE, DownscaledReader, valid_downscale
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -120,8 +120,7 @@ def _check_entry(p: Path, s: dict) -> None:
     for field in ("split", "class"):
         if field in s and not isinstance(s[field], str):
             raise bad(field, "give a string")
-    factor = s.get("downscale", 1)
-    if isinstance(factor, bool) or not isinstance(factor, int) or not 1 <= factor <= MAX_DOWNSCALE:
+    if not valid_downscale(s.get("downscale", 1)):
         raise bad("downscale", f"give a whole number from 1 (none) to {MAX_DOWNSCALE}")
     if "root" in s and s["root"] not in _PACKAGE_DATA:
         raise bad("root", f"use one of {', '.join(map(repr, _PACKAGE_DATA))} (or leave it out: --seq-dir)")
@@ -196,15 +195,20 @@ def load_sequence_list(path: str | os.PathLike, seq_dir: str | os.PathLike | Non
     return out
 
 
+def _by_source(specs: list[SequenceSpec]) -> dict[str, list[int]]:
+    """The indices of ``specs`` grouped by the file they read (a sequence and its ``downscale`` copies)."""
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(specs):
+        groups.setdefault(os.path.realpath(s.path), []).append(i)
+    return groups
+
+
 def _warn_shared_sources(p: Path, specs: list[SequenceSpec]) -> None:
     """A file read by entries of two splits (e.g. a sequence and its ``downscale`` copy) puts its content in
     both: said, not refused (a list may do it on purpose, to compare)."""
-    by_file: dict[str, list[SequenceSpec]] = {}
-    for s in specs:
-        by_file.setdefault(os.path.realpath(s.path), []).append(s)
-    for f, group in by_file.items():
-        if len({s.split for s in group}) > 1:
-            names = ", ".join(f"{s.name} ({s.split})" for s in group)
+    for f, group in _by_source(specs).items():
+        if len({specs[i].split for i in group}) > 1:
+            names = ", ".join(f"{specs[i].name} ({specs[i].split})" for i in group)
             log.warning("%s: %s is read by %s: its content is in more than one split; give them one", p, f, names)
 
 
@@ -242,10 +246,7 @@ def assign_auto_splits(specs: list[SequenceSpec], seed: int, val: float = 0.1, t
     """Seeded split by source file (never by CTU): about ``val``/``test`` of the sources, at least one each
     when there are three or more; otherwise all are train. Entries that read one file (a sequence and its
     ``downscale`` copies) share a split, so no content is in two."""
-    groups: dict[str, list[int]] = {}
-    for i, s in enumerate(specs):
-        groups.setdefault(os.path.realpath(s.path), []).append(i)
-    units = sorted(groups.values(), key=lambda g: min(specs[i].name for i in g))
+    units = sorted(_by_source(specs).values(), key=lambda g: min(specs[i].name for i in g))
     n = len(units)
     order = list(range(n))
     random.Random(seed).shuffle(order)

@@ -252,7 +252,7 @@ def dataset_runs(path: str | os.PathLike, split: str | None, workdir: Path, qps=
             decoded = decode_hevc(stream, s["bit_depth"], f"{path}: bitstream {s['name']}_qp{u['qp']}")
             frames = ((fi, o, r) for fi, o, r in zip(u["frames"], origs, decoded, strict=False))
             yield Run(
-                _seq_meta(s["name"], vinfo, s["source"], s.get("class"), s.get("downscale", 1)),
+                _seq_meta(s["name"], vinfo, s["source"], s.get("class"), spec.downscale),
                 u["qp"],
                 u["bits"],
                 frames,

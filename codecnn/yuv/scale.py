@@ -22,9 +22,14 @@ MAX_DOWNSCALE = 8
 MIN_SIZE = 16  # the smallest picture x265 encodes (codecnn.encoders.x265.MIN_SIZE)
 
 
+def valid_downscale(factor) -> bool:
+    """Whether ``factor`` is a downscale this module takes: a whole number (not a bool) from 1 to MAX_DOWNSCALE."""
+    return not isinstance(factor, bool) and isinstance(factor, int) and 1 <= factor <= MAX_DOWNSCALE
+
+
 def downscale_plane(plane: np.ndarray, factor: int) -> np.ndarray:
-    """The mean of each ``factor x factor`` block of ``plane`` (whose sides are multiples of ``factor``),
-    rounded half up, in the plane's dtype."""
+    """The mean of each ``factor x factor`` block of ``plane`` (a remainder of fewer than ``factor`` rows or
+    columns dropped), rounded half up, in the plane's dtype."""
     h, w = plane.shape[0] // factor, plane.shape[1] // factor
     blocks = plane[: h * factor, : w * factor].reshape(h, factor, w, factor).astype(np.int64)
     n = factor * factor
@@ -35,7 +40,7 @@ class DownscaledReader(VideoReader):
     """``reader``'s frames downscaled by the whole number ``factor`` (see the module's docstring)."""
 
     def __init__(self, reader: VideoReader, factor: int):
-        if isinstance(factor, bool) or not isinstance(factor, int) or not 1 <= factor <= MAX_DOWNSCALE:
+        if not valid_downscale(factor):
             raise CodecnnError(f"downscale {factor!r}: give a whole number from 1 to {MAX_DOWNSCALE}")
         self.source = reader  # the full-size reader
         self.factor = factor
