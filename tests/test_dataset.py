@@ -110,12 +110,14 @@ def test_info_command(built):
 
 
 def test_split_by_sequence_from_list(tmp_path, carphone_yuv):
-    """Splits by sequence; the test sequence downscaled by 2 (88x72: one CTU), recorded so that evaluate --data
-    reads its source again at the size the bitstream has."""
+    """Splits by sequence; the test sequence panned by 4 columns a frame over 2 frames and downscaled by 2
+    (86x72: one CTU), recorded so that evaluate --data reads its source again, panned and downscaled, at the
+    size the bitstream has."""
     lst = tmp_path / "l.toml"
     lst.write_text(
         '[list]\nname = "l"\n[[sequence]]\nname = "a"\nfile = "carphone_176x144_30.yuv"\nsplit = "val"\n'
         '[[sequence]]\nname = "b"\nfile = "carphone_176x144_30.yuv"\nsplit = "test"\ndownscale = 2\n'
+        "pan = [4, 0]\nframes = 2\n"
     )
     out = tmp_path / "l.h5"
     r = CliRunner().invoke(
@@ -142,13 +144,14 @@ def test_split_by_sequence_from_list(tmp_path, carphone_yuv):
     assert seq.tolist() == [0] * 4 + [1] and split.tolist() == [1] * 4 + [2]
     assert "is read by a (val), b (test): its content is in more than one split" in r.output, r.output
     r = CliRunner().invoke(cli, ["info", str(out)])
-    assert "b: 88x72 (downscaled by 2 from 176x144) 8-bit, 1 frames, test" in r.output, r.output
+    made = "panned by 4,0 a frame and downscaled by 2 from 176x144"
+    assert f"b: 86x72 ({made}) 8-bit, 1 frames, test" in r.output, r.output
     r = CliRunner().invoke(
         cli, ["evaluate", "--checkpoint", "zoo:rdn-inloop-lop", "--data", str(out), "--out", str(tmp_path / "ev")]
     )
     assert r.exit_code == 0, r.output
     (row,) = json.loads((tmp_path / "ev" / "results.json").read_text())["sequences"]
-    assert row["name"] == "b" and (row["width"], row["height"]) == (88, 72)
+    assert row["name"] == "b" and (row["width"], row["height"], row["pan"]) == (86, 72, [4, 0])
 
 
 def _build_cmd(src, out, *extra):

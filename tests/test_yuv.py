@@ -225,6 +225,54 @@ def test_downscale_list_key(tmp_path, carphone_yuv):
         DownscaledReader(r, 2)
 
 
+def test_pan_list_key(tmp_path, carphone_yuv):
+    """``pan = [dx, dy]`` in a list: frame t is a window moved by t x (dx, dy) (from the right or bottom edge
+    for a negative step), the chroma by half as much; over a photograph (every frame from its one picture, the
+    entry's frames), then downscaled; over a video (frame t from frame t); bad steps and a pan over one picture
+    without frames named with the entry."""
+    from codecnn.sequences import load_sequence_list, package_data_dir
+    from codecnn.yuv.images import ImageReader
+    from codecnn.yuv.pan import PannedReader
+
+    with RawYuvReader(carphone_yuv, 176, 144) as full:
+        src = [full.read(i) for i in range(3)]
+    (tmp_path / "carphone_176x144_30.yuv").write_bytes(Path(carphone_yuv).read_bytes())
+    listed = tmp_path / "l.toml"
+    listed.write_text(
+        '[list]\nname = "x"\n[[sequence]]\nname = "cp"\nfile = "carphone_176x144_30.yuv"\npan = [4, -2]\nframes = 3\n'
+        '[[sequence]]\nname = "ap"\nfile = "astronaut.png"\nroot = "skimage"\nframes = 5\npan = [-2, 2]\n'
+        "downscale = 2\n"
+    )
+    cp, ap = load_sequence_list(listed, tmp_path)
+    with cp.open() as r:
+        assert (r.info.width, r.info.height, r.info.num_frames) == (168, 140, 3)
+        got = [f for _, f in r.frames()]
+    for t, f in enumerate(got):  # x from 4t, y from (2 - t) x 2
+        x, y = 4 * t, 2 * (2 - t)
+        np.testing.assert_array_equal(f.y, src[t].y[y : y + 140, x : x + 168])
+        np.testing.assert_array_equal(f.v, src[t].v[y // 2 : y // 2 + 70, x // 2 : x // 2 + 84])
+    with ap.open() as r:
+        assert (r.info.width, r.info.height, r.info.num_frames) == (252, 252, 5)  # 512 - 8 = 504, halved
+        f3 = r.read(3)
+    photo = ImageReader(package_data_dir("skimage") / "astronaut.png").read(0)
+    x, y = 2, 6  # from the right edge: (5 - 1 - 3) x 2; from the top: 3 x 2
+    window = photo.y[y : y + 504, x : x + 504].reshape(252, 2, 252, 2).astype(int).sum(axis=(1, 3))
+    np.testing.assert_array_equal(f3.y, (window + 2) // 4)
+    for bad in ("[1, 0]", "[2]", "[66, 0]", '["2", 0]'):
+        entry = f'name = "c"\nfile = "carphone_176x144_30.yuv"\npan = {bad}\n'
+        listed.write_text(f'[list]\nname = "x"\n[[sequence]]\n{entry}')
+        with pytest.raises(CodecnnError, match=r"sequence c: pan = .*: give two even whole numbers \[dx, dy\]"):
+            load_sequence_list(listed, tmp_path)
+    with ImageReader(package_data_dir("skimage") / "coins.png") as r:
+        with pytest.raises(CodecnnError, match="a pan over one picture needs frames = N"):
+            PannedReader(r, (2, 0))
+        with pytest.raises(CodecnnError, match=r"384x302 panned by 0,-58 over 6 frames leaves 384x12.*fewer frames"):
+            PannedReader(r, (0, -58), 6)
+    with RawYuvReader(carphone_yuv, 176, 144) as r:
+        with pytest.raises(CodecnnError, match="needs 9 source frames; it has 8"):
+            PannedReader(r, (2, 0), 9)
+
+
 def test_downscale_plane_rounds_half_up_in_16_bits():
     """10-bit planes: sums in 64 bits (no overflow at 1023), the mean rounded half up, the dtype kept."""
     from codecnn.yuv.scale import downscale_plane

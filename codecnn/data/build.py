@@ -177,12 +177,20 @@ def build_dataset(
         return _plan_and_build(specs, out, options, jobs, resume, progress, runner, t0, encoder)
 
 
-def _downscale_meta(spec, reader) -> dict:
-    """What reads a downscaled sequence's source again (``downscale`` in the list; its width and height are
-    the smaller pictures'): the factor and the source's own size. Nothing for the others."""
-    if spec.downscale == 1:
+def _reshape_meta(spec, reader) -> dict:
+    """What reads a downscaled or panned sequence's source again (``downscale`` and ``pan`` in the list; its
+    width and height are the pictures made): the factor, the pan and the file's own size. Nothing for the
+    others."""
+    if spec.downscale == 1 and spec.pan is None:
         return {}
-    return {"downscale": spec.downscale, "source_size": f"{reader.source.info.width}x{reader.source.info.height}"}
+    while hasattr(reader, "source"):
+        reader = reader.source
+    meta = {"source_size": f"{reader.info.width}x{reader.info.height}"}
+    if spec.downscale != 1:
+        meta["downscale"] = spec.downscale
+    if spec.pan is not None:
+        meta["pan"] = list(spec.pan)
+    return meta
 
 
 def _plan_and_build(specs, out, options, jobs, resume, progress, runner, t0, encoder):
@@ -212,7 +220,7 @@ def _plan_and_build(specs, out, options, jobs, resume, progress, runner, t0, enc
             "fps": str(r.info.fps),
             "source_frames": r.info.num_frames,
             "frames": list(sel),
-            **_downscale_meta(s, r),
+            **_reshape_meta(s, r),
         }
         for s, r, sel in zip(specs, readers, selections, strict=False)
     ]

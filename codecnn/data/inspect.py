@@ -70,7 +70,9 @@ def describe_dataset(path: str | os.PathLike) -> list[str]:
         n = int(np.count_nonzero(seq == i))
         rates = [f"QP{u['qp']} {u['kbps']:.1f} kbps" for u in info.units if u["seq_index"] == i and "kbps" in u]
         cls = f" class {s['class']}" if s.get("class") else ""
-        scaled = f" (downscaled by {s['downscale']} from {s['source_size']})" if s.get("downscale", 1) > 1 else ""
+        made = [f"panned by {s['pan'][0]},{s['pan'][1]} a frame"] if "pan" in s else []
+        made += [f"downscaled by {s['downscale']}"] if s.get("downscale", 1) > 1 else []
+        scaled = f" ({' and '.join(made)} from {s['source_size']})" if made else ""
         lines.append(
             f"  {s['name']}: {s['width']}x{s['height']}{scaled} {s['bit_depth']}-bit, {len(s['frames'])} frames, "
             f"{s['split']}{cls}, {n} samples; " + ", ".join(rates)

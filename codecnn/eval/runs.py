@@ -42,9 +42,9 @@ class Run:
         return int(self.coded_qp[k]) if self.coded_qp else self.qp
 
 
-def _seq_meta(name: str, info: VideoInfo, source: str, cls: str | None = None, downscale: int = 1) -> dict:
-    """A results row's sequence: its geometry and source (and the list's ``downscale`` when the pictures are the
-    source's averaged: width and height are then the smaller pictures')."""
+def _seq_meta(name: str, info: VideoInfo, source: str, cls: str | None = None, downscale: int = 1, pan=None) -> dict:
+    """A results row's sequence: its geometry and source (and the list's ``downscale`` and ``pan`` when the
+    pictures are the source's averaged or panned: width and height are then the pictures made)."""
     meta = {
         "name": name,
         "class": cls,
@@ -56,6 +56,8 @@ def _seq_meta(name: str, info: VideoInfo, source: str, cls: str | None = None, d
     }
     if downscale != 1:
         meta["downscale"] = downscale
+    if pan is not None:
+        meta["pan"] = list(pan)
     return meta
 
 
@@ -64,7 +66,7 @@ def _encoded_run(spec, info: VideoInfo, qp: int, res, reader, indices: list, sho
     beside the encode's reconstruction, with its bits, PSNR and settings."""
     recon = res.open_recon()
     return Run(
-        _seq_meta(spec.name, info, spec.path, spec.cls, spec.downscale),
+        _seq_meta(spec.name, info, spec.path, spec.cls, spec.downscale, spec.pan),
         qp,
         res.bits,
         ((shown[k], reader.read(i), recon.read(k)) for k, i in enumerate(indices)),
@@ -240,7 +242,9 @@ def dataset_runs(path: str | os.PathLike, split: str | None, workdir: Path, qps=
             s.get("source_size", f"{s['width']}x{s['height']}"),
             s["bit_depth"],
             s["fps"],
+            frames=s["source_frames"] if "pan" in s else None,
             downscale=s.get("downscale", 1),
+            pan=tuple(s["pan"]) if "pan" in s else None,
         )
         for u in (u for u in units if u["seq"] == s["name"] and (not qps or u["qp"] in qps)):
             with h5py.File(info.path, "r") as f:
@@ -252,7 +256,7 @@ def dataset_runs(path: str | os.PathLike, split: str | None, workdir: Path, qps=
             decoded = decode_hevc(stream, s["bit_depth"], f"{path}: bitstream {s['name']}_qp{u['qp']}")
             frames = ((fi, o, r) for fi, o, r in zip(u["frames"], origs, decoded, strict=False))
             yield Run(
-                _seq_meta(s["name"], vinfo, s["source"], s.get("class"), spec.downscale),
+                _seq_meta(s["name"], vinfo, s["source"], s.get("class"), spec.downscale, spec.pan),
                 u["qp"],
                 u["bits"],
                 frames,
