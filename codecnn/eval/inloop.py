@@ -309,7 +309,7 @@ def evaluate_in_loop(
     units = []
     for si, spec in enumerate(specs):
         reader = spec.open()
-        sel = reader.select(encode.start, encode.frames if encode.frames is not None else spec.frames, 1)
+        sel = reader.select(encode.start, spec.count(encode.frames), 1)
         src = stage_frames(reader, sel, workdir / f"src{si}_{spec.name}_{sel.start}_{len(sel)}.yuv")
         info = dataclasses.replace(reader.info, num_frames=len(sel))
         reader.close()

@@ -83,9 +83,7 @@ def encode_runs(specs, encoder, encode: EncodeSettings, workdir: Path) -> Iterat
     ``encode`` chooses."""
     for si, spec in enumerate(specs):
         reader = spec.open()
-        sel = reader.select(
-            encode.start, encode.frames if encode.frames is not None else spec.frames, encode.frame_step
-        )
+        sel = reader.select(encode.start, spec.count(encode.frames), encode.frame_step)
         if not reader.random_access:
             from codecnn.yuv import RawYuvReader
 
@@ -151,9 +149,7 @@ def cluster_encode_runs(specs, series: list[tuple[EncodeSettings, Path]], runner
     for si, spec in enumerate(specs):
         reader = spec.open()
         try:
-            sel = reader.select(
-                first.start, first.frames if first.frames is not None else spec.frames, first.frame_step
-            )
+            sel = reader.select(first.start, spec.count(first.frames), first.frame_step)
             if reader.random_access:
                 staged, indices, info = None, tuple(sel), reader.info
             else:

@@ -35,7 +35,8 @@ def valid_pan(pan) -> bool:
 
 class PannedReader(VideoReader):
     """``frames`` windows of ``reader``'s frames moved by ``pan = (dx, dy)`` a frame (see the module's
-    docstring). ``frames`` defaults to the source's frame count and must be given for a one-picture source."""
+    docstring): the pan's length, which sets the window's size, counted from the source's frame 0. It defaults
+    to the source's frame count and must be given for a one-picture source (a list entry always gives it)."""
 
     def __init__(self, reader: VideoReader, pan, frames: int | None = None):
         if not valid_pan(pan):
@@ -45,8 +46,12 @@ class PannedReader(VideoReader):
             if n == 1:
                 raise CodecnnError(f"{reader.path}: a pan over one picture needs frames = N (how many to make)")
             frames = n
+        if frames < 1:
+            raise CodecnnError(f"{reader.path}: a pan of {frames} frames: give frames = 1 or more")
         if n > 1 and frames > n:
-            raise CodecnnError(f"{reader.path}: a pan of {frames} frames needs {frames} source frames; it has {n}")
+            raise CodecnnError(
+                f"{reader.path}: a pan of {frames} frames needs {frames} source frames; it has {n}: lower frames"
+            )
         self.source = reader  # the unpanned reader
         self.pan = (int(pan[0]), int(pan[1]))
         self.path = reader.path
@@ -57,7 +62,7 @@ class PannedReader(VideoReader):
         if width < MIN_SIZE or height < MIN_SIZE:
             raise CodecnnError(
                 f"{reader.path}: {i.width}x{i.height} panned by {dx},{dy} over {frames} frames leaves {width}x"
-                f"{height}, under {MIN_SIZE}x{MIN_SIZE}: use a smaller pan or fewer frames"
+                f"{height}, under {MIN_SIZE}x{MIN_SIZE}: lower the pan or the entry's frames (the pan's length)"
             )
         self.info = dataclasses.replace(i, width=width, height=height, num_frames=frames)
 
