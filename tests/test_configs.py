@@ -117,6 +117,23 @@ def test_slice_type_filter_and_older_files(ra_h5, tmp_path):
     assert r.exit_code == 0 and "test condition: ra; slice types: I 9, P 9, B 63" in r.output, r.output
 
 
+def test_validation_score_weighs_every_picture_once(ra_h5):
+    """Random-access validation: each picture's QP is its own (one I, one P, one reference B at their QPs, six
+    B at QP 39), and the score is the mean gain over the pictures, the measure the trainer's paired test
+    compares, not the mean over those QPs (which would weigh the I picture six times a B picture)."""
+    from codecnn.eval.restoration import restoration_metrics
+    from codecnn.train.checkpoint import load_model
+
+    model, _ = load_model("zoo:rdn-inloop-lop")
+    r = restoration_metrics(model, CTUDataset(ra_h5, "train"), torch.device("cpu"))
+    assert {q: v["frames"] for q, v in r["per_qp"].items()} == {"29": 1, "33": 1, "36": 1, "39": 6}
+    assert r["frames"] == len(r["frame_gains"]) == 9
+    assert r["score"] == pytest.approx(float(np.mean(r["frame_gains"])), abs=1e-9)
+    per_qp_mean = float(np.mean([v["gain"] for v in r["per_qp"].values()]))
+    assert abs(r["score"] - per_qp_mean) > 1e-4  # the two weighings differ on these pictures
+    assert r["score_se"] > 0
+
+
 def test_train_slice_types_option(ra_h5, tmp_path):
     r = CliRunner().invoke(
         cli, ["train", "rdn", "--data", str(ra_h5), "--out", str(tmp_path / "r"), "--blocks", "1", "--layers", "1",

@@ -138,6 +138,8 @@ def test_time_limit_shapes_the_schedule(restoration_h5, tmp_path):
     (val,) = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if '"val"' in x]
     frames = sum(v["frames"] for v in val["per_qp"].values())
     assert val["frames"] == frames and val["ctus"] > 0 and val["score_se"] >= 0  # the validation's size and noise
+    # all intra: every QP has the same frames, so the mean over the frames is the mean of the per-QP gains
+    assert val["score"] == pytest.approx(sum(v["gain"] for v in val["per_qp"].values()) / len(val["per_qp"]))
     assert "(standard error)" in r.output and f"validation: {frames} frames" in r.output
 
 

@@ -14,7 +14,11 @@ Per sequence, BD-rate and BD-PSNR of each against the anchor over the QPs
 :func:`restoration_metrics` is the validation measure of training: per QP, the mean over frames of the
 frame Y-PSNR of the reconstruction (the network's input) and of the restored output, both against the
 original, with the output rounded and clipped to the bit depth as a codec would store it; the gain is
-their difference.
+their difference. Its score is the mean gain over the frames (each (sequence, frame, QP) picture counts once),
+the measure the trainer's paired test compares: in all-intra data every QP has the same frames, and this is
+the mean of the per-QP gains; in random-access data a picture's QP is its own (an I picture, two P pictures
+and many B pictures per base QP), and a mean over those QPs would weigh the few I and P pictures as much as
+all the B pictures.
 """
 
 from __future__ import annotations
@@ -309,7 +313,8 @@ def quantise(x: torch.Tensor, bit_depth: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def restoration_metrics(model: nn.Module, ds: CTUDataset, device: torch.device, amp: bool = True) -> dict:
     """Per-QP mean frame Y-PSNR of input and output against the target, and the gain (see module doc), with
-    the gain's standard error over the frames; the score (mean gain over the QPs) and its standard error."""
+    the gain's standard error over the frames; the score (the mean gain over the frames, the per-QP gains
+    weighed by their frames) and its standard error (stratified by QP)."""
     model.eval()
     c = ds.context
     sse = defaultdict(lambda: [0.0, 0.0, 0])  # (seq, frame, qp) -> [sse_in, sse_out, pixels]
@@ -348,8 +353,9 @@ def restoration_metrics(model: nn.Module, ds: CTUDataset, device: torch.device, 
             "gain_se": standard_error(gains),
             "frames": len(pin),
         }
-    score = sum(v["gain"] for v in table.values()) / max(1, len(table))
-    score_se = float(np.sqrt(sum(v["gain_se"] ** 2 for v in table.values()))) / max(1, len(table))
+    n = max(1, sum(v["frames"] for v in table.values()))
+    score = sum(v["gain"] * v["frames"] for v in table.values()) / n
+    score_se = float(np.sqrt(sum((v["gain_se"] * v["frames"] / n) ** 2 for v in table.values())))
     model.train()
     return {
         "score": score,
