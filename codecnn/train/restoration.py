@@ -2,7 +2,8 @@
 
 Validation (:func:`codecnn.eval.restoration.restoration_metrics`) measures what a codec user reads off a
 paper's table: per QP, the mean frame Y-PSNR gain of the restored output over the reconstruction. The
-score that picks the best checkpoint is the mean gain over the QPs.
+score is the mean gain over the pictures; ``best.pt`` moves when the paired per-picture difference beats its
+standard error.
 """
 
 from __future__ import annotations
