@@ -353,9 +353,9 @@ def restoration_metrics(model: nn.Module, ds: CTUDataset, device: torch.device, 
             "gain_se": standard_error(gains),
             "frames": len(pin),
         }
-    n = max(1, sum(v["frames"] for v in table.values()))
-    score = sum(v["gain"] * v["frames"] for v in table.values()) / n
-    score_se = float(np.sqrt(sum((v["gain_se"] * v["frames"] / n) ** 2 for v in table.values())))
+    pictures = max(1, sum(v["frames"] for v in table.values()))
+    score = sum(v["gain"] * v["frames"] for v in table.values()) / pictures
+    score_se = float(np.sqrt(sum((v["gain_se"] * v["frames"] / pictures) ** 2 for v in table.values())))
     model.train()
     return {
         "score": score,
